@@ -1,0 +1,1 @@
+"""One module per family, each declaring its benchmarks to the harness registry."""

@@ -1,0 +1,84 @@
+"""``elementwise.bias_gelu``: the harness's built-in end-to-end benchmark.
+
+Fused Triton bias + GELU against PyTorch's two unfused ops. Memory-bound: the
+roofline that matters is bytes over copy bandwidth.
+"""
+
+import torch
+
+from harness.registry import Benchmark, Case, Cost, Impl, Tolerance, register
+from kernels.elementwise import bias_gelu, bias_gelu_reference
+
+# Per element: the bias add, the cubic polynomial (5), the sigmoid's non-exp part
+# (3) and the final product: 10 FLOPs and one exponential.
+FWD_FLOPS_PER_ELEMENT = 10
+# The forward's work again, the derivative (9) and the bias-gradient sum (1).
+BWD_FLOPS_PER_ELEMENT = 20
+
+
+def _cases(*shapes):
+    return [Case(f"{n}x{c}", {"rows": n, "cols": c}) for n, c in shapes]
+
+
+def make_inputs(case: Case, dtype: torch.dtype, device: torch.device, seed: int) -> dict:
+    generator = torch.Generator().manual_seed(seed)
+    rows, cols = case.params["rows"], case.params["cols"]
+    x = torch.randn(rows, cols, generator=generator).to(device, dtype)
+    bias = torch.randn(cols, generator=generator).to(device, dtype)
+    return {"x": x, "bias": bias}
+
+
+def cost(case: Case, mode: str, dtype: torch.dtype) -> Cost:
+    rows, cols = case.params["rows"], case.params["cols"]
+    elements, item = rows * cols, dtype.itemsize
+    fwd = Cost(flops=FWD_FLOPS_PER_ELEMENT * elements, bytes=(2 * elements + cols) * item, exp=elements)
+    # Backward reads x, dy and bias, writes dx and dbias.
+    bwd = Cost(flops=BWD_FLOPS_PER_ELEMENT * elements, bytes=(3 * elements + 2 * cols) * item, exp=elements)
+    if mode == "fwd":
+        return fwd
+    if mode == "bwd":
+        return bwd
+    return Cost(flops=fwd.flops + bwd.flops, bytes=fwd.bytes + bwd.bytes, exp=fwd.exp + bwd.exp)
+
+
+def _compiled_skip_reason(device, dtype, mode):
+    if device.type != "cuda":
+        return "torch.compile peer runs on CUDA only (on the CPU its compile time dominates tiny runs)"
+    return None
+
+
+_compiled = None
+
+
+def bias_gelu_compiled(x, bias):
+    global _compiled
+    if _compiled is None:
+        _compiled = torch.compile(bias_gelu_reference)
+    return _compiled(x, bias)
+
+
+register(
+    Benchmark(
+        name="elementwise.bias_gelu",
+        description="y = gelu(x + bias) (tanh approximation), x (N, C), bias (C,)",
+        cases={
+            "tiny": _cases((64, 257), (129, 1000)),
+            "small": _cases((4096, 4096), (8191, 4099)),
+            "full": _cases((16384, 8192), (32768, 16384)),
+        },
+        make_inputs=make_inputs,
+        reference=Impl("torch", bias_gelu_reference, role="reference", note="x + bias, then F.gelu"),
+        variants=[Impl("triton_fused", bias_gelu)],
+        peers=[Impl("torch_compile", bias_gelu_compiled, role="peer", skip_reason=_compiled_skip_reason)],
+        modes=("fwd", "bwd", "fwd_bwd"),
+        grad_inputs=("x", "bias"),
+        cost=cost,
+        # About two units in the last place of each dtype, relative; the absolute part
+        # covers values near zero and, in fp32, the bias gradient's sum over up to 32k rows.
+        tolerances={
+            torch.float32: Tolerance(atol=1e-4, rtol=2.5e-7),
+            torch.float16: Tolerance(atol=1e-3, rtol=2e-3),
+            torch.bfloat16: Tolerance(atol=8e-3, rtol=1.6e-2),
+        },
+    )
+)

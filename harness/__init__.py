@@ -1,0 +1,1 @@
+"""The menagerie harness: registry, timers, statistics, accuracy, ceilings, results, CLI."""

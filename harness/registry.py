@@ -1,0 +1,171 @@
+"""The benchmark contract and the registry that holds every declared benchmark.
+
+A benchmark (``family.op``) declares, once: its cases per size preset, an input
+maker ``(case, dtype, device, seed) -> dict``, the reference implementation, the
+optimized variants and optional peers, the modes it supports, a cost model and
+tolerances per dtype. The runner does the rest (accuracy, timing, statistics,
+roofline, provenance), so a family module holds declarations only.
+
+The cost model is ``cost(case, mode, dtype) -> Cost``. Each implementation is
+called as ``fn(**inputs)`` and returns a tensor or a tuple
+of tensors. In the ``bwd`` and ``fwd_bwd`` modes the runner differentiates the
+floating-point outputs with respect to the inputs named in ``grad_inputs``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+SIZES = ("tiny", "small", "full")
+MODES = ("fwd", "bwd", "fwd_bwd")
+ROLES = ("reference", "variant", "peer")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One problem shape: a short name (unique within a preset) and its parameters."""
+
+    name: str
+    params: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Work a perfect implementation cannot avoid, for throughput and roofline.
+
+    ``flops``: useful floating-point operations; ``bytes``: minimal bytes moved
+    to and from device memory; ``exp``: transcendental operations (exp, log,
+    sigmoid, ...). ``extra`` carries family-specific counts (e.g. executed-tile
+    FLOPs) that are recorded but not used for the roofline.
+    """
+
+    flops: float = 0.0
+    bytes: float = 0.0
+    exp: float = 0.0
+    extra: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Element-wise pass criterion: ``|out - ref| <= atol + rtol * |ref|``."""
+
+    atol: float
+    rtol: float
+
+
+# Returns why an implementation cannot run for (device, dtype, mode), or None when it can.
+SkipReason = Callable[[torch.device, torch.dtype, str], "str | None"]
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One implementation of a benchmark's operation.
+
+    ``role`` is ``reference``, ``variant`` (ours, optimized) or ``peer`` (another
+    project's, run when installed). ``skip_reason`` says why it cannot run in a
+    given setting; the runner reports such rows as skipped with that reason.
+    ``note`` labels semantic differences (e.g. "without sinks").
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    role: str = "variant"
+    skip_reason: SkipReason | None = None
+    note: str = ""
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ValueError(f"Impl {self.name!r}: role must be one of {ROLES}, got {self.role!r}")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    description: str
+    cases: Mapping[str, Sequence[Case]]
+    make_inputs: Callable[[Case, torch.dtype, torch.device, int], dict]
+    reference: Impl
+    variants: Sequence[Impl]
+    cost: Callable[[Case, str, torch.dtype], Cost]
+    tolerances: Mapping[torch.dtype, Tolerance]
+    peers: Sequence[Impl] = ()
+    modes: Sequence[str] = ("fwd",)
+    grad_inputs: Sequence[str] = ()
+
+    def __post_init__(self):
+        if "." not in self.name:
+            raise ValueError(f"benchmark name must be 'family.op', got {self.name!r}")
+        unknown = set(self.cases) - set(SIZES)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown size presets {sorted(unknown)}; expected {SIZES}")
+        bad_modes = set(self.modes) - set(MODES)
+        if bad_modes:
+            raise ValueError(f"{self.name}: unknown modes {sorted(bad_modes)}; expected {MODES}")
+        if any(m != "fwd" for m in self.modes) and not self.grad_inputs:
+            raise ValueError(f"{self.name}: modes {list(self.modes)} need grad_inputs")
+        if self.reference.role != "reference":
+            raise ValueError(f"{self.name}: the reference Impl must have role='reference'")
+        names = [impl.name for impl in self.impls]
+        if len(names) != len(set(names)):
+            raise ValueError(f"{self.name}: implementation names must be unique, got {names}")
+
+    @property
+    def family(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def dtypes(self) -> tuple[torch.dtype, ...]:
+        return tuple(self.tolerances)
+
+    @property
+    def impls(self) -> tuple[Impl, ...]:
+        return (self.reference, *self.variants, *self.peers)
+
+
+_REGISTRY: dict[str, Benchmark] = {}
+
+
+def register(benchmark: Benchmark) -> Benchmark:
+    if benchmark.name in _REGISTRY:
+        raise ValueError(f"benchmark {benchmark.name!r} is registered twice")
+    _REGISTRY[benchmark.name] = benchmark
+    return benchmark
+
+
+def load_all() -> dict[str, Benchmark]:
+    """Import every family module under ``benchmarks/`` so that each registers itself."""
+    import benchmarks
+
+    for module in pkgutil.iter_modules(benchmarks.__path__):
+        if not module.name.startswith(("test_", "conftest", "_")):
+            importlib.import_module(f"benchmarks.{module.name}")
+    return dict(_REGISTRY)
+
+
+def select(patterns: Sequence[str] = ()) -> list[Benchmark]:
+    """Benchmarks whose name or family matches any of the glob ``patterns`` (all when empty).
+
+    Raises ValueError naming a pattern that matches nothing.
+    """
+    registry = load_all()
+    if not patterns:
+        return [registry[name] for name in sorted(registry)]
+    chosen: dict[str, Benchmark] = {}
+    for pattern in patterns:
+        hits = [
+            name
+            for name, bench in registry.items()
+            if fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(bench.family, pattern)
+        ]
+        if not hits:
+            raise ValueError(
+                f"no benchmark matches {pattern!r}; known: {', '.join(sorted(registry))}"
+            )
+        chosen.update({name: registry[name] for name in hits})
+    return [chosen[name] for name in sorted(chosen)]

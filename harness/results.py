@@ -1,0 +1,86 @@
+"""Run records: one JSON file per run, validated against ``result_schema.json``.
+
+Files are written atomically (a temporary file in the same folder, then a
+rename), so an interrupted run never leaves a truncated record behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import jsonschema
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).with_name("result_schema.json")
+DEFAULT_RUNS_DIR = Path("results") / "runs"
+
+
+class ResultError(ValueError):
+    """A results file that cannot be read or does not match the schema."""
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def validate(record: dict) -> None:
+    try:
+        jsonschema.validate(record, schema())
+    except jsonschema.ValidationError as error:
+        where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise ResultError(f"not a valid menagerie run record at {where}: {error.message}") from None
+
+
+def run_filename(record: dict) -> str:
+    provenance = record["provenance"]
+    stamp = re.sub(r"[^0-9T]", "", provenance["timestamp"].split("+")[0])
+    device = re.sub(r"[^A-Za-z0-9]+", "-", provenance["device"]).strip("-").lower()[:40]
+    sha = (provenance["git"]["sha"] or "nogit")[:8]
+    return f"{stamp}_{device}_{record['config']['size']}_{sha}.json"
+
+
+def write_run(record: dict, out: Path) -> Path:
+    """Validates and writes ``record``; ``out`` is a folder (a name is chosen) or a .json path."""
+    validate(record)
+    out = Path(out)
+    path = out if out.suffix == ".json" else out / run_filename(record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(record, stream, indent=1, allow_nan=False)
+            stream.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_run(path: Path | str) -> dict:
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except OSError as error:
+        raise ResultError(f"cannot read results file {path}: {error.strerror}") from None
+    except ValueError as error:
+        raise ResultError(f"{path} is not JSON: {error}") from None
+    if isinstance(record, dict) and record.get("schema_version") not in (None, SCHEMA_VERSION):
+        raise ResultError(
+            f"{path} has schema_version {record.get('schema_version')}; this menagerie reads {SCHEMA_VERSION}"
+        )
+    try:
+        validate(record)
+    except ResultError as error:
+        raise ResultError(f"{path}: {error}") from None
+    return record
+
+
+def row_key(row: dict) -> tuple[str, str, str, str, str]:
+    return (row["benchmark"], row["case"], row["impl"], row["dtype"], row["mode"])

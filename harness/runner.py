@@ -1,0 +1,288 @@
+"""Runs benchmarks: for each (benchmark, case, dtype, mode) and implementation,
+check accuracy first, then time, then derive throughput and roofline.
+
+Accuracy is checked on ``seeds`` fresh inputs against the reference
+implementation run in float64 (float32 inputs) or float32 (half-precision
+inputs), with every output allocation poisoned. Timing uses the inputs of the
+first seed. A failing implementation is still timed, and its row says so.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+from harness import accuracy, ceilings, provenance, stats
+from harness.registry import Benchmark, Case, Impl
+from harness.results import SCHEMA_VERSION
+from harness.timing import Budget, TimerError, measure
+
+GRAD_OUTPUT_SEED_OFFSET = 1_000_003
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    size: str
+    device: torch.device
+    timer: str
+    budget: Budget = field(default_factory=Budget)
+    seeds: int = 3
+    dtypes: tuple[torch.dtype, ...] = ()  # empty: each benchmark's default for the device
+    modes: tuple[str, ...] = ()  # empty: every mode the benchmark declares
+    cases: tuple[str, ...] = ()  # glob patterns on case names; empty: all
+    impls: tuple[str, ...] = ()  # glob patterns on implementation names; empty: all
+
+    def to_dict(self) -> dict:
+        return {
+            "size": self.size,
+            "device": str(self.device),
+            "timer": self.timer,
+            "budget": asdict(self.budget),
+            "seeds": self.seeds,
+            "dtypes": [dtype_name(dtype) for dtype in self.dtypes],
+            "modes": list(self.modes),
+            "cases": list(self.cases),
+            "impls": list(self.impls),
+        }
+
+
+@dataclass(frozen=True)
+class Task:
+    benchmark: Benchmark
+    case: Case
+    dtype: torch.dtype
+    mode: str
+    impls: tuple[Impl, ...]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def default_dtypes(benchmark: Benchmark, device: torch.device) -> tuple[torch.dtype, ...]:
+    """bf16 on a GPU and fp32 on the CPU (the Triton interpreter has no bf16), when supported."""
+    preferred = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return (preferred,) if preferred in benchmark.dtypes else benchmark.dtypes[:1]
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return not patterns or any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
+
+
+def plan(benchmarks: list[Benchmark], config: RunConfig) -> list[Task]:
+    tasks = []
+    for bench in benchmarks:
+        dtypes = [d for d in config.dtypes if d in bench.dtypes] if config.dtypes else default_dtypes(
+            bench, config.device)
+        modes = [m for m in config.modes if m in bench.modes] if config.modes else list(bench.modes)
+        impls = tuple(impl for impl in bench.impls if _matches(impl.name, config.impls))
+        for case in bench.cases.get(config.size, ()):
+            if not _matches(case.name, config.cases):
+                continue
+            for dtype in dtypes:
+                for mode in modes:
+                    tasks.append(Task(bench, case, dtype, mode, impls))
+    return tasks
+
+
+def reference_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _as_outputs(result) -> tuple[torch.Tensor, ...]:
+    return tuple(result) if isinstance(result, (tuple, list)) else (result,)
+
+
+def _named(outputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    return {"out": outputs[0]} if len(outputs) == 1 else {f"out{i}": out for i, out in enumerate(outputs)}
+
+
+def _grad_outputs(outputs: tuple[torch.Tensor, ...], seed: int) -> list[torch.Tensor]:
+    # Drawn on the CPU in float32 from the seed alone, so the upcast reference and
+    # the implementation under test receive the same upstream gradient.
+    generator = torch.Generator().manual_seed(seed + GRAD_OUTPUT_SEED_OFFSET)
+    return [
+        torch.randn(out.shape, generator=generator).to(out.device, out.dtype)
+        for out in outputs
+        if out.requires_grad
+    ]
+
+
+class _Prepared:
+    """One implementation bound to inputs for one mode: ``step()`` is what gets timed.
+
+    In ``bwd`` mode the forward runs once here, outside what is timed, and each
+    step re-runs the backward through the retained graph.
+    """
+
+    def __init__(self, bench: Benchmark, impl: Impl, inputs: dict, mode: str, seed: int):
+        self.fn, self.mode, self.seed = impl.fn, mode, seed
+        self.leaves = {} if mode == "fwd" else {
+            name: inputs[name].detach().clone().requires_grad_(True) for name in bench.grad_inputs
+        }
+        self.inputs = {**inputs, **self.leaves}
+        self.outputs = self._forward() if mode == "bwd" else None
+        self.grad_outputs = _grad_outputs(self.outputs, seed) if mode == "bwd" else None
+
+    def _forward(self) -> tuple[torch.Tensor, ...]:
+        return _as_outputs(self.fn(**self.inputs))
+
+    def _backward(self, outputs, retain: bool) -> list[torch.Tensor]:
+        if self.grad_outputs is None:
+            self.grad_outputs = _grad_outputs(outputs, self.seed)
+        differentiable = [out for out in outputs if out.requires_grad]
+        grads = torch.autograd.grad(differentiable, list(self.leaves.values()), self.grad_outputs,
+                                    retain_graph=retain, allow_unused=True)
+        return [torch.zeros_like(leaf) if grad is None else grad for leaf, grad in zip(self.leaves.values(), grads)]
+
+    def step(self):
+        if self.mode == "fwd":
+            with torch.no_grad():
+                return self._forward()
+        if self.mode == "bwd":
+            return self._backward(self.outputs, retain=True)
+        return self._backward(self._forward(), retain=False)
+
+    def evaluate(self) -> dict[str, torch.Tensor]:
+        """Named outputs to compare: forward outputs and/or input gradients."""
+        if self.mode == "fwd":
+            with torch.no_grad():
+                return _named(self._forward())
+        outputs = self.outputs if self.mode == "bwd" else self._forward()
+        grads = self._backward(outputs, retain=self.mode == "bwd")
+        named = {f"grad_{name}": grad for name, grad in zip(self.leaves, grads)}
+        return named if self.mode == "bwd" else {**_named(outputs), **named}
+
+
+def _upcast(inputs: dict, dtype: torch.dtype) -> dict:
+    return {
+        name: value.to(dtype) if isinstance(value, torch.Tensor) and value.is_floating_point() else value
+        for name, value in inputs.items()
+    }
+
+
+def _empty_row(task: Task, impl: Impl, status: str, reason: str = "") -> dict:
+    cost = task.benchmark.cost(task.case, task.mode, task.dtype)
+    return {
+        "benchmark": task.benchmark.name,
+        "case": task.case.name,
+        "params": dict(task.case.params),
+        "impl": impl.name,
+        "role": impl.role,
+        "note": impl.note,
+        "dtype": dtype_name(task.dtype),
+        "mode": task.mode,
+        "status": status,
+        "reason": reason,
+        "samples_s": [],
+        "stats": None,
+        "accuracy": None,
+        "cost": {"flops": float(cost.flops), "bytes": float(cost.bytes), "exp": float(cost.exp),
+                 "extra": {k: float(v) for k, v in cost.extra.items()}},
+        "metrics": {"speedup_vs_reference": None, "tflops": None, "gbps": None, "gexp_per_s": None,
+                    "roofline_floor_s": None, "roofline_pct": None, "peak_memory_bytes": None},
+    }
+
+
+def _peak_memory(step: Callable, device: torch.device) -> int | None:
+    if device.type != "cuda":
+        return None  # the CPU allocator keeps no peak statistics
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    baseline = torch.cuda.memory_allocated(device)
+    step()
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device) - baseline)
+
+
+def _derive_metrics(row: dict, device_ceilings: dict) -> None:
+    median = row["stats"]["median_s"]
+    cost, metrics = row["cost"], row["metrics"]
+    metrics["tflops"] = cost["flops"] / median / 1e12 if cost["flops"] else None
+    metrics["gbps"] = cost["bytes"] / median / 1e9 if cost["bytes"] else None
+    metrics["gexp_per_s"] = cost["exp"] / median / 1e9 if cost["exp"] else None
+    floor = ceilings.roofline(cost["flops"], cost["bytes"], device_ceilings)
+    metrics["roofline_floor_s"] = floor
+    metrics["roofline_pct"] = 100.0 * floor / median if floor else None
+
+
+def run_task(task: Task, config: RunConfig, device_ceilings: dict,
+             on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    bench, device = task.benchmark, config.device
+    tolerance = bench.tolerances[task.dtype]
+    seeds = list(range(config.seeds))
+    inputs_by_seed = {seed: bench.make_inputs(task.case, task.dtype, device, seed) for seed in seeds}
+    expected = {}
+    for seed in seeds:
+        upcast = _upcast(inputs_by_seed[seed], reference_dtype(task.dtype))
+        expected[seed] = _Prepared(bench, bench.reference, upcast, task.mode, seed).evaluate()
+
+    rows = []
+    for impl in task.impls:
+        reason = impl.skip_reason(device, task.dtype, task.mode) if impl.skip_reason else None
+        if reason:
+            row = _empty_row(task, impl, "skipped", reason)
+        else:
+            row = _run_impl(task, impl, config, inputs_by_seed, expected, tolerance, device_ceilings)
+        rows.append(row)
+        if on_row:
+            on_row(row)
+
+    reference_row = rows[0] if rows and rows[0]["role"] == "reference" else None
+    if reference_row and reference_row["stats"]:
+        for row in rows:
+            if row["stats"]:
+                row["metrics"]["speedup_vs_reference"] = reference_row["stats"]["median_s"] / row["stats"]["median_s"]
+    return rows
+
+
+def _run_impl(task, impl, config, inputs_by_seed, expected, tolerance, device_ceilings) -> dict:
+    bench, device = task.benchmark, config.device
+    row = _empty_row(task, impl, "ok")
+    try:
+        records = []
+        for seed, inputs in inputs_by_seed.items():
+            with accuracy.poisoned_allocations():
+                outputs = _Prepared(bench, impl, inputs, task.mode, seed).evaluate()
+            records.append(accuracy.check_outputs(outputs, expected[seed], tolerance, [seed]))
+        record = accuracy.merge_records(records)
+        row["accuracy"] = record.to_dict()
+        prepared = _Prepared(bench, impl, inputs_by_seed[0], task.mode, 0)
+        samples = measure(prepared.step, config.budget, device, config.timer)
+        row["metrics"]["peak_memory_bytes"] = _peak_memory(prepared.step, device)
+    except TimerError as error:
+        row.update(status="skipped", reason=str(error))
+        return row
+    except Exception as error:  # an implementation that crashes is a finding, not a harness crash
+        row.update(status="error", reason=f"{type(error).__name__}: {error}")
+        return row
+    row["samples_s"] = samples
+    row["stats"] = stats.summarize(samples)
+    if not record.passed:
+        row.update(status="accuracy_failed", reason=record.message)
+    _derive_metrics(row, device_ceilings)
+    return row
+
+
+def run(benchmarks: list[Benchmark], config: RunConfig, command: list[str] | None = None,
+        on_row: Callable[[dict], None] | None = None, on_task: Callable[[Task], None] | None = None) -> dict:
+    """Runs every planned task and returns the run record (not yet written)."""
+    tasks = plan(benchmarks, config)
+    ceilings_by_dtype = {}
+    for dtype in sorted({task.dtype for task in tasks}, key=str):
+        ceilings_by_dtype[dtype_name(dtype)] = ceilings.get_ceilings(config.device, dtype)
+    rows = []
+    for task in tasks:
+        if on_task:
+            on_task(task)
+        rows.extend(run_task(task, config, ceilings_by_dtype[dtype_name(task.dtype)], on_row))
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "provenance": provenance.collect(config.device, command),
+        "config": config.to_dict(),
+        "ceilings": {name: {key: c.to_dict() for key, c in found.items()} for name, found in ceilings_by_dtype.items()},
+        "rows": rows,
+    }

@@ -1,0 +1,1 @@
+"""Models and training loops that use the kernels."""
