@@ -111,7 +111,7 @@ def _grad_outputs(outputs: tuple[torch.Tensor, ...], seed: int) -> list[torch.Te
     ]
 
 
-class _Prepared:
+class Prepared:
     """One implementation bound to inputs for one mode: ``step()`` is what gets timed.
 
     In ``bwd`` mode the forward runs once here, outside what is timed, and each
@@ -209,24 +209,46 @@ def _derive_metrics(row: dict, device_ceilings: dict) -> None:
     metrics["roofline_pct"] = 100.0 * floor / median if floor else None
 
 
+def inputs_for_seeds(task: Task, device: torch.device, seeds: int) -> dict[int, dict]:
+    return {seed: task.benchmark.make_inputs(task.case, task.dtype, device, seed) for seed in range(seeds)}
+
+
+def expected_outputs(task: Task, inputs_by_seed: dict[int, dict]) -> dict[int, dict[str, torch.Tensor]]:
+    """The reference implementation's outputs on upcast inputs, per seed."""
+    bench = task.benchmark
+    return {
+        seed: Prepared(bench, bench.reference, _upcast(inputs, reference_dtype(task.dtype)), task.mode, seed).evaluate()
+        for seed, inputs in inputs_by_seed.items()
+    }
+
+
+def check_accuracy(task: Task, impl: Impl, inputs_by_seed: dict[int, dict],
+                   expected: dict[int, dict[str, torch.Tensor]]) -> accuracy.AccuracyRecord:
+    """Runs ``impl`` on every seed with poisoned allocations and compares with ``expected``."""
+    tolerance = task.benchmark.tolerances[task.dtype]
+    records = []
+    for seed, inputs in inputs_by_seed.items():
+        with accuracy.poisoned_allocations():
+            outputs = Prepared(task.benchmark, impl, inputs, task.mode, seed).evaluate()
+        records.append(accuracy.check_outputs(outputs, expected[seed], tolerance, [seed]))
+    return accuracy.merge_records(records)
+
+
+def skip_reason(impl: Impl, task: Task, device: torch.device) -> str | None:
+    return impl.skip_reason(device, task.dtype, task.mode) if impl.skip_reason else None
+
+
 def run_task(task: Task, config: RunConfig, device_ceilings: dict,
              on_row: Callable[[dict], None] | None = None) -> list[dict]:
-    bench, device = task.benchmark, config.device
-    tolerance = bench.tolerances[task.dtype]
-    seeds = list(range(config.seeds))
-    inputs_by_seed = {seed: bench.make_inputs(task.case, task.dtype, device, seed) for seed in seeds}
-    expected = {}
-    for seed in seeds:
-        upcast = _upcast(inputs_by_seed[seed], reference_dtype(task.dtype))
-        expected[seed] = _Prepared(bench, bench.reference, upcast, task.mode, seed).evaluate()
-
+    inputs_by_seed = inputs_for_seeds(task, config.device, config.seeds)
+    expected = expected_outputs(task, inputs_by_seed)
     rows = []
     for impl in task.impls:
-        reason = impl.skip_reason(device, task.dtype, task.mode) if impl.skip_reason else None
+        reason = skip_reason(impl, task, config.device)
         if reason:
             row = _empty_row(task, impl, "skipped", reason)
         else:
-            row = _run_impl(task, impl, config, inputs_by_seed, expected, tolerance, device_ceilings)
+            row = _run_impl(task, impl, config, inputs_by_seed, expected, device_ceilings)
         rows.append(row)
         if on_row:
             on_row(row)
@@ -239,18 +261,13 @@ def run_task(task: Task, config: RunConfig, device_ceilings: dict,
     return rows
 
 
-def _run_impl(task, impl, config, inputs_by_seed, expected, tolerance, device_ceilings) -> dict:
-    bench, device = task.benchmark, config.device
+def _run_impl(task, impl, config, inputs_by_seed, expected, device_ceilings) -> dict:
+    device = config.device
     row = _empty_row(task, impl, "ok")
     try:
-        records = []
-        for seed, inputs in inputs_by_seed.items():
-            with accuracy.poisoned_allocations():
-                outputs = _Prepared(bench, impl, inputs, task.mode, seed).evaluate()
-            records.append(accuracy.check_outputs(outputs, expected[seed], tolerance, [seed]))
-        record = accuracy.merge_records(records)
+        record = check_accuracy(task, impl, inputs_by_seed, expected)
         row["accuracy"] = record.to_dict()
-        prepared = _Prepared(bench, impl, inputs_by_seed[0], task.mode, 0)
+        prepared = Prepared(task.benchmark, impl, inputs_by_seed[0], task.mode, 0)
         samples = measure(prepared.step, config.budget, device, config.timer)
         row["metrics"]["peak_memory_bytes"] = _peak_memory(prepared.step, device)
     except TimerError as error:
