@@ -41,7 +41,7 @@ def cost(case: Case, mode: str, dtype: torch.dtype) -> Cost:
     return Cost(flops=fwd.flops + bwd.flops, bytes=fwd.bytes + bwd.bytes, exp=fwd.exp + bwd.exp)
 
 
-def _compiled_skip_reason(device, dtype, mode):
+def _compiled_skip_reason(case, device, dtype, mode):
     if device.type != "cuda":
         return "torch.compile peer runs on CUDA only (on the CPU its compile time dominates tiny runs)"
     return None

@@ -59,8 +59,8 @@ class Tolerance:
     rtol: float
 
 
-# Returns why an implementation cannot run for (device, dtype, mode), or None when it can.
-SkipReason = Callable[[torch.device, torch.dtype, str], "str | None"]
+# Returns why an implementation cannot run for (case, device, dtype, mode), or None when it can.
+SkipReason = Callable[["Case", torch.device, torch.dtype, str], "str | None"]
 
 
 @dataclass(frozen=True)

@@ -235,7 +235,7 @@ def check_accuracy(task: Task, impl: Impl, inputs_by_seed: dict[int, dict],
 
 
 def skip_reason(impl: Impl, task: Task, device: torch.device) -> str | None:
-    return impl.skip_reason(device, task.dtype, task.mode) if impl.skip_reason else None
+    return impl.skip_reason(task.case, device, task.dtype, task.mode) if impl.skip_reason else None
 
 
 def run_task(task: Task, config: RunConfig, device_ceilings: dict,
