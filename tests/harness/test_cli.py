@@ -17,8 +17,9 @@ def menagerie(*args, cwd=None):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    done = menagerie("run", "--size", "tiny", "--budget", "0.05", "--warmup", "0.01", "--seeds", "2",
-                     "--out", str(out))
+    # Every registered benchmark, with the fewest repetitions: interpreted Triton takes ~1 s a call.
+    done = menagerie("run", "--size", "tiny", "--budget", "0.01", "--warmup", "0.01", "--seeds", "1",
+                     "--min-reps", "2", "--max-reps", "3", "--out", str(out))
     return done, out
 
 
