@@ -31,14 +31,16 @@ def make_inputs(case: Case, dtype: torch.dtype, device: torch.device, seed: int)
 def cost(case: Case, mode: str, dtype: torch.dtype) -> Cost:
     rows, cols = case.params["rows"], case.params["cols"]
     elements, item = rows * cols, dtype.itemsize
-    fwd = Cost(flops=FWD_FLOPS_PER_ELEMENT * elements, bytes=(2 * elements + cols) * item, exp=elements)
+    fwd = Cost(flops=FWD_FLOPS_PER_ELEMENT * elements, bytes=(2 * elements + cols) * item, exp=elements,
+               flop_ceiling="fp32")
     # Backward reads x, dy and bias, writes dx and dbias.
-    bwd = Cost(flops=BWD_FLOPS_PER_ELEMENT * elements, bytes=(3 * elements + 2 * cols) * item, exp=elements)
+    bwd = Cost(flops=BWD_FLOPS_PER_ELEMENT * elements, bytes=(3 * elements + 2 * cols) * item, exp=elements,
+               flop_ceiling="fp32")
     if mode == "fwd":
         return fwd
     if mode == "bwd":
         return bwd
-    return Cost(flops=fwd.flops + bwd.flops, bytes=fwd.bytes + bwd.bytes, exp=fwd.exp + bwd.exp)
+    return fwd + bwd
 
 
 def _compiled_skip_reason(case, device, dtype, mode):

@@ -1,4 +1,4 @@
-"""Device ceilings for the roofline: copy bandwidth and matmul rate.
+"""Device ceilings for the roofline: copy bandwidth, matmul rate, FP32 and exp rates.
 
 Both are measured once per (device, torch version) and cached in
 ``$MENAGERIE_CACHE_DIR/ceilings.json`` (default ``~/.cache/menagerie``), because a
@@ -24,18 +24,26 @@ import torch
 from harness.device import device_name
 from harness.timing import Budget, measure
 
-# Dense (no sparsity) peaks from NVIDIA's datasheets: (substring of the device name,
-# copy GB/s, {dtype: matmul TFLOP/s}). Order matters: the first match wins.
+# Dense (no sparsity) peaks from NVIDIA's datasheets, by a substring of the device
+# name; the first match wins. The exp rate is derived, not printed: SMs x 16
+# special-function results per clock x boost clock.
 DATASHEET = [
-    ("H200", 4800.0, {"bfloat16": 989.4, "float16": 989.4, "float32": 66.9}),
-    ("H100 PCIe", 2000.0, {"bfloat16": 756.0, "float16": 756.0, "float32": 51.2}),
-    ("H100", 3350.0, {"bfloat16": 989.4, "float16": 989.4, "float32": 66.9}),
-    ("A100-SXM4-80GB", 2039.0, {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5}),
-    ("A100 80GB PCIe", 1935.0, {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5}),
-    ("A100", 1555.0, {"bfloat16": 312.0, "float16": 312.0, "float32": 19.5}),
-    ("L40S", 864.0, {"bfloat16": 362.0, "float16": 362.0, "float32": 91.6}),
-    ("RTX 4090", 1008.0, {"bfloat16": 165.2, "float16": 165.2, "float32": 82.6}),
+    ("H200", dict(copy_gbps=4800.0, fp32_tflops=66.9, exp_tops=3.9,
+                  matmul_tflops={"bfloat16": 989.4, "float16": 989.4, "float32": 66.9})),
+    ("H100 PCIe", dict(copy_gbps=2000.0, fp32_tflops=51.2, exp_tops=3.2,
+                       matmul_tflops={"bfloat16": 756.0, "float16": 756.0, "float32": 51.2})),
+    ("H100", dict(copy_gbps=3350.0, fp32_tflops=66.9, exp_tops=3.9,
+                  matmul_tflops={"bfloat16": 989.4, "float16": 989.4, "float32": 66.9})),
+    ("A100-SXM4-80GB", dict(copy_gbps=2039.0, fp32_tflops=19.5, exp_tops=2.4,
+                            matmul_tflops={"bfloat16": 312.0, "float16": 312.0, "float32": 19.5})),
+    ("A100", dict(copy_gbps=1555.0, fp32_tflops=19.5, exp_tops=2.4,
+                  matmul_tflops={"bfloat16": 312.0, "float16": 312.0, "float32": 19.5})),
 ]
+UNITS = {"copy_gbps": "GB/s", "matmul_tflops": "TFLOP/s", "fp32_tflops": "TFLOP/s", "exp_tops": "T exp/s"}
+
+
+class NotMeasurable(RuntimeError):
+    """This ceiling has no meaningful measurement on this device (e.g. FP32 rate on the CPU)."""
 
 
 @dataclass(frozen=True)
@@ -85,14 +93,37 @@ def _measure_matmul(device: torch.device, dtype: torch.dtype) -> Ceiling:
                    f"measured {datetime.date.today().isoformat()}")
 
 
+def _measure_microkernel(device: torch.device, label: str) -> Ceiling:
+    """FP32 FMA or exp throughput from a register-resident Triton microkernel (GPU only)."""
+    if device.type != "cuda":
+        raise NotMeasurable(f"{label} is measured on CUDA devices only")
+    import triton
+
+    from harness import microkernels
+
+    kernel, per_step, unit_scale = {
+        "fp32_tflops": (microkernels.fma_chain_kernel, 2, 1e12),
+        "exp_tops": (microkernels.exp_chain_kernel, 1, 1e12),
+    }[label]
+    block, iterations = 1024, 512
+    numel = 256 * block * torch.cuda.get_device_properties(device).multi_processor_count
+    x = torch.rand(numel, device=device)
+    out = torch.empty_like(x)
+    launch = lambda: kernel[(triton.cdiv(numel, block),)](x, out, ITERATIONS=iterations, BLOCK=block)  # noqa: E731
+    samples = measure(launch, Budget(warmup_s=0.2, measure_s=0.5, min_reps=5), device, "events")
+    median = sorted(samples)[len(samples) // 2]
+    operations = per_step * iterations * microkernels.CHAINS * numel
+    return Ceiling(operations / median / unit_scale, UNITS[label], "measured",
+                   f"median of {len(samples)} register-resident Triton chains, "
+                   f"measured {datetime.date.today().isoformat()}")
+
+
 def _datasheet(name: str, dtype: torch.dtype) -> dict[str, Ceiling]:
-    for pattern, copy_gbps, matmul in DATASHEET:
+    for pattern, peaks in DATASHEET:
         if pattern in name:
-            found = {"copy_gbps": Ceiling(copy_gbps, "GB/s", "datasheet", f"{pattern} datasheet peak")}
-            if _dtype_name(dtype) in matmul:
-                found["matmul_tflops"] = Ceiling(matmul[_dtype_name(dtype)], "TFLOP/s", "datasheet",
-                                                 f"{pattern} datasheet dense peak")
-            return found
+            values = {**peaks, "matmul_tflops": peaks["matmul_tflops"].get(_dtype_name(dtype))}
+            return {label: Ceiling(value, UNITS[label], "datasheet", f"{pattern} datasheet peak")
+                    for label, value in values.items() if value is not None}
     return {}
 
 
@@ -112,13 +143,19 @@ def _store_cache(cache: dict) -> None:
 
 
 def get_ceilings(device: torch.device, dtype: torch.dtype, remeasure: bool = False) -> dict[str, Ceiling]:
-    """``copy_gbps`` and ``matmul_tflops`` for ``device`` (matmul in ``dtype``), cached."""
+    """Copy bandwidth, matmul rate in ``dtype``, and on a GPU the FP32 and exp rates; cached.
+
+    On the CPU only the copy bandwidth and the matmul rate are measured: interpreted
+    Triton has no meaningful FP32 or exp rate.
+    """
     name = device_name(device)
     key = f"{name} | torch {torch.__version__}"
     cache = _load_cache()
     entry = cache.setdefault(key, {})
     wanted = {"copy_gbps": ("copy_gbps", lambda: _measure_copy(device)),
-              "matmul_tflops": (f"matmul_tflops/{_dtype_name(dtype)}", lambda: _measure_matmul(device, dtype))}
+              "matmul_tflops": (f"matmul_tflops/{_dtype_name(dtype)}", lambda: _measure_matmul(device, dtype)),
+              "fp32_tflops": ("fp32_tflops", lambda: _measure_microkernel(device, "fp32_tflops")),
+              "exp_tops": ("exp_tops", lambda: _measure_microkernel(device, "exp_tops"))}
     result, changed = {}, False
     for label, (slot, measure_it) in wanted.items():
         if slot in entry and not remeasure:
@@ -126,6 +163,8 @@ def get_ceilings(device: torch.device, dtype: torch.dtype, remeasure: bool = Fal
             continue
         try:
             ceiling = measure_it()
+        except NotMeasurable:
+            continue
         except (RuntimeError, torch.cuda.OutOfMemoryError):
             ceiling = _datasheet(name, dtype).get(label)
         if ceiling is not None:
@@ -138,11 +177,20 @@ def get_ceilings(device: torch.device, dtype: torch.dtype, remeasure: bool = Fal
     return result
 
 
-def roofline(flops: float, nbytes: float, ceilings: dict[str, Ceiling]) -> float | None:
-    """The shortest time, in seconds, that the FLOPs and bytes allow on these ceilings."""
+def roofline(flops: float, nbytes: float, exp: float, ceilings: dict[str, Ceiling],
+             flop_ceiling: str = "matmul") -> float | None:
+    """The shortest time, in seconds, that the work allows on these ceilings.
+
+    The largest of FLOPs over the matmul (or FP32) rate, bytes over the copy
+    bandwidth and exponentials over the special-function rate, among the ceilings
+    known for the device.
+    """
+    rate_for_flops = {"matmul": "matmul_tflops", "fp32": "fp32_tflops"}[flop_ceiling]
     floors = []
-    if flops and "matmul_tflops" in ceilings:
-        floors.append(flops / (ceilings["matmul_tflops"].value * 1e12))
+    if flops and rate_for_flops in ceilings:
+        floors.append(flops / (ceilings[rate_for_flops].value * 1e12))
     if nbytes and "copy_gbps" in ceilings:
         floors.append(nbytes / (ceilings["copy_gbps"].value * 1e9))
+    if exp and "exp_tops" in ceilings:
+        floors.append(exp / (ceilings["exp_tops"].value * 1e12))
     return max(floors) if floors else None

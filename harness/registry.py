@@ -41,14 +41,28 @@ class Cost:
 
     ``flops``: useful floating-point operations; ``bytes``: minimal bytes moved
     to and from device memory; ``exp``: transcendental operations (exp, log,
-    sigmoid, ...). ``extra`` carries family-specific counts (e.g. executed-tile
-    FLOPs) that are recorded but not used for the roofline.
+    sigmoid, ...). ``flop_ceiling`` names the rate the FLOPs run at: ``matmul``
+    (tensor cores) or ``fp32`` (CUDA cores, for scans and element-wise math).
+    ``extra`` carries family-specific counts (e.g. executed-tile FLOPs) that are
+    recorded but not used for the roofline.
     """
 
     flops: float = 0.0
     bytes: float = 0.0
     exp: float = 0.0
+    flop_ceiling: str = "matmul"
     extra: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.flop_ceiling not in ("matmul", "fp32"):
+            raise ValueError(f"Cost.flop_ceiling must be 'matmul' or 'fp32', got {self.flop_ceiling!r}")
+
+    def __add__(self, other: "Cost") -> "Cost":
+        """Work of two steps run one after the other (e.g. forward then backward)."""
+        if other.flop_ceiling != self.flop_ceiling:
+            raise ValueError("cannot add costs bound by different FLOP ceilings")
+        extra = {key: self.extra.get(key, 0.0) + other.extra.get(key, 0.0) for key in {*self.extra, *other.extra}}
+        return Cost(self.flops + other.flops, self.bytes + other.bytes, self.exp + other.exp, self.flop_ceiling, extra)
 
 
 @dataclass(frozen=True)

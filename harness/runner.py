@@ -181,7 +181,7 @@ def _empty_row(task: Task, impl: Impl, status: str, reason: str = "") -> dict:
         "stats": None,
         "accuracy": None,
         "cost": {"flops": float(cost.flops), "bytes": float(cost.bytes), "exp": float(cost.exp),
-                 "extra": {k: float(v) for k, v in cost.extra.items()}},
+                 "flop_ceiling": cost.flop_ceiling, "extra": {k: float(v) for k, v in cost.extra.items()}},
         "metrics": {"speedup_vs_reference": None, "tflops": None, "gbps": None, "gexp_per_s": None,
                     "roofline_floor_s": None, "roofline_pct": None, "peak_memory_bytes": None},
     }
@@ -204,7 +204,7 @@ def _derive_metrics(row: dict, device_ceilings: dict) -> None:
     metrics["tflops"] = cost["flops"] / median / 1e12 if cost["flops"] else None
     metrics["gbps"] = cost["bytes"] / median / 1e9 if cost["bytes"] else None
     metrics["gexp_per_s"] = cost["exp"] / median / 1e9 if cost["exp"] else None
-    floor = ceilings.roofline(cost["flops"], cost["bytes"], device_ceilings)
+    floor = ceilings.roofline(cost["flops"], cost["bytes"], cost["exp"], device_ceilings, cost["flop_ceiling"])
     metrics["roofline_floor_s"] = floor
     metrics["roofline_pct"] = 100.0 * floor / median if floor else None
 

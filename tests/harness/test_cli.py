@@ -3,10 +3,13 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from harness import results
 from harness.cli import main
+from harness.stats import summarize
+from tests.harness.test_stats import realistic_samples
 
 
 def menagerie(*args, cwd=None):
@@ -52,18 +55,19 @@ def test_compare_against_itself_passes_and_baseline_gate_runs(tiny_run, tmp_path
 def test_compare_exits_one_on_regression(tiny_run, tmp_path):
     _, out = tiny_run
     [path] = list(out.glob("*.json"))
-    record = json.loads(path.read_text())
-    for row in record["rows"]:
-        if row["samples_s"]:
-            row["samples_s"] = [sample * 2 for sample in row["samples_s"]]
-            for key in ("median_s", "q25_s", "q75_s", "iqr_s", "mean_s", "min_s", "max_s"):
-                row["stats"][key] *= 2
-            row["stats"]["ci95_s"] = [value * 2 for value in row["stats"]["ci95_s"]]
-    slower = tmp_path / "slower.json"
-    slower.write_text(json.dumps(record))
-    done = menagerie("compare", str(path), str(slower))
-    assert done.returncode == 1
+    rng = np.random.default_rng(0)
+    old, new = json.loads(path.read_text()), json.loads(path.read_text())
+    for old_row, new_row in zip(old["rows"], new["rows"]):
+        if old_row["samples_s"]:  # plant 30 samples per row, then a 2x slowdown
+            old_row["samples_s"] = realistic_samples(rng, 1e-3, n=30).tolist()
+            new_row["samples_s"] = realistic_samples(rng, 2e-3, n=30).tolist()
+            old_row["stats"], new_row["stats"] = summarize(old_row["samples_s"]), summarize(new_row["samples_s"])
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    done = menagerie("compare", str(tmp_path / "old.json"), str(tmp_path / "new.json"))
+    assert done.returncode == 1, done.stdout + done.stderr
     assert "regression" in done.stdout
+    assert menagerie("compare", str(tmp_path / "old.json"), str(tmp_path / "old.json")).returncode == 0
 
 
 @pytest.mark.parametrize("args, message", [
