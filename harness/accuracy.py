@@ -58,6 +58,7 @@ class AccuracyRecord:
     atol: float
     rtol: float
     seeds: list[int]
+    poisoned: bool = True  # whether output allocations were poisoned during the check
     message: str = ""
 
     def to_dict(self) -> dict:
@@ -141,5 +142,6 @@ def merge_records(records: list[AccuracyRecord]) -> AccuracyRecord:
         atol=worst.atol,
         rtol=worst.rtol,
         seeds=[seed for record in records for seed in record.seeds],
+        poisoned=all(record.poisoned for record in records),
         message=worst.message,
     )

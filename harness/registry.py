@@ -84,7 +84,9 @@ class Impl:
     ``role`` is ``reference``, ``variant`` (ours, optimized) or ``peer`` (another
     project's, run when installed). ``skip_reason`` says why it cannot run in a
     given setting; the runner reports such rows as skipped with that reason.
-    ``note`` labels semantic differences (e.g. "without sinks").
+    ``note`` labels semantic differences (e.g. "without sinks"). ``poison=False``
+    checks accuracy without poisoned allocations, for code that cannot run under a
+    dispatch mode (anything ``torch.compile``d); the accuracy record says so.
     """
 
     name: str
@@ -92,6 +94,7 @@ class Impl:
     role: str = "variant"
     skip_reason: SkipReason | None = None
     note: str = ""
+    poison: bool = True
 
     def __post_init__(self):
         if self.role not in ROLES:

@@ -38,6 +38,13 @@ def test_unwritten_output_is_caught_by_poisoning():
     assert row["accuracy"]["nan_count"] == 2  # the last element, on each seed
 
 
+def test_unpoisoned_implementations_are_labelled():
+    rows = rows_by_impl(toy_benchmark([Impl("compiled", correct, poison=False)]))
+    assert rows["compiled"]["status"] == "ok"
+    assert rows["compiled"]["accuracy"]["poisoned"] is False
+    assert rows["reference"]["accuracy"]["poisoned"] is True
+
+
 def test_nan_output_is_counted():
     row = rows_by_impl(toy_benchmark([Impl("nan", produces_nan)]))["nan"]
     assert row["status"] == "accuracy_failed"

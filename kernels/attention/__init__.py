@@ -1,0 +1,8 @@
+"""Sliding-window attention with sink tokens: the Triton kernel, its reference and the shared mask."""
+
+from kernels.attention.mask import sliding_window_mask, sliding_window_mask_mod, visible_pairs
+from kernels.attention.reference import sliding_window_attention_reference
+from kernels.attention.sliding_window import sliding_window_attention
+
+__all__ = ["sliding_window_attention", "sliding_window_attention_reference", "sliding_window_mask",
+           "sliding_window_mask_mod", "visible_pairs"]

@@ -1,0 +1,40 @@
+"""Plain-PyTorch sliding-window attention with sinks: dense scores under the shared mask.
+
+Accumulates in float32 (float64 for float64 inputs) and returns q's dtype. Queries
+that see no key output 0 and have log-sum-exp -inf. Differentiable by autograd.
+``query_chunk`` bounds memory to ``chunk × Sk`` scores per head, so the reference
+also runs at long sequence lengths on a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from kernels.attention.mask import sliding_window_mask
+
+
+def sliding_window_attention_reference(q, k, v, window, sinks=0, causal=True, scale=None, return_lse=False,
+                                       query_chunk: int | None = None):
+    compute = torch.float64 if q.dtype == torch.float64 else torch.float32
+    group = q.shape[1] // k.shape[1]
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    keys = k.to(compute).repeat_interleave(group, dim=1)
+    values = v.to(compute).repeat_interleave(group, dim=1)
+    q_len, kv_len = q.shape[2], k.shape[2]
+    mask = sliding_window_mask(q_len, kv_len, window, sinks, causal, device=q.device)
+    outputs, lses = [], []
+    chunk = query_chunk or max(q_len, 1)
+    for start in range(0, q_len, chunk):
+        scores = (q[:, :, start:start + chunk].to(compute) @ keys.transpose(-1, -2)) * scale
+        scores = scores.masked_fill(~mask[start:start + chunk], float("-inf"))
+        lse = torch.logsumexp(scores, dim=-1)
+        # exp(-inf - -inf) is NaN for queries that see nothing: their weights are 0 instead.
+        weights = torch.exp(scores - lse.unsqueeze(-1).nan_to_num(neginf=0.0)).masked_fill(~mask[start:start + chunk], 0.0)
+        outputs.append(weights @ values)
+        lses.append(lse)
+    out = torch.cat(outputs, dim=2).to(q.dtype) if outputs else q.new_empty(q.shape)
+    if not return_lse:
+        return out
+    return out, (torch.cat(lses, dim=2) if lses else q.new_empty(q.shape[:3], dtype=compute)).float()

@@ -1,0 +1,45 @@
+import math
+
+import torch
+
+from kernels.attention import sliding_window_attention_reference
+
+
+def naive(q, k, v, window, sinks, causal):
+    """One query at a time, straight from the definition, in float64."""
+    batch, heads, q_len, dim = q.shape
+    kv_len, group = k.shape[2], heads // k.shape[1]
+    out = torch.zeros_like(q)
+    for b in range(batch):
+        for h in range(heads):
+            for i in range(q_len):
+                pos = i + kv_len - q_len
+                keys = [j for j in range(kv_len)
+                        if (abs(pos - j) <= window or j < sinks) and (not causal or j <= pos)]
+                if keys:
+                    scores = torch.stack([q[b, h, i] @ k[b, h // group, j] for j in keys]) / math.sqrt(dim)
+                    out[b, h, i] = torch.softmax(scores, 0) @ v[b, h // group, keys]
+    return out
+
+
+def test_reference_matches_the_definition():
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 4, 9, 8, generator=generator, dtype=torch.float64)
+    k = torch.randn(2, 2, 13, 8, generator=generator, dtype=torch.float64)
+    v = torch.randn(2, 2, 13, 8, generator=generator, dtype=torch.float64)
+    for window, sinks, causal in [(2, 0, True), (1, 3, True), (3, 2, False), (0, 0, True)]:
+        torch.testing.assert_close(sliding_window_attention_reference(q, k, v, window, sinks, causal),
+                                   naive(q, k, v, window, sinks, causal))
+
+
+def test_empty_rows_give_zero_and_minus_infinity():
+    q, k, v = torch.randn(1, 1, 6, 8), torch.randn(1, 1, 3, 8), torch.randn(1, 1, 3, 8)
+    out, lse = sliding_window_attention_reference(q, k, v, window=1, causal=True, return_lse=True)
+    assert torch.equal(out[0, 0, :3], torch.zeros(3, 8))
+    assert torch.isinf(lse[0, 0, :3]).all() and torch.isfinite(lse[0, 0, 3:]).all()
+
+
+def test_query_chunks_do_not_change_the_result():
+    q, k, v = torch.randn(1, 2, 37, 16), torch.randn(1, 2, 37, 16), torch.randn(1, 2, 37, 16)
+    whole = sliding_window_attention_reference(q, k, v, window=4, sinks=2)
+    torch.testing.assert_close(sliding_window_attention_reference(q, k, v, window=4, sinks=2, query_chunk=5), whole)
