@@ -19,6 +19,7 @@ import importlib.util
 import torch
 import torch.nn.functional as F
 
+from benchmarks import interpreted_bf16
 from harness.registry import Benchmark, Case, Cost, Impl, Tolerance, register
 from kernels.attention import (sliding_window_attention, sliding_window_attention_reference,
                                sliding_window_mask, sliding_window_mask_mod, visible_pairs)
@@ -130,7 +131,7 @@ def _impls():
     return dict(
         reference=Impl("torch_dense", dense_reference, role="reference",
                        note="dense masked scores in query chunks, float32 accumulation"),
-        variants=[Impl("triton", sliding_window_attention)],
+        variants=[Impl("triton", sliding_window_attention, skip_reason=interpreted_bf16)],
         peers=[
             Impl("sdpa_mask", sdpa_with_mask, role="peer", note="F.scaled_dot_product_attention, boolean mask"),
             Impl("flex_attention", flex_attention_block_mask, role="peer", skip_reason=_flex_skip,

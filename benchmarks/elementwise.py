@@ -6,6 +6,7 @@ roofline that matters is bytes over copy bandwidth.
 
 import torch
 
+from benchmarks import interpreted_bf16
 from harness.registry import Benchmark, Case, Cost, Impl, Tolerance, register
 from kernels.elementwise import bias_gelu, bias_gelu_reference
 
@@ -70,7 +71,7 @@ register(
         },
         make_inputs=make_inputs,
         reference=Impl("torch", bias_gelu_reference, role="reference", note="x + bias, then F.gelu"),
-        variants=[Impl("triton_fused", bias_gelu)],
+        variants=[Impl("triton_fused", bias_gelu, skip_reason=interpreted_bf16)],
         peers=[Impl("torch_compile", bias_gelu_compiled, role="peer", skip_reason=_compiled_skip_reason,
                 poison=False)],
         modes=("fwd", "bwd", "fwd_bwd"),

@@ -49,18 +49,24 @@ def _visible(pos, keys, window, sinks, kv_len, CAUSAL: tl.constexpr):
 
 
 @triton.jit
-def _band_tiles(first_pos, last_pos, window, sinks, kv_len, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr):
-    """Start of the first and end of the last key tile that a block of query positions sees in its band.
+def _key_tile_ranges(start_m, q_len, kv_len, window, sinks, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     CAUSAL: tl.constexpr):
+    """The key tiles a query block visits: sinks ``[0, sink_end)``, then band ``[band_start, band_end)``.
 
-    Without causality, sinks can also lie after the band (a query near the start with
-    a small window): the band then extends to cover them.
+    The band starts at a tile boundary; the sink tiles lie wholly before it, so no key
+    is visited twice. Without causality sinks can also lie after a band near the
+    start, and the band then extends to cover them. ``visited_key_tiles`` mirrors this.
     """
-    low = tl.maximum(first_pos - window, 0)
+    first_pos = start_m + kv_len - q_len
+    last_pos = tl.minimum(start_m + BLOCK_M, q_len) - 1 + kv_len - q_len
+    band_start = (tl.maximum(first_pos - window, 0) // BLOCK_N) * BLOCK_N
+    sink_end = tl.minimum(tl.minimum(sinks, band_start), kv_len)
     if CAUSAL:
-        high = tl.minimum(last_pos + 1, kv_len)
+        band_end = tl.minimum(last_pos + 1, kv_len)
+        sink_end = tl.minimum(sink_end, last_pos + 1)
     else:
-        high = tl.minimum(tl.maximum(last_pos + window + 1, sinks), kv_len)
-    return (low // BLOCK_N) * BLOCK_N, high
+        band_end = tl.minimum(tl.maximum(last_pos + window + 1, sinks), kv_len)
+    return sink_end, band_start, band_end
 
 
 @triton.jit
@@ -105,13 +111,8 @@ def _sliding_window_fwd_kernel(
     acc = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
     row_max = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     row_sum = tl.zeros((BLOCK_M,), dtype=tl.float32)
-    first_pos = start_m + kv_len - q_len
-    last_pos = tl.minimum(start_m + BLOCK_M, q_len) - 1 + kv_len - q_len
-    band_start, band_end = _band_tiles(first_pos, last_pos, window, sinks, kv_len, BLOCK_N, CAUSAL)
-    # Sink tiles lie wholly before the band's first tile, so no key is visited twice.
-    sink_end = tl.minimum(tl.minimum(sinks, band_start), kv_len)
-    if CAUSAL:
-        sink_end = tl.minimum(sink_end, last_pos + 1)
+    sink_end, band_start, band_end = _key_tile_ranges(start_m, q_len, kv_len, window, sinks, BLOCK_M, BLOCK_N,
+                                                      CAUSAL)
     for start_n in range(0, sink_end, BLOCK_N):
         acc, row_max, row_sum = _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window, sinks,
                                           kv_len, qk_scale, stride_kn, stride_vn, offs_n, offs_d, CAUSAL,
@@ -241,12 +242,8 @@ def _sliding_window_bwd_dq_kernel(
     v_base = v_ptr + batch * stride_vb + kv_head * stride_vh
     dq = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
 
-    first_pos = start_m + offset
-    last_pos = tl.minimum(start_m + BLOCK_M, q_len) - 1 + offset
-    band_start, band_end = _band_tiles(first_pos, last_pos, window, sinks, kv_len, BLOCK_N, CAUSAL)
-    sink_end = tl.minimum(tl.minimum(sinks, band_start), kv_len)
-    if CAUSAL:
-        sink_end = tl.minimum(sink_end, last_pos + 1)
+    sink_end, band_start, band_end = _key_tile_ranges(start_m, q_len, kv_len, window, sinks, BLOCK_M, BLOCK_N,
+                                                      CAUSAL)
     for start_n in range(0, sink_end, BLOCK_N):
         dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window, sinks, kv_len, qk_scale,
                       stride_kn, stride_vn, offs_n, offs_d, CAUSAL, DOT_PRECISION)
@@ -259,18 +256,19 @@ def _sliding_window_bwd_dq_kernel(
 
 def visited_key_tiles(q_len: int, kv_len: int, window: int, sinks: int, causal: bool,
                       block_m: int, block_n: int) -> list[list[int]]:
-    """Start of every key tile each query block's forward visits (a mirror of the kernel's ranges)."""
+    """Start of every key tile each query block visits: a Python mirror of ``_key_tile_ranges``."""
     visited = []
     for start_m in range(0, q_len, block_m):
         first_pos = start_m + kv_len - q_len
         last_pos = min(start_m + block_m, q_len) - 1 + kv_len - q_len
-        low = max(first_pos - window, 0)
-        high = min(last_pos + 1 if causal else max(last_pos + window + 1, sinks), kv_len)
-        band_start = (low // block_n) * block_n
+        band_start = (max(first_pos - window, 0) // block_n) * block_n
         sink_end = min(sinks, band_start, kv_len)
         if causal:
+            band_end = min(last_pos + 1, kv_len)
             sink_end = min(sink_end, last_pos + 1)
-        visited.append(list(range(0, sink_end, block_n)) + list(range(band_start, high, block_n)))
+        else:
+            band_end = min(max(last_pos + window + 1, sinks), kv_len)
+        visited.append(list(range(0, sink_end, block_n)) + list(range(band_start, band_end, block_n)))
     return visited
 
 
