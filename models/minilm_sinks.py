@@ -163,9 +163,9 @@ def plot_study(study: SinkStudy, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for key, means in study.cosine_mean.items():
-        left.plot(study.windows, means, marker="o", label=f"{key} (mean)")
-        left.plot(study.windows, study.cosine_min[key], linestyle=":", marker=".", label=f"{key} (min)")
+    for (key, means), colour in zip(study.cosine_mean.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        left.plot(study.windows, means, marker="o", color=colour, label=f"{key} (mean)")
+        left.plot(study.windows, study.cosine_min[key], linestyle=":", marker=".", color=colour, label=f"{key} (min)")
     left.set_xscale("log", base=2)
     left.set_xlabel("window (keys each side)")
     left.set_ylabel("cosine similarity to dense embedding")
