@@ -29,12 +29,13 @@ BACKWARD_FLOP_FACTOR = 2.5
 # Tiling at which executed-tile FLOPs are reported (the first of the GPU configurations).
 REPORTED_TILE = (128, 64)
 
-# Relative to the output's scale, a few units in the last place of each dtype; the
-# reference runs on the same rounded inputs in float64 (fp32) or float32 (fp16, bf16).
+# As the kernel's tests (tests/attention/test_sliding_window.py): half-precision probabilities
+# are rounded to the input dtype before their matmuls, ~10 units of roundoff of fp16 / bf16;
+# fp32 only accumulation order and the GPU's approximate exp2 / log2.
 TOLERANCES = {
-    torch.float32: Tolerance(atol=2e-5, rtol=2e-5),
-    torch.float16: Tolerance(atol=4e-3, rtol=4e-3),
-    torch.bfloat16: Tolerance(atol=3e-2, rtol=3e-2),
+    torch.float32: Tolerance(atol=1e-4, rtol=1e-4),
+    torch.float16: Tolerance(atol=1e-2, rtol=1e-2),
+    torch.bfloat16: Tolerance(atol=8e-2, rtol=8e-2),
 }
 
 

@@ -169,9 +169,11 @@ register(Benchmark(
     peers=[Impl("mamba_ssm", mamba_ssm_selective_scan, role="peer", skip_reason=_mamba_ssm_skip,
                 note="selective_scan_fn (CUDA)")],
     cost=selective_cost,
-    # As the kernel's tests: float32 state over long sequences; half precision rounds once.
-    tolerances={torch.float32: Tolerance(atol=1e-5, rtol=1e-4), torch.float16: Tolerance(atol=2e-3, rtol=4e-3),
-                torch.bfloat16: Tolerance(atol=2e-2, rtol=3e-2)},
+    # As the kernel's tests: 1e-4 of each result's largest magnitude for the float32 state's
+    # long sums, plus one ulp of the output dtype, which half-precision results are rounded to.
+    tolerances={torch.float32: Tolerance(atol=0.0, atol_of_max=1e-4, rtol=0.0),
+                torch.float16: Tolerance(atol=0.0, atol_of_max=1e-4, rtol=2.0 ** -10),
+                torch.bfloat16: Tolerance(atol=0.0, atol_of_max=1e-4, rtol=2.0 ** -7)},
     modes=("fwd", "bwd", "fwd_bwd"),
     grad_inputs=("u", "delta", "A", "B", "C", "D", "z", "delta_bias"),
 ))

@@ -57,6 +57,7 @@ class AccuracyRecord:
     worst_output: str
     atol: float
     rtol: float
+    atol_of_max: float
     seeds: list[int]
     poisoned: bool = True  # whether output allocations were poisoned during the check
     message: str = ""
@@ -81,7 +82,9 @@ def _errors(name: str, out: torch.Tensor, ref: torch.Tensor, tol: Tolerance) -> 
     zero = torch.zeros((), dtype=torch.float64)
     diff = (out64 - ref64).abs().where(ref_finite, zero)
     # A NaN never compares as outside a tolerance, so count it there explicitly.
-    outside = torch.isnan(diff) | (diff > tol.atol + tol.rtol * ref64.abs().where(ref_finite, zero))
+    largest = float(ref64.abs().where(ref_finite, zero).max()) if ref64.numel() else 0.0
+    allowed = tol.atol + tol.atol_of_max * largest + tol.rtol * ref64.abs().where(ref_finite, zero)
+    outside = torch.isnan(diff) | (diff > allowed)
     # Error magnitudes are over the finite elements; NaN and Inf are counted apart.
     diff = diff.where(torch.isfinite(diff), zero)
     ref_norm = float(ref64.where(ref_finite, zero).norm())
@@ -110,7 +113,7 @@ def check_outputs(
                      default="")
     passed = totals["mismatched"] == 0 and totals["nan"] == 0 and totals["inf"] == 0
     message = "" if passed else (
-        f"{totals['mismatched']} elements outside atol={tol.atol:g} rtol={tol.rtol:g}, "
+        f"{totals['mismatched']} elements outside atol={tol.atol:g} (+{tol.atol_of_max:g} of max) rtol={tol.rtol:g}, "
         f"{totals['nan']} NaN, {totals['inf']} Inf (worst output: {worst_name})"
     )
     return AccuracyRecord(
@@ -123,6 +126,7 @@ def check_outputs(
         worst_output=worst_name,
         atol=tol.atol,
         rtol=tol.rtol,
+        atol_of_max=tol.atol_of_max,
         seeds=list(seeds),
         message=message,
     )
@@ -141,6 +145,7 @@ def merge_records(records: list[AccuracyRecord]) -> AccuracyRecord:
         worst_output=worst.worst_output,
         atol=worst.atol,
         rtol=worst.rtol,
+        atol_of_max=worst.atol_of_max,
         seeds=[seed for record in records for seed in record.seeds],
         poisoned=all(record.poisoned for record in records),
         message=worst.message,

@@ -67,10 +67,15 @@ class Cost:
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Element-wise pass criterion: ``|out - ref| <= atol + rtol * |ref|``."""
+    """Element-wise pass criterion: ``|out - ref| <= atol + atol_of_max * max|ref| + rtol * |ref|``.
+
+    ``atol_of_max`` scales the absolute part with each output's largest magnitude, for
+    results (long sums, gradients) whose error grows with their scale.
+    """
 
     atol: float
     rtol: float
+    atol_of_max: float = 0.0
 
 
 # Returns why an implementation cannot run for (case, device, dtype, mode), or None when it can.

@@ -1,9 +1,11 @@
 """Plain-PyTorch sliding-window attention with sinks: dense scores under the shared mask.
 
-Accumulates in float32 (float64 for float64 inputs) and returns q's dtype. Queries
-that see no key output 0 and have log-sum-exp -inf. Differentiable by autograd.
-``query_chunk`` bounds memory to ``chunk × Sk`` scores per head, so the reference
-also runs at long sequence lengths on a GPU.
+Computes in float64 for float64 inputs and in float32 otherwise, and returns the
+output in q's dtype; the log-sum-exp (natural log, ``(B, H, Sq)``) comes in the
+compute dtype. Queries that see no key output 0 and have log-sum-exp -inf (and
+zero gradients). GQA repeats each key/value head over its group of query heads.
+Differentiable by autograd. ``query_chunk`` bounds memory to ``chunk x Sk`` scores
+per head, so the reference also runs at long sequence lengths on a GPU.
 """
 
 from __future__ import annotations
@@ -27,14 +29,15 @@ def sliding_window_attention_reference(q, k, v, window, sinks=0, causal=True, sc
     outputs, lses = [], []
     chunk = query_chunk or max(q_len, 1)
     for start in range(0, q_len, chunk):
+        hidden = ~mask[start:start + chunk]
         scores = (q[:, :, start:start + chunk].to(compute) @ keys.transpose(-1, -2)) * scale
-        scores = scores.masked_fill(~mask[start:start + chunk], float("-inf"))
+        scores = scores.masked_fill(hidden, float("-inf"))
         lse = torch.logsumexp(scores, dim=-1)
         # exp(-inf - -inf) is NaN for queries that see nothing: their weights are 0 instead.
-        weights = torch.exp(scores - lse.unsqueeze(-1).nan_to_num(neginf=0.0)).masked_fill(~mask[start:start + chunk], 0.0)
+        weights = torch.exp(scores - lse.unsqueeze(-1).nan_to_num(neginf=0.0)).masked_fill(hidden, 0.0)
         outputs.append(weights @ values)
         lses.append(lse)
-    out = torch.cat(outputs, dim=2).to(q.dtype) if outputs else q.new_empty(q.shape)
+    out = torch.cat(outputs, dim=2).to(q.dtype) if outputs else q.new_zeros(q.shape)
     if not return_lse:
         return out
-    return out, (torch.cat(lses, dim=2) if lses else q.new_empty(q.shape[:3], dtype=compute)).float()
+    return out, (torch.cat(lses, dim=2) if lses else q.new_zeros(q.shape[:3], dtype=compute))

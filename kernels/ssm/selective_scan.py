@@ -1,33 +1,56 @@
-"""Mamba's selective scan in Triton, forward and backward.
+"""Mamba's selective scan (mamba-ssm's ``selective_scan_fn``) in Triton, forward and backward.
 
-The meaning of mamba-ssm's ``selective_scan_fn``: u, delta, z ``(batch, dim, L)``;
-A ``(dim, N)`` real; B and C each shared ``(dim, N)``, per batch ``(batch, N, L)``
-or grouped ``(batch, G, N, L)`` (channel ``d`` uses group ``d // (dim / G)``);
-D and delta_bias ``(dim,)``. With ``delta <- softplus(delta + delta_bias)``
-(softplus passes its input through above 20), the state ``x (batch, dim, N)``
-starts at 0 and for each step
+``selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+return_last_state=False)``:
 
-    x_t = exp(delta_t * A) * x_{t-1} + delta_t * B_t * u_t,    y_t = sum_n C_t[n] * x_t[n]
+- ``u``, ``delta``, ``z``: ``(batch, dim, L)``; ``A``: ``(dim, N)``, real;
+- ``B`` and ``C``, each independently: shared ``(dim, N)``, per batch ``(batch, N, L)``, or
+  grouped ``(batch, G, N, L)`` with ``dim % G == 0``, channel ``d`` using group ``d // (dim // G)``;
+- ``D`` and ``delta_bias``: ``(dim,)``.
 
-and ``out = (y + D*u) * silu(z)``. The state and all arithmetic are float32;
-u, delta, z, B and C may be fp32, fp16 or bf16, A, D and delta_bias are float32.
-``out`` has u's dtype; the last state ``(batch, dim, N)`` is float32 and carries
-no gradient. Inputs are made contiguous along L where they are not.
+``delta <- delta + delta_bias`` (if given), then ``softplus(delta)`` if ``delta_softplus``
+(torch's threshold: above 20 delta passes through unchanged). The state ``x (batch, dim, N)``
+starts at 0, and for each step ``t``::
 
-Forward: one program per (batch, block of channels) walks the sequence once in
-chunks of ``BLOCK_L`` steps with the state in registers; inside a chunk the
-recurrence is an associative scan over ``(decay, input)`` pairs on a
-``(BLOCK_D, N, BLOCK_L)`` tile. It saves only the state at each chunk boundary.
-Backward: the same programs walk the chunks from the end, recompute each chunk's
-states from its saved boundary (and, by a scan of the inputs shifted one step,
-the previous states), run the adjoint recurrence ``h_t = C_t dy_t +
-exp(delta_{t+1} A) h_{t+1}`` as a reverse scan, and accumulate every gradient.
-Gradients of B and C are summed over channels with float32 atomics, so they are
-not bitwise deterministic from run to run.
+    x = exp(delta_t * A) * x + delta_t * B_t * u_t        y_t = sum_n C_t[n] * x[n]
+
+then ``out = y + D * u`` (if D) and ``out = out * silu(z)`` (if z). ``out`` has u's dtype;
+with ``return_last_state`` the result is ``(out, last_state)``, the state after the last step,
+float32 ``(batch, dim, N)``, which carries no gradient. u, delta, z, B and C may be fp32, fp16 or
+bf16 (each its own); A, D and delta_bias are float32. All arithmetic and the state are float32.
+Every tensor input gets a gradient in its own dtype and shape. Inputs that are not contiguous
+are copied with ``.contiguous()``; N that is not a power of two is padded internally (masked).
+
+Forward: one program per (block of ``BLOCK_D`` channels, batch) walks the sequence once, in
+chunks of ``BLOCK_L`` steps, holding the state ``(BLOCK_D, N)`` in registers. A chunk loads
+``(BLOCK_D, BLOCK_L)`` tiles of u, delta and z (coalesced along L) and a ``(N, BLOCK_L)`` tile of
+B and C (the channel block lies inside one group, see ``_block_d``), forms ``(decay, input) =
+(exp(delta*A), delta*B*u)`` on a ``(BLOCK_D, N, BLOCK_L)`` tile and runs an associative scan along
+the steps composing ``(a1, b1) then (a2, b2) = (a1*a2, b1*a2 + b2)``. It stores ``out`` and the
+state at the end of every chunk, ``(batch, dim, N, n_chunks)`` float32: the only thing saved
+besides the inputs (the last state is its last column).
+
+Tiles: ``BLOCK_N`` is N rounded up to a power of two (the padding is masked); on a GPU
+``BLOCK_L = clamp(4096 / BLOCK_N, 16, 64)`` (64 for N = 16) and ``BLOCK_D`` the largest power
+of two up to ``4096 / (BLOCK_N * BLOCK_L)`` dividing dim and, for grouped B/C with G > 1, the
+group size (so there is no channel padding and a block never straddles groups; an odd group
+size means one-channel blocks). Under the interpreter ``BLOCK_L = 16`` and ``BLOCK_D <= 4``.
+
+Backward: the same programs walk the chunks from the end. Each recomputes its chunk's states
+from the saved boundary with the same scan, then runs the adjoint ``h_t = C_t dy_t +
+exp(delta_{t+1} A) h_{t+1}`` as a reverse scan. To avoid shifting the decays by one step, the
+reverse scan carries triples ``(first decay, product of the decays after the first, sum)``
+(``_adjoint_compose``); the adjoint entering the chunk from the one after is carried in
+registers. ``exp(delta_t A) x_{t-1}`` is recovered as ``x_t - delta_t B_t u_t``. Gradients of
+A, D, delta_bias and of shared B/C are accumulated per program in registers and written as
+per-batch float32 partials summed in torch (deterministic). Gradients of per-batch/grouped B
+and C are summed over the program's channels in registers, then over programs with float32
+``tl.atomic_add``: those two are NOT bitwise deterministic from run to run.
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -35,8 +58,14 @@ import triton
 import triton.language as tl
 
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
-BLOCK_D = 4 if INTERPRETING else 8
-BLOCK_L = 16 if INTERPRETING else 32
+MAX_STATE = 256
+# Elements of the (BLOCK_D, N, BLOCK_L) tile a program scans per chunk on a GPU, and warps per
+# program: untuned guesses (no GPU was at hand). The backward keeps about twice as many such
+# tiles live as the forward, hence more warps. The interpreter pays per element scanned, so
+# there the tiles are small to waste little on padding.
+TILE_ELEMENTS = 4096
+FWD_WARPS, BWD_WARPS = 4, 8
+FLOATING = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @triton.jit
@@ -45,272 +74,361 @@ def _compose(decay_first, input_first, decay_then, input_then):
 
 
 @triton.jit
-def _step_sizes(delta_ptr, bias, offsets, inside, SOFTPLUS: tl.constexpr):
-    """delta + delta_bias, through softplus when asked; 0 outside, where it then means 'no step'."""
-    raw = tl.load(delta_ptr + offsets, mask=inside, other=0.0).to(tl.float32) + bias[:, None]
-    step = raw
-    if SOFTPLUS:
-        step = tl.where(raw > 20.0, raw, tl.log(1.0 + tl.exp(tl.minimum(raw, 20.0))))
-    return tl.where(inside, step, 0.0), raw
+def _adjoint_compose(first_later, rest_later, sum_later, first_earlier, rest_earlier, sum_earlier):
+    # A run of steps [i, j] is (exp(delta_i A), prod_{i<r<=j} exp(delta_r A), h_i restricted to [i, j]).
+    # In the reverse scan the accumulated (later) run comes first, the earlier run second.
+    bridge = rest_earlier * first_later
+    return first_earlier, bridge * rest_later, sum_earlier + bridge * sum_later
 
 
 @triton.jit
-def _load_bc(ptr, batch, channels, steps, inside3, stride_b, stride_g, stride_n, stride_l, per_group,
-             N: tl.constexpr):
-    """B or C as a (BLOCK_D, N, BLOCK_L) tile, whatever its layout (expressed by the strides)."""
-    states = tl.arange(0, N)
-    offsets = (batch * stride_b + (channels // per_group)[:, None, None] * stride_g
-               + states[None, :, None] * stride_n + steps[None, None, :] * stride_l)
-    return tl.load(ptr + offsets, mask=inside3, other=0.0).to(tl.float32), offsets
+def _step_sizes(raw, bias, inside, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """delta (+ bias, through softplus) and d delta / d raw; delta is 0 outside (an identity step)."""
+    if HAS_BIAS:
+        raw = raw + bias[:, None]
+    delta = raw
+    slope = tl.full(raw.shape, 1.0, tl.float32)
+    if SOFTPLUS:
+        e = tl.exp(tl.minimum(raw, 20.0))
+        one_plus = 1.0 + e
+        tiny = one_plus == 1.0
+        # Kahan's log1p(e): exact to float32 even where e is below float32's epsilon.
+        log1p = tl.where(tiny, e, tl.log(one_plus) * (e / tl.where(tiny, 1.0, one_plus - 1.0)))
+        delta = tl.where(raw > 20.0, raw, log1p)
+        slope = tl.where(raw > 20.0, 1.0, e / one_plus)
+    return tl.where(inside, delta, 0.0), slope
+
+
+@triton.jit
+def _bc_tile(base_ptr, shared, states, state_ok, steps, step_ok, length, VARIABLE: tl.constexpr):
+    """B or C for one chunk, broadcastable to (BLOCK_D, BLOCK_N, BLOCK_L)."""
+    if VARIABLE:
+        tile = tl.load(base_ptr + states[:, None] * length + steps[None, :],
+                       mask=state_ok[:, None] & step_ok[None, :], other=0.0).to(tl.float32)
+        tile = tile[None, :, :]
+    else:
+        tile = shared[:, :, None]
+    return tile
 
 
 @triton.jit
 def _selective_scan_fwd_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, boundary_ptr, last_ptr,
-    dim, length, n_chunks,
-    sB_b, sB_g, sB_n, sB_l, B_per_group, sC_b, sC_g, sC_n, sC_l, C_per_group,
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, states_ptr,
+    dim, length, dstate, n_chunks, B_groups, B_group_size, C_groups, C_group_size,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+    VARIABLE_B: tl.constexpr, VARIABLE_C: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
-    batch = tl.program_id(0)
-    channels = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    states = tl.arange(0, N)
-    in_dim = channels < dim
-    A = tl.load(A_ptr + channels[:, None] * N + states[None, :], mask=in_dim[:, None], other=0.0)
-    skip = tl.load(D_ptr + channels, mask=in_dim, other=0.0) if HAS_D else tl.zeros((BLOCK_D,), tl.float32)
-    bias = tl.load(bias_ptr + channels, mask=in_dim, other=0.0) if HAS_BIAS else tl.zeros((BLOCK_D,), tl.float32)
-    rows = (batch * dim + channels) * length
-    boundary_rows = ((batch * dim + channels) * n_chunks)[:, None] * N + states[None, :]
-    state = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+    block = tl.program_id(0)
+    batch = tl.program_id(1)
+    channels = block * BLOCK_D + tl.arange(0, BLOCK_D)
+    states = tl.arange(0, BLOCK_N)
+    channel_ok = channels < dim
+    state_ok = states < dstate
+    cs_ok = channel_ok[:, None] & state_ok[None, :]
+    cs_offsets = channels[:, None] * dstate + states[None, :]
+    A = tl.load(A_ptr + cs_offsets, mask=cs_ok, other=0.0)
+    skip = tl.load(D_ptr + channels, mask=channel_ok, other=0.0) if HAS_D else tl.zeros((BLOCK_D,), tl.float32)
+    bias = tl.load(bias_ptr + channels, mask=channel_ok, other=0.0) if HAS_BIAS else tl.zeros((BLOCK_D,), tl.float32)
+    # The whole channel block lies in one group of B (and of C) when they vary in time.
+    B_base = B_ptr + (batch * B_groups + (block * BLOCK_D) // B_group_size).to(tl.int64) * dstate * length
+    C_base = C_ptr + (batch * C_groups + (block * BLOCK_D) // C_group_size).to(tl.int64) * dstate * length
+    B_shared = A
+    C_shared = A
+    if not VARIABLE_B:
+        B_shared = tl.load(B_ptr + cs_offsets, mask=cs_ok, other=0.0).to(tl.float32)
+    if not VARIABLE_C:
+        C_shared = tl.load(C_ptr + cs_offsets, mask=cs_ok, other=0.0).to(tl.float32)
+    rows = (batch * dim + channels).to(tl.int64) * length
+    state_rows = ((batch * dim + channels).to(tl.int64) * dstate)[:, None] + states[None, :]
+    last_step = (tl.arange(0, BLOCK_L) == BLOCK_L - 1)[None, None, :]
+
+    x_carry = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     for chunk in range(0, n_chunks):
-        tl.store(boundary_ptr + boundary_rows + chunk * N, state, mask=in_dim[:, None])
         steps = chunk * BLOCK_L + tl.arange(0, BLOCK_L)
-        inside = in_dim[:, None] & (steps[None, :] < length)
-        inside3 = inside[:, None, :]
+        step_ok = steps < length
+        inside = channel_ok[:, None] & step_ok[None, :]
         offsets = rows[:, None] + steps[None, :]
         u = tl.load(u_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
-        step, _ = _step_sizes(delta_ptr, bias, offsets, inside, SOFTPLUS)
-        B, _ = _load_bc(B_ptr, batch, channels, steps, inside3, sB_b, sB_g, sB_n, sB_l, B_per_group, N)
-        C, _ = _load_bc(C_ptr, batch, channels, steps, inside3, sC_b, sC_g, sC_n, sC_l, C_per_group, N)
-        decay = tl.exp(step[:, None, :] * A[:, :, None])  # exactly 1 where there is no step
-        inputs = (step * u)[:, None, :] * B
+        raw = tl.load(delta_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
+        delta, _ = _step_sizes(raw, bias, inside, HAS_BIAS, SOFTPLUS)
+        B = _bc_tile(B_base, B_shared, states, state_ok, steps, step_ok, length, VARIABLE_B)
+        C = _bc_tile(C_base, C_shared, states, state_ok, steps, step_ok, length, VARIABLE_C)
+        # Outside the sequence delta = 0: decay 1 and input 0, the identity step.
+        decay = tl.exp(delta[:, None, :] * A[:, :, None])
+        inputs = (delta * u)[:, None, :] * B
         decay_prefix, input_prefix = tl.associative_scan((decay, inputs), axis=2, combine_fn=_compose)
-        x = decay_prefix * state[:, :, None] + input_prefix
-        out = tl.sum(x * C, axis=1) + skip[:, None] * u
+        x = decay_prefix * x_carry[:, :, None] + input_prefix
+        out = tl.sum(x * C, axis=1)
+        if HAS_D:
+            out += skip[:, None] * u
         if HAS_Z:
             z = tl.load(z_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
-            out = out * z * tl.sigmoid(z)
+            out = out * (z * tl.sigmoid(z))
         tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=inside)
-        decay_total, input_total = tl.reduce((decay, inputs), axis=2, combine_fn=_compose)
-        state = decay_total * state + input_total
-    tl.store(last_ptr + ((batch * dim + channels) * N)[:, None] + states[None, :], state, mask=in_dim[:, None])
+        # Padding steps are identities, so the last column is the state after the chunk's last step.
+        x_carry = tl.sum(tl.where(last_step, x, 0.0), axis=2)
+        tl.store(states_ptr + state_rows * n_chunks + chunk, x_carry, mask=cs_ok)
 
 
 @triton.jit
 def _selective_scan_bwd_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, boundary_ptr,
-    du_ptr, ddelta_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,
-    dim, length, n_chunks,
-    sB_b, sB_g, sB_n, sB_l, B_per_group, sC_b, sC_g, sC_n, sC_l, C_per_group,
-    dB_b, dB_g, dB_n, dB_l, dC_b, dC_g, dC_n, dC_l,
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr, dout_ptr,
+    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+    dim, length, dstate, n_chunks, B_groups, B_group_size, C_groups, C_group_size,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+    VARIABLE_B: tl.constexpr, VARIABLE_C: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
-    batch = tl.program_id(0)
-    channels = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    states = tl.arange(0, N)
-    in_dim = channels < dim
-    A = tl.load(A_ptr + channels[:, None] * N + states[None, :], mask=in_dim[:, None], other=0.0)
-    skip = tl.load(D_ptr + channels, mask=in_dim, other=0.0) if HAS_D else tl.zeros((BLOCK_D,), tl.float32)
-    bias = tl.load(bias_ptr + channels, mask=in_dim, other=0.0) if HAS_BIAS else tl.zeros((BLOCK_D,), tl.float32)
-    rows = (batch * dim + channels) * length
-    boundary_rows = ((batch * dim + channels) * n_chunks)[:, None] * N + states[None, :]
-    first_in_chunk = (tl.arange(0, BLOCK_L) == 0)[None, None, :]
+    block = tl.program_id(0)
+    batch = tl.program_id(1)
+    channels = block * BLOCK_D + tl.arange(0, BLOCK_D)
+    states = tl.arange(0, BLOCK_N)
+    channel_ok = channels < dim
+    state_ok = states < dstate
+    cs_ok = channel_ok[:, None] & state_ok[None, :]
+    cs_offsets = channels[:, None] * dstate + states[None, :]
+    A = tl.load(A_ptr + cs_offsets, mask=cs_ok, other=0.0)
+    skip = tl.load(D_ptr + channels, mask=channel_ok, other=0.0) if HAS_D else tl.zeros((BLOCK_D,), tl.float32)
+    bias = tl.load(bias_ptr + channels, mask=channel_ok, other=0.0) if HAS_BIAS else tl.zeros((BLOCK_D,), tl.float32)
+    B_slot = (batch * B_groups + (block * BLOCK_D) // B_group_size).to(tl.int64) * dstate * length
+    C_slot = (batch * C_groups + (block * BLOCK_D) // C_group_size).to(tl.int64) * dstate * length
+    B_shared = A
+    C_shared = A
+    if not VARIABLE_B:
+        B_shared = tl.load(B_ptr + cs_offsets, mask=cs_ok, other=0.0).to(tl.float32)
+    if not VARIABLE_C:
+        C_shared = tl.load(C_ptr + cs_offsets, mask=cs_ok, other=0.0).to(tl.float32)
+    rows = (batch * dim + channels).to(tl.int64) * length
+    state_rows = ((batch * dim + channels).to(tl.int64) * dstate)[:, None] + states[None, :]
+    first_step = (tl.arange(0, BLOCK_L) == 0)[None, None, :]
+    ones = tl.full((BLOCK_D, BLOCK_N, BLOCK_L), 1.0, tl.float32)
 
-    h_next = tl.zeros((BLOCK_D, N), dtype=tl.float32)  # adjoint at the first step of the chunk after
-    dA = tl.zeros((BLOCK_D, N), dtype=tl.float32)
+    h_carry = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)  # exp(delta_e A) h_e from the chunk after
+    dA = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+    dB_shared = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+    dC_shared = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     dskip = tl.zeros((BLOCK_D,), dtype=tl.float32)
     dbias = tl.zeros((BLOCK_D,), dtype=tl.float32)
     for reversed_chunk in range(0, n_chunks):
         chunk = n_chunks - 1 - reversed_chunk
-        state = tl.load(boundary_ptr + boundary_rows + chunk * N, mask=in_dim[:, None], other=0.0)
+        after_first = (tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.int32) + chunk) > 0  # the first chunk starts at 0
+        x_start = tl.load(states_ptr + state_rows * n_chunks + chunk - 1, mask=cs_ok & after_first, other=0.0)
         steps = chunk * BLOCK_L + tl.arange(0, BLOCK_L)
-        inside = in_dim[:, None] & (steps[None, :] < length)
-        inside3 = inside[:, None, :]
+        step_ok = steps < length
+        inside = channel_ok[:, None] & step_ok[None, :]
         offsets = rows[:, None] + steps[None, :]
         u = tl.load(u_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
-        step, raw = _step_sizes(delta_ptr, bias, offsets, inside, SOFTPLUS)
-        B, dB_offsets = _load_bc(B_ptr, batch, channels, steps, inside3, sB_b, sB_g, sB_n, sB_l, B_per_group, N)
-        C, dC_offsets = _load_bc(C_ptr, batch, channels, steps, inside3, sC_b, sC_g, sC_n, sC_l, C_per_group, N)
-        decay = tl.exp(step[:, None, :] * A[:, :, None])
-        inputs = (step * u)[:, None, :] * B
+        raw = tl.load(delta_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
+        delta, slope = _step_sizes(raw, bias, inside, HAS_BIAS, SOFTPLUS)
+        B = _bc_tile(B_ptr + B_slot, B_shared, states, state_ok, steps, step_ok, length, VARIABLE_B)
+        C = _bc_tile(C_ptr + C_slot, C_shared, states, state_ok, steps, step_ok, length, VARIABLE_C)
+        decay = tl.exp(delta[:, None, :] * A[:, :, None])
+        delta_u = delta * u
+        inputs = delta_u[:, None, :] * B
         decay_prefix, input_prefix = tl.associative_scan((decay, inputs), axis=2, combine_fn=_compose)
-        x = decay_prefix * state[:, :, None] + input_prefix
-
-        # The previous states: the same scan over the chunk's steps shifted by one, whose
-        # first element is the identity, so it yields the boundary state there.
-        previous = inside & (steps[None, :] > chunk * BLOCK_L)
-        prev_offsets = offsets - 1
-        u_prev = tl.load(u_ptr + prev_offsets, mask=previous, other=0.0).to(tl.float32)
-        step_prev, _ = _step_sizes(delta_ptr, bias, prev_offsets, previous, SOFTPLUS)
-        B_prev, _ = _load_bc(B_ptr, batch, channels, steps - 1, previous[:, None, :], sB_b, sB_g, sB_n, sB_l,
-                             B_per_group, N)
-        decay_prev = tl.exp(step_prev[:, None, :] * A[:, :, None])
-        inputs_prev = (step_prev * u_prev)[:, None, :] * B_prev
-        decay_prefix, input_prefix = tl.associative_scan((decay_prev, inputs_prev), axis=2, combine_fn=_compose)
-        x_prev = decay_prefix * state[:, :, None] + input_prefix
+        x = decay_prefix * x_start[:, :, None] + input_prefix
 
         dout = tl.load(dout_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
         dy = dout
         if HAS_Z:
             z = tl.load(z_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
             gate = tl.sigmoid(z)
-            pre_gate = tl.sum(x * C, axis=1) + skip[:, None] * u
+            pre_gate = tl.sum(x * C, axis=1)
+            if HAS_D:
+                pre_gate += skip[:, None] * u
             dz = dout * pre_gate * gate * (1.0 + z * (1.0 - gate))
             tl.store(dz_ptr + offsets, dz.to(dz_ptr.dtype.element_ty), mask=inside)
             dy = dout * z * gate
-        dy = tl.where(inside, dy, 0.0)
-        dskip += tl.sum(dy * u, axis=1)
-        tl.atomic_add(dC_ptr + batch * dC_b + (channels // C_per_group)[:, None, None] * dC_g
-                      + states[None, :, None] * dC_n + steps[None, None, :] * dC_l, dy[:, None, :] * x, mask=inside3)
+        du = tl.zeros((BLOCK_D, BLOCK_L), dtype=tl.float32)
+        if HAS_D:
+            du = dy * skip[:, None]
+            dskip += tl.sum(dy * u, axis=1)
 
-        # Adjoint, backwards in time: the gate of step t is the decay of step t + 1 (0 after the end).
-        following = in_dim[:, None] & (steps[None, :] + 1 < length)
-        step_next, _ = _step_sizes(delta_ptr, bias, offsets + 1, following, SOFTPLUS)
-        decay_next = tl.where(following[:, None, :], tl.exp(step_next[:, None, :] * A[:, :, None]), 0.0)
-        gate_suffix, h_suffix = tl.associative_scan((decay_next, dy[:, None, :] * C), axis=2, combine_fn=_compose,
-                                                    reverse=True)
-        h = gate_suffix * h_next[:, :, None] + h_suffix
+        # Adjoint h_t = dL/dx_t, backwards in time; outside the sequence dy = 0 and decay = 1.
+        _, decay_after, h_inside = tl.associative_scan((decay, ones, dy[:, None, :] * C), axis=2,
+                                                       combine_fn=_adjoint_compose, reverse=True)
+        h = h_inside + decay_after * h_carry[:, :, None]
+        h_carry = tl.sum(tl.where(first_step, decay * h, 0.0), axis=2)
 
-        dstep = tl.sum(h * u[:, None, :] * B + h * x_prev * decay * A[:, :, None], axis=1)
-        du = skip[:, None] * dy + tl.sum(h * B, axis=1) * step
-        dA += tl.sum(h * x_prev * decay * step[:, None, :], axis=2)
-        tl.atomic_add(dB_ptr + batch * dB_b + (channels // B_per_group)[:, None, None] * dB_g
-                      + states[None, :, None] * dB_n + steps[None, None, :] * dB_l,
-                      h * (step * u)[:, None, :], mask=inside3)
-        if SOFTPLUS:
-            dstep = tl.where(raw > 20.0, dstep, dstep * tl.sigmoid(raw))
-        dstep = tl.where(inside, dstep, 0.0)
-        dbias += tl.sum(dstep, axis=1)
+        decayed = x - inputs  # exp(delta_t A) x_{t-1}
+        h_B = tl.sum(h * B, axis=1)
+        du += delta * h_B
+        h_decayed = h * decayed
+        ddelta = u * h_B + tl.sum(h_decayed * A[:, :, None], axis=1)
+        dA += tl.sum(h_decayed * delta[:, None, :], axis=2)
+        if VARIABLE_B:
+            tl.atomic_add(dB_ptr + B_slot + states[:, None] * length + steps[None, :],
+                          tl.sum(h * delta_u[:, None, :], axis=0), mask=state_ok[:, None] & step_ok[None, :])
+        else:
+            dB_shared += tl.sum(h * delta_u[:, None, :], axis=2)
+        if VARIABLE_C:
+            tl.atomic_add(dC_ptr + C_slot + states[:, None] * length + steps[None, :],
+                          tl.sum(dy[:, None, :] * x, axis=0), mask=state_ok[:, None] & step_ok[None, :])
+        else:
+            dC_shared += tl.sum(dy[:, None, :] * x, axis=2)
+        ddelta = tl.where(inside, ddelta * slope, 0.0)
+        if HAS_BIAS:
+            dbias += tl.sum(ddelta, axis=1)
         tl.store(du_ptr + offsets, du.to(du_ptr.dtype.element_ty), mask=inside)
-        tl.store(ddelta_ptr + offsets, dstep.to(ddelta_ptr.dtype.element_ty), mask=inside)
-        h_next = tl.sum(tl.where(first_in_chunk, h, 0.0), axis=2)
+        tl.store(ddelta_ptr + offsets, ddelta.to(ddelta_ptr.dtype.element_ty), mask=inside)
 
-    per_channel = batch * dim + channels
-    tl.store(dA_ptr + per_channel[:, None] * N + states[None, :], dA, mask=in_dim[:, None])
-    tl.store(dD_ptr + per_channel, dskip, mask=in_dim)
-    tl.store(dbias_ptr + per_channel, dbias, mask=in_dim)
-
-
-def _layout(matrix: torch.Tensor, batch: int, dim: int) -> tuple[int, int, int, int, int]:
-    """(stride over batch, over group, over N, over L, channels per group) of a B or C layout."""
-    if matrix.dim() == 2:  # shared (dim, N): every channel is its own group, constant in time
-        return 0, matrix.stride(0), matrix.stride(1), 0, 1
-    if matrix.dim() == 3:  # (batch, N, L): one group
-        return matrix.stride(0), 0, matrix.stride(1), matrix.stride(2), dim
-    return matrix.stride(0), matrix.stride(1), matrix.stride(2), matrix.stride(3), dim // matrix.shape[1]
+    # Per-batch partials, (batch, dim, N) and (batch, dim): summed over the batch in torch.
+    tl.store(dA_ptr + state_rows, dA, mask=cs_ok)
+    if not VARIABLE_B:
+        tl.store(dB_ptr + state_rows, dB_shared, mask=cs_ok)
+    if not VARIABLE_C:
+        tl.store(dC_ptr + state_rows, dC_shared, mask=cs_ok)
+    if HAS_D:
+        tl.store(dD_ptr + batch * dim + channels, dskip, mask=channel_ok)
+    if HAS_BIAS:
+        tl.store(dbias_ptr + batch * dim + channels, dbias, mask=channel_ok)
 
 
-def check_selective_scan_inputs(u, delta, A, B, C, D, z, delta_bias) -> None:
-    activations = {"u": u, "delta": delta, "B": B, "C": C, "z": z}
-    weights = {"A": A, "D": D, "delta_bias": delta_bias}
-    for name, tensor in {**activations, **weights}.items():
-        if tensor is not None and not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(tensor).__name__}")
+def _check_tensor(name, tensor, dtypes):
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.dtype not in dtypes:
+        allowed = ", ".join(str(dtype).replace("torch.", "") for dtype in dtypes)
+        raise TypeError(f"{name}: expected dtype {allowed}, got {tensor.dtype}")
+
+
+def check_selective_scan_inputs(u, delta, A, B, C, D=None, z=None, delta_bias=None) -> None:
+    """Raise a TypeError or ValueError naming the first argument that does not fit."""
+    for name, tensor in (("u", u), ("delta", delta), ("B", B), ("C", C), ("z", z)):
+        if tensor is not None or name != "z":
+            _check_tensor(name, tensor, FLOATING)
+    for name, tensor in (("A", A), ("D", D), ("delta_bias", delta_bias)):
+        if tensor is not None or name == "A":
+            _check_tensor(name, tensor, (torch.float32,))
     if u.dim() != 3:
         raise ValueError(f"u: expected shape (batch, dim, L), got {tuple(u.shape)}")
     batch, dim, length = u.shape
-    for name, tensor in activations.items():
-        if tensor is not None and tensor.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            raise TypeError(f"{name}: expected float32, float16 or bfloat16, got {tensor.dtype}")
-    for name in ("delta", "z"):
-        if activations[name] is not None and activations[name].shape != u.shape:
-            raise ValueError(f"{name}: expected the shape of u {tuple(u.shape)}, got {tuple(activations[name].shape)}")
+    for name, tensor in (("delta", delta), ("z", z)):
+        if tensor is not None and tensor.shape != u.shape:
+            raise ValueError(f"{name}: expected the shape of u {tuple(u.shape)}, got {tuple(tensor.shape)}")
     if A.dim() != 2 or A.shape[0] != dim:
-        raise ValueError(f"A: expected shape (dim, N) = ({dim}, N), got {tuple(A.shape)}")
-    state_size = A.shape[1]
-    if state_size < 1 or state_size > 256 or state_size & (state_size - 1):
-        raise ValueError(f"A: the state size N must be a power of two up to 256, got {state_size}")
-    for name in ("A", "D", "delta_bias"):
-        if weights[name] is not None and weights[name].dtype != torch.float32:
-            raise TypeError(f"{name}: expected float32, got {weights[name].dtype}")
-    for name in ("D", "delta_bias"):
-        if weights[name] is not None and weights[name].shape != (dim,):
-            raise ValueError(f"{name}: expected shape ({dim},), got {tuple(weights[name].shape)}")
+        raise ValueError(f"A: expected shape (dim, N) with dim = {dim}, got {tuple(A.shape)}")
+    n_states = A.shape[1]
+    if not 1 <= n_states <= MAX_STATE:
+        raise ValueError(f"A: the state size N must be between 1 and {MAX_STATE}, got {n_states}")
     for name, matrix in (("B", B), ("C", C)):
-        layouts = {2: (dim, state_size), 3: (batch, state_size, length)}
         if matrix.dim() == 4:
             groups = matrix.shape[1]
             if groups < 1 or dim % groups:
-                raise ValueError(f"{name}: dim {dim} is not a multiple of its {groups} groups")
-            layouts[4] = (batch, groups, state_size, length)
-        if matrix.dim() not in layouts or tuple(matrix.shape) != layouts[matrix.dim()]:
-            raise ValueError(f"{name}: expected (dim, N) = ({dim}, {state_size}), (batch, N, L) = "
-                             f"({batch}, {state_size}, {length}) or (batch, G, N, L), got {tuple(matrix.shape)}")
-    devices = {tensor.device for tensor in (*activations.values(), *weights.values()) if tensor is not None}
-    if len(devices) > 1:
-        raise ValueError(f"u, delta, A, B, C, D, z, delta_bias: expected one device, got {sorted(map(str, devices))}")
+                raise ValueError(f"{name}: dim {dim} is not divisible by its number of groups G = {groups}")
+        expected = {2: (dim, n_states), 3: (batch, n_states, length),
+                    4: (batch, matrix.shape[1] if matrix.dim() == 4 else 0, n_states, length)}.get(matrix.dim())
+        if expected is None or tuple(matrix.shape) != expected:
+            raise ValueError(f"{name}: expected (dim, N) = {(dim, n_states)}, (batch, N, L) = "
+                             f"{(batch, n_states, length)} or (batch, G, N, L), got {tuple(matrix.shape)}")
+    for name, tensor in (("D", D), ("delta_bias", delta_bias)):
+        if tensor is not None and tuple(tensor.shape) != (dim,):
+            raise ValueError(f"{name}: expected shape ({dim},), got {tuple(tensor.shape)}")
+    named = (("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z), ("delta_bias", delta_bias))
+    for name, tensor in named:
+        if tensor is not None and tensor.device != u.device:
+            raise ValueError(f"{name}: expected the device of u ({u.device}), got {tensor.device}")
 
 
-def _contiguous_in_time(tensor):
-    return None if tensor is None else (tensor if tensor.stride(-1) == 1 else tensor.contiguous())
+def _bc_layout(matrix: torch.Tensor, dim: int):
+    """(contiguous tensor, varies in time, groups, channels per group) of a B or C argument."""
+    matrix = matrix.contiguous()
+    if matrix.dim() == 2:
+        return matrix, False, 1, 1
+    if matrix.dim() == 3:
+        return matrix, True, 1, dim
+    return matrix, True, matrix.shape[1], dim // matrix.shape[1]
+
+
+def _block_d(dim: int, limit: int, group_sizes) -> int:
+    """Largest power of two <= limit dividing dim and, for G > 1, every group's size (so no
+    channel padding, and a channel block never straddles two groups)."""
+    divisor = dim
+    for size in group_sizes:
+        divisor = math.gcd(divisor, size)
+    block = 1
+    while block * 2 <= limit and divisor % (block * 2) == 0:
+        block *= 2
+    return block
+
+
+def _tiles(dim: int, n_states: int, group_sizes):
+    block_n = triton.next_power_of_2(n_states)
+    if INTERPRETING:
+        return _block_d(dim, 4, group_sizes), block_n, 16
+    block_l = max(16, min(64, TILE_ELEMENTS // block_n))
+    return _block_d(dim, max(1, TILE_ELEMENTS // (block_n * block_l)), group_sizes), block_n, block_l
 
 
 class _SelectiveScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-        u, delta, z = (t if t is None else t.contiguous() for t in (u, delta, z))
-        A = A.contiguous()
-        B, C = _contiguous_in_time(B), _contiguous_in_time(C)
+        u, delta, A = u.contiguous(), delta.contiguous(), A.contiguous()
+        z = None if z is None else z.contiguous()
+        D = None if D is None else D.contiguous()
+        delta_bias = None if delta_bias is None else delta_bias.contiguous()
         batch, dim, length = u.shape
         n_states = A.shape[1]
-        n_chunks = triton.cdiv(length, BLOCK_L)
+        B_c, variable_B, groups_B, size_B = _bc_layout(B, dim)
+        C_c, variable_C, groups_C, size_C = _bc_layout(C, dim)
+        sizes = [size for variable, groups, size in ((variable_B, groups_B, size_B), (variable_C, groups_C, size_C))
+                 if variable and groups > 1]
+        block_d, block_n, block_l = _tiles(dim, n_states, sizes)
+        n_chunks = triton.cdiv(length, block_l)
         out = torch.empty_like(u)
-        boundaries = torch.empty(batch, dim, max(n_chunks, 1), n_states, device=u.device, dtype=torch.float32)
-        last_state = torch.zeros(batch, dim, n_states, device=u.device, dtype=torch.float32)
-        flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-                     SOFTPLUS=bool(delta_softplus), N=n_states, BLOCK_D=BLOCK_D, BLOCK_L=BLOCK_L)
-        if u.numel():
-            grid = (batch, triton.cdiv(dim, BLOCK_D))
-            _selective_scan_fwd_kernel[grid](
-                u, delta, A, B, C, u if D is None else D, u if z is None else z,
-                u if delta_bias is None else delta_bias, out, boundaries, last_state, dim, length, n_chunks,
-                *_layout(B, batch, dim), *_layout(C, batch, dim), **flags)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, boundaries)
-        ctx.flags, ctx.n_chunks = flags, n_chunks
+        boundaries = torch.zeros(batch, dim, n_states, n_chunks, device=u.device, dtype=torch.float32)
+        meta = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+                    SOFTPLUS=bool(delta_softplus), VARIABLE_B=variable_B, VARIABLE_C=variable_C,
+                    BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l)
+        shape_args = (dim, length, n_states, n_chunks, groups_B, size_B, groups_C, size_C)
+        if out.numel():
+            _selective_scan_fwd_kernel[(dim // block_d, batch)](
+                u, delta, A, B_c, C_c, u if D is None else D, u if z is None else z,
+                u if delta_bias is None else delta_bias, out, boundaries, *shape_args, **meta, num_warps=FWD_WARPS)
+        last_state = (boundaries[..., -1].contiguous() if n_chunks
+                      else torch.zeros(batch, dim, n_states, device=u.device, dtype=torch.float32))
+        ctx.save_for_backward(u, delta, A, B_c, C_c, D, z, delta_bias, boundaries)
+        ctx.meta, ctx.shape_args, ctx.bc_shapes = meta, shape_args, (B.shape, C.shape)
         ctx.mark_non_differentiable(last_state)
         ctx.set_materialize_grads(False)
         return out, last_state
 
     @staticmethod
-    def backward(ctx, dout, _):
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout, _dlast_state):
         u, delta, A, B, C, D, z, delta_bias, boundaries = ctx.saved_tensors
         if dout is None:  # only the last state, which carries no gradient, was used
             return (None,) * 9
         batch, dim, length = u.shape
-        dout = dout.contiguous()
+        meta = ctx.meta
+        f32 = dict(device=u.device, dtype=torch.float32)
         du, ddelta = torch.empty_like(u), torch.empty_like(delta)
-        dz = torch.empty_like(z) if z is not None else None
-        dB = torch.zeros(B.shape, device=B.device, dtype=torch.float32)
-        dC = torch.zeros(C.shape, device=C.device, dtype=torch.float32)
-        dA = torch.zeros(batch, dim, A.shape[1], device=u.device, dtype=torch.float32)
-        dD = torch.zeros(batch, dim, device=u.device, dtype=torch.float32)
-        dbias = torch.zeros(batch, dim, device=u.device, dtype=torch.float32)
+        dz = None if z is None else torch.empty_like(z)
+        dA = torch.zeros(batch, dim, A.shape[1], **f32)
+        # Variable B/C: float32 atomics into their own layout; shared: per-batch partials.
+        dB = torch.zeros(B.shape if meta["VARIABLE_B"] else (batch, *B.shape), **f32)
+        dC = torch.zeros(C.shape if meta["VARIABLE_C"] else (batch, *C.shape), **f32)
+        dD = torch.zeros(batch, dim, **f32)
+        dbias = torch.zeros(batch, dim, **f32)
         if u.numel():
-            grid = (batch, triton.cdiv(dim, BLOCK_D))
-            _selective_scan_bwd_kernel[grid](
+            _selective_scan_bwd_kernel[(dim // meta["BLOCK_D"], batch)](
                 u, delta, A, B, C, u if D is None else D, u if z is None else z,
-                u if delta_bias is None else delta_bias, dout, boundaries,
-                du, ddelta, u if dz is None else dz, dB, dC, dA, dD, dbias, dim, length, ctx.n_chunks,
-                *_layout(B, batch, dim), *_layout(C, batch, dim), *_layout(dB, batch, dim)[:4],
-                *_layout(dC, batch, dim)[:4], **ctx.flags)
-        return (du, ddelta, dA.sum(0), dB.to(B.dtype), dC.to(C.dtype), None if D is None else dD.sum(0), dz,
-                None if delta_bias is None else dbias.sum(0), None)
+                u if delta_bias is None else delta_bias, boundaries, dout.contiguous(),
+                du, ddelta, u if dz is None else dz, dA, dB, dC, dD, dbias, *ctx.shape_args, **meta,
+                num_warps=BWD_WARPS)
+        if not meta["VARIABLE_B"]:
+            dB = dB.sum(0)
+        if not meta["VARIABLE_C"]:
+            dC = dC.sum(0)
+        B_shape, C_shape = ctx.bc_shapes
+        return (du, ddelta, dA.sum(0), dB.to(B.dtype).reshape(B_shape), dC.to(C.dtype).reshape(C_shape),
+                None if D is None else dD.sum(0), dz, None if delta_bias is None else dbias.sum(0), None)
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
                    return_last_state=False):
-    """Mamba's selective scan (see the module docstring); differentiable in every tensor input."""
+    """Mamba's selective scan (see the module docstring): ``out``, or ``(out, last_state)``."""
     check_selective_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
-    out, last_state = _SelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    out, last_state = _SelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
     return (out, last_state) if return_last_state else out

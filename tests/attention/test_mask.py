@@ -1,6 +1,7 @@
 import itertools
 
 import torch
+import torch.nn.functional as F
 
 from kernels.attention import sliding_window_mask, sliding_window_mask_mod, visible_pairs
 
@@ -34,6 +35,14 @@ def test_bottom_right_alignment_and_empty_rows():
     assert long.sum(dim=1).tolist() == [0, 0, 0, 1, 2]
 
 
+def test_window_zero_and_sinks_beyond_the_keys():
+    assert torch.equal(sliding_window_mask(5, 5, window=0, causal=True), torch.eye(5, dtype=torch.bool))
+    assert torch.equal(sliding_window_mask(5, 5, window=0, causal=False), torch.eye(5, dtype=torch.bool))
+    # More sinks than keys: every key is a sink, so causal is the full lower triangle.
+    assert torch.equal(sliding_window_mask(6, 6, window=1, sinks=50), torch.ones(6, 6, dtype=torch.bool).tril())
+    assert bool(sliding_window_mask(6, 6, window=1, sinks=50, causal=False).all())
+
+
 def test_mask_mod_matches_the_mask():
     for q_len, kv_len, window, sinks, causal in [(7, 7, 2, 1, True), (5, 9, 1, 3, False), (9, 4, 0, 2, True)]:
         mod = sliding_window_mask_mod(q_len, kv_len, window, sinks, causal)
@@ -54,3 +63,15 @@ def test_visible_pairs_at_benchmark_scale_without_the_mask():
     band = sum(min(i, window) + 1 for i in range(length))
     extra_sinks = sum(min(sinks, max(i - window, 0)) for i in range(length))
     assert visible_pairs(length, length, window, sinks, causal=True) == band + extra_sinks
+
+
+def test_mask_mod_builds_a_flex_attention_block_mask():
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    for q_len, kv_len, window, sinks, causal in [(100, 300, 7, 4, True), (300, 100, 20, 2, False)]:
+        block_mask = create_block_mask(sliding_window_mask_mod(q_len, kv_len, window, sinks, causal), None, None,
+                                       q_len, kv_len, device="cpu", BLOCK_SIZE=16)
+        mask = sliding_window_mask(q_len, kv_len, window, sinks, causal).float()
+        padded = F.pad(mask, (0, -kv_len % 16, 0, -q_len % 16))
+        needed = F.max_pool2d(padded[None], 16)[0] > 0  # 16x16 blocks holding a visible pair
+        assert torch.equal(block_mask.to_dense()[0, 0].bool(), needed)

@@ -32,11 +32,37 @@ def test_reference_matches_the_definition():
                                    naive(q, k, v, window, sinks, causal))
 
 
-def test_empty_rows_give_zero_and_minus_infinity():
-    q, k, v = torch.randn(1, 1, 6, 8), torch.randn(1, 1, 3, 8), torch.randn(1, 1, 3, 8)
+def test_reference_gradients_match_the_definition():
+    generator = torch.Generator().manual_seed(1)
+    tensors = [torch.randn(1, 2, 7, 8, generator=generator, dtype=torch.float64, requires_grad=True),
+               torch.randn(1, 1, 10, 8, generator=generator, dtype=torch.float64, requires_grad=True),
+               torch.randn(1, 1, 10, 8, generator=generator, dtype=torch.float64, requires_grad=True)]
+    grad_out = torch.randn(1, 2, 7, 8, generator=generator, dtype=torch.float64)
+    for window, sinks, causal in [(1, 2, True), (2, 1, False)]:
+        got = torch.autograd.grad(sliding_window_attention_reference(*tensors, window, sinks, causal), tensors,
+                                  grad_out)
+        expected = torch.autograd.grad(naive(*tensors, window, sinks, causal), tensors, grad_out)
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b)
+
+
+def test_empty_rows_give_zero_minus_infinity_and_zero_gradients():
+    q, k, v = (torch.randn(1, 1, 6, 8, requires_grad=True), torch.randn(1, 1, 3, 8, requires_grad=True),
+               torch.randn(1, 1, 3, 8, requires_grad=True))
     out, lse = sliding_window_attention_reference(q, k, v, window=1, causal=True, return_lse=True)
     assert torch.equal(out[0, 0, :3], torch.zeros(3, 8))
     assert torch.isinf(lse[0, 0, :3]).all() and torch.isfinite(lse[0, 0, 3:]).all()
+    (out.sum() + lse[torch.isfinite(lse)].sum()).backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+    assert torch.equal(q.grad[0, 0, :3], torch.zeros(3, 8))
+
+
+def test_dtypes_of_output_and_log_sum_exp():
+    for dtype, lse_dtype in [(torch.float16, torch.float32), (torch.float32, torch.float32),
+                             (torch.float64, torch.float64)]:
+        q = torch.randn(1, 1, 5, 16).to(dtype)
+        out, lse = sliding_window_attention_reference(q, q, q, window=2, return_lse=True)
+        assert out.dtype == dtype and lse.dtype == lse_dtype and lse.shape == (1, 1, 5)
 
 
 def test_query_chunks_do_not_change_the_result():

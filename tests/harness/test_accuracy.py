@@ -87,6 +87,13 @@ def test_poisoning_fills_floats_with_nan_and_integers_with_minus_one():
     assert (ints == -1).all()
 
 
+def test_tolerance_can_scale_with_the_largest_reference_value():
+    expected = {"out": torch.tensor([1000.0, 0.0])}
+    outputs = {"out": torch.tensor([1000.0, 0.05])}  # 0.05 off where the reference is 0
+    assert not check_outputs(outputs, expected, Tolerance(atol=1e-3, rtol=1e-3), [0]).passed
+    assert check_outputs(outputs, expected, Tolerance(atol=0.0, rtol=0.0, atol_of_max=1e-4), [0]).passed
+
+
 def test_integer_outputs_must_match_exactly():
     expected = {"indices": torch.tensor([0, 3, 5])}
     tolerance = Tolerance(atol=1.0, rtol=1.0)  # no tolerance applies to integers
