@@ -112,13 +112,9 @@ def _bc_tile(base_ptr, shared, states, state_ok, steps, step_ok, length, VARIABL
 
 
 @triton.jit
-def _selective_scan_fwd_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, states_ptr,
-    dim, length, dstate, n_chunks, B_groups, B_group_size, C_groups, C_group_size,
-    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    VARIABLE_B: tl.constexpr, VARIABLE_C: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
-):
+def _channel_block(A_ptr, D_ptr, bias_ptr, dim, length, dstate, B_groups, B_group_size, C_groups, C_group_size,
+                   HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's batch, channels and per-channel constants, shared by the forward and backward."""
     block = tl.program_id(0)
     batch = tl.program_id(1)
     channels = block * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -130,9 +126,24 @@ def _selective_scan_fwd_kernel(
     A = tl.load(A_ptr + cs_offsets, mask=cs_ok, other=0.0)
     skip = tl.load(D_ptr + channels, mask=channel_ok, other=0.0) if HAS_D else tl.zeros((BLOCK_D,), tl.float32)
     bias = tl.load(bias_ptr + channels, mask=channel_ok, other=0.0) if HAS_BIAS else tl.zeros((BLOCK_D,), tl.float32)
-    # The whole channel block lies in one group of B (and of C) when they vary in time.
-    B_base = B_ptr + (batch * B_groups + (block * BLOCK_D) // B_group_size).to(tl.int64) * dstate * length
-    C_base = C_ptr + (batch * C_groups + (block * BLOCK_D) // C_group_size).to(tl.int64) * dstate * length
+    # The whole channel block lies in one group of B (and of C) when they vary in time:
+    # the offsets of that group's (N, L) slice.
+    B_slot = (batch * B_groups + (block * BLOCK_D) // B_group_size).to(tl.int64) * dstate * length
+    C_slot = (batch * C_groups + (block * BLOCK_D) // C_group_size).to(tl.int64) * dstate * length
+    return batch, channels, states, channel_ok, state_ok, cs_ok, cs_offsets, A, skip, bias, B_slot, C_slot
+
+
+@triton.jit
+def _selective_scan_fwd_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, states_ptr,
+    dim, length, dstate, n_chunks, B_groups, B_group_size, C_groups, C_group_size,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    VARIABLE_B: tl.constexpr, VARIABLE_C: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
+):
+    batch, channels, states, channel_ok, state_ok, cs_ok, cs_offsets, A, skip, bias, B_slot, C_slot = _channel_block(
+        A_ptr, D_ptr, bias_ptr, dim, length, dstate, B_groups, B_group_size, C_groups, C_group_size,
+        HAS_D, HAS_BIAS, BLOCK_D, BLOCK_N)
     B_shared = A
     C_shared = A
     if not VARIABLE_B:
@@ -152,8 +163,8 @@ def _selective_scan_fwd_kernel(
         u = tl.load(u_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
         raw = tl.load(delta_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
         delta, _ = _step_sizes(raw, bias, inside, HAS_BIAS, SOFTPLUS)
-        B = _bc_tile(B_base, B_shared, states, state_ok, steps, step_ok, length, VARIABLE_B)
-        C = _bc_tile(C_base, C_shared, states, state_ok, steps, step_ok, length, VARIABLE_C)
+        B = _bc_tile(B_ptr + B_slot, B_shared, states, state_ok, steps, step_ok, length, VARIABLE_B)
+        C = _bc_tile(C_ptr + C_slot, C_shared, states, state_ok, steps, step_ok, length, VARIABLE_C)
         # Outside the sequence delta = 0: decay 1 and input 0, the identity step.
         decay = tl.exp(delta[:, None, :] * A[:, :, None])
         inputs = (delta * u)[:, None, :] * B
@@ -180,19 +191,9 @@ def _selective_scan_bwd_kernel(
     VARIABLE_B: tl.constexpr, VARIABLE_C: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
-    block = tl.program_id(0)
-    batch = tl.program_id(1)
-    channels = block * BLOCK_D + tl.arange(0, BLOCK_D)
-    states = tl.arange(0, BLOCK_N)
-    channel_ok = channels < dim
-    state_ok = states < dstate
-    cs_ok = channel_ok[:, None] & state_ok[None, :]
-    cs_offsets = channels[:, None] * dstate + states[None, :]
-    A = tl.load(A_ptr + cs_offsets, mask=cs_ok, other=0.0)
-    skip = tl.load(D_ptr + channels, mask=channel_ok, other=0.0) if HAS_D else tl.zeros((BLOCK_D,), tl.float32)
-    bias = tl.load(bias_ptr + channels, mask=channel_ok, other=0.0) if HAS_BIAS else tl.zeros((BLOCK_D,), tl.float32)
-    B_slot = (batch * B_groups + (block * BLOCK_D) // B_group_size).to(tl.int64) * dstate * length
-    C_slot = (batch * C_groups + (block * BLOCK_D) // C_group_size).to(tl.int64) * dstate * length
+    batch, channels, states, channel_ok, state_ok, cs_ok, cs_offsets, A, skip, bias, B_slot, C_slot = _channel_block(
+        A_ptr, D_ptr, bias_ptr, dim, length, dstate, B_groups, B_group_size, C_groups, C_group_size,
+        HAS_D, HAS_BIAS, BLOCK_D, BLOCK_N)
     B_shared = A
     C_shared = A
     if not VARIABLE_B:
