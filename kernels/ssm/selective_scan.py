@@ -112,9 +112,14 @@ def _bc_tile(base_ptr, shared, states, state_ok, steps, step_ok, length, VARIABL
 
 
 @triton.jit
-def _channel_block(A_ptr, D_ptr, bias_ptr, dim, length, dstate, B_groups, B_group_size, C_groups, C_group_size,
-                   HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
-    """This program's batch, channels and per-channel constants, shared by the forward and backward."""
+def _channel_block(A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dim, length, dstate, B_groups, B_group_size, C_groups,
+                   C_group_size, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, VARIABLE_B: tl.constexpr,
+                   VARIABLE_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's batch, channels and per-channel constants, shared by the forward and backward.
+
+    Shared (time-invariant) B and C are loaded here as (BLOCK_D, N) tiles; when they vary
+    in time their placeholders are unused.
+    """
     block = tl.program_id(0)
     batch = tl.program_id(1)
     channels = block * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -130,7 +135,16 @@ def _channel_block(A_ptr, D_ptr, bias_ptr, dim, length, dstate, B_groups, B_grou
     # the offsets of that group's (N, L) slice.
     B_slot = (batch * B_groups + (block * BLOCK_D) // B_group_size).to(tl.int64) * dstate * length
     C_slot = (batch * C_groups + (block * BLOCK_D) // C_group_size).to(tl.int64) * dstate * length
-    return batch, channels, states, channel_ok, state_ok, cs_ok, cs_offsets, A, skip, bias, B_slot, C_slot
+    B_shared = A
+    C_shared = A
+    if not VARIABLE_B:
+        B_shared = tl.load(B_ptr + cs_offsets, mask=cs_ok, other=0.0).to(tl.float32)
+    if not VARIABLE_C:
+        C_shared = tl.load(C_ptr + cs_offsets, mask=cs_ok, other=0.0).to(tl.float32)
+    rows = (batch * dim + channels).to(tl.int64) * length
+    state_rows = ((batch * dim + channels).to(tl.int64) * dstate)[:, None] + states[None, :]
+    return (batch, channels, states, channel_ok, state_ok, cs_ok, A, skip, bias, B_slot, C_slot, B_shared, C_shared,
+            rows, state_rows)
 
 
 @triton.jit
@@ -141,17 +155,10 @@ def _selective_scan_fwd_kernel(
     VARIABLE_B: tl.constexpr, VARIABLE_C: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
-    batch, channels, states, channel_ok, state_ok, cs_ok, cs_offsets, A, skip, bias, B_slot, C_slot = _channel_block(
-        A_ptr, D_ptr, bias_ptr, dim, length, dstate, B_groups, B_group_size, C_groups, C_group_size,
-        HAS_D, HAS_BIAS, BLOCK_D, BLOCK_N)
-    B_shared = A
-    C_shared = A
-    if not VARIABLE_B:
-        B_shared = tl.load(B_ptr + cs_offsets, mask=cs_ok, other=0.0).to(tl.float32)
-    if not VARIABLE_C:
-        C_shared = tl.load(C_ptr + cs_offsets, mask=cs_ok, other=0.0).to(tl.float32)
-    rows = (batch * dim + channels).to(tl.int64) * length
-    state_rows = ((batch * dim + channels).to(tl.int64) * dstate)[:, None] + states[None, :]
+    (batch, channels, states, channel_ok, state_ok, cs_ok, A, skip, bias, B_slot, C_slot, B_shared, C_shared,
+     rows, state_rows) = _channel_block(A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dim, length, dstate, B_groups,
+                                        B_group_size, C_groups, C_group_size, HAS_D, HAS_BIAS, VARIABLE_B,
+                                        VARIABLE_C, BLOCK_D, BLOCK_N)
     last_step = (tl.arange(0, BLOCK_L) == BLOCK_L - 1)[None, None, :]
 
     x_carry = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
@@ -191,17 +198,10 @@ def _selective_scan_bwd_kernel(
     VARIABLE_B: tl.constexpr, VARIABLE_C: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
-    batch, channels, states, channel_ok, state_ok, cs_ok, cs_offsets, A, skip, bias, B_slot, C_slot = _channel_block(
-        A_ptr, D_ptr, bias_ptr, dim, length, dstate, B_groups, B_group_size, C_groups, C_group_size,
-        HAS_D, HAS_BIAS, BLOCK_D, BLOCK_N)
-    B_shared = A
-    C_shared = A
-    if not VARIABLE_B:
-        B_shared = tl.load(B_ptr + cs_offsets, mask=cs_ok, other=0.0).to(tl.float32)
-    if not VARIABLE_C:
-        C_shared = tl.load(C_ptr + cs_offsets, mask=cs_ok, other=0.0).to(tl.float32)
-    rows = (batch * dim + channels).to(tl.int64) * length
-    state_rows = ((batch * dim + channels).to(tl.int64) * dstate)[:, None] + states[None, :]
+    (batch, channels, states, channel_ok, state_ok, cs_ok, A, skip, bias, B_slot, C_slot, B_shared, C_shared,
+     rows, state_rows) = _channel_block(A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dim, length, dstate, B_groups,
+                                        B_group_size, C_groups, C_group_size, HAS_D, HAS_BIAS, VARIABLE_B,
+                                        VARIABLE_C, BLOCK_D, BLOCK_N)
     first_step = (tl.arange(0, BLOCK_L) == 0)[None, None, :]
     ones = tl.full((BLOCK_D, BLOCK_N, BLOCK_L), 1.0, tl.float32)
 
