@@ -148,6 +148,29 @@ def _channel_block(A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dim, length, dstate, B_
 
 
 @triton.jit
+def _scan_chunk(u_ptr, delta_ptr, B_base, C_base, B_shared, C_shared, A, bias, x_before, rows, chunk, length,
+                channel_ok, states, state_ok, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                VARIABLE_B: tl.constexpr, VARIABLE_C: tl.constexpr, BLOCK_L: tl.constexpr):
+    """Loads one chunk and scans it from the state before it: the states x (BLOCK_D, N, BLOCK_L)
+    and the pieces the forward and backward both use."""
+    steps = chunk * BLOCK_L + tl.arange(0, BLOCK_L)
+    step_ok = steps < length
+    inside = channel_ok[:, None] & step_ok[None, :]
+    offsets = rows[:, None] + steps[None, :]
+    u = tl.load(u_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
+    raw = tl.load(delta_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
+    delta, slope = _step_sizes(raw, bias, inside, HAS_BIAS, SOFTPLUS)
+    B = _bc_tile(B_base, B_shared, states, state_ok, steps, step_ok, length, VARIABLE_B)
+    C = _bc_tile(C_base, C_shared, states, state_ok, steps, step_ok, length, VARIABLE_C)
+    # Outside the sequence delta = 0: decay 1 and input 0, the identity step.
+    decay = tl.exp(delta[:, None, :] * A[:, :, None])
+    inputs = (delta * u)[:, None, :] * B
+    decay_prefix, input_prefix = tl.associative_scan((decay, inputs), axis=2, combine_fn=_compose)
+    x = decay_prefix * x_before[:, :, None] + input_prefix
+    return x, decay, inputs, u, delta, slope, B, C, steps, step_ok, inside, offsets
+
+
+@triton.jit
 def _selective_scan_fwd_kernel(
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, states_ptr,
     dim, length, dstate, n_chunks, B_groups, B_group_size, C_groups, C_group_size,
@@ -163,20 +186,9 @@ def _selective_scan_fwd_kernel(
 
     x_carry = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     for chunk in range(0, n_chunks):
-        steps = chunk * BLOCK_L + tl.arange(0, BLOCK_L)
-        step_ok = steps < length
-        inside = channel_ok[:, None] & step_ok[None, :]
-        offsets = rows[:, None] + steps[None, :]
-        u = tl.load(u_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
-        raw = tl.load(delta_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
-        delta, _ = _step_sizes(raw, bias, inside, HAS_BIAS, SOFTPLUS)
-        B = _bc_tile(B_ptr + B_slot, B_shared, states, state_ok, steps, step_ok, length, VARIABLE_B)
-        C = _bc_tile(C_ptr + C_slot, C_shared, states, state_ok, steps, step_ok, length, VARIABLE_C)
-        # Outside the sequence delta = 0: decay 1 and input 0, the identity step.
-        decay = tl.exp(delta[:, None, :] * A[:, :, None])
-        inputs = (delta * u)[:, None, :] * B
-        decay_prefix, input_prefix = tl.associative_scan((decay, inputs), axis=2, combine_fn=_compose)
-        x = decay_prefix * x_carry[:, :, None] + input_prefix
+        x, decay, inputs, u, delta, _, B, C, steps, step_ok, inside, offsets = _scan_chunk(
+            u_ptr, delta_ptr, B_ptr + B_slot, C_ptr + C_slot, B_shared, C_shared, A, bias, x_carry, rows, chunk,
+            length, channel_ok, states, state_ok, HAS_BIAS, SOFTPLUS, VARIABLE_B, VARIABLE_C, BLOCK_L)
         out = tl.sum(x * C, axis=1)
         if HAS_D:
             out += skip[:, None] * u
@@ -215,20 +227,10 @@ def _selective_scan_bwd_kernel(
         chunk = n_chunks - 1 - reversed_chunk
         after_first = (tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.int32) + chunk) > 0  # the first chunk starts at 0
         x_start = tl.load(states_ptr + state_rows * n_chunks + chunk - 1, mask=cs_ok & after_first, other=0.0)
-        steps = chunk * BLOCK_L + tl.arange(0, BLOCK_L)
-        step_ok = steps < length
-        inside = channel_ok[:, None] & step_ok[None, :]
-        offsets = rows[:, None] + steps[None, :]
-        u = tl.load(u_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
-        raw = tl.load(delta_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
-        delta, slope = _step_sizes(raw, bias, inside, HAS_BIAS, SOFTPLUS)
-        B = _bc_tile(B_ptr + B_slot, B_shared, states, state_ok, steps, step_ok, length, VARIABLE_B)
-        C = _bc_tile(C_ptr + C_slot, C_shared, states, state_ok, steps, step_ok, length, VARIABLE_C)
-        decay = tl.exp(delta[:, None, :] * A[:, :, None])
+        x, decay, inputs, u, delta, slope, B, C, steps, step_ok, inside, offsets = _scan_chunk(
+            u_ptr, delta_ptr, B_ptr + B_slot, C_ptr + C_slot, B_shared, C_shared, A, bias, x_start, rows, chunk,
+            length, channel_ok, states, state_ok, HAS_BIAS, SOFTPLUS, VARIABLE_B, VARIABLE_C, BLOCK_L)
         delta_u = delta * u
-        inputs = delta_u[:, None, :] * B
-        decay_prefix, input_prefix = tl.associative_scan((decay, inputs), axis=2, combine_fn=_compose)
-        x = decay_prefix * x_start[:, :, None] + input_prefix
 
         dout = tl.load(dout_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
         dy = dout
