@@ -83,6 +83,18 @@ def _visible(pos, keys, window, sinks, kv_len, CAUSAL: tl.constexpr):
 
 
 @triton.jit
+def _query_program(heads, group, q_len, BLOCK_M: tl.constexpr):
+    """One program per (query block, batch·head) on a 1-D grid (no 65535 limit on batch·heads);
+    the batch·head index is 64-bit so base offsets may pass 2**31."""
+    q_blocks = (q_len + BLOCK_M - 1) // BLOCK_M
+    pid = tl.program_id(0)
+    bh = (pid // q_blocks).to(tl.int64)
+    start_m = (pid % q_blocks) * BLOCK_M
+    batch, head = bh // heads, bh % heads
+    return bh, start_m, batch, head, head // group
+
+
+@triton.jit
 def _key_tile_ranges(first_pos, last_pos, window, sinks, kv_len, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr):
     """Key-tile loop bounds for a block of query positions ``[first_pos, last_pos]``.
 
@@ -175,13 +187,7 @@ def _fwd_kernel(
     HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    # One program per (query block, batch·head), on a 1-D grid (no 65535 limit on batch·heads).
-    q_blocks = (q_len + BLOCK_M - 1) // BLOCK_M
-    pid = tl.program_id(0)
-    bh = (pid // q_blocks).to(tl.int64)  # 64-bit base offsets: B·H·S·D may pass 2**31
-    start_m = (pid % q_blocks) * BLOCK_M
-    batch, head = bh // heads, bh % heads
-    kv_head = head // group
+    bh, start_m, batch, head, kv_head = _query_program(heads, group, q_len, BLOCK_M)
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -359,12 +365,7 @@ def _bwd_dq_kernel(
     HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    q_blocks = (q_len + BLOCK_M - 1) // BLOCK_M
-    pid = tl.program_id(0)
-    bh = (pid // q_blocks).to(tl.int64)
-    start_m = (pid % q_blocks) * BLOCK_M
-    batch, head = bh // heads, bh % heads
-    kv_head = head // group
+    bh, start_m, batch, head, kv_head = _query_program(heads, group, q_len, BLOCK_M)
     rows = start_m + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
