@@ -13,6 +13,8 @@ Backward: with ``g = dL/dx``, the gradient reaching ``x_t`` is
 ``dL/db_t = h_t`` and ``dL/da_t = h_t * x_{t-1}``.
 """
 
+from typing import Callable, NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -85,20 +87,42 @@ def check_scan_inputs(gates: torch.Tensor, tokens: torch.Tensor) -> None:
         raise ValueError(f"gates: device {gates.device} must equal tokens' {tokens.device}")
 
 
-def _grid(rows: int):
-    return (triton.cdiv(rows, BLOCK_C),)
+class ScanLaunchers(NamedTuple):
+    """How one implementation runs the scan on contiguous ``(rows, length)`` data.
+
+    ``forward(gates, tokens, states, rows, length)`` writes the states;
+    ``backward(gates, states, grad_states, grad_gates, grad_tokens, rows, length)``
+    writes both gradients. The Triton and the CUDA C scans share ``LinearScanFunction``
+    and differ only here.
+    """
+
+    forward: Callable[..., None]
+    backward: Callable[..., None]
 
 
-class _LinearScan(torch.autograd.Function):
+def _triton_forward(gates, tokens, states, rows, length):
+    _linear_scan_fwd_kernel[(triton.cdiv(rows, BLOCK_C),)](gates, tokens, states, rows, length,
+                                                          BLOCK_C=BLOCK_C, BLOCK_T=BLOCK_T)
+
+
+def _triton_backward(gates, states, grad_states, grad_gates, grad_tokens, rows, length):
+    _linear_scan_bwd_kernel[(triton.cdiv(rows, BLOCK_C),)](gates, states, grad_states, grad_gates, grad_tokens,
+                                                          rows, length, BLOCK_C=BLOCK_C, BLOCK_T=BLOCK_T)
+
+
+TRITON_LAUNCHERS = ScanLaunchers(_triton_forward, _triton_backward)
+
+
+class LinearScanFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, gates, tokens):
+    def forward(ctx, gates, tokens, launchers: ScanLaunchers):
         gates, tokens = gates.contiguous(), tokens.contiguous()
         batch, channels, length = tokens.shape
         states = torch.empty_like(tokens)
         if tokens.numel():
-            _linear_scan_fwd_kernel[_grid(batch * channels)](gates, tokens, states, batch * channels, length,
-                                                             BLOCK_C=BLOCK_C, BLOCK_T=BLOCK_T)
+            launchers.forward(gates, tokens, states, batch * channels, length)
         ctx.save_for_backward(gates, states)
+        ctx.launchers = launchers
         return states
 
     @staticmethod
@@ -107,13 +131,12 @@ class _LinearScan(torch.autograd.Function):
         batch, channels, length = states.shape
         grad_gates, grad_tokens = torch.empty_like(gates), torch.empty_like(states)
         if states.numel():
-            _linear_scan_bwd_kernel[_grid(batch * channels)](gates, states, grad_states.contiguous(), grad_gates,
-                                                             grad_tokens, batch * channels, length,
-                                                             BLOCK_C=BLOCK_C, BLOCK_T=BLOCK_T)
-        return grad_gates, grad_tokens
+            ctx.launchers.backward(gates, states, grad_states.contiguous(), grad_gates, grad_tokens,
+                                   batch * channels, length)
+        return grad_gates, grad_tokens, None
 
 
 def linear_scan(gates: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """``x_t = gates_t * x_{t-1} + tokens_t`` over the last axis of ``(B, C, T)``, differentiable."""
     check_scan_inputs(gates, tokens)
-    return _LinearScan.apply(gates, tokens)
+    return LinearScanFunction.apply(gates, tokens, TRITON_LAUNCHERS)

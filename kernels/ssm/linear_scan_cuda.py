@@ -22,7 +22,7 @@ import importlib.util
 
 import torch
 
-from kernels.ssm.linear_scan import check_scan_inputs
+from kernels.ssm.linear_scan import LinearScanFunction, ScanLaunchers, check_scan_inputs
 
 WARPS_PER_BLOCK = 4
 CUDA_SOURCE = r"""
@@ -167,26 +167,15 @@ def _launch(kernel, tensors: list[torch.Tensor], rows: int, length: int) -> None
         kernel((blocks,), (32 * WARPS_PER_BLOCK,), (*arrays, cupy.int64(rows), cupy.int64(length)))
 
 
-class _LinearScanCuda(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, gates, tokens):
-        gates, tokens = gates.contiguous(), tokens.contiguous()
-        batch, channels, length = tokens.shape
-        states = torch.empty_like(tokens)
-        if tokens.numel():
-            _launch(_kernels(tokens.dtype)[0], [gates, tokens, states], batch * channels, length)
-        ctx.save_for_backward(gates, states)
-        return states
+def _cuda_forward(gates, tokens, states, rows, length):
+    _launch(_kernels(tokens.dtype)[0], [gates, tokens, states], rows, length)
 
-    @staticmethod
-    def backward(ctx, grad_states):
-        gates, states = ctx.saved_tensors
-        batch, channels, length = states.shape
-        grad_gates, grad_tokens = torch.empty_like(gates), torch.empty_like(states)
-        if states.numel():
-            _launch(_kernels(states.dtype)[1], [gates, states, grad_states.contiguous(), grad_gates, grad_tokens],
-                    batch * channels, length)
-        return grad_gates, grad_tokens
+
+def _cuda_backward(gates, states, grad_states, grad_gates, grad_tokens, rows, length):
+    _launch(_kernels(states.dtype)[1], [gates, states, grad_states, grad_gates, grad_tokens], rows, length)
+
+
+CUDA_LAUNCHERS = ScanLaunchers(_cuda_forward, _cuda_backward)
 
 
 def linear_scan_cuda(gates: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -195,4 +184,4 @@ def linear_scan_cuda(gates: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     reason = unavailable_reason(tokens.device)
     if reason:
         raise RuntimeError(f"linear_scan_cuda: {reason}")
-    return _LinearScanCuda.apply(gates, tokens)
+    return LinearScanFunction.apply(gates, tokens, CUDA_LAUNCHERS)
