@@ -45,14 +45,13 @@ def run_filename(record: dict) -> str:
     return f"{stamp}_{device}_{record['config']['size']}_{sha}.json"
 
 
-def write_run(record: dict, out: Path) -> Path:
-    """Validates and writes ``record``; ``out`` is a folder (a name is chosen) or a .json path."""
-    validate(record)
-    out = Path(out)
-    path = out if out.suffix == ".json" else out / run_filename(record)
+def write_json_atomically(record: dict, path: Path) -> Path:
+    """Writes ``record`` to ``path`` through a temporary file, so a reader never sees half a file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; results are for sharing
         with os.fdopen(handle, "w") as stream:
             json.dump(record, stream, indent=1, allow_nan=False)
             stream.write("\n")
@@ -61,6 +60,13 @@ def write_run(record: dict, out: Path) -> Path:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_run(record: dict, out: Path) -> Path:
+    """Validates and writes ``record``; ``out`` is a folder (a name is chosen) or a .json path."""
+    validate(record)
+    out = Path(out)
+    return write_json_atomically(record, out if out.suffix == ".json" else out / run_filename(record))
 
 
 def load_run(path: Path | str) -> dict:

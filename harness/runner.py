@@ -120,7 +120,7 @@ class Prepared:
     """
 
     def __init__(self, bench: Benchmark, impl: Impl, inputs: dict, mode: str, seed: int):
-        self.fn, self.mode, self.seed = impl.fn, mode, seed
+        self.fn, self.mode, self.seed, self.accuracy_view = impl.fn, mode, seed, bench.accuracy_view
         self.leaves = {} if mode == "fwd" else {
             name: inputs[name].detach().clone().requires_grad_(True) for name in bench.grad_inputs
         }
@@ -148,14 +148,20 @@ class Prepared:
         return self._backward(self._forward(), retain=False)
 
     def evaluate(self) -> dict[str, torch.Tensor]:
-        """Named outputs to compare: forward outputs and/or input gradients."""
+        """Named outputs to compare: forward outputs and/or input gradients, through the
+        benchmark's accuracy view when it has one."""
         if self.mode == "fwd":
             with torch.no_grad():
-                return _named(self._forward())
-        outputs = self.outputs if self.mode == "bwd" else self._forward()
-        grads = self._backward(outputs, retain=self.mode == "bwd")
-        named = {f"grad_{name}": grad for name, grad in zip(self.leaves, grads)}
-        return named if self.mode == "bwd" else {**_named(outputs), **named}
+                named = _named(self._forward())
+        else:
+            outputs = self.outputs if self.mode == "bwd" else self._forward()
+            grads = self._backward(outputs, retain=self.mode == "bwd")
+            named = {f"grad_{name}": grad for name, grad in zip(self.leaves, grads)}
+            named = named if self.mode == "bwd" else {**_named(outputs), **named}
+        if self.accuracy_view is None:
+            return named
+        with torch.no_grad():
+            return self.accuracy_view(named, self.inputs)
 
 
 def _upcast(inputs: dict, dtype: torch.dtype) -> dict:

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 BLOCK_PAIRS = 16
-BLOCK_D = 128
+MAX_BLOCK_D = 512
 
 
 class LatentPairs(NamedTuple):
@@ -80,5 +80,6 @@ def latent_weighted_sums(pairs: LatentPairs, weights: torch.Tensor, rows: torch.
     _latent_sums_kernel[(pairs.latents,)](
         pairs.order, pairs.offsets, weights, rows, out, weight_sums if with_weight_sums else out,
         rows.shape[1], pairs.k, rows.stride(0), out.stride(0),
-        WITH_WEIGHT_SUMS=with_weight_sums, BLOCK_PAIRS=BLOCK_PAIRS, BLOCK_D=BLOCK_D)
+        WITH_WEIGHT_SUMS=with_weight_sums, BLOCK_PAIRS=BLOCK_PAIRS,
+        BLOCK_D=min(MAX_BLOCK_D, triton.next_power_of_2(rows.shape[1])))
     return out, weight_sums

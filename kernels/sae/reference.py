@@ -23,8 +23,8 @@ def topk_encode_dense(x, W_enc, b_enc, b_dec, k: int):
 
 
 def decode_dense(values, indices, W_dec, b_dec):
-    """Scatters the activations into an ``(N, M)`` matrix and multiplies it by ``W_dec``."""
-    acts = values.new_zeros(values.shape[0], W_dec.shape[0]).scatter(1, indices, values)
+    """Scatters the activations into an ``(N, M)`` matrix (adding repeats) and multiplies it by ``W_dec``."""
+    acts = values.new_zeros(values.shape[0], W_dec.shape[0]).scatter_add(1, indices, values)
     return acts @ W_dec + b_dec
 
 
