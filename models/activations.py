@@ -121,9 +121,10 @@ def collect_activations(model: torch.nn.Module, layer: str, batches: Iterable, o
     out = Path(out)
     if (out / MANIFEST).exists():
         raise FileExistsError(f"{out} already holds an activation dataset; choose another folder")
+    hooked = resolve_layer(model, layer)
     out.mkdir(parents=True, exist_ok=True)
     captured: list[torch.Tensor] = []
-    handle = resolve_layer(model, layer).register_forward_hook(lambda module, args, output: captured.append(output))
+    handle = hooked.register_forward_hook(lambda module, args, output: captured.append(output))
     device = next(model.parameters(), torch.empty(0)).device  # a model without parameters runs on the CPU
     writer, total = None, 0
     try:

@@ -102,3 +102,31 @@ def test_user_model_by_import_path_and_tensor_inputs(tmp_path):
 def test_shipped_text_is_real_prose():
     paragraphs = python_docs_paragraphs()
     assert len(paragraphs) > 500 and all(len(text.split()) >= 12 for text in paragraphs)
+
+
+def test_command_line_writes_activations_and_trains_an_sae(tmp_path):
+    import json as json_module
+
+    from harness.cli import main
+
+    torch.save(torch.randn(40, 3, 6), tmp_path / "inputs.pt")
+    acts = tmp_path / "acts"
+    assert main(["activations", "--model", "tests.models.test_activations:build_two_layers", "--layer", "first",
+                 "--tensors", str(tmp_path / "inputs.pt"), "--out", str(acts), "--batch-size", "16"]) == 0
+    assert ActivationDataset(acts).manifest.count == 120
+    assert main(["train", "sae", "--activations", str(acts), "--latents", "16", "--k", "2", "--steps", "3",
+                 "--batch-size", "32", "--warmup-steps", "1", "--out", str(tmp_path / "runs")]) == 0
+    (record_path,) = (tmp_path / "runs").glob("*.json")
+    record = json_module.loads(record_path.read_text())
+    assert record["kind"] == "sae_training" and record["provenance"]["git"]
+    assert record["result"]["steps"] == 3 and len(record["result"]["history"]) == 3
+    assert record["dataset"]["layer"] == "first" and record["result"]["tokens_per_s"] > 0
+
+
+def test_command_line_bad_inputs_exit_2(tmp_path):
+    from harness.cli import main
+
+    assert main(["train", "sae", "--activations", str(tmp_path / "missing")]) == 2
+    assert main(["activations", "--model", "tests.models.test_activations:build_two_layers", "--out",
+                 str(tmp_path / "a")]) == 2  # no tokenizer and no --tensors
+    assert main(["activations", "--model", "nonsense", "--out", str(tmp_path / "b")]) == 2
