@@ -85,7 +85,7 @@ def make_step_inputs(case, dtype, device, seed):
 def selection_view(named: dict, inputs: dict) -> dict:
     """Top-k outputs as (sorted values, float64 pre-activation at each chosen index): a near-tie
     picked either way passes; an index whose pre-activation is not its value fails."""
-    values, indices = named.pop("out0"), named.pop("out1")
+    values, indices = named["out0"], named["out1"]
     x, W_enc, b_enc, b_dec = (inputs[name].double() for name in ("x", "W_enc", "b_enc", "b_dec"))
     chosen = []
     for start in range(0, x.shape[0], ACCURACY_ROWS_PER_CHUNK):
@@ -93,7 +93,7 @@ def selection_view(named: dict, inputs: dict) -> dict:
         columns = W_enc.t()[block]  # (rows, k, d)
         pre = torch.einsum("nd,nkd->nk", x[start:start + block.shape[0]] - b_dec, columns) + b_enc[block]
         chosen.append(pre.clamp_min(0))
-    return {"values": values, "chosen_pre_activations": torch.cat(chosen), **named}
+    return {"values": values, "chosen_pre_activations": torch.cat(chosen)}
 
 
 def _counts(case):
@@ -123,7 +123,7 @@ def _decode_bwd_cost(case, dtype):
 
 
 def encode_cost(case, mode, dtype):
-    return _encode_cost(case, dtype) + (_encode_bwd_cost(case, dtype) if mode == "fwd_bwd" else Cost())
+    return _encode_cost(case, dtype)
 
 
 def decode_cost(case, mode, dtype):
@@ -171,8 +171,9 @@ register(Benchmark(
                    note="GEMM + ReLU + top-k in one kernel")],
     cost=encode_cost,
     tolerances=_tolerances(),
-    modes=("fwd", "fwd_bwd"),
-    grad_inputs=("W_enc", "b_enc", "b_dec"),
+    # Forward only: a backward from a random gradient per output position depends on the order
+    # of near-equal values; sae.train_step times the encoder's backward under an order-free loss.
+    modes=("fwd",),
     accuracy_view=selection_view,
 ))
 
@@ -201,7 +202,9 @@ register(Benchmark(
     peers=[Impl("topk_embedding_bag", embedding_bag_step, role="peer",
                 note="baseline: matmul + torch.topk + F.embedding_bag")],
     cost=step_cost,
-    tolerances=_tolerances(),
+    # The step chains about eight roundings of the dtype (x - b_dec, values, residual, its
+    # gradient, dvalues, the weight-gradient sums), each up to an ulp of the largest gradient.
+    tolerances=_tolerances(half_ulps=8),
     modes=("fwd_bwd",),
     grad_inputs=("W_enc", "b_enc", "b_dec", "W_dec"),
 ))
