@@ -1,4 +1,4 @@
-"""``menagerie``: list, run, compare and describe the environment.
+"""``menagerie``: list, run, compare, profile, report and describe the environment.
 
 Exit codes: 0 success; 1 a regression, an accuracy failure or a crashed
 implementation; 2 bad arguments or unreadable input.
@@ -18,6 +18,7 @@ from rich.table import Table
 from harness import ceilings, provenance, registry, runner
 from harness.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison, compare_runs
 from harness.device import default_device, parse_device
+from harness.profile import DEFAULT_PROFILES_DIR, ProfiledRow, new_run_dir, profile
 from harness.results import DEFAULT_RUNS_DIR, ResultError, load_run, write_run
 from harness.timing import TIMERS, Budget
 
@@ -105,6 +106,31 @@ def build_parser() -> argparse.ArgumentParser:
                        help="attention used inside the model (default: triton on a GPU, reference on the CPU)")
     study.add_argument("--out", type=Path, default=Path("results") / "studies" / "sinks",
                        help="folder for sinks.json and sinks.png")
+
+    prof = commands.add_parser("profile", help="run rows under torch.profiler: TensorBoard traces, top-ops table")
+    prof.add_argument("names", nargs="+", help="benchmark names, families or glob patterns")
+    prof.add_argument("--case", action="append", default=[], help="glob on case names (repeatable)")
+    prof.add_argument("--impl", action="append", default=[], help="glob on implementation names (repeatable)")
+    prof.add_argument("--size", choices=registry.SIZES, help="size preset (default: small on a GPU, tiny on the CPU)")
+    prof.add_argument("--dtype", action="append", choices=sorted(DTYPES), default=[],
+                      help="dtype (repeatable; default: bf16 on a GPU, fp32 on the CPU)")
+    prof.add_argument("--mode", action="append", choices=registry.MODES, default=[],
+                      help="mode (repeatable; default: every mode the benchmark declares)")
+    prof.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    prof.add_argument("--steps", type=_positive(int), default=3, help="profiled calls per row, after one warm-up call")
+    prof.add_argument("--top", type=_positive(int), default=10, help="operators shown per row, by self time")
+    prof.add_argument("--out", type=Path, default=DEFAULT_PROFILES_DIR,
+                      help="TensorBoard log folder; each profile is a new run folder inside it")
+
+    rep = commands.add_parser("report", help="PNG plots, a self-contained HTML page and a Markdown table of a run")
+    rep.add_argument("run", type=Path, help="a run record (results/runs/*.json) or a baseline")
+    rep.add_argument("--baseline", type=Path, help="also compare the run against this run or baseline")
+    rep.add_argument("--threshold", type=_fraction, default=DEFAULT_THRESHOLD, help="regression threshold (0.05 = 5%%)")
+    rep.add_argument("--out", type=Path, help="folder for the report (default: results/reports/<run file name>)")
+    train = commands.add_parser("train", help="training loops: resnet (MLPerf style), sae (TopK sparse autoencoder)")
+    train_commands = train.add_subparsers(dest="train_command", required=True, metavar="MODEL")
+    _add_resnet_commands(commands, train_commands)
+    _add_sae_commands(commands, train_commands)
     return parser
 
 
@@ -341,7 +367,423 @@ def cmd_study(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "compare": cmd_compare, "env": cmd_env, "study": cmd_study}
+def print_profile(rows: list[ProfiledRow], device) -> None:
+    summary = Table(title="profiled rows", title_justify="left")
+    for column in ("row", "status", "per call", "reason"):
+        summary.add_column(column, justify="right" if column == "per call" else "left", overflow="fold")
+    for row in rows:
+        summary.add_row(row.label, row.status, _format_time(row.call_s), row.reason)
+    console.print(summary)
+    on_cuda = device.type == "cuda"
+    for row in rows:
+        if not row.ops:
+            continue
+        console.print(f"[bold]{row.label}[/]: top operators by self {'CUDA' if on_cuda else 'CPU'} time",
+                      highlight=False)
+        table = Table()
+        table.add_column("operator", overflow="fold")
+        for column in ("calls", "self CPU", "CPU total") + (("self CUDA",) if on_cuda else ()) + ("self CPU mem",):
+            table.add_column(column, justify="right")
+        for op in row.ops:
+            device_cells = (_format_time(op.self_device_s),) if on_cuda else ()
+            table.add_row(op.name, str(op.calls), _format_time(op.self_cpu_s), _format_time(op.cpu_total_s),
+                          *device_cells, f"{op.self_cpu_memory_bytes / 2**20:.3g} MiB")
+        console.print(table)
+
+
+def cmd_profile(args) -> int:
+    device = _device(args.device)
+    config = runner.RunConfig(
+        size=args.size or ("small" if device.type == "cuda" else "tiny"),
+        device=device,
+        timer="events" if device.type == "cuda" else "cpu",  # unused: profiling does not time
+        dtypes=tuple(dict.fromkeys(DTYPES[name] for name in args.dtype)),
+        modes=tuple(dict.fromkeys(args.mode)),
+        cases=tuple(args.case),
+        impls=tuple(args.impl),
+    )
+    benchmarks = _select(args.names)
+    tasks = runner.plan(benchmarks, config)
+    if not tasks or not any(task.impls for task in tasks):
+        raise UsageError("nothing to profile: no case, implementation, dtype and mode matches the filters "
+                         f"(size {config.size}); see `menagerie list`")
+    run_dir = new_run_dir(args.out, benchmarks)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=errors, transient=True) as progress:
+        bar = progress.add_task("profiling", total=sum(len(task.impls) for task in tasks))
+        rows = profile(tasks, device, run_dir, steps=args.steps, top=args.top,
+                       on_row=lambda row: progress.update(bar, advance=1, description=f"profiled {row.label}"))
+    print_profile(rows, device)
+    console.print(f"wrote traces to {run_dir}\nview them with: tensorboard --logdir {args.out}")
+    failed = [row for row in rows if row.status == "error"]
+    if failed:
+        console.print(f"[red]{len(failed)} row(s) crashed (see the reason column)")
+    return 1 if failed else 0
+
+
+def cmd_report(args) -> int:
+    try:
+        from harness import report
+    except ImportError as error:
+        raise UsageError(f"reports need matplotlib ({error}); install it with: "
+                         "pip install 'menagerie[report]'") from None
+    record = _load(args.run)
+    baseline = _load(args.baseline) if args.baseline else None
+    out = args.out or Path("results") / "reports" / args.run.stem
+    with console.status(f"rendering the report of {args.run}"):
+        try:
+            files = report.build_report(record, out, baseline, threshold=args.threshold)
+        except report.ReportError as error:
+            raise UsageError(f"{args.run}: {error}") from None
+    table = Table(title=f"report of {args.run} ({len(record['rows'])} rows)", title_justify="left")
+    table.add_column("file", overflow="fold")
+    table.add_column("what")
+    table.add_row(str(files.html), "self-contained page: provenance, ceilings, plots, every row"
+                  + (", comparison with the baseline" if baseline else ""))
+    table.add_row(str(files.markdown), "Markdown tables for a README")
+    for name, path in files.plots.items():
+        table.add_row(str(path), f"{name} plot")
+    console.print(table)
+    return 0
+
+
+def _add_sae_commands(commands, train_commands) -> None:
+    """``activations`` and ``train sae``: activation datasets from any model, and SAE training."""
+    acts = commands.add_parser("activations", help="hook a model's layer and write its activations as shards")
+    acts.add_argument("--model", default="minilm",
+                      help="'minilm' (all-MiniLM-L6-v2, shipped offline) or 'package.module:function' returning "
+                           "a torch.nn.Module or a (module, tokenizer) pair")
+    acts.add_argument("--layer", default="encoder.layer.3", help="name of the submodule to hook (model.named_modules())")
+    source = acts.add_mutually_exclusive_group()
+    source.add_argument("--text", type=Path, help="a UTF-8 text file, one paragraph per blank-line-separated block "
+                                                  "(default: the Python language reference shipped with Python)")
+    source.add_argument("--tensors", type=Path, help="model inputs saved with torch.save (or .npy), batched along dim 0")
+    acts.add_argument("--out", type=Path, required=True, help="folder for the shards and manifest.json (must be new)")
+    acts.add_argument("--batch-size", type=_positive(int), default=32, help="inputs per forward")
+    acts.add_argument("--max-tokens", type=_positive(int), default=256, help="truncate texts to this many tokens")
+    acts.add_argument("--max-rows", type=_positive(int), help="stop after this many activation rows")
+    acts.add_argument("--shard-rows", type=_positive(int), default=65536, help="rows per shard file")
+    acts.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32", help="storage dtype")
+    acts.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+
+    sae = train_commands.add_parser("sae", help="train a TopK sparse autoencoder on an activation dataset")
+    sae.add_argument("--activations", type=Path, required=True, help="folder written by 'menagerie activations'")
+    sae.add_argument("--latents", type=_positive(int), default=None, help="dictionary size M (default: 8 x d)")
+    sae.add_argument("--k", type=_positive(int), default=32, help="active latents per token")
+    sae.add_argument("--steps", type=_positive(int), default=1000, help="training batches")
+    sae.add_argument("--batch-size", type=_positive(int), default=4096, help="tokens per batch")
+    sae.add_argument("--lr", type=_positive(float), help="Adam learning rate (default: 2e-4 / sqrt(M / 2^14))")
+    sae.add_argument("--warmup-steps", type=_positive(int), default=100, help="linear LR warm-up")
+    sae.add_argument("--no-auxk", action="store_true", help="train without the AuxK loss on dead latents")
+    sae.add_argument("--dead-after-tokens", type=_positive(int), default=10_000_000,
+                     help="a latent that has not fired for this many tokens is dead")
+    sae.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="parameter dtype (default: bf16 on a GPU, "
+                                                                         "fp32 on the CPU)")
+    sae.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    sae.add_argument("--seed", type=int, default=0)
+    sae.add_argument("--out", type=Path, default=Path("results") / "train", help="folder for the run record")
+
+
+def cmd_activations(args) -> int:
+    from models import activation_sources
+    from models.activations import collect_activations
+
+    device = parse_device(args.device) if args.device else default_device()
+    try:
+        with console.status(f"loading {args.model}"):
+            model, tokenizer = activation_sources.load_model(args.model)
+        model.to(device)
+        if args.tensors:
+            batches = activation_sources.tensor_batches(args.tensors, args.batch_size)
+        else:
+            if tokenizer is None:
+                raise UsageError(f"{args.model} returned no tokenizer: give --tensors, or return (module, tokenizer)")
+            if args.text:
+                if not args.text.is_file():
+                    raise UsageError(f"--text: no such file {args.text}")
+                texts = [block.strip() for block in args.text.read_text().split("\n\n") if block.strip()]
+            else:
+                texts = activation_sources.python_docs_paragraphs()
+            if not texts:
+                raise UsageError("the text has no paragraphs")
+            batches = activation_sources.text_batches(tokenizer, texts, args.batch_size, args.max_tokens)
+        with Progress(TextColumn("activations"), TextColumn("{task.completed:,} rows"), TimeElapsedColumn(),
+                      console=console, transient=True) as progress:
+            task = progress.add_task("rows", total=None)
+            manifest = collect_activations(
+                model, args.layer, batches, args.out, model_name=args.model,
+                dtype=torch.float16 if args.dtype == "fp16" else torch.float32, shard_rows=args.shard_rows,
+                max_rows=args.max_rows, on_batch=lambda rows: progress.update(task, completed=rows))
+    except (ValueError, FileExistsError, TypeError) as error:
+        raise UsageError(str(error)) from None
+    console.print(f"wrote {manifest.count:,} rows of {manifest.layer} ({manifest.dim} wide, {manifest.dtype}) "
+                  f"in {len(manifest.shards)} shard(s) to {args.out}")
+    return 0
+
+
+def cmd_train_sae(args) -> int:
+    import dataclasses
+
+    from harness.results import write_json_atomically
+    from models.activations import ActivationDataset, ActivationDatasetError
+    from models.sae import TrainConfig, train_sae
+
+    device = parse_device(args.device) if args.device else default_device()
+    dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    try:
+        dataset = ActivationDataset(args.activations)
+        latents = args.latents or 8 * dataset.dim
+        if args.k > latents:
+            raise UsageError(f"--k {args.k} exceeds the number of latents {latents}")
+        config = TrainConfig(latents=latents, k=args.k, batch_size=args.batch_size, steps=args.steps, lr=args.lr,
+                             warmup_steps=args.warmup_steps, auxk=not args.no_auxk,
+                             dead_after_tokens=args.dead_after_tokens, seed=args.seed)
+    except ActivationDatasetError as error:
+        raise UsageError(str(error)) from None
+    columns = (TextColumn("train sae"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[metrics]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("steps", total=config.steps, metrics="")
+        _, result = train_sae(dataset, config, device, dtype, on_step=lambda record: progress.update(
+            task, completed=record["step"],
+            metrics=f"FVU {record['fvu']:.3f}  L0 {record['l0']:.1f}  dead {record['dead_fraction']:.1%}"))
+    record = {"kind": "sae_training", "provenance": provenance.collect(device),
+              "dataset": dataclasses.asdict(dataset.manifest) | {"folder": str(args.activations)},
+              "dtype": runner.dtype_name(dtype), "result": dataclasses.asdict(result)}
+    stamp = record["provenance"]["timestamp"].split("+")[0].replace("-", "").replace(":", "")
+    path = write_json_atomically(record, args.out / f"{stamp}_sae_m{latents}_k{args.k}.json")
+    table = Table(title=f"TopK SAE on {dataset.manifest.model} {dataset.manifest.layer} "
+                        f"({record['provenance']['device']}, {runner.dtype_name(dtype)})")
+    for column in ("tokens", "tokens/s", "FVU first", "FVU final", "L0", "dead"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{result.tokens:,}", f"{result.tokens_per_s:,.0f}", f"{result.fvu_first:.4f}",
+                  f"{result.fvu_final:.4f}", f"{result.l0_final:.1f}", f"{result.dead_fraction_final:.1%}")
+    console.print(table)
+    console.print(f"wrote {path}")
+    return 0
+
+
+def _add_resnet_commands(commands, train_commands) -> None:
+    """``data``, ``train resnet`` and ``mlperf``: the ResNet training part of the suite."""
+    from models.data.loaders import LOADERS
+    from models.resnet import ARCHS
+    from models.train_resnet import MODES, OPTIMIZERS
+
+    data = commands.add_parser("data", help="datasets: synthetic or digits image folders, FFCV conversion, loader speed")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    synth = data_commands.add_parser("synth", help="write a synthetic JPEG dataset: OUT/train and OUT/val image folders")
+    synth.add_argument("out", type=Path, help="dataset root to create")
+    synth.add_argument("--classes", type=_positive(int), default=10, help="number of classes")
+    synth.add_argument("--train-per-class", type=_positive(int), default=100, help="training images per class")
+    synth.add_argument("--val-per-class", type=_positive(int), default=20, help="validation images per class")
+    synth.add_argument("--size", type=_positive(int), default=256, help="image side, pixels")
+    synth.add_argument("--seed", type=int, default=0, help="random seed")
+    digits = data_commands.add_parser("digits", help="write scikit-learn's 8x8 digits, upsampled, as OUT/train and OUT/val")
+    digits.add_argument("out", type=Path, help="dataset root to create")
+    digits.add_argument("--size", type=_positive(int), default=16, help="image side after upsampling, pixels")
+    to_ffcv = data_commands.add_parser("to-ffcv", help="convert an image folder to an FFCV .beton file")
+    to_ffcv.add_argument("image_folder", type=Path, help="ROOT/<class>/<image> folder")
+    to_ffcv.add_argument("out", type=Path, help="the .beton file to write")
+    to_ffcv.add_argument("--max-resolution", type=_positive(int), help="cap the longer image side (default: keep)")
+    to_ffcv.add_argument("--jpeg-quality", type=_positive(int), default=90, help="JPEG quality of the stored images")
+    to_ffcv.add_argument("--workers", type=_positive(int), default=4, help="writer processes")
+    speed = data_commands.add_parser("throughput", help="img/s of the loaders on ROOT/train (and ROOT/train.beton)")
+    speed.add_argument("root", type=Path, help="dataset root holding train/ and train.beton")
+    speed.add_argument("--loader", action="append", choices=LOADERS, default=[], help="loader (repeatable; default all)")
+    speed.add_argument("--size", action="append", type=_positive(int), default=[],
+                       help="output image side (repeatable; default 224 and 32)")
+    speed.add_argument("--batch-size", type=_positive(int), default=256, help="images per batch")
+    speed.add_argument("--workers", type=_positive(int), default=4, help="worker processes or threads per loader")
+    speed.add_argument("--batches", type=_positive(int), default=50, help="timed batches per loader and size")
+    speed.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    speed.add_argument("--out", type=Path, default=Path("results") / "loaders", help="folder for the record")
+
+    resnet = train_commands.add_parser("resnet", help="train a ResNet with the MLPerf recipe (torchrun for DDP)")
+    resnet.add_argument("--data", type=Path, required=True, help="root with train/ and val/ (or train.beton, val.beton)")
+    resnet.add_argument("--arch", choices=list(ARCHS), default="resnet50")
+    resnet.add_argument("--loader", choices=LOADERS, default="dali")
+    resnet.add_argument("--epochs", type=_positive(int), default=40, help="most epochs (stops early at the target)")
+    resnet.add_argument("--batch-size", type=_positive(int), default=256, help="images per step per process")
+    resnet.add_argument("--accumulation", type=_positive(int), default=1, help="micro-batches per step")
+    resnet.add_argument("--optimizer", choices=OPTIMIZERS, default="lars")
+    resnet.add_argument("--lr", type=_positive(float), help="peak learning rate (default: scaled to the global batch)")
+    resnet.add_argument("--warmup-epochs", type=_fraction, default=2.0, help="linear warm-up, epochs")
+    resnet.add_argument("--weight-decay", type=_fraction, default=5e-5, help="on convolution and linear weights only")
+    resnet.add_argument("--momentum", type=_fraction, default=0.9)
+    resnet.add_argument("--label-smoothing", type=_fraction, default=0.1)
+    resnet.add_argument("--eval-every", type=_positive(int), default=4, help="epochs between evaluations")
+    resnet.add_argument("--target", type=_positive(float), default=0.759, help="stop at this top-1")
+    resnet.add_argument("--image-size", type=_positive(int), default=224, help="training and evaluation image side")
+    resnet.add_argument("--min-scale", type=_positive(float), default=0.08, help="smallest random-crop area fraction")
+    resnet.add_argument("--no-augment", action="store_true", help="train on centre crops (no random crop or flip)")
+    resnet.add_argument("--workers", type=_positive(int), default=4, help="loader workers per process")
+    resnet.add_argument("--seed", type=int, default=0)
+    resnet.add_argument("--mode", choices=MODES, default="optimized",
+                        help="optimized (channels_last, bf16 autocast on GPUs) or reference (eager fp32)")
+    resnet.add_argument("--compile", action="store_true", help="torch.compile the model (optimized mode)")
+    resnet.add_argument("--mllog", type=Path, help="MLPerf log to write (default: OUT/<run>.mllog)")
+    resnet.add_argument("--out", type=Path, default=Path("results") / "train", help="folder for the run record")
+
+    check = commands.add_parser("mlperf", help="check MLPerf logs (ruleset 4.0.0), time to train, compare with MLPerf v4.0")
+    check.add_argument("logs", nargs="+", type=Path, help="MLLOG files, one per run (5 for an olympic mean)")
+    check.add_argument("--out", type=Path, default=Path("results") / "mlperf",
+                       help="folder for the compliance checker's reports")
+
+
+def _write_record(record: dict, folder: Path, stem: str) -> Path:
+    import datetime
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def cmd_data(args) -> int:
+    from models.data import convert, folders
+
+    try:
+        if args.data_command == "synth":
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=errors, transient=True) as progress:
+                for split, per_class, seed in (("train", args.train_per_class, args.seed),
+                                               ("val", args.val_per_class, args.seed + 1)):
+                    bar = progress.add_task(f"writing {split}", total=args.classes * per_class)
+                    folders.write_synthetic(args.out / split, args.classes, per_class, args.size, seed=seed,
+                                            progress=lambda done: progress.update(bar, completed=done))
+            console.print(f"wrote {args.classes * (args.train_per_class + args.val_per_class)} images "
+                          f"({args.size}x{args.size}, {args.classes} classes) under {args.out}/train and val")
+        elif args.data_command == "digits":
+            counts = folders.write_digits(args.out, size=args.size)
+            console.print(f"wrote {counts[0]} training and {counts[1]} validation digits ({args.size}x{args.size}) "
+                          f"under {args.out}")
+        elif args.data_command == "to-ffcv":
+            with console.status(f"writing {args.out}"):
+                count = convert.to_ffcv(args.image_folder, args.out, max_resolution=args.max_resolution,
+                                        jpeg_quality=args.jpeg_quality, workers=args.workers)
+            console.print(f"wrote {count} images to {args.out}")
+        else:
+            return _data_throughput(args)
+    except ValueError as error:  # includes DataError
+        raise UsageError(str(error)) from None
+    return 0
+
+
+def _data_throughput(args) -> int:
+    from benchmarks import loaders as loader_bench
+
+    device = _device(args.device)
+    chosen = args.loader or list(loader_bench.LOADERS)
+    sizes = args.size or [224, 32]
+    table = Table(title=f"loader throughput on {device} ({args.workers} workers, batch {args.batch_size})")
+    for column in ("loader", "size", "batches", "img/s"):
+        table.add_column(column, justify="left" if column == "loader" else "right")
+    with console.status("measuring loaders") as status:
+        results = loader_bench.measure(args.root, chosen, sizes, args.batch_size, args.workers, args.batches,
+                                       device, on_result=lambda r: status.update(f"measured {r.loader} at {r.size}"))
+    for result in results:
+        table.add_row(result.loader, str(result.size), str(result.batches), f"{result.images_per_s:,.0f}")
+    console.print(table)
+    record = {"provenance": provenance.collect(device), "benchmark": "loaders.throughput",
+              "config": {"root": str(args.root), "batch_size": args.batch_size, "workers": args.workers},
+              "rows": [result.to_dict() for result in results]}
+    console.print(f"wrote {_write_record(record, args.out, 'loaders')}")
+    return 0
+
+
+def cmd_train_resnet(args) -> int:
+    import dataclasses
+
+    from models import train_resnet
+
+    run_name = f"resnet-{args.arch}-{args.loader}-{args.mode}"
+    config = train_resnet.TrainConfig(
+        data=args.data, arch=args.arch, loader=args.loader, epochs=args.epochs, batch_size=args.batch_size,
+        accumulation=args.accumulation, optimizer=args.optimizer, lr=args.lr, warmup_epochs=args.warmup_epochs,
+        momentum=args.momentum, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+        eval_every=args.eval_every, target=args.target, image_size=args.image_size, min_scale=args.min_scale,
+        augment=not args.no_augment, workers=args.workers, seed=args.seed, mode=args.mode, compile=args.compile,
+        mllog=args.mllog or args.out / f"{run_name}.mllog",
+    )
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=errors,
+                      transient=True) as progress:
+            bar = progress.add_task("preparing", total=1.0)
+            result = train_resnet.train(config, progress=lambda text, done: progress.update(
+                bar, description=text, completed=done))
+    except ValueError as error:  # includes DataError
+        raise UsageError(str(error)) from None
+    if result.rank != 0:
+        return 0
+    table = Table(title=f"{args.arch} on {args.data} ({args.loader}, {args.mode}, {result.processes} process(es))")
+    for column in ("epoch", "train loss", "top-1", "seconds", "img/s"):
+        table.add_column(column, justify="right")
+    accuracy = {evaluation["epoch"]: evaluation["top1"] for evaluation in result.evaluations}
+    for epoch, (loss, seconds) in enumerate(zip(result.losses, result.epoch_seconds), 1):
+        table.add_row(str(epoch), f"{loss:.4f}", _format(accuracy.get(epoch), ".4f"), f"{seconds:.1f}",
+                      f"{result.train_images_per_epoch / seconds:,.0f}")
+    console.print(table)
+    verdict = "reached" if result.reached_target else "did not reach"
+    console.print(f"{verdict} top-1 {args.target} in {result.run_seconds / 60:.2f} min; MLLOG {config.mllog}")
+    record = {"provenance": provenance.collect(default_device()), "benchmark": "resnet.time_to_accuracy",
+              "result": dataclasses.asdict(result), "mllog": str(config.mllog)}
+    console.print(f"wrote {_write_record(record, args.out, run_name)}")
+    return 0
+
+
+def cmd_mlperf(args) -> int:
+    from models import mlperf
+
+    table = Table(title=f"MLPerf Training ResNet-50 (compliance ruleset {mlperf.RULESET})")
+    for column in ("log", "compliance", "status", "best top-1", "epochs", "minutes", "img/s", "img/s per accel."):
+        table.add_column(column, justify="left" if column in ("log", "compliance", "status") else "right")
+    args.out.mkdir(parents=True, exist_ok=True)
+    scores, failed = [], []
+    for log in args.logs:
+        try:
+            with console.status(f"checking {log}"):
+                passed, report = mlperf.check_compliance(log, args.out / f"{log.stem}.compliance.log")
+            score = mlperf.score(log)
+        except mlperf.LogError as error:
+            raise UsageError(str(error)) from None
+        if not passed:
+            failed.append(f"{log}: " + " | ".join(line for line in report.splitlines() if "ERROR" in line or "WARN" in line))
+        scores.append(score)
+        table.add_row(str(log), "[green]passed" if passed else "[red]FAILED", score.status, f"{score.best_accuracy:.4f}",
+                      str(score.epochs), _format(score.minutes, ".2f"), f"{score.img_per_s:,.0f}",
+                      f"{score.img_per_s_per_accelerator:,.0f}")
+    console.print(table)
+    minutes = [score.minutes for score in scores if score.minutes is not None]
+    if len(minutes) >= 3:
+        our_minutes, how = mlperf.olympic_mean(minutes), f"olympic mean of {len(minutes)}"
+    else:
+        our_minutes, how = (minutes[0], "one run") if len(minutes) == 1 else (None, "no successful run")
+    per_accelerator = max(score.img_per_s_per_accelerator for score in scores)
+    published = mlperf.PUBLISHED
+    versus = Table(title="against MLPerf Training v4.0 (published)")
+    for column in ("", "time to train, minutes", "img/s per accelerator"):
+        versus.add_column(column, justify="left" if not column else "right")
+    versus.add_row(published["system"], f"{published['minutes']:.2f}", f"{published['img_per_s_per_accelerator']:,.0f}")
+    versus.add_row(f"these logs ({scores[0].processes} process(es)): {how}", _format(our_minutes, ".2f"),
+                   f"{per_accelerator:,.0f}")
+    versus.add_row("ours / published", _format(our_minutes and our_minutes / published["minutes"], ".3g"),
+                   f"{per_accelerator / published['img_per_s_per_accelerator']:.3g}")
+    console.print(versus)
+    if len(minutes) not in (0, 5):
+        console.print(f"note: MLPerf scores ResNet over 5 runs; {len(minutes)} successful run(s) given")
+    for line in failed:
+        console.print(f"[red]compliance failed[/] {line}", highlight=False)
+    return 1 if failed else 0
+
+
+def cmd_train(args) -> int:
+    return {"resnet": cmd_train_resnet, "sae": cmd_train_sae}[args.train_command](args)
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "compare": cmd_compare, "env": cmd_env, "study": cmd_study,
+            "profile": cmd_profile, "report": cmd_report, "data": cmd_data, "train": cmd_train, "activations": cmd_activations,
+            "mlperf": cmd_mlperf}
 
 
 def main(argv: list[str] | None = None) -> int:

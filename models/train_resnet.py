@@ -1,0 +1,348 @@
+"""ResNet training with the MLPerf Training recipe, single process or DDP under ``torchrun``.
+
+The recipe (MLPerf ResNet-50 v1.5): LARS (or SGD with momentum), linear warm-up then
+polynomial decay (power 2) to 1e-4, cross-entropy with label smoothing 0.1, no weight
+decay (and no LARS trust ratio) on BatchNorm parameters and biases, evaluation on the
+whole validation set every ``eval_every`` epochs, stopping when top-1 reaches
+``target`` (0.759 for ImageNet).
+
+Two modes: ``optimized`` (channels_last, bf16 autocast on a GPU, optional
+``torch.compile``) and ``reference`` (eager, float32, NCHW: the plain loop the
+optimized one is compared with).
+
+Distributed: launched by ``torchrun`` (``WORLD_SIZE`` > 1), each process trains a shard
+of every batch under DistributedDataParallel (NCCL on GPUs, gloo on the CPU);
+BatchNorm statistics are per process (MLPerf's ``model_bn_span``). ``accumulation``
+splits each process's batch into interleaved micro-batches whose gradients are summed
+before the step, so one process with ``batch_size = W*b, accumulation = W`` computes the
+same steps as W processes with ``batch_size = b``.
+
+Data root layout: ``DATA/train`` and ``DATA/val`` image folders (torchvision, DALI) or
+``DATA/train.beton`` and ``DATA/val.beton`` (FFCV).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from models import mlperf
+from models.data.loaders import LOADERS, Loader, make_loader
+from models.resnet import ARCHS, build
+
+MODES = ("optimized", "reference")
+OPTIMIZERS = ("lars", "sgd")
+END_LR = 1e-4
+POLY_POWER = 2
+LARS_ETA = 0.001
+
+
+@dataclass
+class TrainConfig:
+    """What to train and how; ``lr=None`` picks the optimizer's default for the global batch."""
+
+    data: Path
+    arch: str = "resnet50"
+    loader: str = "dali"
+    epochs: int = 40
+    batch_size: int = 256  # per process
+    accumulation: int = 1
+    optimizer: str = "lars"
+    lr: float | None = None
+    warmup_epochs: float = 2.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-5
+    label_smoothing: float = 0.1
+    eval_every: int = 4
+    target: float = mlperf.CLOSED_TARGET
+    image_size: int = 224
+    min_scale: float = 0.08
+    augment: bool = True
+    workers: int = 4
+    seed: int = 0
+    mode: str = "optimized"
+    compile: bool = False
+    mllog: Path | None = None
+
+    def check(self) -> None:
+        """ValueError naming the first bad setting."""
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; expected one of {', '.join(ARCHS)}")
+        if self.loader not in LOADERS:
+            raise ValueError(f"unknown loader {self.loader!r}; expected one of {', '.join(LOADERS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; expected one of {', '.join(MODES)}")
+        for name in ("epochs", "batch_size", "accumulation", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.batch_size % self.accumulation:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of accumulation {self.accumulation}")
+        if not 0 < self.target <= 1:
+            raise ValueError(f"target top-1 must be in (0, 1], got {self.target}")
+        if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}")
+        if self.mode == "reference" and self.compile:
+            raise ValueError("the reference mode is eager: it cannot be combined with compile")
+
+    def base_lr(self, global_batch: int) -> float:
+        """The given lr, or the default: LARS 10.5 at batch 3264 and SGD 0.1 at batch 256, scaled linearly (3 decimals)."""
+        if self.lr is not None:
+            return self.lr
+        per_image = 10.5 / 3264 if self.optimizer == "lars" else 0.1 / 256
+        return max(0.001, round(per_image * global_batch, 3))
+
+
+@dataclass
+class TrainResult:
+    """Per-epoch mean training loss (averaged over processes), the evaluations, timing and whether the target was met."""
+
+    losses: list[float] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)
+    evaluations: list[dict] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    train_images_per_epoch: int = 0
+    processes: int = 1
+    rank: int = 0
+    run_seconds: float = 0.0
+    reached_target: bool = False
+    config: dict = field(default_factory=dict)
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum whose per-tensor step is scaled by the trust ratio ``eta*|w| / (|g| + wd*|w|)`` (You et al., 2017).
+
+    As in MLPerf, groups with ``lars=False`` (BatchNorm parameters, biases) take the
+    plain momentum step with neither the ratio nor weight decay. The learning rate
+    enters the momentum buffer: ``v = m*v + lr*ratio*(g + wd*w)``, ``w -= v``.
+    """
+
+    def __init__(self, groups, lr: float, momentum: float, eta: float = LARS_ETA):
+        super().__init__(groups, dict(lr=lr, momentum=momentum, weight_decay=0.0, lars=True, eta=eta))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if group["lars"]:
+                decay = group["weight_decay"]
+                weight_norms = torch.stack(torch._foreach_norm(params))
+                grad_norms = torch.stack(torch._foreach_norm(grads))
+                ratio = torch.where((weight_norms > 0) & (grad_norms > 0),
+                                    group["eta"] * weight_norms / (grad_norms + decay * weight_norms),
+                                    torch.ones_like(weight_norms))
+                grads = torch._foreach_add(grads, params, alpha=decay)
+                torch._foreach_mul_(grads, list(ratio.unbind()))
+            buffers = []
+            for p in params:
+                state = self.state[p]
+                if "momentum" not in state:
+                    state["momentum"] = torch.zeros_like(p)
+                buffers.append(state["momentum"])
+            torch._foreach_mul_(buffers, group["momentum"])
+            torch._foreach_add_(buffers, grads, alpha=group["lr"])
+            torch._foreach_sub_(params, buffers)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weights of convolutions and linear layers decay (and take LARS's ratio); BatchNorm parameters and biases do not."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    plain = [p for p in model.parameters() if p.ndim <= 1]
+    return [dict(params=decay, weight_decay=weight_decay, lars=True),
+            dict(params=plain, weight_decay=0.0, lars=False)]
+
+
+def make_optimizer(config: TrainConfig, model: nn.Module, base_lr: float) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, config.weight_decay)
+    if config.optimizer == "lars":
+        return LARS(groups, lr=base_lr, momentum=config.momentum)
+    for group in groups:
+        group.pop("lars")
+    return torch.optim.SGD(groups, lr=base_lr, momentum=config.momentum)
+
+
+def learning_rate(step: int, base_lr: float, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up to ``base_lr`` over ``warmup_steps``, then ``(base - end) * (1 - progress)^2 + end``."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return (base_lr - END_LR) * (1 - progress) ** POLY_POWER + END_LR
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place: rank, world size, device (``cuda:LOCAL_RANK`` on GPUs)."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+
+def init_distributed() -> Distributed:
+    """Joins the process group when launched by torchrun (gloo on the CPU, NCCL on GPUs)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank() if world_size > 1 else 0, world_size, device)
+
+
+def _loaders(config: TrainConfig, place: Distributed) -> tuple[Loader, Loader]:
+    root = Path(config.data)
+    if not root.is_dir():
+        raise ValueError(f"data root {root} does not exist or is not a directory")
+    paths = ({split: root / f"{split}.beton" for split in ("train", "val")} if config.loader == "ffcv"
+             else {split: root / split for split in ("train", "val")})
+    common = dict(size=config.image_size, device=place.device, workers=config.workers, seed=config.seed,
+                  rank=place.rank, world_size=place.world_size, min_scale=config.min_scale)
+    train = make_loader(config.loader, paths["train"], batch_size=config.batch_size, train=True,
+                        augment=config.augment, **common)
+    val = make_loader(config.loader, paths["val"], batch_size=config.batch_size, train=False, **common)
+    if val.classes > train.classes:
+        raise ValueError(f"validation data has {val.classes} classes, training data only {train.classes}")
+    return train, val
+
+
+def _reduce(values: torch.Tensor, place: Distributed, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    if place.world_size > 1:
+        dist.all_reduce(values, op=op)
+    return values
+
+
+def evaluate(model: nn.Module, loader: Loader, place: Distributed, autocast) -> float:
+    """Top-1 accuracy over the whole validation set (each process its shard, counts summed)."""
+    model.eval()
+    counts = torch.zeros(2, dtype=torch.float64, device=place.device)
+    with torch.no_grad():
+        for images, labels in loader:
+            with autocast():
+                predictions = model(images).argmax(1)
+            counts[0] += (predictions == labels).sum()
+            counts[1] += labels.numel()
+    model.train()
+    correct, total = _reduce(counts, place).tolist()
+    return correct / total
+
+
+def train(config: TrainConfig, progress: Callable[[str, float], None] | None = None) -> TrainResult:
+    """Trains until the target top-1 or ``config.epochs``; writes the MLLOG when ``config.mllog`` is set.
+
+    ``progress(description, fraction_done)`` is called on rank 0 after every step.
+    """
+    config.check()
+    place = init_distributed()
+    train_loader, val_loader = _loaders(config, place)  # checks the data before a log file is opened
+    log = mlperf.MLPerfLog(config.mllog, place.rank) if config.mllog else None
+    constants = log.constants if log else None
+    if log:
+        log.event(constants.CACHE_CLEAR, True)
+        log.start(constants.INIT_START)
+    torch.manual_seed(config.seed)
+    optimized = config.mode == "optimized"
+    memory_format = torch.channels_last if optimized else torch.contiguous_format
+    model = build(config.arch, train_loader.classes).to(place.device, memory_format=memory_format)
+    global_batch = config.batch_size * place.world_size
+    base_lr = config.base_lr(global_batch)
+    optimizer = make_optimizer(config, model, base_lr)
+    network = model
+    if place.world_size > 1:
+        network = nn.parallel.DistributedDataParallel(
+            model, device_ids=[place.device.index] if place.device.type == "cuda" else None)
+    if config.compile:
+        network = torch.compile(network)
+    use_bf16 = optimized and place.device.type == "cuda"
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    result = TrainResult(train_images_per_epoch=train_loader.samples * place.world_size,
+                         processes=place.world_size, rank=place.rank, config={k: str(v) for k, v in asdict(config).items()})
+    if log:
+        division = "closed" if config.target >= mlperf.CLOSED_TARGET else "open"
+        on_gpu = place.device.type == "cuda"
+        platform = f"{place.world_size}x{torch.cuda.get_device_name(place.device) if on_gpu else 'CPU'}"
+        log.submission(platform, division, place.world_size)
+        log.hyperparameters(optimizer=config.optimizer, global_batch_size=global_batch,
+                            accumulation=config.accumulation, base_lr=base_lr,
+                            end_lr=END_LR, poly_power=POLY_POWER, decay_steps=total_steps - warmup_steps,
+                            warmup_epochs=config.warmup_epochs, momentum=config.momentum,
+                            weight_decay=config.weight_decay, bn_span=config.batch_size // config.accumulation,
+                            train_samples=result.train_images_per_epoch,
+                            eval_samples=val_loader.samples * place.world_size, seed=config.seed)
+        log.end(constants.INIT_STOP)
+        log.start(constants.RUN_START)
+    if place.world_size > 1:
+        dist.barrier()
+    run_start = time.perf_counter()
+    step = 0
+    for epoch in range(config.epochs):
+        block_first = epoch - epoch % config.eval_every
+        block_count = min(config.eval_every, config.epochs - block_first)
+        if log and epoch == block_first:
+            log.start(constants.BLOCK_START, first_epoch_num=block_first, epoch_count=block_count)
+        if log:
+            log.start(constants.EPOCH_START, epoch_num=epoch)
+        epoch_start = time.perf_counter()
+        train_loader.set_epoch(epoch)
+        losses = []
+        for images, labels in train_loader:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, base_lr, warmup_steps, total_steps)
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = torch.zeros((), device=place.device)
+            for micro in range(config.accumulation):
+                inputs = images[micro::config.accumulation].contiguous(memory_format=memory_format)
+                sync = micro == config.accumulation - 1 or place.world_size == 1
+                with contextlib.nullcontext() if sync else network.no_sync():
+                    with autocast():
+                        logits = network(inputs)
+                    loss = criterion(logits.float(), labels[micro::config.accumulation]) / config.accumulation
+                    loss.backward()
+                step_loss += loss.detach()
+            optimizer.step()
+            losses.append(step_loss)
+            step += 1
+            if progress and place.rank == 0:
+                progress(f"epoch {epoch + 1}/{config.epochs}", step / total_steps)
+        step_losses = _reduce(torch.stack(losses), place) / place.world_size
+        result.step_losses += step_losses.tolist()
+        result.losses.append(step_losses.mean().item())
+        result.epoch_seconds.append(time.perf_counter() - epoch_start)
+        if log:
+            log.end(constants.EPOCH_STOP, epoch_num=epoch)
+        if epoch + 1 == block_first + block_count:
+            if log:
+                log.end(constants.BLOCK_STOP, first_epoch_num=block_first)
+                log.start(constants.EVAL_START, epoch_num=epoch + 1)
+            accuracy = evaluate(network, val_loader, place, autocast)
+            result.evaluations.append({"epoch": epoch + 1, "top1": accuracy})
+            if log:
+                log.event(constants.EVAL_ACCURACY, accuracy, epoch_num=epoch + 1)
+                log.end(constants.EVAL_STOP, epoch_num=epoch + 1)
+            if accuracy >= config.target:
+                result.reached_target = True
+                break
+    result.run_seconds = time.perf_counter() - run_start
+    if log:
+        log.end(constants.RUN_STOP, status=constants.SUCCESS if result.reached_target else constants.ABORTED)
+        log.close()
+    return result

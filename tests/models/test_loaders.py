@@ -1,0 +1,163 @@
+"""The three loaders (torchvision, FFCV, DALI on the CPU) on one synthetic dataset: one contract, correct labels, clear errors.
+
+Synthetic classes have distinct colours, so a batch's labels can be checked against
+its pixels whatever the crop or flip. None of this is skipped: CI installs all three.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from models.data.convert import to_ffcv
+from models.data.folders import DataError, class_colour, scan_imagefolder, write_synthetic
+from models.data.loaders import LOADERS, MEAN, STD, make_loader
+
+# FFCV's numba-compiled functions raise KeyError when garbage-collected at exit; harmless.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+CLASSES, PER_CLASS, SIZE, BATCH = 4, 6, 20, 8
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    write_synthetic(root / "train", CLASSES, PER_CLASS, size=48, seed=1)
+    to_ffcv(root / "train", root / "train.beton", workers=1)
+    return root
+
+
+def source(dataset, kind):
+    return dataset / "train.beton" if kind == "ffcv" else dataset / "train"
+
+
+def colour_labels(images: torch.Tensor) -> torch.Tensor:
+    """The class whose colour is nearest to each image's mean colour."""
+    pixels = images * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)
+    colours = torch.tensor(np.stack([class_colour(c, CLASSES) for c in range(CLASSES)]), dtype=torch.float32)
+    return torch.cdist(pixels.mean((2, 3)), colours).argmin(1)
+
+
+def epoch(loader, number=0):
+    loader.set_epoch(number)
+    return list(loader)
+
+
+@pytest.fixture(scope="module")
+def batches(dataset):
+    """Per loader: (train loader, epoch-0 train batches, epoch-1 train batches, evaluation batches)."""
+    found = {}
+    for kind in LOADERS:
+        train = make_loader(kind, source(dataset, kind), batch_size=BATCH, size=SIZE, train=True, workers=1, seed=3)
+        val = make_loader(kind, source(dataset, kind), batch_size=BATCH, size=SIZE, train=False, workers=1)
+        found[kind] = (train, epoch(train, 0), epoch(train, 1), epoch(val))
+    return found
+
+
+@pytest.mark.parametrize("kind", LOADERS)
+def test_batches_follow_the_contract(batches, kind):
+    train, first, _, evaluation = batches[kind]
+    assert len(train) == len(first) == CLASSES * PER_CLASS // BATCH
+    assert train.samples == len(first) * BATCH and train.classes == CLASSES
+    for images, labels in first + evaluation:
+        assert images.dtype == torch.float32 and labels.dtype == torch.int64
+        assert images.shape[1:] == (3, SIZE, SIZE) and images.shape[0] == labels.shape[0]
+        assert images.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(colour_labels(images), labels)
+    assert [labels.numel() for _, labels in first] == [BATCH] * len(first)
+    assert sorted(torch.cat([labels for _, labels in evaluation]).tolist()) == sorted(
+        label for label in range(CLASSES) for _ in range(PER_CLASS))
+
+
+def test_loaders_agree_on_order_and_shapes(batches):
+    reference = batches["torchvision"]
+    for kind in LOADERS:
+        for part in (1, 2, 3):
+            assert [labels.tolist() for _, labels in batches[kind][part]] == [
+                labels.tolist() for _, labels in reference[part]], kind
+            assert [images.shape for images, _ in batches[kind][part]] == [
+                images.shape for images, _ in reference[part]], kind
+
+
+def test_epochs_are_reshuffled(batches):
+    _, first, second, _ = batches["torchvision"]
+    assert [labels.tolist() for _, labels in first] != [labels.tolist() for _, labels in second]
+
+
+def test_shards_split_the_data(dataset):
+    evaluation = [make_loader("torchvision", dataset / "train", batch_size=5, size=SIZE, train=False, workers=0,
+                              rank=rank, world_size=2) for rank in (0, 1)]
+    assert [loader.samples for loader in evaluation] == [12, 12]
+    assert sum(labels.numel() for loader in evaluation for _, labels in loader) == CLASSES * PER_CLASS
+    train = [make_loader("torchvision", dataset / "train", batch_size=4, size=SIZE, train=True, workers=0,
+                         rank=rank, world_size=2) for rank in (0, 1)]
+    whole = make_loader("torchvision", dataset / "train", batch_size=8, size=SIZE, train=True, workers=0)
+    halves = [epoch(loader) for loader in train]
+    for step, (_, labels) in enumerate(epoch(whole)):  # rank r holds every other image of the global batch
+        assert labels[0::2].tolist() == halves[0][step][1].tolist()
+        assert labels[1::2].tolist() == halves[1][step][1].tolist()
+
+
+@pytest.mark.parametrize("kind", ["torchvision", "dali"])
+def test_missing_and_empty_folders_are_reported(tmp_path, kind):
+    with pytest.raises(DataError, match="does not exist"):
+        make_loader(kind, tmp_path / "nowhere", batch_size=2, size=SIZE, train=True)
+    with pytest.raises(DataError, match="no class sub-folders"):
+        make_loader(kind, tmp_path, batch_size=2, size=SIZE, train=True)
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match="has no images"):
+        make_loader(kind, tmp_path, batch_size=2, size=SIZE, train=True)
+
+
+def test_ffcv_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        make_loader("ffcv", tmp_path / "none.beton", batch_size=2, size=SIZE, train=True)
+    (tmp_path / "junk.beton").write_bytes(b"not a beton file at all" * 10)
+    with pytest.raises(DataError, match="not a readable FFCV"):
+        make_loader("ffcv", tmp_path / "junk.beton", batch_size=2, size=SIZE, train=True)
+
+
+@pytest.fixture()
+def corrupt_folder(tmp_path):
+    write_synthetic(tmp_path / "data", 2, 2, size=32)
+    (tmp_path / "data" / "class0001" / "000001.jpg").write_bytes(b"\xff\xd8\xff garbage, not a JPEG")
+    return tmp_path / "data"
+
+
+@pytest.mark.parametrize("kind", ["torchvision", "dali"])
+def test_corrupt_image_is_named(corrupt_folder, kind):
+    loader = make_loader(kind, corrupt_folder, batch_size=4, size=SIZE, train=False, workers=0 if kind == "torchvision" else 1)
+    with pytest.raises(DataError, match="decode"):
+        list(loader)
+
+
+def test_corrupt_image_stops_ffcv_conversion(corrupt_folder, tmp_path):
+    with pytest.raises(DataError, match="000001.jpg"):
+        to_ffcv(corrupt_folder, tmp_path / "out.beton", workers=1)
+
+
+def test_unknown_loader_and_small_datasets_are_rejected(dataset):
+    with pytest.raises(ValueError, match="unknown loader 'pillow'.*torchvision, ffcv, dali"):
+        make_loader("pillow", dataset / "train", batch_size=2, size=SIZE, train=True)
+    with pytest.raises(DataError, match="cannot fill one batch"):
+        make_loader("torchvision", dataset / "train", batch_size=100, size=SIZE, train=True)
+
+
+def test_scan_orders_classes_and_files(dataset):
+    folder = scan_imagefolder(dataset / "train")
+    assert folder.classes == tuple(f"class{c:04d}" for c in range(CLASSES))
+    assert folder.labels == sorted(folder.labels)
+
+
+def test_throughput_command_writes_a_record(dataset, tmp_path):
+    import json
+
+    from harness.cli import main
+
+    out = tmp_path / "records"
+    assert main(["data", "throughput", str(dataset), "--size", "16", "--batch-size", "4", "--batches", "2",
+                 "--workers", "1", "--device", "cpu", "--out", str(out)]) == 0
+    record = json.loads(next(out.glob("loaders-*.json")).read_text())
+    assert record["benchmark"] == "loaders.throughput" and record["provenance"]["device_type"] == "cpu"
+    assert [row["loader"] for row in record["rows"]] == list(LOADERS)
+    assert all(row["batches"] == 2 and row["images_per_s"] > 0 for row in record["rows"])
