@@ -18,6 +18,7 @@ from rich.table import Table
 from harness import ceilings, provenance, registry, runner
 from harness.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison, compare_runs
 from harness.device import default_device, parse_device
+from harness.formatting import format_number, format_seconds
 from harness.profile import DEFAULT_PROFILES_DIR, ProfiledRow, new_run_dir, profile
 from harness.results import DEFAULT_RUNS_DIR, ResultError, load_run, write_run
 from harness.timing import TIMERS, Budget
@@ -56,6 +57,18 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _add_row_selection(parser: argparse.ArgumentParser) -> None:
+    """Which rows of the chosen benchmarks: cases, implementations, preset, dtypes, modes, device."""
+    parser.add_argument("--case", action="append", default=[], help="glob on case names (repeatable)")
+    parser.add_argument("--impl", action="append", default=[], help="glob on implementation names (repeatable)")
+    parser.add_argument("--size", choices=registry.SIZES, help="size preset (default: small on a GPU, tiny on the CPU)")
+    parser.add_argument("--dtype", action="append", choices=sorted(DTYPES), default=[],
+                        help="dtype (repeatable; default: bf16 on a GPU, fp32 on the CPU)")
+    parser.add_argument("--mode", action="append", choices=registry.MODES, default=[],
+                        help="mode (repeatable; default: every mode the benchmark declares)")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="menagerie", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -66,14 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="check accuracy, time and record benchmarks")
     run.add_argument("names", nargs="*", help="benchmark names, families or glob patterns (default: all)")
-    run.add_argument("--case", action="append", default=[], help="glob on case names (repeatable)")
-    run.add_argument("--impl", action="append", default=[], help="glob on implementation names (repeatable)")
-    run.add_argument("--size", choices=registry.SIZES, help="size preset (default: small on a GPU, tiny on the CPU)")
-    run.add_argument("--dtype", action="append", choices=sorted(DTYPES), default=[],
-                     help="dtype (repeatable; default: bf16 on a GPU, fp32 on the CPU)")
-    run.add_argument("--mode", action="append", choices=registry.MODES, default=[],
-                     help="mode (repeatable; default: every mode the benchmark declares)")
-    run.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    _add_row_selection(run)
     run.add_argument("--timer", choices=TIMERS, help="events (default on a GPU), graph, or cpu (the CPU's only timer)")
     run.add_argument("--warmup", type=_positive(float), default=0.2, help="warm-up budget per row, seconds")
     run.add_argument("--budget", type=_positive(float), default=1.0, help="measurement budget per row, seconds")
@@ -109,14 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     prof = commands.add_parser("profile", help="run rows under torch.profiler: TensorBoard traces, top-ops table")
     prof.add_argument("names", nargs="+", help="benchmark names, families or glob patterns")
-    prof.add_argument("--case", action="append", default=[], help="glob on case names (repeatable)")
-    prof.add_argument("--impl", action="append", default=[], help="glob on implementation names (repeatable)")
-    prof.add_argument("--size", choices=registry.SIZES, help="size preset (default: small on a GPU, tiny on the CPU)")
-    prof.add_argument("--dtype", action="append", choices=sorted(DTYPES), default=[],
-                      help="dtype (repeatable; default: bf16 on a GPU, fp32 on the CPU)")
-    prof.add_argument("--mode", action="append", choices=registry.MODES, default=[],
-                      help="mode (repeatable; default: every mode the benchmark declares)")
-    prof.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    _add_row_selection(prof)
     prof.add_argument("--steps", type=_positive(int), default=3, help="profiled calls per row, after one warm-up call")
     prof.add_argument("--top", type=_positive(int), default=10, help="operators shown per row, by self time")
     prof.add_argument("--out", type=Path, default=DEFAULT_PROFILES_DIR,
@@ -174,19 +173,6 @@ def cmd_list(args) -> int:
     return 0
 
 
-def _format_time(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
-
-
-def _format(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def print_run_table(record: dict) -> None:
     prov = record["provenance"]
     console.print(f"[bold]{prov['device']}[/] · torch {prov['torch']} · triton {prov['triton']} · "
@@ -206,11 +192,11 @@ def print_run_table(record: dict) -> None:
                 status += f" [{len(notes)}]"
             table.add_row(
                 f"{row['case']} {row['dtype']} {row['mode']}", row["impl"],
-                _format_time(stats and stats["median_s"]),
-                f"{_format_time(stats['ci95_s'][0])}–{_format_time(stats['ci95_s'][1])}" if stats else "-",
-                _format(metrics["speedup_vs_reference"], ".3g"), _format(metrics["tflops"], ".3g"),
-                _format(metrics["gbps"], ".3g"), _format(metrics["roofline_pct"], ".1f"),
-                _format(acc and acc["max_abs_err"], ".1e"), status,
+                format_seconds(stats and stats["median_s"]),
+                f"{format_seconds(stats['ci95_s'][0])}–{format_seconds(stats['ci95_s'][1])}" if stats else "-",
+                format_number(metrics["speedup_vs_reference"], ".3g"), format_number(metrics["tflops"], ".3g"),
+                format_number(metrics["gbps"], ".3g"), format_number(metrics["roofline_pct"], ".1f"),
+                format_number(acc and acc["max_abs_err"], ".1e"), status,
             )
         console.print(table)
     for number, note in enumerate(notes, 1):
@@ -229,9 +215,9 @@ def print_comparison(comparison: Comparison) -> None:
         if row.detail:
             verdict += f"[/] {row.detail}"
         table.add_row(
-            *row.key, _format_time(row.old_median_s), _format_time(row.new_median_s),
-            _format(row.ratio, ".3f"), f"{row.ci95[0]:.3f} – {row.ci95[1]:.3f}" if row.ci95 else "-",
-            _format(row.p_value, ".2g"), verdict,
+            *row.key, format_seconds(row.old_median_s), format_seconds(row.new_median_s),
+            format_number(row.ratio, ".3f"), f"{row.ci95[0]:.3f} – {row.ci95[1]:.3f}" if row.ci95 else "-",
+            format_number(row.p_value, ".2g"), verdict,
         )
     console.print(table)
     failures = comparison.failures
@@ -372,7 +358,7 @@ def print_profile(rows: list[ProfiledRow], device) -> None:
     for column in ("row", "status", "per call", "reason"):
         summary.add_column(column, justify="right" if column == "per call" else "left", overflow="fold")
     for row in rows:
-        summary.add_row(row.label, row.status, _format_time(row.call_s), row.reason)
+        summary.add_row(row.label, row.status, format_seconds(row.call_s), row.reason)
     console.print(summary)
     on_cuda = device.type == "cuda"
     for row in rows:
@@ -385,8 +371,8 @@ def print_profile(rows: list[ProfiledRow], device) -> None:
         for column in ("calls", "self CPU", "CPU total") + (("self CUDA",) if on_cuda else ()) + ("self CPU mem",):
             table.add_column(column, justify="right")
         for op in row.ops:
-            device_cells = (_format_time(op.self_device_s),) if on_cuda else ()
-            table.add_row(op.name, str(op.calls), _format_time(op.self_cpu_s), _format_time(op.cpu_total_s),
+            device_cells = (format_seconds(op.self_device_s),) if on_cuda else ()
+            table.add_row(op.name, str(op.calls), format_seconds(op.self_cpu_s), format_seconds(op.cpu_total_s),
                           *device_cells, f"{op.self_cpu_memory_bytes / 2**20:.3g} MiB")
         console.print(table)
 
@@ -721,7 +707,7 @@ def cmd_train_resnet(args) -> int:
         table.add_column(column, justify="right")
     accuracy = {evaluation["epoch"]: evaluation["top1"] for evaluation in result.evaluations}
     for epoch, (loss, seconds) in enumerate(zip(result.losses, result.epoch_seconds), 1):
-        table.add_row(str(epoch), f"{loss:.4f}", _format(accuracy.get(epoch), ".4f"), f"{seconds:.1f}",
+        table.add_row(str(epoch), f"{loss:.4f}", format_number(accuracy.get(epoch), ".4f"), f"{seconds:.1f}",
                       f"{result.train_images_per_epoch / seconds:,.0f}")
     console.print(table)
     verdict = "reached" if result.reached_target else "did not reach"
@@ -751,7 +737,7 @@ def cmd_mlperf(args) -> int:
             failed.append(f"{log}: " + " | ".join(line for line in report.splitlines() if "ERROR" in line or "WARN" in line))
         scores.append(score)
         table.add_row(str(log), "[green]passed" if passed else "[red]FAILED", score.status, f"{score.best_accuracy:.4f}",
-                      str(score.epochs), _format(score.minutes, ".2f"), f"{score.img_per_s:,.0f}",
+                      str(score.epochs), format_number(score.minutes, ".2f"), f"{score.img_per_s:,.0f}",
                       f"{score.img_per_s_per_accelerator:,.0f}")
     console.print(table)
     minutes = [score.minutes for score in scores if score.minutes is not None]
@@ -765,9 +751,9 @@ def cmd_mlperf(args) -> int:
     for column in ("", "time to train, minutes", "img/s per accelerator"):
         versus.add_column(column, justify="left" if not column else "right")
     versus.add_row(published["system"], f"{published['minutes']:.2f}", f"{published['img_per_s_per_accelerator']:,.0f}")
-    versus.add_row(f"these logs ({scores[0].processes} process(es)): {how}", _format(our_minutes, ".2f"),
+    versus.add_row(f"these logs ({scores[0].processes} process(es)): {how}", format_number(our_minutes, ".2f"),
                    f"{per_accelerator:,.0f}")
-    versus.add_row("ours / published", _format(our_minutes and our_minutes / published["minutes"], ".3g"),
+    versus.add_row("ours / published", format_number(our_minutes and our_minutes / published["minutes"], ".3g"),
                    f"{per_accelerator / published['img_per_s_per_accelerator']:.3g}")
     console.print(versus)
     if len(minutes) not in (0, 5):

@@ -32,6 +32,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from harness.compare import DEFAULT_THRESHOLD, Comparison, compare_runs
+from harness.formatting import format_number, format_seconds
 
 COLUMNS = ("benchmark", "case", "impl", "dtype", "mode", "status", "median", "95% CI", "× ref", "TFLOP/s",
            "GB/s", "% roof", "accuracy")
@@ -51,19 +52,6 @@ class ReportFiles:
     plots: dict[str, Path]  # latency, speedup, roofline
 
 
-def format_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
-
-
-def _number(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def _accuracy(accuracy: dict | None) -> str:
     if accuracy is None:
         return "-"
@@ -76,15 +64,15 @@ def row_cells(row: dict) -> tuple[str, ...]:
     stats, metrics = row["stats"], row["metrics"]
     interval = f"{format_seconds(stats['ci95_s'][0])} – {format_seconds(stats['ci95_s'][1])}" if stats else "-"
     return (row["benchmark"], row["case"], row["impl"], row["dtype"], row["mode"], row["status"],
-            format_seconds(stats and stats["median_s"]), interval, _number(metrics["speedup_vs_reference"], ".3g"),
-            _number(metrics["tflops"], ".3g"), _number(metrics["gbps"], ".3g"),
-            _number(metrics["roofline_pct"], ".1f"), _accuracy(row["accuracy"]))
+            format_seconds(stats and stats["median_s"]), interval, format_number(metrics["speedup_vs_reference"], ".3g"),
+            format_number(metrics["tflops"], ".3g"), format_number(metrics["gbps"], ".3g"),
+            format_number(metrics["roofline_pct"], ".1f"), _accuracy(row["accuracy"]))
 
 
 def comparison_cells(comparison: Comparison) -> list[tuple[str, ...]]:
     return [
-        (*row.key, format_seconds(row.old_median_s), format_seconds(row.new_median_s), _number(row.ratio, ".3f"),
-         f"{row.ci95[0]:.3f} – {row.ci95[1]:.3f}" if row.ci95 else "-", _number(row.p_value, ".2g"),
+        (*row.key, format_seconds(row.old_median_s), format_seconds(row.new_median_s), format_number(row.ratio, ".3f"),
+         f"{row.ci95[0]:.3f} – {row.ci95[1]:.3f}" if row.ci95 else "-", format_number(row.p_value, ".2g"),
          row.verdict + (f": {row.detail}" if row.detail else ""))
         for row in comparison.rows
     ]
