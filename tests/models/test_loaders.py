@@ -12,8 +12,6 @@ from models.data.convert import to_ffcv
 from models.data.folders import DataError, class_colour, scan_imagefolder, write_synthetic
 from models.data.loaders import LOADERS, MEAN, STD, make_loader
 
-# FFCV's numba-compiled functions raise KeyError when garbage-collected at exit; harmless.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 CLASSES, PER_CLASS, SIZE, BATCH = 4, 6, 20, 8
 
