@@ -64,9 +64,12 @@ def normalize(pixels: torch.Tensor, device: torch.device, channels_last_input: b
 class Loader:
     """The common interface; each loader implements ``__iter__`` (decode and augment, then ``normalize``)."""
 
-    def __init__(self, batch_size: int, device: torch.device, samples: int, batches: int, classes: int):
-        self.batch_size, self.device, self.samples, self._batches_per_epoch = batch_size, device, samples, batches
-        self.classes = classes
+    def __init__(self, total: int, classes: int, batch_size: int, size: int, min_scale: float, train: bool,
+                 rank: int, world_size: int, device: torch.device):
+        """Checks the settings against the ``total`` images found and sizes this rank's share of an epoch."""
+        _check_common(batch_size, size, min_scale, rank, world_size, total, train)
+        self.samples, self._batches_per_epoch = _shard_counts(total, batch_size, train, rank, world_size)
+        self.batch_size, self.device, self.classes = batch_size, device, classes
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -133,9 +136,7 @@ class TorchvisionLoader(Loader):
 
         folder = scan_imagefolder(path)
         total = len(folder.samples)
-        _check_common(batch_size, size, min_scale, rank, world_size, total, train)
-        samples, batches = _shard_counts(total, batch_size, train, rank, world_size)
-        super().__init__(batch_size, device, samples, batches, len(folder.classes))
+        super().__init__(total, len(folder.classes), batch_size, size, min_scale, train, rank, world_size, device)
         if train and augment:
             transform = v2.Compose([v2.PILToTensor(), v2.RandomResizedCrop(size, scale=(min_scale, 1.0), ratio=ASPECT),
                                     v2.RandomHorizontalFlip()])
@@ -200,9 +201,9 @@ class FFCVLoader(Loader):
         total = int(reader.num_samples)
         if total == 0:
             raise DataError(f"FFCV dataset {path} holds no images")
-        _check_common(batch_size, size, min_scale, rank, world_size, total, train)
-        samples, batches = _shard_counts(total, batch_size, train, rank, world_size)
-        super().__init__(batch_size, device, samples, batches, int(reader.metadata["f1"].max()) + 1)
+        classes = int(reader.metadata["f1"].max()) + 1
+        super().__init__(total, classes, batch_size, size, min_scale, train, rank, world_size, device)
+        samples = self.samples
         self.seed, self.rank, self.world_size, self.total, self.train = seed, rank, world_size, total, train
 
         class EpochOrder(FFCVBaseLoader):
@@ -245,9 +246,7 @@ class DALILoader(Loader):
     def __init__(self, path, batch_size, size, train, augment, device, workers, seed, rank, world_size, min_scale):
         folder = scan_imagefolder(path)
         total = len(folder.samples)
-        _check_common(batch_size, size, min_scale, rank, world_size, total, train)
-        samples, batches = _shard_counts(total, batch_size, train, rank, world_size)
-        super().__init__(batch_size, device, samples, batches, len(folder.classes))
+        super().__init__(total, len(folder.classes), batch_size, size, min_scale, train, rank, world_size, device)
         self.folder, self.size, self.train, self.augment, self.workers = folder, size, train, augment, workers
         self.seed, self.rank, self.world_size, self.total, self.min_scale = seed, rank, world_size, total, min_scale
 
