@@ -234,6 +234,19 @@ def _load(path: Path) -> dict:
         raise UsageError(str(error)) from None
 
 
+def _selected_rows(args, device, **settings) -> runner.RunConfig:
+    """The run configuration of the rows chosen by ``_add_row_selection``'s options."""
+    return runner.RunConfig(
+        size=args.size or ("small" if device.type == "cuda" else "tiny"),
+        device=device,
+        dtypes=tuple(dict.fromkeys(DTYPES[name] for name in args.dtype)),
+        modes=tuple(dict.fromkeys(args.mode)),
+        cases=tuple(args.case),
+        impls=tuple(args.impl),
+        **settings,
+    )
+
+
 def cmd_run(args) -> int:
     device = _device(args.device)
     timer = args.timer or ("events" if device.type == "cuda" else "cpu")
@@ -243,17 +256,9 @@ def cmd_run(args) -> int:
     if args.min_reps > args.max_reps:
         raise UsageError(f"--min-reps {args.min_reps} is larger than --max-reps {args.max_reps}")
     baseline = _load(args.baseline) if args.baseline else None
-    config = runner.RunConfig(
-        size=args.size or ("small" if device.type == "cuda" else "tiny"),
-        device=device,
-        timer=timer,
-        budget=Budget(warmup_s=args.warmup, measure_s=args.budget, min_reps=args.min_reps, max_reps=args.max_reps),
-        seeds=args.seeds,
-        dtypes=tuple(dict.fromkeys(DTYPES[name] for name in args.dtype)),
-        modes=tuple(dict.fromkeys(args.mode)),
-        cases=tuple(args.case),
-        impls=tuple(args.impl),
-    )
+    config = _selected_rows(
+        args, device, timer=timer, seeds=args.seeds,
+        budget=Budget(warmup_s=args.warmup, measure_s=args.budget, min_reps=args.min_reps, max_reps=args.max_reps))
     benchmarks = _select(args.names)
     tasks = runner.plan(benchmarks, config)
     if not tasks:
@@ -379,15 +384,8 @@ def print_profile(rows: list[ProfiledRow], device) -> None:
 
 def cmd_profile(args) -> int:
     device = _device(args.device)
-    config = runner.RunConfig(
-        size=args.size or ("small" if device.type == "cuda" else "tiny"),
-        device=device,
-        timer="events" if device.type == "cuda" else "cpu",  # unused: profiling does not time
-        dtypes=tuple(dict.fromkeys(DTYPES[name] for name in args.dtype)),
-        modes=tuple(dict.fromkeys(args.mode)),
-        cases=tuple(args.case),
-        impls=tuple(args.impl),
-    )
+    # The timer is unused: profiling does not time.
+    config = _selected_rows(args, device, timer="events" if device.type == "cuda" else "cpu")
     benchmarks = _select(args.names)
     tasks = runner.plan(benchmarks, config)
     if not tasks or not any(task.impls for task in tasks):
