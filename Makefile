@@ -1,16 +1,19 @@
-# Two entry points, each installing what it needs into .venv first:
-#   make bench   run the suite on the default device and size preset
-#   make test    run the tests
+# Entry points, each installing what it needs first:
+#   make bench          run the suite on the default device and size preset
+#   make test           run the tests
+#   make compile-check  build every kernel for sm_80 and sm_90 (no GPU needed) under this Triton and under
+#                       Triton 3.6, the lent GPU machines' version (a second venv, .venv-triton36)
 # On a machine without an NVIDIA driver torch is pinned to 2.14.1 with torchvision 0.29.1 (the pair that imports
 # together there; the test suite passes under it).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+GPU_TRITON_VENV := .venv-triton36
 TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.14.1 torchvision==0.29.1)
 ARGS ?=
 
-.PHONY: install ffcv-libs browser bench test clean
+.PHONY: install ffcv-libs browser bench test compile-check clean
 
 $(VENV)/.installed: pyproject.toml Makefile | ffcv-libs
 	$(PYTHON) -m venv $(VENV)
@@ -44,5 +47,17 @@ browser:
 test: install browser
 	$(BIN)/python -m pytest -q $(ARGS)
 
+# The GPU machines' Triton (3.6) beside the CPU torch, and only the core's dependencies (no jsonschema, as there).
+$(GPU_TRITON_VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(GPU_TRITON_VENV)
+	$(GPU_TRITON_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(GPU_TRITON_VENV)/bin/python -m pip install --quiet torch==2.13.0 triton==3.6.0 nvidia-cuda-nvrtc numpy scipy rich pillow
+	$(GPU_TRITON_VENV)/bin/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+compile-check: install $(GPU_TRITON_VENV)/.installed
+	$(BIN)/menagerie compile --arch sm_80,sm_90 $(ARGS)
+	$(GPU_TRITON_VENV)/bin/menagerie compile --arch sm_80,sm_90 $(ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .benchmarks
+	rm -rf $(VENV) $(GPU_TRITON_VENV) .pytest_cache .benchmarks

@@ -132,7 +132,7 @@ def _impls():
     return dict(
         reference=Impl("torch_dense", dense_reference, role="reference",
                        note="dense masked scores in query chunks, float32 accumulation"),
-        variants=[Impl("triton", sliding_window_attention, skip_reason=interpreted_bf16)],
+        variants=[Impl("triton", sliding_window_attention, skip_reason=interpreted_bf16, triton=True)],
         peers=[
             Impl("sdpa_mask", sdpa_with_mask, role="peer", note="F.scaled_dot_product_attention, boolean mask"),
             Impl("flex_attention", flex_attention_block_mask, role="peer", skip_reason=_flex_skip,

@@ -71,7 +71,7 @@ register(
         },
         make_inputs=make_inputs,
         reference=Impl("torch", bias_gelu_reference, role="reference", note="x + bias, then F.gelu"),
-        variants=[Impl("triton_fused", bias_gelu, skip_reason=interpreted_bf16)],
+        variants=[Impl("triton_fused", bias_gelu, skip_reason=interpreted_bf16, triton=True)],
         peers=[Impl("torch_compile", bias_gelu_compiled, role="peer", skip_reason=_compiled_skip_reason,
                 poison=False)],
         modes=("fwd", "bwd", "fwd_bwd"),

@@ -21,6 +21,7 @@ from benchmarks import interpreted_bf16
 from harness.registry import Benchmark, Case, Cost, Impl, Tolerance, register
 from kernels.ssm import linear_scan, linear_scan_reference, selective_scan, selective_scan_reference
 from kernels.ssm.linear_scan_cuda import linear_scan_cuda, unavailable_reason
+from kernels.ssm.linear_scan_cuda import program as cuda_c_program
 from models.mamba import MambaBlock
 
 # The state is float32 everywhere; low-precision outputs carry a few roundings of the dtype.
@@ -78,8 +79,8 @@ register(Benchmark(
     make_inputs=make_inputs,
     reference=Impl("torch_doubling", linear_scan_reference, role="reference",
                    note="Hillis-Steele doubling scan, float32"),
-    variants=[Impl("triton", linear_scan, skip_reason=interpreted_bf16), Impl("cuda_c", linear_scan_cuda, skip_reason=_cuda_skip,
-                                                   note="CUDA C through CuPy")],
+    variants=[Impl("triton", linear_scan, skip_reason=interpreted_bf16, triton=True), Impl("cuda_c", linear_scan_cuda, skip_reason=_cuda_skip,
+                                                   note="CUDA C through CuPy", cuda_c=cuda_c_program)],
     peers=[Impl("accelerated_scan", accelerated_scan_triton, role="peer", skip_reason=_accelerated_scan_skip,
                 note="accelerated_scan.scalar (Triton)")],
     cost=cost,
@@ -165,7 +166,7 @@ register(Benchmark(
     },
     make_inputs=make_selective_inputs,
     reference=Impl("torch_chunked", selective_scan_reference, role="reference", note="vectorized, float32"),
-    variants=[Impl("triton", selective_scan, skip_reason=interpreted_bf16)],
+    variants=[Impl("triton", selective_scan, skip_reason=interpreted_bf16, triton=True)],
     peers=[Impl("mamba_ssm", mamba_ssm_selective_scan, role="peer", skip_reason=_mamba_ssm_skip,
                 note="selective_scan_fn (CUDA)")],
     cost=selective_cost,
@@ -238,7 +239,7 @@ register(Benchmark(
     make_inputs=make_block_inputs,
     reference=Impl("torch_reference_scan", _block_forward(selective_scan_reference), role="reference",
                    note="the block with the vectorized PyTorch scan"),
-    variants=[Impl("triton_scan", _block_forward(selective_scan), skip_reason=interpreted_bf16)],
+    variants=[Impl("triton_scan", _block_forward(selective_scan), skip_reason=interpreted_bf16, triton=True)],
     cost=block_cost,
     # Projections around the scan add matmul rounding: a little looser than the scan alone.
     tolerances={torch.float32: Tolerance(atol=1e-4, rtol=1e-3), torch.float16: Tolerance(atol=1e-2, rtol=1e-2),

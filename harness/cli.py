@@ -7,11 +7,13 @@ implementation; 2 bad arguments or unreadable input.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -19,6 +21,7 @@ from harness import ceilings, provenance, registry, runner
 from harness.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Comparison, compare_runs
 from harness.device import default_device, parse_device
 from harness.formatting import format_number, format_seconds
+from harness.gpu_archs import ARCHS, DEFAULT_ARCHS, parse_archs
 from harness.profile import DEFAULT_PROFILES_DIR, ProfiledRow, new_run_dir, profile
 from harness.results import DEFAULT_RUNS_DIR, ResultError, load_run, write_run
 from harness.timing import TIMERS, Budget
@@ -126,6 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--baseline", type=Path, help="also compare the run against this run or baseline")
     rep.add_argument("--threshold", type=_fraction, default=DEFAULT_THRESHOLD, help="regression threshold (0.05 = 5%%)")
     rep.add_argument("--out", type=Path, help="folder for the report (default: results/reports/<run file name>)")
+    comp = commands.add_parser("compile", help="compile every Triton (and CUDA C) kernel for GPU architectures, "
+                                               "no GPU needed: registers, spills, shared memory, tensor cores")
+    comp.add_argument("names", nargs="*", help="benchmark names, families or glob patterns (default: all)")
+    comp.add_argument("--arch", default=",".join(DEFAULT_ARCHS),
+                      help=f"comma-separated architectures, of {', '.join(ARCHS)} (default: %(default)s)")
+    comp.add_argument("--size", choices=registry.SIZES, default="small", help="size preset whose cases are compiled")
+    comp.add_argument("--dtype", action="append", choices=sorted(DTYPES), default=[],
+                      help="dtype (repeatable; default: every dtype each benchmark claims)")
+    comp.add_argument("--mode", action="append", choices=registry.MODES, default=[],
+                      help="mode (repeatable; default: every mode the benchmark declares)")
+    comp.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                      help="import MODULE (from the current folder or installed) first: it may register more benchmarks")
+    comp.add_argument("--jobs", type=_positive(int), help="architectures compiled at once (default: one per core)")
+    comp.add_argument("--all", action="store_true", help="list every configuration, not one line per kernel")
+    comp.add_argument("--out", type=Path, default=Path("results") / "compile",
+                      help="folder (or .json path) for the record")
     train = commands.add_parser("train", help="training loops: resnet (MLPerf style), sae (TopK sparse autoencoder)")
     train_commands = train.add_subparsers(dest="train_command", required=True, metavar="MODEL")
     _add_resnet_commands(commands, train_commands)
@@ -428,6 +447,83 @@ def cmd_report(args) -> int:
     for name, path in files.plots.items():
         table.add_row(str(path), f"{name} plot")
     console.print(table)
+    return 0
+
+
+def print_compile_report(report, show_all: bool) -> None:
+    from harness.compile_check import chosen_build, specialization_label
+
+    table = Table(title="compiled kernels" + ("" if show_all else
+                                              " (one line per kernel and specialization: the configuration an "
+                                              "autotuner would pick here, and how many of its configurations "
+                                              "are spill-free)"), title_justify="left")
+    for column in ("arch", "kernel", "specialization", "config", "spill-free", "regs", "stack B", "shared KiB",
+                   "tensor cores", "occupancy", "status"):
+        table.add_column(column, justify="right" if column in ("regs", "stack B", "shared KiB", "occupancy",
+                                                                "spill-free") else "left", overflow="fold")
+    for members in report.groups.values():
+        builds = [report.builds[i] for i in members]
+        spill_free = sum(1 for b in builds if b["spills"] is False and not b["error"])
+        shown = builds if show_all else [chosen_build(builds) or builds[0]]
+        for build in shown:
+            status = ("[red]" + escape(build["error"])) if build["error"] else (
+                "[yellow]spills" if build["spills"] else "[green]ok")
+            table.add_row(build["arch"], build["kernel"], specialization_label(build["specialization"]),
+                          " ".join(f"{k}={v}" for k, v in build["config"].items()), f"{spill_free}/{len(builds)}",
+                          format_number(build["registers"], "d"), format_number(build["stack_bytes"], "d"),
+                          format_number(build["shared_bytes"] / 1024, ".1f"),
+                          ", ".join(build["tensor_core_ops"]) or "-",
+                          "-" if build["occupancy"] is None else f"{100 * build['occupancy']:.0f}%", status)
+    console.print(table)
+
+
+def cmd_compile(args) -> int:
+    import importlib
+    import json
+    import time
+
+    from harness import compile_check
+
+    try:
+        archs = parse_archs(args.arch)
+    except ValueError as error:
+        raise UsageError(f"--arch: {error}") from None
+    if args.imports and "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` would: modules of the current folder
+    for module in args.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise UsageError(f"--import {module}: {error}") from None
+    benchmarks = _select(args.names)
+    dtypes = [runner.dtype_name(DTYPES[name]) for name in args.dtype]
+    names = [bench.name for bench in benchmarks] if args.names else []
+    started = time.monotonic()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=errors, transient=True) as progress:
+        bars = {arch.name: progress.add_task(f"{arch.name}: starting", total=None) for arch in archs}
+        report = compile_check.check(
+            names, archs, args.size, dtypes, list(args.mode), args.imports, args.jobs,
+            on_progress=lambda arch, done, total, row: progress.update(
+                bars[arch], completed=done, total=total, description=f"{arch}: {row}"))
+    seconds = time.monotonic() - started
+    print_compile_report(report, args.all)
+    record = {"provenance": provenance.collect(torch.device("cpu")),
+              "config": {"archs": [arch.name for arch in archs], "size": args.size, "names": args.names,
+                         "dtypes": dtypes, "modes": args.mode, "imports": args.imports, "seconds": round(seconds, 1)},
+              **report.to_dict()}
+    out = args.out if args.out.suffix == ".json" else args.out / (
+        f"compile-{'-'.join(arch.name for arch in archs)}-{args.size}-triton{record['provenance']['triton']}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    console.print(f"{len(report.builds)} builds of {len(report.groups)} kernel specializations for "
+                  f"{', '.join(arch.name for arch in archs)} in {seconds:.0f} s; wrote {out}")
+    for failure in report.failures:
+        console.print(f"[red]FAIL[/] {escape(failure)}", highlight=False)
+    if report.failures:
+        console.print(f"[red]{len(report.failures)} failure(s)")
+        return 1
+    console.print("[green]every kernel compiled, within the limits, with a spill-free configuration")
     return 0
 
 
@@ -765,7 +861,7 @@ def cmd_train(args) -> int:
     return {"resnet": cmd_train_resnet, "sae": cmd_train_sae}[args.train_command](args)
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "compare": cmd_compare, "env": cmd_env, "study": cmd_study,
+COMMANDS = {"list": cmd_list, "run": cmd_run, "compile": cmd_compile, "compare": cmd_compare, "env": cmd_env, "study": cmd_study,
             "profile": cmd_profile, "report": cmd_report, "data": cmd_data, "train": cmd_train, "activations": cmd_activations,
             "mlperf": cmd_mlperf}
 

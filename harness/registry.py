@@ -92,6 +92,10 @@ class Impl:
     ``note`` labels semantic differences (e.g. "without sinks"). ``poison=False``
     checks accuracy without poisoned allocations, for code that cannot run under a
     dispatch mode (anything ``torch.compile``d); the accuracy record says so.
+    ``triton=True`` marks our code that launches Triton kernels: ``menagerie compile``
+    drives it to build those kernels for GPU architectures. ``cuda_c(dtype)`` returns
+    the CUDA C program (name, source, options, functions, threads_per_block) that the
+    implementation compiles at run time; ``menagerie compile`` builds it with NVRTC.
     """
 
     name: str
@@ -100,6 +104,8 @@ class Impl:
     skip_reason: SkipReason | None = None
     note: str = ""
     poison: bool = True
+    triton: bool = False
+    cuda_c: Callable[[torch.dtype], Any] | None = None
 
     def __post_init__(self):
         if self.role not in ROLES:

@@ -52,7 +52,7 @@ class TopKSAE(torch.nn.Module):
     def forward(self, x: torch.Tensor):
         """``(mse, residual = recon - x, values, indices)``."""
         values, indices = self.encode(x)
-        mse, residual = sparse_decode_mse(values, indices, self.W_dec, self.b_dec, x)
+        mse, residual = sparse_decode_mse(values, indices, self.W_dec, self.b_dec, x, check_index_range=False)
         return mse, residual, values, indices
 
     @torch.no_grad()
@@ -72,7 +72,7 @@ def auxk_loss(sae: TopKSAE, x: torch.Tensor, residual: torch.Tensor, dead: torch
     k_aux = min(k_aux, dead_count)
     values, indices = sae.encode(x, k=k_aux, allowed=dead)
     error = -residual
-    guess = sparse_decode(values, indices, sae.W_dec, torch.zeros_like(sae.b_dec))
+    guess = sparse_decode(values, indices, sae.W_dec, torch.zeros_like(sae.b_dec), check_index_range=False)
     variance = (error - error.mean(0)).pow(2).sum().clamp_min(torch.finfo(torch.float32).tiny)
     return min(dead_count / k_aux, 1.0) * (guess - error).pow(2).sum() / variance
 

@@ -1,15 +1,38 @@
 #!/usr/bin/env bash
-# One call on a GPU machine, from the repository root, installing nothing:
-#   1. the GPU-only tests (bf16 numerics, which Triton's CPU interpreter cannot check;
-#      the CUDA C scan; the CUDA timers),
-#   2. the device's measured ceilings,
+# One prepared call on a lent GPU machine, from the repository root; sized for a 10-minute device budget.
+#   0. carried wheels: if .whl/ holds any, they are installed offline into /tmp/site first;
+#   1. the GPU-only tests (bf16 numerics, which Triton's CPU interpreter cannot check; the CUDA C scan;
+#      the CUDA timers);
+#   2. the device's measured ceilings;
 #   3. the chosen benchmarks (default: all) at the preset in bf16, accuracy first, into one results file.
-# Usage: scripts/gpu_check.sh [tiny|small|full] [OUT_DIR] [NAMES...]   e.g. scripts/gpu_check.sh full results/runs sae
+# Usage: scripts/gpu_check.sh [--dry-run] [tiny|small|full] [OUT_DIR] [NAMES...]
+#   e.g. scripts/gpu_check.sh small "$OUT" attention sae
+# --dry-run runs the same steps on the CPU with everything but the GPU launches: the GPU tests are
+# collected, not run; ceilings and benchmarks run on the CPU at the tiny preset in fp32, with short
+# budgets. CI runs it (tests/test_gpu_check_script.py), so a GPU session never spends minutes on a typo.
 set -euo pipefail
+dry_run=0
+if [ "${1:-}" = "--dry-run" ]; then dry_run=1; shift; fi
 size=${1:-small}
 out=${2:-results/runs}
 shift $(( $# < 2 ? $# : 2 ))
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-python -m pytest -q -m gpu tests/
-python -m harness.cli env --dtype bf16 --dtype fp16 --dtype fp32
-python -m harness.cli run "$@" --size "$size" --dtype bf16 --out "$out/$size-bf16.json"
+python=${PYTHON:-python3}
+
+if compgen -G ".whl/*.whl" >/dev/null; then
+  "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+
+if [ "$dry_run" = 1 ]; then
+  tests=(--collect-only) device=(--device cpu) dtypes=(--dtype fp32) size=tiny
+  budget=(--warmup 0.01 --budget 0.02 --min-reps 1 --max-reps 3 --seeds 1)
+else
+  tests=() device=() dtypes=(--dtype bf16)
+  budget=(--warmup 0.1 --budget 0.3 --seeds 2)
+fi
+mkdir -p "$out"
+"$python" -m pytest -q -m gpu "${tests[@]}" tests/
+"$python" -m harness.cli env "${device[@]}" "${dtypes[@]}"
+"$python" -m harness.cli run "$@" "${device[@]}" --size "$size" "${dtypes[@]}" "${budget[@]}" \
+  --out "$out/$size-${dtypes[1]}.json"

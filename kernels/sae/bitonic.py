@@ -1,8 +1,9 @@
 """Bitonic sorting networks on a ``(ROWS, L)`` tile, along its rows (``L`` a power of two).
 
-Built from reshape / split / join and element-wise max and min, so the same code is
-cheap under Triton's CPU interpreter (whose ``tl.sort`` reduces element by element in
-Python) and compiles to register shuffles on a GPU.
+Built from reshape / split / join and element-wise max and min, so it is cheap under
+Triton's CPU interpreter (whose ``tl.sort``/``tl.topk`` reduce element by element in
+Python). The encoder uses it only there: compiled for a GPU, its stages cost minutes in
+Triton's layout passes (``menagerie compile``), so GPUs merge with ``tl.topk``.
 
 - ``sort_rows(x, ..., DESCENDING)``: a full bitonic sort, ``log L (log L + 1) / 2`` stages.
 - ``merge_top(best, tile, ...)``: the ``L`` largest of ``best`` (sorted descending) and

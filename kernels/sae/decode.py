@@ -149,22 +149,28 @@ class SparseDecodeMSEFunction(torch.autograd.Function):
         return grad_values, None, grad_W_dec, grad_b_dec, grad_target
 
 
-def _check_decode_inputs(values, indices, W_dec, b_dec):
+def _check_decode_inputs(values, indices, W_dec, b_dec, index_range: bool):
     check_float_tensor("values", values, dims=2)
     check_same("W_dec", W_dec, values, shape=(None, None))
     check_same("b_dec", b_dec, values, shape=(W_dec.shape[1],))
-    check_indices(indices, values, W_dec.shape[0])
+    check_indices(indices, values, W_dec.shape[0], index_range)
 
 
-def sparse_decode(values: torch.Tensor, indices: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor):
-    """``(N, d)`` reconstruction from ``k`` active latents per row; differentiable in values, W_dec, b_dec."""
-    _check_decode_inputs(values, indices, W_dec, b_dec)
+def sparse_decode(values: torch.Tensor, indices: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor,
+                  check_index_range: bool = True):
+    """``(N, d)`` reconstruction from ``k`` active latents per row; differentiable in values, W_dec, b_dec.
+
+    ``check_index_range=False`` skips the range check of ``indices`` (a device sync) for indices
+    that ``topk_encode`` produced, which are in range by construction.
+    """
+    _check_decode_inputs(values, indices, W_dec, b_dec, check_index_range)
     return SparseDecodeFunction.apply(values, indices, W_dec, b_dec)
 
 
 def sparse_decode_mse(values: torch.Tensor, indices: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor,
-                      target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mean((recon - target)**2), recon - target)`` in one pass; the loss is differentiable."""
-    _check_decode_inputs(values, indices, W_dec, b_dec)
+                      target: torch.Tensor, check_index_range: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean((recon - target)**2), recon - target)`` in one pass; the loss is differentiable.
+    ``check_index_range`` as for ``sparse_decode``."""
+    _check_decode_inputs(values, indices, W_dec, b_dec, check_index_range)
     check_same("target", target, values, shape=(values.shape[0], W_dec.shape[1]))
     return SparseDecodeMSEFunction.apply(values, indices, W_dec, b_dec, target)

@@ -11,8 +11,10 @@ range in tiles of ``BLOCK_M`` latents, computes the tile's pre-activations with
 list kept in registers, so pre-activations never reach memory. A candidate is one
 int64 key: the float32 bits of ``relu(pre)`` (non-negative, so its bits order like
 its value) above ``2**31 - 1 - index`` (so equal values order by lower index). A
-merge (``bitonic.merge_top``) sorts the tile and merges it into the list; it is
-skipped when no key in the tile beats its row's current ``BLOCK_M``-th best. With several latent ranges per
+merge keeps the ``BLOCK_M`` largest keys of the list and the tile (``tl.topk`` on a
+GPU, the bitonic network of ``bitonic.merge_top`` under the interpreter; see
+``MERGE_WITH_TL_TOPK``); it is skipped when no key in the tile beats its row's
+current ``BLOCK_M``-th best. With several latent ranges per
 row block (to fill the GPU), the per-range lists are merged by ``torch.topk`` on the
 keys, which are unique. ``allowed`` (bool ``(M,)``) restricts the selection to some
 latents, as AuxK does with the dead ones.
@@ -32,18 +34,35 @@ from kernels.sae.bitonic import merge_top
 from kernels.sae.decode import gather_rows
 from kernels.sae.latent_sums import LatentPairs, latent_weighted_sums
 from kernels.sae.validate import check_float_tensor, check_same, dot_precision
+from kernels.targets import INTERPRETING, gpu_capability, multiprocessor_count, on_gpu
 
 MAX_K = 1024
 INDEX_BASE = 2**31 - 1  # keys hold INDEX_BASE - index in their low 32 bits
 BLOCK_D = 32
+# How a tile joins the running list. On a GPU, tl.topk: it compiles in seconds, where the bitonic
+# network (reshape/permute/split/join stages) took minutes in Triton's layout passes. Under the
+# interpreter the network: tl.topk reduces element by element in Python there (~80x slower).
+MERGE_WITH_TL_TOPK = not INTERPRETING
+# A program holds BLOCK_N x BLOCK_M <= merge_keys() int64 keys (and twice that while merging):
+# 4096 on Hopper and later, where the 64-row tiles that warpgroup MMAs (HGMMA) need stay
+# spill-free, 2048 before (4096 spill on sm_80). Warps and pipeline stages are tuned on the GPU
+# among configurations of which `menagerie compile` finds one spill-free on sm_80 and sm_90 for
+# every dtype at k <= 64.
+if INTERPRETING:
+    ENCODE_CONFIGS = [triton.Config({}, num_warps=4, num_stages=1)]
+else:
+    ENCODE_CONFIGS = [triton.Config({}, num_warps=warps, num_stages=stages) for warps, stages in
+                      ((8, 3), (8, 1), (4, 2), (4, 1))]
 
 
+@triton.autotune(configs=ENCODE_CONFIGS, key=["dim", "BLOCK_N", "BLOCK_M", "HAS_ALLOWED"])
 @triton.jit
 def _topk_encode_kernel(xc_ptr, w_ptr, b_enc_ptr, allowed_ptr, keys_ptr,
                         rows, dim, latents, latents_per_split,
                         stride_xn, stride_xd, stride_wd, stride_wm, stride_kn, stride_ks,
                         HAS_ALLOWED: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
-                        BLOCK_D: tl.constexpr, LOG_M: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                        BLOCK_D: tl.constexpr, LOG_M: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                        INDEX_BASE: tl.constexpr, TL_TOPK: tl.constexpr):
     row_ids = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     split = tl.program_id(1)
     row_inside = row_ids < rows
@@ -71,24 +90,30 @@ def _topk_encode_kernel(xc_ptr, w_ptr, b_enc_ptr, allowed_ptr, keys_ptr,
         # best is sorted descending, so its last column is each row's BLOCK_M-th best.
         beats = (keys > tl.min(best, axis=1)[:, None]).to(tl.int32)
         if tl.max(tl.max(beats, axis=1), axis=0) > 0:
-            best = merge_top(best, keys, BLOCK_N, BLOCK_M, LOG_M)
+            if TL_TOPK:
+                best = tl.topk(tl.reshape(tl.join(best, keys), (BLOCK_N, 2 * BLOCK_M)), BLOCK_M)
+            else:
+                best = merge_top(best, keys, BLOCK_N, BLOCK_M, LOG_M)
     out_cols = tl.arange(0, BLOCK_M)
     tl.store(keys_ptr + row_ids[:, None].to(tl.int64) * stride_kn + split * stride_ks + out_cols[None, :], best,
              mask=row_inside[:, None])
 
 
+def merge_keys() -> int:
+    return 4096 if not INTERPRETING and gpu_capability() >= 90 else 2048
+
+
 def _block_sizes(rows: int, k: int) -> tuple[int, int]:
     block_m = max(64, triton.next_power_of_2(k))
-    # Keep the merge buffer (BLOCK_N x 2*BLOCK_M int64 keys) within registers.
-    block_n = max(16, min(64, 8192 // block_m, triton.next_power_of_2(rows)))
+    block_n = max(16, min(merge_keys() // block_m, triton.next_power_of_2(rows)))
     return block_n, block_m
 
 
 def _split_count(row_blocks: int, latent_tiles: int, device: torch.device) -> int:
     """Latent ranges per row block: enough programs for two waves on a GPU, one range on the CPU."""
-    if device.type != "cuda":
+    if not on_gpu(device):
         return 1
-    programs = 2 * torch.cuda.get_device_properties(device).multi_processor_count
+    programs = 2 * multiprocessor_count(device)
     return max(1, min(latent_tiles, triton.cdiv(programs, row_blocks)))
 
 
@@ -108,7 +133,7 @@ def topk_keys(xc: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
         rows, dim, latents, latents_per_split,
         xc.stride(0), xc.stride(1), W_enc.stride(0), W_enc.stride(1), keys.stride(0), keys.stride(1),
         HAS_ALLOWED=allowed is not None, BLOCK_N=block_n, BLOCK_M=block_m, BLOCK_D=BLOCK_D, LOG_M=block_m.bit_length() - 1,
-        DOT_PRECISION=dot_precision(xc.dtype))
+        DOT_PRECISION=dot_precision(xc.dtype), INDEX_BASE=INDEX_BASE, TL_TOPK=MERGE_WITH_TL_TOPK)
     if splits == 1:
         return keys[:, 0, :k]
     return torch.topk(keys.view(rows, -1), k, dim=1).values

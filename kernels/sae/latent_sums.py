@@ -33,10 +33,10 @@ class LatentPairs(NamedTuple):
 
     @classmethod
     def from_indices(cls, indices: torch.Tensor, latents: int) -> "LatentPairs":
-        flat = indices.reshape(-1)
-        order = torch.sort(flat, stable=True).indices
-        offsets = torch.zeros(latents + 1, dtype=torch.int64, device=indices.device)
-        offsets[1:] = torch.cumsum(torch.bincount(flat, minlength=latents), 0)
+        # Offsets by binary search over the sorted latents: defined for any index values (an
+        # out-of-range one falls in no latent's range), unlike a bincount.
+        by_latent, order = torch.sort(indices.reshape(-1), stable=True)
+        offsets = torch.searchsorted(by_latent, torch.arange(latents + 1, device=indices.device, dtype=by_latent.dtype))
         return cls(order, offsets, indices.shape[1], latents)
 
 

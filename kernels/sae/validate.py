@@ -25,13 +25,14 @@ def check_same(name: str, tensor, like: torch.Tensor, shape: tuple) -> None:
         raise ValueError(f"{name}: expected shape ({expected}), got {tuple(tensor.shape)}")
 
 
-def check_indices(indices, values: torch.Tensor, latents: int) -> None:
+def check_indices(indices, values: torch.Tensor, latents: int, index_range: bool = True) -> None:
+    """dtype, shape and device of ``indices``; with ``index_range`` also that each is in ``[0, latents)``."""
     if not isinstance(indices, torch.Tensor) or indices.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"indices: expected an int64 or int32 tensor, got {getattr(indices, 'dtype', type(indices))}")
     if indices.shape != values.shape or indices.device != values.device:
         raise ValueError(f"indices: expected shape {tuple(values.shape)} on {values.device} like values, "
                          f"got {tuple(indices.shape)} on {indices.device}")
-    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= latents):
+    if index_range and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= latents):
         raise ValueError(f"indices: expected latent indices in [0, {latents}), "
                          f"got [{int(indices.min())}, {int(indices.max())}]")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from typing import NamedTuple
 
 import torch
 
@@ -137,6 +138,21 @@ extern "C" __global__ void linear_scan_bwd(const SCALAR* __restrict__ gates, con
 C_TYPES = {torch.float32: "float", torch.float16: "__half", torch.bfloat16: "__nv_bfloat16"}
 
 
+class CudaProgram(NamedTuple):
+    """What CuPy compiles (with NVRTC) for one dtype; ``menagerie compile`` builds the same offline."""
+
+    name: str
+    source: str
+    options: tuple[str, ...]
+    functions: tuple[str, ...]
+    threads_per_block: int
+
+
+def program(dtype: torch.dtype) -> CudaProgram:
+    return CudaProgram(f"linear_scan_cuda[{C_TYPES[dtype]}]", CUDA_SOURCE, ("--std=c++17", f"-DSCALAR={C_TYPES[dtype]}"),
+                       ("linear_scan_fwd", "linear_scan_bwd"), 32 * WARPS_PER_BLOCK)
+
+
 def unavailable_reason(device: torch.device) -> str | None:
     """Why the CUDA C variant cannot run on ``device``, or None when it can."""
     if device.type != "cuda":
@@ -154,8 +170,9 @@ def unavailable_reason(device: torch.device) -> str | None:
 def _kernels(dtype: torch.dtype):
     import cupy
 
-    module = cupy.RawModule(code=CUDA_SOURCE, options=("--std=c++17", f"-DSCALAR={C_TYPES[dtype]}"))
-    return module.get_function("linear_scan_fwd"), module.get_function("linear_scan_bwd")
+    built = program(dtype)
+    module = cupy.RawModule(code=built.source, options=built.options)
+    return tuple(module.get_function(name) for name in built.functions)
 
 
 def _launch(kernel, tensors: list[torch.Tensor], rows: int, length: int) -> None:

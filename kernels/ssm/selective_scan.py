@@ -51,13 +51,12 @@ and C are summed over the program's channels in registers, then over programs wi
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+from kernels.targets import INTERPRETING
 MAX_STATE = 256
 # Elements of the (BLOCK_D, N, BLOCK_L) tile a program scans per chunk on a GPU, and warps per
 # program: untuned guesses (no GPU was at hand). The backward keeps about twice as many such

@@ -21,16 +21,32 @@ def test_forward_matches_float64_definition(rows, dim, latents, k, dtype):
     assert_close_for_dtype(values, expected_values, dtype, ulps=1 if dtype != torch.float32 else 16)
 
 
+def tie_problem(rows, dim, latents, seed):
+    """Small integers: every dot product is exact, so equal pre-activations really are equal,
+    and ReLU makes many zeros that must also be ordered by index."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randint(-2, 3, (rows, dim), generator=generator).float().to(DEVICE)
+    W_enc = torch.randint(-1, 2, (dim, latents), generator=generator).float().to(DEVICE)
+    return x, W_enc, torch.zeros(latents, device=DEVICE), torch.zeros(dim, device=DEVICE)
+
+
 def test_ties_go_to_the_lower_index():
-    # Small integers: every dot product is exact, so equal pre-activations really are equal,
-    # and ReLU makes many zeros that must also be ordered by index.
-    generator = torch.Generator().manual_seed(3)
-    x = torch.randint(-2, 3, (23, 17), generator=generator).float().to(DEVICE)
-    W_enc = torch.randint(-1, 2, (17, 90), generator=generator).float().to(DEVICE)
-    b_enc, b_dec = torch.zeros(90, device=DEVICE), torch.zeros(17, device=DEVICE)
+    x, W_enc, b_enc, b_dec = tie_problem(23, 17, 90, seed=3)
     values, indices = topk_encode(x, W_enc, b_enc, b_dec, 40)
     expected_values, expected_indices = topk_encode_reference(x, W_enc, b_enc, b_dec, 40)
     assert (expected_values[:, :-1] == expected_values[:, 1:]).any(), "the data must contain ties"
+    assert torch.equal(values, expected_values) and torch.equal(indices, expected_indices)
+
+
+def test_the_gpu_merge_with_tl_topk_selects_the_same(monkeypatch):
+    """GPUs merge with tl.topk, the interpreter with the bitonic network: both must give the
+    definition's selection, ties included (tl.topk is slow interpreted, so one small case)."""
+    import kernels.sae.encode as encode
+
+    monkeypatch.setattr(encode, "MERGE_WITH_TL_TOPK", True)
+    x, W_enc, b_enc, b_dec = tie_problem(3, 8, 70, seed=5)
+    values, indices = topk_encode(x, W_enc, b_enc, b_dec, 5)
+    expected_values, expected_indices = topk_encode_reference(x, W_enc, b_enc, b_dec, 5)
     assert torch.equal(values, expected_values) and torch.equal(indices, expected_indices)
 
 

@@ -1,0 +1,241 @@
+"""``menagerie compile``: build every Triton kernel the benchmarks launch, for GPU architectures, on any machine.
+
+For each architecture a fresh worker process (``python -m harness.compile_check``; Triton
+binds a kernel's target on its first call, and the kernels must be imported with the
+interpreter off) activates the compile-only driver (``harness/compile_driver.py``) and
+drives the call paths that ``menagerie run`` times: every implementation marked
+``triton=True``, every case of the size preset, every dtype the benchmark claims, every
+mode it declares (``Prepared(...).step()``, forward and backward), on CPU tensors. The
+autotuner compiles every configuration it may pick.
+
+Verdicts, each a failure (exit 1): a call path that raised (a kernel that does not
+compile, or code that broke); a configuration that does not compile, or whose shared
+memory or threads exceed the arch's limits (even where an autotuner would skip it: prune
+it per arch instead); a kernel specialization (kernel, arch, dtypes, constexprs) for
+which no configuration is spill-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from harness.gpu_archs import ARCHS, Arch
+
+
+def _last_line(error: BaseException) -> str:
+    """Triton's compile errors end with the message, after the source listing."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1].strip() if lines else ''}"[:400]
+
+
+def specialization_label(specialization: dict) -> str:
+    """``bf16 HEAD_DIM=128 CAUSAL=True div16×12``: the first pointer's element type, the constexprs,
+    and how many integer arguments were specialized as multiples of 16 (the record names them)."""
+    pointers = [kind for kind in specialization.values() if isinstance(kind, str) and kind.startswith("*")]
+    settings = [f"div16×{len(value.split(','))}" if name == "div16" else f"{name}={value}"
+                for name, value in specialization.items() if not (isinstance(value, str) and value.startswith("*"))]
+    return " ".join(([pointers[0][1:]] if pointers else []) + settings)
+
+
+def group_id(build: dict) -> str:
+    return f"{build['kernel']}[{specialization_label(build['specialization'])}]@{build['arch']}"
+
+
+# ----------------------------------------------------------------------------------------------
+# The worker: one architecture, in its own process
+# ----------------------------------------------------------------------------------------------
+
+def drive(benchmarks, size: str, dtypes: list[str], modes: list[str], recorder,
+          on_row: Callable[[int, int, str], None] = lambda done, total, label: None) -> list[dict]:
+    """Run every Triton row's call path once under the active compile-only driver."""
+    from harness.runner import Prepared, dtype_name
+
+    plan = []
+    for bench in benchmarks:
+        impls = [impl for impl in bench.impls if impl.triton]
+        chosen_dtypes = [d for d in bench.dtypes if not dtypes or dtype_name(d) in dtypes]
+        chosen_modes = [m for m in bench.modes if not modes or m in modes]
+        for case in bench.cases.get(size, ()):
+            for dtype in chosen_dtypes:
+                for mode in chosen_modes:
+                    plan.extend((bench, case, dtype, mode, impl) for impl in impls)
+    rows = []
+    for done, (bench, case, dtype, mode, impl) in enumerate(plan):
+        label = f"{bench.name} {case.name} {dtype_name(dtype)} {mode} {impl.name}"
+        on_row(done, len(plan), label)
+        first = len(recorder.launched)
+        error = ""
+        try:
+            inputs = bench.make_inputs(case, dtype, torch.device("cpu"), 0)
+            Prepared(bench, impl, inputs, mode, 0).step()
+        except Exception as exc:  # a kernel that does not compile, or a call path that broke
+            error = _last_line(exc)
+        launched = list(dict.fromkeys(id(build) for build in recorder.launched[first:]))
+        by_id = {id(build): build for build in recorder.launched[first:]}
+        rows.append({"benchmark": bench.name, "case": case.name, "params": dict(case.params),
+                     "dtype": dtype_name(dtype), "mode": mode, "impl": impl.name, "arch": recorder.arch.name,
+                     "error": error, "launched": [recorder.builds.index(by_id[key]) for key in launched]})
+    for bench in benchmarks:  # CUDA C: one program per dtype, whatever the case
+        for impl in (impl for impl in bench.impls if impl.cuda_c):
+            for dtype in (d for d in bench.dtypes if not dtypes or dtype_name(d) in dtypes):
+                builds = recorder.add_cuda_c(impl.cuda_c(dtype))
+                rows.append({"benchmark": bench.name, "case": "*", "params": {}, "dtype": dtype_name(dtype),
+                             "mode": "*", "impl": impl.name, "arch": recorder.arch.name, "error": "",
+                             "launched": [recorder.builds.index(build) for build in builds]})
+    on_row(len(plan), len(plan), "done")
+    return rows
+
+
+def _worker(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.compile_check")
+    parser.add_argument("names", nargs="*")
+    parser.add_argument("--arch", required=True, choices=list(ARCHS))
+    parser.add_argument("--size", required=True)
+    parser.add_argument("--dtype", action="append", default=[])
+    parser.add_argument("--mode", action="append", default=[])
+    parser.add_argument("--import", dest="imports", action="append", default=[])
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        raise SystemExit("compile worker: TRITON_INTERPRET=1 is set; compiling needs it off")
+    os.environ["TRITON_INTERPRET"] = "0"  # before any kernel module is imported
+
+    from harness import registry
+    from harness.compile_driver import compile_only
+
+    with compile_only(ARCHS[args.arch]) as recorder:
+        for module in args.imports:
+            importlib.import_module(module)
+        benchmarks = registry.select(args.names)
+        progress = lambda done, total, label: print(  # noqa: E731
+            json.dumps({"done": done, "total": total, "row": label}), flush=True)
+        rows = drive(benchmarks, args.size, args.dtype, args.mode, recorder, progress)
+    builds = [build.to_dict() for build in recorder.builds]
+    args.out.write_text(json.dumps({"arch": args.arch, "rows": rows, "builds": builds}))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# The parent: workers per architecture, verdicts
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class CompileReport:
+    archs: list[Arch]
+    rows: list[dict] = field(default_factory=list)  # call paths, per arch
+    builds: list[dict] = field(default_factory=list)
+    groups: dict[str, list[int]] = field(default_factory=dict)  # group id -> indices into builds
+    failures: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"archs": [arch.to_dict() for arch in self.archs], "rows": self.rows, "builds": self.builds,
+                "groups": self.groups, "failures": self.failures}
+
+
+def chosen_build(builds: list[dict]) -> dict | None:
+    """The configuration an autotuner would settle on here: the first spill-free one (the
+    benchmarker ranks spill-free first), else the first that compiled."""
+    usable = [b for b in builds if not b["error"]]
+    spill_free = [b for b in usable if b["spills"] is False]
+    return (spill_free or usable or [None])[0]
+
+
+def judge(report: CompileReport) -> None:
+    """Group the builds and list every failure (see the module docstring)."""
+    for index, build in enumerate(report.builds):
+        report.groups.setdefault(group_id(build), []).append(index)
+    for build in report.builds:
+        if build["error"]:
+            report.failures.append(f"{group_id(build)} {_config_label(build['config'])}: {build['error']}")
+    for gid, members in report.groups.items():
+        builds = [report.builds[i] for i in members]
+        if builds[0]["specialization"].get("failed"):
+            continue  # a configuration that failed to compile, reported above
+        if not any(b["spills"] is False and not b["error"] for b in builds):
+            report.failures.append(f"{gid}: no configuration is spill-free ({len(builds)} compiled)")
+    for row in report.rows:
+        if row["error"]:
+            report.failures.append(f"{row['arch']} {row['benchmark']} {row['case']} {row['dtype']} {row['mode']} "
+                                   f"{row['impl']}: {row['error']}")
+        elif not row["launched"]:
+            report.failures.append(f"{row['arch']} {row['benchmark']} {row['case']} {row['dtype']} {row['mode']} "
+                                   f"{row['impl']}: launched no Triton kernel (is triton=True right?)")
+
+
+def _config_label(config: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in config.items())
+
+
+def check(names: list[str], archs: list[Arch], size: str, dtypes: list[str] = (), modes: list[str] = (),
+          imports: list[str] = (), jobs: int | None = None,
+          on_progress: Callable[[str, int, int, str], None] = lambda arch, done, total, row: None) -> CompileReport:
+    """Compile for every arch (workers in parallel, ``jobs`` at a time) and judge the builds."""
+    jobs = jobs or max(1, min(len(archs), os.cpu_count() or 1))
+    results: dict[str, dict] = {}
+    errors: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        def work(arch: Arch) -> None:
+            out = Path(scratch) / f"{arch.name}.json"
+            command = [sys.executable, "-m", "harness.compile_check", *names, "--arch", arch.name, "--size", size,
+                       "--out", str(out)]
+            for flag, values in (("--dtype", dtypes), ("--mode", modes), ("--import", imports)):
+                for value in values:
+                    command += [flag, value]
+            env = {**os.environ, "TRITON_INTERPRET": "0",
+                   "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            stderr = []
+            reader = threading.Thread(target=lambda: stderr.extend(process.stderr), daemon=True)
+            reader.start()
+            for line in process.stdout:
+                try:
+                    update = json.loads(line)
+                    on_progress(arch.name, update["done"], update["total"], update["row"])
+                except (ValueError, KeyError):
+                    pass
+            process.wait()
+            reader.join()
+            if process.returncode or not out.exists():
+                tail = "".join(stderr).strip().splitlines()[-15:]
+                errors[arch.name] = f"worker exited with {process.returncode}:\n" + "\n".join(tail)
+            else:
+                results[arch.name] = json.loads(out.read_text())
+
+        pending = list(archs)
+        while pending:
+            batch, pending = pending[:jobs], pending[jobs:]
+            threads = [threading.Thread(target=work, args=(arch,)) for arch in batch]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+
+    report = CompileReport(archs=list(archs))
+    for arch in archs:
+        if arch.name in errors:
+            report.failures.append(f"{arch.name}: {errors[arch.name]}")
+            continue
+        result = results[arch.name]
+        offset = len(report.builds)
+        report.builds.extend(result["builds"])
+        for row in result["rows"]:
+            row["launched"] = [offset + index for index in row["launched"]]
+            report.rows.append(row)
+    judge(report)
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1:]))

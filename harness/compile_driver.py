@@ -1,0 +1,288 @@
+"""A Triton driver that compiles for a chosen GPU architecture and launches nothing.
+
+Set active (``compile_only(arch)``), it makes Triton's ordinary call path (``kernel[grid](...)``,
+the autotuner, the shared-memory check) run on a machine without a GPU: tensors are CPU
+tensors, the target is ``arch``, device properties are the arch's, and the launcher
+records the launch instead of running it. The autotuner's benchmarker compiles and
+"launches" every configuration it is given and prefers spill-free ones, so each
+configuration a GPU's autotuner could pick is compiled exactly as it would be there.
+
+Every compiled kernel becomes a ``KernelBuild``: its constexprs and signature, warps and
+stages, dynamic shared memory, and, read from its cubin, registers, spills and the
+tensor-core instructions of its SASS. A configuration that fails to compile inside the
+autotuner (which would skip it silently) is recorded with its error. Kernel outputs are
+never written, so code after a launch sees uninitialized memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from dataclasses import dataclass, field
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.backends.driver import DriverBase
+
+from harness import cubin
+from harness.gpu_archs import Arch
+
+
+@dataclass
+class KernelBuild:
+    """One compiled kernel: a (kernel, arch, configuration, specialization) that a launch needed."""
+
+    kernel: str
+    arch: str
+    config: dict  # block sizes (constexprs named BLOCK*/tuned by the autotuner), warps, stages
+    specialization: dict  # the other constexprs and the argument types
+    autotuned: bool
+    shared_bytes: int = 0  # dynamic shared memory (Triton's) plus static
+    resources: cubin.Resources | None = None
+    tensor_core_ops: list[str] = field(default_factory=list)
+    max_threads: int | None = None
+    occupancy_blocks: int | None = None
+    occupancy: float | None = None
+    error: str = ""
+    launches: int = 0
+
+    @property
+    def group(self) -> tuple:
+        """Builds of one kernel and specialization on one arch: the choices an autotuner has."""
+        return self.kernel, self.arch, tuple(sorted(self.specialization.items()))
+
+    @property
+    def usable(self) -> bool:
+        """Compiled, fits the arch's shared memory and its registers."""
+        return not self.error
+
+    @property
+    def spill_free(self) -> bool:
+        return self.usable and self.resources is not None and not self.resources.spills
+
+    def to_dict(self) -> dict:
+        res = self.resources
+        return {"kernel": self.kernel, "arch": self.arch, "config": self.config,
+                "specialization": self.specialization, "autotuned": self.autotuned,
+                "shared_bytes": self.shared_bytes,
+                "registers": res and res.registers, "stack_bytes": res and res.stack_bytes,
+                "local_bytes": res and res.local_bytes, "static_shared_bytes": res and res.static_shared_bytes,
+                "spills": res.spills if res else None, "tensor_core_ops": self.tensor_core_ops,
+                "max_threads": self.max_threads, "occupancy_blocks": self.occupancy_blocks,
+                "occupancy": self.occupancy, "error": self.error, "launches": self.launches}
+
+
+def _value(value):
+    return value if isinstance(value, (bool, int, float, str)) or value is None else str(value)
+
+
+def _split_constants(src, tuned_names: set[str]) -> tuple[dict, dict]:
+    """A compiled source's constexprs, split into configuration and specialization."""
+    names = src.fn.arg_names
+    config, special = {}, {}
+    for key, value in src.constants.items():
+        name = names[key[0]] if isinstance(key, tuple) else (names[key] if isinstance(key, int) else key)
+        (config if name in tuned_names or name.startswith("BLOCK") else special)[name] = _value(value)
+    kinds = {}
+    for key, kind in src.signature.items():
+        name = names[key] if isinstance(key, int) else key
+        kinds[name] = str(kind)
+        if kind != "constexpr" and str(kind).startswith("*"):
+            special[name] = str(kind)
+    # Integer arguments specialized as multiples of 16: each combination is its own build.
+    aligned = [names[path[0]] for path, attributes in src.attrs.items()
+               if ["tt.divisibility", 16] in [list(a) for a in attributes] and not kinds[names[path[0]]].startswith("*")]
+    if aligned:
+        special["div16"] = ",".join(aligned)
+    return config, special
+
+
+class _Launcher:
+    """Created once per compiled kernel (Triton's ``launcher_cls``); records launches."""
+
+    def __init__(self, recorder: "Recorder", src, metadata):
+        self.recorder = recorder
+        self.build = recorder.new_build(src, metadata)
+
+    def __call__(self, *args, **kwargs):
+        self.build.launches += 1
+        self.recorder.last_launched = self.build
+        self.recorder.launched.append(self.build)
+
+
+class _Utils:
+    def __init__(self, arch: Arch, recorder: "Recorder"):
+        self.arch, self.recorder = arch, recorder
+
+    def get_device_properties(self, device):
+        arch = self.arch
+        return {"max_shared_mem": arch.max_shared_per_block, "max_num_regs": arch.registers_per_sm,
+                "multiprocessor_count": arch.multiprocessors, "warpSize": 32, "sm_clock_rate": 0,
+                "mem_clock_rate": 0, "mem_bus_width": 0}
+
+    def load_binary(self, name, kernel, shared, device):
+        registers = self.recorder.attach_binary(name, kernel)
+        return object(), object(), registers, 0, self.arch.max_threads_for(registers)
+
+    def unload_module(self, module):
+        pass
+
+
+class Recorder:
+    """Everything the compile-only driver saw: the builds, in the order they were compiled."""
+
+    def __init__(self, arch: Arch):
+        self.arch = arch
+        self.builds: list[KernelBuild] = []
+        self.launched: list[KernelBuild] = []  # one entry per launch
+        self.last_launched: KernelBuild | None = None
+        self._pending: KernelBuild | None = None
+        self._tuning: set[str] = set()  # kwargs of the configuration the autotuner is trying
+
+    def new_build(self, src, metadata) -> KernelBuild:
+        config, special = _split_constants(src, self._tuning)
+        config.update(num_warps=metadata.num_warps, num_stages=metadata.num_stages)
+        build = KernelBuild(kernel=metadata.name, arch=self.arch.name, config=config, specialization=special,
+                            autotuned=bool(self._tuning), shared_bytes=int(metadata.shared))
+        if build.shared_bytes > self.arch.max_shared_per_block:
+            build.error = (f"shared memory {build.shared_bytes} B over the {self.arch.name} limit of "
+                           f"{self.arch.max_shared_per_block} B per block")
+        self.builds.append(build)
+        self._pending = build
+        return build
+
+    def attach_binary(self, name: str, binary: bytes, warps: int | None = None) -> int:
+        build, self._pending = self._pending, None
+        if build is None or build.kernel != name:
+            raise RuntimeError(f"compile-only driver: binary of {name!r} arrived without its launcher")
+        build.resources = cubin.resources(binary, name)
+        build.shared_bytes += build.resources.static_shared_bytes
+        build.tensor_core_ops = cubin.tensor_core_ops(binary, self.arch.tensor_core_sass)
+        build.max_threads = self.arch.max_threads_for(build.resources.registers)
+        warps = warps or build.config["num_warps"]
+        build.occupancy_blocks, build.occupancy = self.arch.occupancy(build.resources.registers, build.shared_bytes,
+                                                                      warps)
+        if warps * 32 > build.max_threads:
+            build.error = f"{warps * 32} threads per block, but {build.resources.registers} registers allow {build.max_threads}"
+        return build.resources.registers
+
+    def add_cuda_c(self, program) -> list[KernelBuild]:
+        """Build a CUDA C program (``Impl.cuda_c``) with NVRTC for the arch, one KernelBuild per function."""
+        from harness import nvrtc
+
+        builds = [KernelBuild(kernel=function, arch=self.arch.name, config={"threads": program.threads_per_block},
+                              specialization={"program": program.name}, autotuned=False)
+                  for function in program.functions]
+        try:
+            binary = nvrtc.compile_cubin(program.source, program.name, program.options, self.arch.capability)
+        except nvrtc.NvrtcError as error:
+            for build in builds:
+                build.error = str(error)[:400]
+        else:
+            for build in builds:
+                self._pending = build
+                self.attach_binary(build.kernel, binary, warps=program.threads_per_block // 32)
+        self.builds.extend(builds)
+        return builds
+
+    def failed_config(self, kernel: str, config: triton.Config, error: Exception) -> None:
+        """A configuration the autotuner tried that did not compile."""
+        settings = {**{k: _value(v) for k, v in config.kwargs.items()}, "num_warps": config.num_warps,
+                    "num_stages": config.num_stages}
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        self.builds.append(KernelBuild(kernel=kernel, arch=self.arch.name, config=settings,
+                                       specialization={"failed": "to compile"}, autotuned=True,
+                                       error=f"{type(error).__name__}: {lines[-1] if lines else ''}"[:400]))
+
+    def benchmark(self, kernel_call, quantiles=None, **_ignored):
+        """The autotuner's benchmarker: compile and record this configuration; spill-free ones win."""
+        scope = inspect.getclosurevars(kernel_call).nonlocals
+        config, tuner = scope.get("config"), scope.get("self")
+        self._tuning = set(config.kwargs) if config is not None else set()
+        self.last_launched = None
+        built_before = len(self.builds)
+        try:
+            kernel_call()
+        except Exception as error:
+            # A build over the arch's limits is already recorded with its reason.
+            if config is not None and len(self.builds) == built_before:
+                name = getattr(getattr(tuner, "base_fn", None), "__name__", "?")
+                self.failed_config(name, config, error)
+            raise
+        finally:
+            self._tuning = set()
+        build = self.last_launched
+        timing = 1.0 if build is not None and build.spill_free else 2.0 if build is not None and build.usable else 3.0
+        return [timing] * len(quantiles) if quantiles else timing
+
+
+class CompileOnlyDriver(DriverBase):
+    """Reports ``arch`` as the current target; see the module docstring."""
+
+    compile_only = True
+
+    def __init__(self, arch: Arch):
+        super().__init__()
+        self.arch = arch
+        self.recorder = Recorder(arch)
+        self.utils = _Utils(arch, self.recorder)
+        self.launcher_cls = lambda src, metadata: _Launcher(self.recorder, src, metadata)
+
+    @classmethod
+    def is_active(cls):
+        return False
+
+    def map_python_to_cpp_type(self, ty: str) -> str:
+        from triton.backends.nvidia.driver import ty_to_cpp
+
+        return ty_to_cpp(ty)
+
+    def get_current_target(self):
+        return GPUTarget("cuda", self.arch.capability, 32)
+
+    def get_active_torch_device(self):
+        return torch.device("cpu")
+
+    def get_device_interface(self):
+        return torch.cpu
+
+    def get_current_device(self):
+        return 0
+
+    def set_current_device(self, device):
+        pass
+
+    def get_current_stream(self, device=None):
+        return 0
+
+    def get_device_capability(self, device=0):
+        return divmod(self.arch.capability, 10)
+
+    def get_benchmarker(self):
+        return self.recorder.benchmark
+
+    def get_empty_cache_for_benchmark(self):
+        return torch.empty(0)
+
+    def clear_cache(self, cache):
+        pass
+
+
+@contextlib.contextmanager
+def compile_only(arch: Arch):
+    """Make Triton compile for ``arch`` and launch nothing; yields the Recorder.
+
+    Needs ``TRITON_INTERPRET`` off when the kernels were imported. One arch per process:
+    Triton binds each kernel's target on its first call.
+    """
+    from triton.runtime import driver
+
+    active = CompileOnlyDriver(arch)
+    driver.set_active(active)
+    try:
+        yield active.recorder
+    finally:
+        # Back to the machine's own driver, created on first use (reset_active() would create it
+        # now, and there may be none: no GPU).
+        driver._active = driver._default
