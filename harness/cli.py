@@ -145,6 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--all", action="store_true", help="list every configuration, not one line per kernel")
     comp.add_argument("--out", type=Path, default=Path("results") / "compile",
                       help="folder (or .json path) for the record")
+    hist = commands.add_parser("history", help="each row's median over commits from stored runs, with change points")
+    hist.add_argument("names", nargs="*", help="benchmark names, families or glob patterns (default: all stored)")
+    hist.add_argument("--store", action="append", type=Path, default=[],
+                      help="folder of run records, searched recursively (repeatable; default: whichever of "
+                           "results/history, results/baselines and results/runs exist)")
+    hist.add_argument("--device", help="device name as recorded (default: that of the most recent run)")
+    hist.add_argument("--size", choices=registry.SIZES, help="size preset (default: that of the most recent run)")
+    hist.add_argument("--timer", choices=TIMERS, help="timer (default: that of the most recent run)")
+    for option in ("case", "impl", "dtype", "mode"):
+        hist.add_argument(f"--{option}", help=f"glob on the {option}")
+    hist.add_argument("--threshold", type=_fraction, default=None,
+                      help="smallest step reported as a change point (default 0.05 = 5%%)")
+    hist.add_argument("--cache-dir", type=Path, help="folder for the SQLite indexes (default: inside each store)")
+    hist.add_argument("--plot", type=Path, help="also write the series as a PNG plot")
     train = commands.add_parser("train", help="training loops: resnet (MLPerf style), sae (TopK sparse autoencoder)")
     train_commands = train.add_subparsers(dest="train_command", required=True, metavar="MODEL")
     _add_resnet_commands(commands, train_commands)
@@ -527,6 +541,55 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def cmd_history(args) -> int:
+    from harness import history
+
+    stores = args.store or [path for path in (Path("results") / name for name in ("history", "baselines", "runs"))
+                            if path.is_dir()]
+    if not stores:
+        raise UsageError("no run records to read: give --store DIR (results/history, results/baselines and "
+                         "results/runs do not exist here)")
+    filters = {name: getattr(args, name) for name in ("case", "impl", "dtype", "mode")}
+    try:
+        with history.Store(stores, cache_dir=args.cache_dir) as store:
+            found = history.query(store, args.names, device=args.device, size=args.size, timer=args.timer,
+                                  threshold=history.DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
+                                  **filters)
+    except history.HistoryError as error:
+        raise UsageError(str(error)) from None
+    for warning in found.warnings:
+        errors.print(f"warning: {warning}", markup=False, highlight=False)
+    if not found.series:
+        console.print(f"no timed rows on {found.device} (size {found.size}, timer {found.timer}) match")
+        return 1
+    table = Table(title=f"history on {found.device} · size {found.size} · timer {found.timer} "
+                        f"({len(found.commits)} commits, oldest first; medians)", title_justify="left")
+    table.add_column("row", overflow="fold")
+    for commit in found.commits:
+        table.add_column(commit.label, justify="right")
+    steps = []
+    by_label = {commit.label: index for index, commit in enumerate(found.commits)}
+    for key, points in history.table(found).items():
+        cells = ["-"] * len(found.commits)
+        for label, _timestamp, median, marker in points:
+            cells[by_label[label]] = format_seconds(median) + (" ◆" if marker else "")
+            if marker:
+                steps.append((" ".join(key), label, marker))
+        table.add_row(" ".join(key), *cells)
+    console.print(table)
+    for row, label, marker in steps:
+        console.print(f"◆ {row}: {marker} from commit {label}", markup=False, highlight=False)
+    if not steps:
+        console.print("no change point")
+    if args.plot:
+        try:
+            path = history.plot(found, args.plot)
+        except ImportError as error:
+            raise UsageError(f"plots need matplotlib ({error}); install it with: pip install 'menagerie[report]'") from None
+        console.print(f"wrote {path}")
+    return 0
+
+
 def _add_sae_commands(commands, train_commands) -> None:
     """``activations`` and ``train sae``: activation datasets from any model, and SAE training."""
     acts = commands.add_parser("activations", help="hook a model's layer and write its activations as shards")
@@ -861,7 +924,7 @@ def cmd_train(args) -> int:
     return {"resnet": cmd_train_resnet, "sae": cmd_train_sae}[args.train_command](args)
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "compile": cmd_compile, "compare": cmd_compare, "env": cmd_env, "study": cmd_study,
+COMMANDS = {"list": cmd_list, "run": cmd_run, "compile": cmd_compile, "history": cmd_history, "compare": cmd_compare, "env": cmd_env, "study": cmd_study,
             "profile": cmd_profile, "report": cmd_report, "data": cmd_data, "train": cmd_train, "activations": cmd_activations,
             "mlperf": cmd_mlperf}
 

@@ -163,6 +163,8 @@ def judge(report: CompileReport) -> None:
         builds = [report.builds[i] for i in members]
         if builds[0]["specialization"].get("failed"):
             continue  # a configuration that failed to compile, reported above
+        if all(b["error"] for b in builds):
+            continue  # nothing compiled: each error is reported above
         if not any(b["spills"] is False and not b["error"] for b in builds):
             report.failures.append(f"{gid}: no configuration is spill-free ({len(builds)} compiled)")
     for row in report.rows:

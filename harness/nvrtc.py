@@ -32,7 +32,7 @@ def _candidates() -> list[str]:
 
 @functools.lru_cache(maxsize=1)
 def _loaded() -> tuple[ctypes.CDLL, str | None]:
-    """NVRTC and the CUDA headers beside it (``cuda_fp16.h``...), which NVRTC does not find alone."""
+    """NVRTC and a folder of CUDA headers (``cuda_fp16.h``...), which NVRTC does not find alone."""
     errors = []
     for path in _candidates():
         try:
@@ -40,10 +40,19 @@ def _loaded() -> tuple[ctypes.CDLL, str | None]:
         except OSError as error:
             errors.append(str(error))
             continue
-        include = os.path.join(os.path.dirname(os.path.dirname(path)), "include")
-        return lib, include if os.path.isfile(os.path.join(include, "cuda_fp16.h")) else None
+        return lib, _headers(os.path.join(os.path.dirname(os.path.dirname(path)), "include"))
     raise NvrtcError("NVRTC not found: install the CUDA build of torch or `pip install nvidia-cuda-nvrtc`"
                      + (f" ({'; '.join(errors)})" if errors else ""))
+
+
+def _headers(beside_library: str) -> str | None:
+    """The CUDA headers beside NVRTC, else the copy in Triton's wheel (the nvrtc wheel ships none)."""
+    import triton.backends.nvidia as nvidia
+
+    for folder in (beside_library, os.path.join(os.path.dirname(nvidia.__file__), "include")):
+        if os.path.isfile(os.path.join(folder, "cuda_fp16.h")):
+            return folder
+    return None
 
 
 def library() -> ctypes.CDLL:
