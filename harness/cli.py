@@ -23,7 +23,7 @@ from harness.device import default_device, parse_device
 from harness.formatting import format_number, format_seconds
 from harness.gpu_archs import ARCHS, DEFAULT_ARCHS, parse_archs
 from harness.profile import DEFAULT_PROFILES_DIR, ProfiledRow, new_run_dir, profile
-from harness.results import DEFAULT_RUNS_DIR, ResultError, load_run, write_run
+from harness.results import DEFAULT_RUNS_DIR, ResultError, load_run, write_json_atomically, write_run
 from harness.timing import TIMERS, Budget
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
@@ -493,7 +493,6 @@ def print_compile_report(report, show_all: bool) -> None:
 
 def cmd_compile(args) -> int:
     import importlib
-    import json
     import time
 
     from harness import compile_check
@@ -528,8 +527,7 @@ def cmd_compile(args) -> int:
               **report.to_dict()}
     out = args.out if args.out.suffix == ".json" else args.out / (
         f"compile-{'-'.join(arch.name for arch in archs)}-{args.size}-triton{record['provenance']['triton']}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
+    write_json_atomically(record, out)
     console.print(f"{len(report.builds)} builds of {len(report.groups)} kernel specializations for "
                   f"{', '.join(arch.name for arch in archs)} in {seconds:.0f} s; wrote {out}")
     for failure in report.failures:

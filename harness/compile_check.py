@@ -82,11 +82,11 @@ def drive(benchmarks, size: str, dtypes: list[str], modes: list[str], recorder,
             Prepared(bench, impl, inputs, mode, 0).step()
         except Exception as exc:  # a kernel that does not compile, or a call path that broke
             error = _last_line(exc)
-        launched = list(dict.fromkeys(id(build) for build in recorder.launched[first:]))
-        by_id = {id(build): build for build in recorder.launched[first:]}
+        position = {id(build): index for index, build in enumerate(recorder.builds)}
+        launched = dict.fromkeys(position[id(build)] for build in recorder.launched[first:])
         rows.append({"benchmark": bench.name, "case": case.name, "params": dict(case.params),
                      "dtype": dtype_name(dtype), "mode": mode, "impl": impl.name, "arch": recorder.arch.name,
-                     "error": error, "launched": [recorder.builds.index(by_id[key]) for key in launched]})
+                     "error": error, "launched": list(launched)})
     for bench in benchmarks:  # CUDA C: one program per dtype, whatever the case
         for impl in (impl for impl in bench.impls if impl.cuda_c):
             for dtype in (d for d in bench.dtypes if not dtypes or dtype_name(d) in dtypes):

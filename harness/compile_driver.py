@@ -48,11 +48,6 @@ class KernelBuild:
     launches: int = 0
 
     @property
-    def group(self) -> tuple:
-        """Builds of one kernel and specialization on one arch: the choices an autotuner has."""
-        return self.kernel, self.arch, tuple(sorted(self.specialization.items()))
-
-    @property
     def usable(self) -> bool:
         """Compiled, fits the arch's shared memory and its registers."""
         return not self.error
