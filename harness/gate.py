@@ -81,6 +81,8 @@ class RowResult:
     raw_ratio: float | None = None  # the same without removing whole-run offsets
     p_value: float | None = None  # one-sided, in the direction of the change, against the row threshold
     q_value: float | None = None  # Benjamini-Hochberg adjusted p_value
+    baseline_s: float | None = None  # geometric mean of the baseline observations, seconds
+    new_s: float | None = None  # the same for NEW
     threshold: float | None = None  # row threshold T: regression means ratio > 1 + T
     spread: float | None = None  # baseline run-to-run spread (sd of log observations)
     n_baseline: int = 0  # observations (process-level replicates)
@@ -105,8 +107,13 @@ class GateResult:
     fdr: float
 
     @property
+    def all_rows(self) -> list[RowResult]:
+        """The uniform shift (when tested) first, then the rows."""
+        return ([self.uniform] if self.uniform else []) + self.rows
+
+    @property
     def failures(self) -> list[RowResult]:
-        return [row for row in self.rows + [self.uniform] if row is not None and row.failing]
+        return [row for row in self.all_rows if row.failing]
 
     @property
     def reasons(self) -> list[str]:
@@ -281,6 +288,8 @@ def _compare(baseline, new, keys, threshold, spread_factor, fdr, result):
         return {}, None
     old, fresh = _side_matrix(baseline, keys), _side_matrix(new, keys)
     raw_d, n_old, n_new = _moments(old, fresh)[:3]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        levels = {"baseline_s": np.exp(np.nansum(old, axis=1) / n_old), "new_s": np.exp(np.nansum(fresh, axis=1) / n_new)}
     decidable = (n_old >= MIN_REPLICATES) & (n_new >= MIN_REPLICATES)
     across = np.sum(decidable) >= MIN_ROWS_ACROSS
     if across:
@@ -315,6 +324,8 @@ def _compare(baseline, new, keys, threshold, spread_factor, fdr, result):
     for i, key in enumerate(keys):
         counts = dict(n_baseline=int(n_old[i]), n_new=int(n_new[i]))
         ratio = dict(ratio=float(np.exp(d[i])), raw_ratio=float(np.exp(raw_d[i])))
+        if key != UNIFORM_KEY:
+            ratio.update({name: float(level[i]) for name, level in levels.items()})
         if not decidable[i]:
             ratio = {name: value if math.isfinite(value) else None for name, value in ratio.items()}
             compared[key] = result(key, "undecided", **counts, **ratio, detail=(

@@ -462,12 +462,13 @@ def _marker(change: ChangePoint | None) -> str:
     return f"step ×{change.ratio:.3f} ({'slower' if change.ratio > 1 else 'faster'})"
 
 
-def table(history: History) -> dict[RowKey, list[tuple[str, str, float, str]]]:
-    """Per row key: (commit label, timestamp, median_s, marker), the marker non-empty at a change point's commit."""
+def table(history: History) -> dict[RowKey, list[tuple[Commit, float, str]]]:
+    """Per row key: (commit, median_s, marker), the marker non-empty at a change point's commit. Commits, not
+    their labels: two dirty runs of one sha are two commits with one label."""
     lines = {}
     for series in history.series:
         changes = {change.index: change for change in series.change_points}
-        lines[series.key] = [(point.commit.label, point.commit.timestamp, point.median_s, _marker(changes.get(index)))
+        lines[series.key] = [(point.commit, point.median_s, _marker(changes.get(index)))
                              for index, point in enumerate(series.points)]
     return lines
 

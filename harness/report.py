@@ -16,8 +16,9 @@ then FLOPs, from the benchmark's cost model):
 
 ``report.html`` holds the provenance, the ceilings, the plots as base64 data URIs
 (nothing external is fetched) and a table of every row, timed or not;
-``report.md`` holds the rows table for a README. With a baseline, both also hold
-the comparison of ``harness.compare``. Only rows with samples are plotted.
+``report.md`` holds the rows table for a README. Given the regression gate's result
+against a baseline (``harness.gate``), both also hold its verdicts. Only rows with
+samples are plotted.
 """
 
 from __future__ import annotations
@@ -31,13 +32,11 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from harness.compare import DEFAULT_THRESHOLD, Comparison, compare_runs
-from harness.formatting import format_number, format_seconds
+from harness.formatting import GATE_COLUMNS, format_number, format_seconds, gate_cells, gate_rule
+from harness.gate import GateResult
 
 COLUMNS = ("benchmark", "case", "impl", "dtype", "mode", "status", "median", "95% CI", "× ref", "TFLOP/s",
            "GB/s", "% roof", "accuracy")
-COMPARISON_COLUMNS = ("benchmark", "case", "impl", "dtype", "mode", "old", "new", "new/old", "95% CI", "p",
-                      "verdict")
 PANEL_COLUMNS = 3
 
 
@@ -67,15 +66,6 @@ def row_cells(row: dict) -> tuple[str, ...]:
             format_seconds(stats and stats["median_s"]), interval, format_number(metrics["speedup_vs_reference"], ".3g"),
             format_number(metrics["tflops"], ".3g"), format_number(metrics["gbps"], ".3g"),
             format_number(metrics["roofline_pct"], ".1f"), _accuracy(row["accuracy"]))
-
-
-def comparison_cells(comparison: Comparison) -> list[tuple[str, ...]]:
-    return [
-        (*row.key, format_seconds(row.old_median_s), format_seconds(row.new_median_s), format_number(row.ratio, ".3f"),
-         f"{row.ci95[0]:.3f} – {row.ci95[1]:.3f}" if row.ci95 else "-", format_number(row.p_value, ".2g"),
-         row.verdict + (f": {row.detail}" if row.detail else ""))
-        for row in comparison.rows
-    ]
 
 
 # ---- plots ----
@@ -245,10 +235,14 @@ th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.ok td.status { color: #17803d; } tr.skipped td.status { color: #a06b00; }
 tr.accuracy_failed td.status, tr.error td.status { color: #c0182b; font-weight: bold; }
+tr.regression td.verdict, tr.undecided td.verdict, tr.missing td.verdict, tr.newly_skipped td.verdict,
+tr.params_changed td.verdict, tr.missing_dtype td.verdict { color: #c0182b; font-weight: bold; }
+tr.improvement td.verdict { color: #17803d; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 code { background: #f4f4f4; padding: 1px 4px; }
 """
-NUMERIC = {"median", "95% CI", "× ref", "TFLOP/s", "GB/s", "% roof", "old", "new", "new/old", "p"}
+NUMERIC = {"median", "95% CI", "× ref", "TFLOP/s", "GB/s", "% roof", "baseline", "new", "new/base", "spread",
+           "threshold", "runs", "q"}
 
 
 def _html_table(columns: tuple[str, ...], lines: list[tuple[str, ...]], table_id: str,
@@ -270,7 +264,7 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def write_html(record: dict, plots: dict[str, Path], comparison: Comparison | None, path: Path) -> Path:
+def write_html(record: dict, plots: dict[str, Path], gated: GateResult | None, path: Path) -> Path:
     prov, config = record["provenance"], record["config"]
     git = prov["git"]
     facts = {
@@ -297,11 +291,10 @@ def write_html(record: dict, plots: dict[str, Path], comparison: Comparison | No
         _html_table(COLUMNS, [row_cells(row) for row in record["rows"]], "rows",
                     classes=[row["status"] for row in record["rows"]], notes=[row["reason"] for row in record["rows"]]),
     ]
-    if comparison is not None:
-        parts += [f"<h2>Comparison with the baseline (regression: slower by more than {comparison.threshold:.0%} "
-                  f"and one-sided Mann–Whitney p &lt; {comparison.alpha:g})</h2>",
-                  _html_table(COMPARISON_COLUMNS, comparison_cells(comparison), "comparison",
-                              classes=[row.verdict for row in comparison.rows])]
+    if gated is not None:
+        parts += [f"<h2>Against the baseline ({html.escape(gate_rule(gated))})</h2>",
+                  *(f"<p class=\"finding\">{html.escape(finding)}</p>" for finding in _findings(gated)),
+                  _html_table(GATE_COLUMNS, gate_cells(gated), "comparison", classes=[row.verdict for row in gated.all_rows])]
     parts.append("</body></html>")
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return path
@@ -315,7 +308,13 @@ def _markdown_table(columns: tuple[str, ...], lines: list[tuple[str, ...]]) -> s
     return "\n".join(out)
 
 
-def write_markdown(record: dict, comparison: Comparison | None, path: Path) -> Path:
+def _findings(gated: GateResult) -> list[str]:
+    """Record-level findings (device, timer, size, dtype mismatches), each said with whether it fails."""
+    return [f"{finding.kind}{' (fails the gate)' if finding.failing else ''}: {finding.detail}"
+            for finding in gated.findings]
+
+
+def write_markdown(record: dict, gated: GateResult | None, path: Path) -> Path:
     prov = record["provenance"]
     parts = [f"Measured on {prov['device']} (torch {prov['torch']}, Triton {prov['triton']}) on "
              f"{prov['timestamp'][:10]} with `{prov['command']}`, git "
@@ -325,17 +324,16 @@ def write_markdown(record: dict, comparison: Comparison | None, path: Path) -> P
                for row in record["rows"] if row["reason"]]
     if reasons:
         parts += ["", "Skips and failures:", "", *reasons]
-    if comparison is not None:
-        parts += ["", f"Against the baseline (regression: slower by more than {comparison.threshold:.0%} and "
-                      f"significant at p < {comparison.alpha:g}):", "",
-                  _markdown_table(COMPARISON_COLUMNS, comparison_cells(comparison))]
+    if gated is not None:
+        parts += ["", f"Against the baseline ({gate_rule(gated)}):", "", *(f"- {line}" for line in _findings(gated)),
+                  "", _markdown_table(GATE_COLUMNS, gate_cells(gated))]
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return path
 
 
-def build_report(record: dict, out: Path, baseline: dict | None = None,
-                 threshold: float = DEFAULT_THRESHOLD) -> ReportFiles:
-    """Writes the plots, ``report.html`` and ``report.md`` into ``out`` (created if needed)."""
+def build_report(record: dict, out: Path, gated: GateResult | None = None) -> ReportFiles:
+    """Writes the plots, ``report.html`` and ``report.md`` into ``out`` (created if needed), with the
+    regression gate's verdicts against a baseline when ``gated`` is given."""
     if not record["rows"]:
         raise ReportError("the run has no rows: nothing to report")
     out = Path(out)
@@ -343,6 +341,5 @@ def build_report(record: dict, out: Path, baseline: dict | None = None,
     plots = {"latency": plot_latency(record, out / "latency.png"),
              "speedup": plot_speedup(record, out / "speedup.png"),
              "roofline": plot_roofline(record, out / "roofline.png")}
-    comparison = compare_runs(baseline, record, threshold=threshold) if baseline is not None else None
-    return ReportFiles(html=write_html(record, plots, comparison, out / "report.html"),
-                       markdown=write_markdown(record, comparison, out / "report.md"), plots=plots)
+    return ReportFiles(html=write_html(record, plots, gated, out / "report.html"),
+                       markdown=write_markdown(record, gated, out / "report.md"), plots=plots)

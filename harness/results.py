@@ -22,7 +22,8 @@ try:
 except ImportError:
     jsonschema = None
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READ_SCHEMA_VERSIONS = (1, 2)  # version 1: one process per record, no replicate fields
 SCHEMA_PATH = Path(__file__).with_name("result_schema.json")
 DEFAULT_RUNS_DIR = Path("results") / "runs"
 
@@ -87,15 +88,36 @@ def load_run(path: Path | str) -> dict:
         raise ResultError(f"cannot read results file {path}: {error.strerror}") from None
     except ValueError as error:
         raise ResultError(f"{path} is not JSON: {error}") from None
-    if isinstance(record, dict) and record.get("schema_version") not in (None, SCHEMA_VERSION):
-        raise ResultError(
-            f"{path} has schema_version {record.get('schema_version')}; this menagerie reads {SCHEMA_VERSION}"
-        )
+    if isinstance(record, dict) and record.get("schema_version") not in (None, *READ_SCHEMA_VERSIONS):
+        raise ResultError(f"{path} has schema_version {record.get('schema_version')}; this menagerie reads "
+                          f"{', '.join(map(str, READ_SCHEMA_VERSIONS))}")
     try:
         validate(record)
     except ResultError as error:
         raise ResultError(f"{path}: {error}") from None
     return record
+
+
+def load_runs(path: Path | str) -> tuple[list[dict], list[str]]:
+    """The run records at ``path``: a record file, or every ``*.json`` below a folder (recursively,
+    in name order) that is a run record; the other JSON files there (studies, compile records,
+    indexes) are passed over and named in the second list. Raises ``ResultError`` for a path
+    that does not exist, a file that is not a run record, or a folder without any."""
+    path = Path(path)
+    if path.is_file():
+        return [load_run(path)], []
+    if not path.is_dir():
+        raise ResultError(f"{path}: no such run record or folder")
+    records, passed_over = [], []
+    for candidate in sorted(path.rglob("*.json")):
+        try:
+            records.append(load_run(candidate))
+        except ResultError as error:
+            passed_over.append(str(error))
+    if not records:
+        raise ResultError(f"{path}: no run record in this folder" + (f" ({len(passed_over)} other JSON files)"
+                                                                    if passed_over else ""))
+    return records, passed_over
 
 
 def row_key(row: dict) -> tuple[str, str, str, str, str]:

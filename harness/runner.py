@@ -5,6 +5,17 @@ Accuracy is checked on ``seeds`` fresh inputs against the reference
 implementation run in float64 (float32 inputs) or float32 (half-precision
 inputs), with every output allocation poisoned. Timing uses the inputs of the
 first seed. A failing implementation is still timed, and its row says so.
+
+The implementations of one case are timed together: each is checked and warmed up
+(the configurations its Triton autotuners chose are recorded), then all take turns
+block by block over the budget (``harness.timing.interleave``), so they stay bound
+to their inputs at once until the case is done. On a GPU the device's clocks,
+temperature and power are read after each case (``provenance.gpu_state``).
+
+A record from ``run`` is one process-level replicate (schema 2): per row, the
+samples, ``replicate_medians_s`` (one entry), and per replicate the calls each
+sample spans and the autotune choices. ``harness.replicates`` merges the records of
+several processes into one.
 """
 
 from __future__ import annotations
@@ -14,12 +25,14 @@ import fnmatch
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 
 from harness import accuracy, ceilings, provenance, stats
+from harness.autotune import chosen_configs
 from harness.registry import Benchmark, Case, Impl
 from harness.results import SCHEMA_VERSION
-from harness.timing import Budget, TimerError, measure
+from harness.timing import Budget, TimerError, interleave, make_timer
 
 GRAD_OUTPUT_SEED_OFFSET = 1_000_003
 
@@ -171,8 +184,9 @@ def _upcast(inputs: dict, dtype: torch.dtype) -> dict:
     }
 
 
-def _empty_row(task: Task, impl: Impl, status: str, reason: str = "") -> dict:
+def _empty_row(task: Task, impl: Impl, device_ceilings: dict) -> dict:
     cost = task.benchmark.cost(task.case, task.mode, task.dtype)
+    floor = ceilings.roofline(cost.flops, cost.bytes, cost.exp, device_ceilings, cost.flop_ceiling)
     return {
         "benchmark": task.benchmark.name,
         "case": task.case.name,
@@ -182,15 +196,19 @@ def _empty_row(task: Task, impl: Impl, status: str, reason: str = "") -> dict:
         "note": impl.note,
         "dtype": dtype_name(task.dtype),
         "mode": task.mode,
-        "status": status,
-        "reason": reason,
+        "status": "ok",
+        "reason": "",
         "samples_s": [],
+        "replicate_medians_s": [],
+        "replicate_sample_counts": [],
+        "calls_per_sample": [],
+        "autotune": [],
         "stats": None,
         "accuracy": None,
         "cost": {"flops": float(cost.flops), "bytes": float(cost.bytes), "exp": float(cost.exp),
                  "flop_ceiling": cost.flop_ceiling, "extra": {k: float(v) for k, v in cost.extra.items()}},
         "metrics": {"speedup_vs_reference": None, "tflops": None, "gbps": None, "gexp_per_s": None,
-                    "roofline_floor_s": None, "roofline_pct": None, "peak_memory_bytes": None},
+                    "roofline_floor_s": floor, "roofline_pct": None, "peak_memory_bytes": None},
     }
 
 
@@ -205,15 +223,29 @@ def _peak_memory(step: Callable, device: torch.device) -> int | None:
     return int(torch.cuda.max_memory_allocated(device) - baseline)
 
 
-def _derive_metrics(row: dict, device_ceilings: dict) -> None:
+def set_timing(row: dict, samples_by_replicate: list[list[float]]) -> None:
+    """Samples, replicate medians, stats and the rates derived from the median."""
+    row["samples_s"] = [sample for samples in samples_by_replicate for sample in samples]
+    row["replicate_sample_counts"] = [len(samples) for samples in samples_by_replicate]
+    row["stats"] = stats.summarize_replicates(samples_by_replicate)
+    row["replicate_medians_s"] = [float(np.median(samples)) for samples in samples_by_replicate]
     median = row["stats"]["median_s"]
     cost, metrics = row["cost"], row["metrics"]
     metrics["tflops"] = cost["flops"] / median / 1e12 if cost["flops"] else None
     metrics["gbps"] = cost["bytes"] / median / 1e9 if cost["bytes"] else None
     metrics["gexp_per_s"] = cost["exp"] / median / 1e9 if cost["exp"] else None
-    floor = ceilings.roofline(cost["flops"], cost["bytes"], cost["exp"], device_ceilings, cost["flop_ceiling"])
-    metrics["roofline_floor_s"] = floor
+    floor = metrics["roofline_floor_s"]
     metrics["roofline_pct"] = 100.0 * floor / median if floor else None
+
+
+def set_speedups(rows: list[dict]) -> None:
+    """Each timed row's speedup over the timed reference row of its (benchmark, case, dtype, mode)."""
+    references = {(row["benchmark"], row["case"], row["dtype"], row["mode"]): row["stats"]["median_s"]
+                  for row in rows if row["role"] == "reference" and row["stats"]}
+    for row in rows:
+        reference = references.get((row["benchmark"], row["case"], row["dtype"], row["mode"]))
+        if row["stats"] and reference:
+            row["metrics"]["speedup_vs_reference"] = reference / row["stats"]["median_s"]
 
 
 def inputs_for_seeds(task: Task, device: torch.device, seeds: int) -> dict[int, dict]:
@@ -251,46 +283,49 @@ def run_task(task: Task, config: RunConfig, device_ceilings: dict,
              on_row: Callable[[dict], None] | None = None) -> list[dict]:
     inputs_by_seed = inputs_for_seeds(task, config.device, config.seeds)
     expected = expected_outputs(task, inputs_by_seed)
-    rows = []
+    rows, timed = [], []  # timed: (row, prepared step, timer, seconds per sample)
     for impl in task.impls:
+        row = _empty_row(task, impl, device_ceilings)
+        rows.append(row)
         reason = skip_reason(impl, task, config.device)
         if reason:
-            row = _empty_row(task, impl, "skipped", reason)
-        else:
-            row = _run_impl(task, impl, config, inputs_by_seed, expected, device_ceilings)
-        rows.append(row)
-        if on_row:
-            on_row(row)
+            row.update(status="skipped", reason=reason)
+            continue
+        try:
+            record = check_accuracy(task, impl, inputs_by_seed, expected)
+            row["accuracy"] = record.to_dict()
+            if not record.passed:
+                row.update(status="accuracy_failed", reason=record.message)
+            prepared = Prepared(task.benchmark, impl, inputs_by_seed[0], task.mode, 0)
+            timer = make_timer(prepared.step, config.budget, config.device, config.timer)
+            with chosen_configs() as chosen:
+                seconds_per_sample = timer.warm_up()
+            row["autotune"] = [chosen]
+            timed.append((row, prepared.step, timer, seconds_per_sample))
+        except TimerError as error:
+            row.update(status="skipped", reason=str(error))
+        except Exception as error:  # an implementation that crashes is a finding, not a harness crash
+            row.update(status="error", reason=f"{type(error).__name__}: {error}")
 
-    reference_row = rows[0] if rows and rows[0]["role"] == "reference" else None
-    if reference_row and reference_row["stats"]:
+    def crashed(index: int, error: Exception) -> None:
+        timed[index][0].update(status="error", reason=f"{type(error).__name__}: {error}")
+
+    samples = interleave([timer for _, _, timer, _ in timed], [seconds for *_, seconds in timed], config.budget,
+                         on_error=crashed)
+    for (row, step, timer, _), taken in zip(timed, samples):
+        if not taken:
+            continue
+        set_timing(row, [taken])
+        row["calls_per_sample"] = [timer.calls_per_sample]
+        try:
+            row["metrics"]["peak_memory_bytes"] = _peak_memory(step, config.device)
+        except Exception as error:
+            row.update(status="error", reason=f"{type(error).__name__}: {error}")
+    set_speedups(rows)
+    if on_row:
         for row in rows:
-            if row["stats"]:
-                row["metrics"]["speedup_vs_reference"] = reference_row["stats"]["median_s"] / row["stats"]["median_s"]
+            on_row(row)
     return rows
-
-
-def _run_impl(task, impl, config, inputs_by_seed, expected, device_ceilings) -> dict:
-    device = config.device
-    row = _empty_row(task, impl, "ok")
-    try:
-        record = check_accuracy(task, impl, inputs_by_seed, expected)
-        row["accuracy"] = record.to_dict()
-        prepared = Prepared(task.benchmark, impl, inputs_by_seed[0], task.mode, 0)
-        samples = measure(prepared.step, config.budget, device, config.timer)
-        row["metrics"]["peak_memory_bytes"] = _peak_memory(prepared.step, device)
-    except TimerError as error:
-        row.update(status="skipped", reason=str(error))
-        return row
-    except Exception as error:  # an implementation that crashes is a finding, not a harness crash
-        row.update(status="error", reason=f"{type(error).__name__}: {error}")
-        return row
-    row["samples_s"] = samples
-    row["stats"] = stats.summarize(samples)
-    if not record.passed:
-        row.update(status="accuracy_failed", reason=record.message)
-    _derive_metrics(row, device_ceilings)
-    return row
 
 
 def run(benchmarks: list[Benchmark], config: RunConfig, command: list[str] | None = None,
@@ -300,15 +335,21 @@ def run(benchmarks: list[Benchmark], config: RunConfig, command: list[str] | Non
     ceilings_by_dtype = {}
     for dtype in sorted({task.dtype for task in tasks}, key=str):
         ceilings_by_dtype[dtype_name(dtype)] = ceilings.get_ceilings(config.device, dtype)
-    rows = []
+    started = provenance.collect(config.device, command)
+    rows, gpu_states = [], []
     for task in tasks:
         if on_task:
             on_task(task)
         rows.extend(run_task(task, config, ceilings_by_dtype[dtype_name(task.dtype)], on_row))
+        state = provenance.gpu_state(config.device)
+        if state:
+            gpu_states.append(state)
     return {
         "schema_version": SCHEMA_VERSION,
-        "provenance": provenance.collect(config.device, command),
-        "config": config.to_dict(),
+        "provenance": started,
+        "config": {**config.to_dict(), "repeat": 1},
         "ceilings": {name: {key: c.to_dict() for key, c in found.items()} for name, found in ceilings_by_dtype.items()},
+        "replicates": [{"timestamp": started["timestamp"], "gpu_under_load": provenance.load_summary(gpu_states),
+                        "warnings": provenance.clock_warnings(gpu_states)}],
         "rows": rows,
     }

@@ -1,13 +1,18 @@
-"""Statistics over timing samples: summaries, bootstrap intervals, a slowdown test.
+"""Statistics over timing samples: summaries and bootstrap intervals.
 
 Timing samples are skewed (a floor plus a tail of interruptions), so the suite
-reports medians with bootstrap confidence intervals and tests differences with
-the rank-based Mann-Whitney U test, never with means and t-tests.
+reports medians with bootstrap confidence intervals, never means. Whether one run
+is slower than another is the regression gate's question (``harness.gate``).
+
+The samples of one process are not independent evidence about the code: a
+process-level offset (clocks, placement, what else the machine runs) moves them all
+together. So a row measured in several process-level replicates is summarized
+across replicates (``summarize_replicates``): its median is the geometric mean of
+the replicate medians, and its 95% interval a t interval over their logs; only a
+one-replicate row falls back to the bootstrap interval of its samples' median.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -50,39 +55,22 @@ def summarize(samples) -> dict:
     }
 
 
-@dataclass(frozen=True)
-class RatioTest:
-    """How ``new`` compares with ``old``: ratio of medians (>1 is slower) and tests."""
-
-    ratio: float
-    ci95: tuple[float, float]
-    p_slower: float  # one-sided Mann-Whitney U: new is stochastically larger (slower)
-    p_faster: float  # one-sided Mann-Whitney U: new is stochastically smaller (faster)
-
-
-def compare_samples(old, new, level: float = 0.95, seed: int = 0) -> RatioTest:
-    """Ratio of medians new/old with a bootstrap CI, and one-sided rank tests both ways."""
-    old_values, new_values = _as_array(old), _as_array(new)
-    rng = np.random.default_rng(seed)
-    old_medians = np.median(
-        rng.choice(old_values, size=(BOOTSTRAP_RESAMPLES, old_values.size), replace=True), axis=1
-    )
-    new_medians = np.median(
-        rng.choice(new_values, size=(BOOTSTRAP_RESAMPLES, new_values.size), replace=True), axis=1
-    )
-    ratios = new_medians / old_medians
-    tail = (1.0 - level) / 2.0 * 100.0
-    low, high = np.percentile(ratios, [tail, 100.0 - tail])
-    if np.array_equal(np.sort(old_values), np.sort(new_values)):
-        # Identical sample sets carry no evidence of a difference; scipy would still
-        # return p=0.5, which is right, but skip the work and avoid tie warnings.
-        p_slower = p_faster = 1.0
-    else:
-        p_slower = scipy_stats.mannwhitneyu(new_values, old_values, alternative="greater").pvalue
-        p_faster = scipy_stats.mannwhitneyu(new_values, old_values, alternative="less").pvalue
-    return RatioTest(
-        ratio=float(np.median(new_values) / np.median(old_values)),
-        ci95=(float(low), float(high)),
-        p_slower=float(p_slower),
-        p_faster=float(p_faster),
-    )
+def summarize_replicates(samples_by_replicate: list) -> dict:
+    """``summarize`` of the pooled samples, with the median and its 95% interval taken across
+    replicates when there are several (see the module docstring); ``replicates`` counts them and
+    ``ci95_from`` says which interval it is."""
+    if not samples_by_replicate:
+        raise ValueError("need at least one replicate's samples")
+    pooled = summarize(np.concatenate([_as_array(samples) for samples in samples_by_replicate]))
+    logs = np.log([np.median(_as_array(samples)) for samples in samples_by_replicate])
+    pooled["replicates"] = int(logs.size)
+    if logs.size == 1:
+        pooled.update(median_s=float(np.exp(logs[0])), ci95_s=list(bootstrap_median_ci(samples_by_replicate[0])),
+                      ci95_from="samples")
+        return pooled
+    half_width = scipy_stats.t.ppf(0.975, logs.size - 1) * logs.std(ddof=1) / np.sqrt(logs.size)
+    centre = logs.mean()
+    pooled.update(median_s=float(np.exp(centre)),
+                  ci95_s=[float(np.exp(centre - half_width)), float(np.exp(centre + half_width))],
+                  ci95_from="replicates")
+    return pooled

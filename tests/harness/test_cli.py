@@ -1,15 +1,14 @@
+import copy
 import json
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from harness import results
 from harness.cli import main
-from harness.stats import summarize
-from tests.harness.test_stats import realistic_samples
+from tests.harness.test_gate import CASES as FAIL_CLOSED
 
 
 def menagerie(*args, cwd=None):
@@ -39,35 +38,69 @@ def test_run_tiny_end_to_end_writes_a_valid_record(tiny_run):
     assert "elementwise.bias_gelu" in done.stdout and "wrote" in done.stdout
 
 
-def test_compare_against_itself_passes_and_baseline_gate_runs(tiny_run, tmp_path):
+def test_one_replicate_is_undecided_even_against_itself(tiny_run):
     _, out = tiny_run
     [path] = list(out.glob("*.json"))
     done = menagerie("compare", str(path), str(path))
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "no regression" in done.stdout
-
-    gated = menagerie("run", "elementwise", "--case", "64x257", "--mode", "fwd", "--budget", "0.05",
-                      "--warmup", "0.01", "--out", str(tmp_path), "--baseline", str(path), "--threshold", "100")
-    assert gated.returncode == 0, gated.stdout + gated.stderr
-    assert "comparison" in gated.stdout and "missing" in gated.stdout
-
-
-def test_compare_exits_one_on_regression(tiny_run, tmp_path):
-    _, out = tiny_run
-    [path] = list(out.glob("*.json"))
-    rng = np.random.default_rng(0)
-    old, new = json.loads(path.read_text()), json.loads(path.read_text())
-    for old_row, new_row in zip(old["rows"], new["rows"]):
-        if old_row["samples_s"]:  # plant 30 samples per row, then a 2x slowdown
-            old_row["samples_s"] = realistic_samples(rng, 1e-3, n=30).tolist()
-            new_row["samples_s"] = realistic_samples(rng, 2e-3, n=30).tolist()
-            old_row["stats"], new_row["stats"] = summarize(old_row["samples_s"]), summarize(new_row["samples_s"])
-    (tmp_path / "old.json").write_text(json.dumps(old))
-    (tmp_path / "new.json").write_text(json.dumps(new))
-    done = menagerie("compare", str(tmp_path / "old.json"), str(tmp_path / "new.json"))
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "regression" in done.stdout
-    assert menagerie("compare", str(tmp_path / "old.json"), str(tmp_path / "old.json")).returncode == 0
+    assert "undecided" in done.stdout and "gate failed" in done.stdout
+
+
+# The torch rows of one elementwise case: fast, so three replicates (fresh processes) take seconds.
+REPLICATED = ("run", "elementwise", "--case", "64x257", "--impl", "torch", "--budget", "0.1", "--warmup", "0.02",
+              "--seeds", "1")
+
+
+@pytest.fixture(scope="module")
+def replicated_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("replicated") / "first.json"
+    done = menagerie(*REPLICATED, "--repeat", "3", "--out", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return path
+
+
+def test_repeat_keeps_three_processes_apart(replicated_run):
+    record = results.load_run(replicated_run)
+    assert record["schema_version"] == 2 and record["config"]["repeat"] == 3 and len(record["replicates"]) == 3
+    assert "--repeat 3" in record["provenance"]["command"]
+    for row in record["rows"]:
+        assert len(row["replicate_medians_s"]) == len(row["replicate_sample_counts"]) == 3
+        assert sum(row["replicate_sample_counts"]) == len(row["samples_s"]) and row["stats"]["replicates"] == 3
+    # Three processes: their timestamps differ (each records its own).
+    assert len({replicate["timestamp"] for replicate in record["replicates"]}) >= 2
+
+
+def test_two_real_runs_of_the_same_code_pass_the_gate(replicated_run, tmp_path):
+    # `run --baseline` gates through `compare`'s path, with 3 replicates by default.
+    done = menagerie(*REPLICATED, "--out", str(tmp_path / "second.json"), "--baseline", str(replicated_run))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 replicate(s)" in done.stdout and "gate passed" in done.stdout
+    again = menagerie("compare", str(replicated_run), str(tmp_path / "second.json"))
+    assert again.returncode == 0 and "gate passed" in again.stdout
+    # A folder of records is a side too.
+    (tmp_path / "history").mkdir()
+    (tmp_path / "history" / "first.json").write_text(replicated_run.read_text())
+    (tmp_path / "history" / "not-a-run.json").write_text('{"study": 1}')
+    folder = menagerie("compare", str(tmp_path / "history"), str(tmp_path / "second.json"))
+    assert folder.returncode == 0, folder.stdout + folder.stderr
+    assert "passed over 1 file" in folder.stderr
+
+
+def test_a_slowdown_and_a_foreign_device_fail_the_gate(replicated_run, tmp_path):
+    record = json.loads(replicated_run.read_text())
+    slower = copy.deepcopy(record)
+    for row in slower["rows"]:
+        row["replicate_medians_s"] = [2 * median for median in row["replicate_medians_s"]]
+    (tmp_path / "slower.json").write_text(json.dumps(slower))
+    done = menagerie("compare", str(replicated_run), str(tmp_path / "slower.json"))
+    assert done.returncode == 1 and "regression" in done.stdout and "gate failed" in done.stdout
+    foreign = copy.deepcopy(record)
+    foreign["provenance"]["device"] = "NVIDIA H200"
+    (tmp_path / "foreign.json").write_text(json.dumps(foreign))
+    done = menagerie("compare", str(replicated_run), str(tmp_path / "foreign.json"))
+    assert done.returncode == 1 and "device_mismatch" in done.stdout
+    allowed = menagerie("compare", str(replicated_run), str(tmp_path / "foreign.json"), "--allow-mismatch")
+    assert allowed.returncode == 0, allowed.stdout
 
 
 @pytest.mark.parametrize("args, message", [
@@ -78,8 +111,10 @@ def test_compare_exits_one_on_regression(tiny_run, tmp_path):
     (["run", "--budget", "-1"], "positive"),
     (["run", "--min-reps", "9", "--max-reps", "3"], "--min-reps"),
     (["run", "--case", "nothing-like-this"], "nothing to run"),
-    (["compare", "missing-old.json", "missing-new.json"], "cannot read"),
+    (["compare", "missing-old.json", "missing-new.json"], "no such run record or folder"),
+    (["compare", ".", "b.json"], "no run record in this folder"),
     (["compare", "a.json", "b.json", "--threshold", "abc"], "expected a number"),
+    (["run", "--repeat", "0"], "positive"),
     (["frobnicate"], "invalid choice"),
     ([], "required"),
 ])
@@ -91,7 +126,7 @@ def test_bad_arguments_exit_two_with_a_message(args, message, tmp_path, monkeypa
         code = exit.code
     captured = capsys.readouterr()
     assert code == 2, captured.out + captured.err
-    assert message in captured.err
+    assert message in " ".join(captured.err.split())  # rich wraps the line at the terminal's width
 
 
 def test_list_and_env():
@@ -100,3 +135,16 @@ def test_list_and_env():
     env = menagerie("env")
     assert env.returncode == 0, env.stderr
     assert "copy_gbps" in env.stdout and "measured" in env.stdout and "torch" in env.stdout
+
+
+@pytest.mark.parametrize("case", FAIL_CLOSED)
+def test_each_fail_closed_case_exits_one_with_its_reason(case, replicated_run, tmp_path, capsys):
+    edit, reason, flag = FAIL_CLOSED[case]
+    new = json.loads(replicated_run.read_text())
+    edit(new)
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    assert main(["compare", str(replicated_run), str(tmp_path / "new.json")]) == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "gate failed" in out and reason in out
+    if flag:
+        assert main(["compare", str(replicated_run), str(tmp_path / "new.json"), f"--{flag.replace('_', '-')}"]) == 0

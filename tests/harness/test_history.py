@@ -326,10 +326,10 @@ def test_detect_steps_rejects_bad_options(options, message):
 def test_table_marks_the_change_point_commit(tmp_path):
     noisy_series(tmp_path, commits=8, seed=0, step_at=4, step=1.5, keys=[SWA])
     lines = history.table(query(tmp_path))[SWA]
-    assert [line[0] for line in lines] == [sha_of(commit)[:8] for commit in range(8)]
-    assert lines[0][1] == START.isoformat() and lines[0][2] == pytest.approx(1e-3, rel=0.1)
-    assert [bool(line[3]) for line in lines] == [False] * 4 + [True] + [False] * 3
-    assert lines[4][3].startswith("step ×1.5") and lines[4][3].endswith("(slower)")
+    assert [line[0].label for line in lines] == [sha_of(commit)[:8] for commit in range(8)]
+    assert lines[0][0].timestamp == START.isoformat() and lines[0][1] == pytest.approx(1e-3, rel=0.1)
+    assert [bool(line[2]) for line in lines] == [False] * 4 + [True] + [False] * 3
+    assert lines[4][2].startswith("step ×1.5") and lines[4][2].endswith("(slower)")
 
 
 def _decoded(path):
@@ -374,3 +374,13 @@ def test_history_command_shows_the_table_the_step_and_writes_the_plot(tmp_path, 
     assert cli.main(["history", "no_such_family", "--store", str(tmp_path / "store"),
                      "--cache-dir", str(tmp_path / "cache")]) == 2
     assert cli.main(["history", "--store", str(tmp_path / "missing")]) == 2
+
+
+def test_history_command_shows_each_dirty_run_of_one_sha_in_its_own_column(tmp_path, capsys):
+    from harness import cli
+
+    write(tmp_path / "store", "a.json", run_record({SWA: 1.0e-3}, 1, dirty=True, hours=1))
+    write(tmp_path / "store", "b.json", run_record({SWA: 2.0e-3}, 1, dirty=True, hours=2))
+    assert cli.main(["history", "--store", str(tmp_path / "store"), "--cache-dir", str(tmp_path / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert "2 commits" in out and "1 ms" in out and "2 ms" in out

@@ -14,8 +14,9 @@ from PIL import Image
 
 from harness import registry, report, runner
 from harness.cli import main
+from harness.formatting import GATE_COLUMNS
+from harness.gate import gate
 from harness.results import write_run
-from harness.stats import summarize
 from harness.timing import Budget
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -116,22 +117,31 @@ def test_markdown_has_one_table_line_per_row(built, record):
     assert "torch.compile peer runs on CUDA only" in built.markdown.read_text()  # skip reasons are listed
 
 
-def test_baseline_comparison_is_in_both_pages(record, tmp_path):
-    slower = copy.deepcopy(record)  # the same run, twice as slow: the real run is an improvement on it
-    for row in slower["rows"]:
-        if row["samples_s"]:
-            row["samples_s"] = [2 * sample for sample in row["samples_s"]]
-            row["stats"] = summarize(row["samples_s"])
-    files = report.build_report(record, tmp_path, baseline=slower, threshold=0.05)
+def replicated(record, factor):
+    """Three replicates of ``record`` with every median times ``factor``, jittered by 1%."""
+    copies = []
+    for jitter in (1.0, 1.01, 0.99):
+        copied = copy.deepcopy(record)
+        for row in copied["rows"]:
+            row["replicate_medians_s"] = [factor * jitter * median for median in row["replicate_medians_s"]]
+        copies.append(copied)
+    return copies
+
+
+def test_the_gate_against_a_baseline_is_in_both_pages(record, tmp_path):
+    # The baseline is twice as slow: the run is an improvement on it.
+    gated = gate(replicated(record, 2.0), replicated(record, 1.0))
+    files = report.build_report(record, tmp_path, gated)
     header, *lines = _parse(files.html).tables["comparison"]
-    assert header == report.COMPARISON_COLUMNS and len(lines) == len(record["rows"])
+    assert header == GATE_COLUMNS and len(lines) == len(record["rows"])
     verdicts = {line[-1].split(":")[0] for line in lines}
-    assert verdicts <= {"improvement", "unchanged", "skipped"} and "skipped" in verdicts
-    assert "| new/old |" in files.markdown.read_text()
+    assert verdicts == {"improvement", "skipped"}
+    markdown = files.markdown.read_text()
+    assert "| new/base |" in markdown and "Benjamini–Hochberg" in markdown
 
 
 def test_cli_report_writes_every_file(run_file, tmp_path, capsys):
-    assert main(["report", str(run_file), "--baseline", str(run_file), "--out", str(tmp_path / "out")]) == 0
+    assert main(["report", str(run_file), "--baseline", str(run_file.parent), "--out", str(tmp_path / "out")]) == 0
     out = " ".join(capsys.readouterr().out.split())
     names = {path.name for path in (tmp_path / "out").iterdir()}
     assert names == {"report.html", "report.md", "latency.png", "speedup.png", "roofline.png"}

@@ -1,0 +1,115 @@
+"""What the commands share: usage errors, the consoles, argument types, benchmark and row selection, records."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from harness import registry, runner
+from harness.device import default_device, parse_device
+from harness.results import ResultError, load_run
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
+          "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+# Tables need room: a pipe or a CI log gets 160 columns instead of the 80 rich assumes there.
+console = Console(width=None if sys.stdout.isatty() else 160)
+errors = Console(stderr=True)
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported in one line, exit code 2."""
+
+
+def positive(kind):
+    """An argparse type: a positive ``kind`` (int or float)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+    return parse
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a non-negative number such as 0.05 (5%)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.05, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative fraction such as 0.05 (5%), got {text!r}")
+    return value
+
+
+def requested_device(text: str | None) -> torch.device:
+    """The ``--device`` option's device: cuda when available unless given."""
+    try:
+        return parse_device(text) if text else default_device()
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def select(names: list[str]) -> list[registry.Benchmark]:
+    """The registered benchmarks that the names, families or glob patterns choose."""
+    try:
+        return registry.select(names)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def add_row_selection(parser: argparse.ArgumentParser) -> None:
+    """Which rows of the chosen benchmarks: cases, implementations, preset, dtypes, modes, device."""
+    parser.add_argument("--case", action="append", default=[], help="glob on case names (repeatable)")
+    parser.add_argument("--impl", action="append", default=[], help="glob on implementation names (repeatable)")
+    parser.add_argument("--size", choices=registry.SIZES, help="size preset (default: small on a GPU, tiny on the CPU)")
+    parser.add_argument("--dtype", action="append", choices=sorted(DTYPES), default=[],
+                        help="dtype (repeatable; default: bf16 on a GPU, fp32 on the CPU)")
+    parser.add_argument("--mode", action="append", choices=registry.MODES, default=[],
+                        help="mode (repeatable; default: every mode the benchmark declares)")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+
+
+def selected_rows(args, device, **settings) -> runner.RunConfig:
+    """The run configuration of the rows chosen by ``add_row_selection``'s options."""
+    return runner.RunConfig(
+        size=args.size or ("small" if device.type == "cuda" else "tiny"),
+        device=device,
+        dtypes=tuple(dict.fromkeys(DTYPES[name] for name in args.dtype)),
+        modes=tuple(dict.fromkeys(args.mode)),
+        cases=tuple(args.case),
+        impls=tuple(args.impl),
+        **settings,
+    )
+
+
+def load(path: Path) -> dict:
+    """A run record or baseline, checked against the schema."""
+    try:
+        return load_run(path)
+    except ResultError as error:
+        raise UsageError(str(error)) from None
+
+
+def write_record(record: dict, folder: Path, stem: str) -> Path:
+    """Write ``record`` as ``folder/<stem>-<UTC timestamp>.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def progress_bar() -> Progress:
+    """A transient progress display on stderr: description, bar, done of total, elapsed time."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=errors, transient=True)

@@ -1,0 +1,31 @@
+"""``menagerie list``: the registered benchmarks, their modes, dtypes, implementations and cases."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from harness import registry, runner
+from harness.cli.common import console, select
+
+
+def add_parser(commands) -> None:
+    listing = commands.add_parser("list", help="list registered benchmarks, their cases and implementations")
+    listing.add_argument("names", nargs="*", help="benchmark names, families or glob patterns")
+    listing.add_argument("--size", choices=registry.SIZES, default=None, help="show only this preset's cases")
+    listing.set_defaults(func=cmd_list)
+
+
+def cmd_list(args) -> int:
+    table = Table(title="menagerie benchmarks")
+    for column in ("benchmark", "modes", "dtypes", "implementations", "cases"):
+        table.add_column(column)
+    for bench in select(args.names):
+        sizes = [args.size] if args.size else list(registry.SIZES)
+        cases = "\n".join(
+            f"{size}: {', '.join(case.name for case in bench.cases.get(size, ())) or '-'}" for size in sizes
+        )
+        impls = "\n".join(f"{impl.name} ({impl.role})" for impl in bench.impls)
+        dtypes = ", ".join(runner.dtype_name(dtype) for dtype in bench.dtypes)
+        table.add_row(bench.name, ", ".join(bench.modes), dtypes, impls, cases)
+    console.print(table)
+    return 0

@@ -1,0 +1,138 @@
+"""``menagerie run``: check accuracy, time and record benchmarks; optionally gate on a baseline.
+
+``--repeat N`` runs the same command in N fresh processes, one after another
+(``harness.replicates``), and writes one record that keeps the replicates apart. Such a
+child process is told by ``REPLICATE_ENV`` where its record goes and does nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rich.table import Table
+
+from harness import provenance, replicates, runner
+from harness.cli.common import (UsageError, add_row_selection, console, errors, positive, progress_bar,
+                                requested_device, select, selected_rows)
+from harness.cli.compare import add_gate_options, gate_against, load_side, print_gate
+from harness.formatting import format_number, format_seconds
+from harness.results import DEFAULT_RUNS_DIR, write_run
+from harness.timing import TIMERS, Budget
+
+GATING_REPEAT = 3
+
+
+def add_parser(commands) -> None:
+    run = commands.add_parser("run", help="check accuracy, time and record benchmarks")
+    run.add_argument("names", nargs="*", help="benchmark names, families or glob patterns (default: all)")
+    add_row_selection(run)
+    run.add_argument("--timer", choices=TIMERS, help="events (default on a GPU), graph, or cpu (the CPU's only timer)")
+    run.add_argument("--warmup", type=positive(float), default=0.2, help="warm-up budget per row, seconds")
+    run.add_argument("--budget", type=positive(float), default=1.0, help="measurement budget per row, seconds")
+    run.add_argument("--min-reps", type=positive(int), default=5,
+                     help="fewest samples per row and replicate (a sample spans calls_per_sample calls)")
+    run.add_argument("--max-reps", type=positive(int), default=500, help="most samples per row and replicate")
+    run.add_argument("--blocks", type=positive(int), default=10,
+                     help="blocks the samples are taken in, spread over the budget, implementations taking turns")
+    run.add_argument("--seeds", type=positive(int), default=3, help="fresh inputs for the accuracy check")
+    run.add_argument("--out", type=Path, default=DEFAULT_RUNS_DIR, help="folder (or .json path) for the record")
+    run.add_argument("--repeat", type=positive(int),
+                     help=f"process-level replicates, each a fresh process (default {GATING_REPEAT} with --baseline, "
+                          "else 1)")
+    run.add_argument("--baseline", type=Path, help="gate against this run record or folder of them (as `menagerie "
+                                                   "compare`); exit 1 when the gate fails")
+    add_gate_options(run)
+    run.set_defaults(func=cmd_run)
+
+
+def cmd_run(args) -> int:
+    device = requested_device(args.device)
+    timer = args.timer or ("events" if device.type == "cuda" else "cpu")
+    if (device.type == "cpu") != (timer == "cpu"):
+        raise UsageError(f"--timer {timer} does not work on {device.type}: use 'cpu' on the CPU, "
+                         "'events' or 'graph' on a GPU")
+    if args.min_reps > args.max_reps:
+        raise UsageError(f"--min-reps {args.min_reps} is larger than --max-reps {args.max_reps}")
+    config = selected_rows(
+        args, device, timer=timer, seeds=args.seeds,
+        budget=Budget(warmup_s=args.warmup, measure_s=args.budget, min_reps=args.min_reps, max_reps=args.max_reps,
+                      blocks=args.blocks))
+    benchmarks = select(args.names)
+    tasks = runner.plan(benchmarks, config)
+    if not tasks:
+        raise UsageError("nothing to run: no case, dtype and mode matches the filters "
+                         f"(size {config.size}); see `menagerie list`")
+    replicate_out = os.environ.get(replicates.REPLICATE_ENV)
+    if replicate_out:
+        write_run(_run_once(benchmarks, config, tasks), Path(replicate_out))
+        return 0
+    baseline = load_side(args.baseline, "baseline") if args.baseline else None
+    repeat = args.repeat or (GATING_REPEAT if baseline else 1)
+    if repeat == 1:
+        record = _run_once(benchmarks, config, tasks)
+    else:
+        started = provenance.collect(device)
+        try:
+            records = replicates.spawn(args.argv, repeat, on_start=lambda index: errors.print(
+                f"replicate {index + 1} of {repeat} (a fresh process)", highlight=False))
+            record = replicates.merge(records, started)
+        except replicates.ReplicateError as error:
+            raise UsageError(str(error)) from None
+    path = write_run(record, args.out)
+    print_run_table(record)
+    for number, replicate in enumerate(record["replicates"], 1):
+        for warning in replicate["warnings"]:
+            errors.print(f"warning: replicate {number}: {warning}", markup=False, highlight=False)
+    console.print(f"wrote {path}")
+    failed = [row for row in record["rows"] if row["status"] in ("accuracy_failed", "error")]
+    if failed:
+        console.print(f"[red]{len(failed)} row(s) failed: accuracy or errors (see the status column)")
+    if baseline is not None:
+        result = gate_against(baseline, [record], args)
+        print_gate(result)
+        return 1 if failed or not result.passed else 0
+    return 1 if failed else 0
+
+
+def _run_once(benchmarks, config, tasks) -> dict:
+    """One replicate in this process, with a progress bar."""
+    with progress_bar() as progress:
+        bar = progress.add_task("measuring ceilings", total=sum(len(task.impls) for task in tasks))
+        return runner.run(
+            benchmarks, config,
+            on_task=lambda task: progress.update(
+                bar, description=f"{task.benchmark.name} {task.case.name} {runner.dtype_name(task.dtype)} {task.mode}"),
+            on_row=lambda row: progress.advance(bar),
+        )
+
+
+def print_run_table(record: dict) -> None:
+    prov = record["provenance"]
+    console.print(f"[bold]{prov['device']}[/] · torch {prov['torch']} · triton {prov['triton']} · "
+                  f"size {record['config']['size']} · timer {record['config']['timer']} · "
+                  f"{record['config']['repeat']} replicate(s)")
+    notes = []
+    for bench in dict.fromkeys(row["benchmark"] for row in record["rows"]):
+        table = Table(title=bench, title_justify="left")
+        for column in ("case dtype mode", "impl", "median", "95% CI", "× ref", "TFLOP/s", "GB/s", "% roof",
+                       "max err", "status"):
+            table.add_column(column, justify="left" if column in ("case dtype mode", "impl", "status") else "right")
+        for row in (row for row in record["rows"] if row["benchmark"] == bench):
+            stats, metrics, acc = row["stats"], row["metrics"], row["accuracy"]
+            status = {"ok": "[green]ok", "accuracy_failed": "[red]ACCURACY", "error": "[red]ERROR",
+                      "skipped": "[yellow]skipped"}[row["status"]]
+            if row["reason"]:
+                notes.append(f"{bench} {row['case']} {row['dtype']} {row['mode']} {row['impl']}: {row['reason']}")
+                status += f" [{len(notes)}]"
+            table.add_row(
+                f"{row['case']} {row['dtype']} {row['mode']}", row["impl"],
+                format_seconds(stats and stats["median_s"]),
+                f"{format_seconds(stats['ci95_s'][0])}–{format_seconds(stats['ci95_s'][1])}" if stats else "-",
+                format_number(metrics["speedup_vs_reference"], ".3g"), format_number(metrics["tflops"], ".3g"),
+                format_number(metrics["gbps"], ".3g"), format_number(metrics["roofline_pct"], ".1f"),
+                format_number(acc and acc["max_abs_err"], ".1e"), status,
+            )
+        console.print(table)
+    for number, note in enumerate(notes, 1):
+        console.print(f"[{number}] {note}", markup=False, highlight=False)
