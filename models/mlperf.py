@@ -70,6 +70,10 @@ class MLPerfLog:
         if self.enabled:
             self._logger.end(key=key, value=value, metadata=metadata or None)
 
+    def tracked_throughput(self, epoch: int, images_per_s: float) -> None:
+        """One epoch's training throughput, as MLPerf submissions track it (``tracked_stats``, per epoch)."""
+        self.event("tracked_stats", {"throughput": images_per_s}, step=epoch)
+
     def close(self) -> None:
         if self.enabled:
             self._handler.close()
