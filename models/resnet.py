@@ -8,10 +8,12 @@
 - ``resnet20`` and ``resnet8``: the CIFAR ResNets of He et al. (2016), 6n+2 layers with a
   3x3 stem, no max-pool and 16, 32, 64 channels, for small images and quick runs.
 
-Weights are initialised as the MLPerf reference does: Kaiming-normal (fan-out)
-convolutions, unit BatchNorm scales except the last BatchNorm of every residual
-branch, which starts at zero so each block starts as the identity, and a
-normal(0, 0.01) classifier with zero bias.
+Initialisation (torchvision's, not the MLPerf reference's): Kaiming-normal fan-out
+convolutions (``std = sqrt(2 / (k*k*out_channels))``), unit BatchNorm scales except the
+last BatchNorm of every residual branch, which starts at zero so each block starts as the
+identity, and a normal(0, 0.01) classifier with zero bias. The MLPerf reference draws its
+convolution weights from a truncated normal scaled by the fan-in instead; the rules leave
+the initialisation to the submitter, so both are allowed in the closed division.
 """
 
 from __future__ import annotations

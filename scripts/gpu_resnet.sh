@@ -8,7 +8,10 @@
 #      autocast vs torch.compile, accuracy first, into one harness record;
 #   3. loaders.throughput: torchvision, FFCV and DALI on the same images and cores, at 224 and 32 px;
 #   4. an end-to-end ResNet-50 run (DALI, bf16, channels_last) on the synthetic data to its
-#      target, with its MLLOG checked by the compliance checker and compared with MLPerf v4.0.
+#      target, evaluating on the rules' cadence (every 4 epochs, offset 0), with its MLLOG checked
+#      by the compliance checker and compared with MLPerf v4.0. The run is logged in the OPEN
+#      division: 100 synthetic classes are not ImageNet (and the page cache is only dropped as root);
+#      the reasons are printed before training and kept in the run record.
 # Results land in OUT_DIR (default results/gpu_resnet). Loaders whose wheels are missing are
 # reported and left out rather than failing the whole call.
 # Usage: scripts/gpu_resnet.sh [OUT_DIR] [WHEELS_DIR]
@@ -43,6 +46,6 @@ if [ ${#loaders[@]} -gt 0 ]; then
 fi
 train_loader=dali; python -c "import nvidia.dali" 2>/dev/null || train_loader=torchvision
 python -m harness.cli train resnet --data "$out/data" --arch resnet50 --loader "$train_loader" --optimizer lars \
-  --batch-size 256 --epochs 8 --warmup-epochs 1 --eval-every 1 --target 0.759 --workers 16 \
+  --batch-size 256 --epochs 8 --warmup-epochs 1 --eval-every 4 --eval-offset 0 --target 0.759 --workers 16 \
   --mllog "$out/resnet50-$train_loader.mllog" --out "$out"
 python -m harness.cli mlperf "$out/resnet50-$train_loader.mllog" --out "$out/compliance" || true

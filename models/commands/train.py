@@ -31,16 +31,25 @@ def add_resnet_parser(train_commands) -> None:
     resnet.add_argument("--data", type=Path, required=True, help="root with train/ and val/ (or train.beton, val.beton)")
     resnet.add_argument("--arch", choices=list(ARCHS), default="resnet50")
     resnet.add_argument("--loader", choices=LOADERS, default="dali")
-    resnet.add_argument("--epochs", type=positive(int), default=40, help="most epochs (stops early at the target)")
+    resnet.add_argument("--epochs", type=positive(int),
+                        help="most epochs, stopping early at the target (default: LARS, the reference convergence "
+                             "point's schedule for the global batch; SGD, 40)")
     resnet.add_argument("--batch-size", type=positive(int), default=256, help="images per step per process")
     resnet.add_argument("--accumulation", type=positive(int), default=1, help="micro-batches per step")
     resnet.add_argument("--optimizer", choices=OPTIMIZERS, default="lars")
-    resnet.add_argument("--lr", type=positive(float), help="peak learning rate (default: scaled to the global batch)")
-    resnet.add_argument("--warmup-epochs", type=fraction, default=2.0, help="linear warm-up, epochs")
+    resnet.add_argument("--lr", type=positive(float),
+                        help="peak learning rate (default: LARS, MLPerf's reference convergence points interpolated "
+                             "at the global batch; SGD, 0.1 per 256 images)")
+    resnet.add_argument("--warmup-epochs", type=fraction,
+                        help="linear warm-up, epochs (default: LARS, from the reference convergence points; SGD, 2)")
     resnet.add_argument("--weight-decay", type=fraction, default=5e-5, help="on convolution and linear weights only")
     resnet.add_argument("--momentum", type=fraction, default=0.9)
     resnet.add_argument("--label-smoothing", type=fraction, default=0.1)
-    resnet.add_argument("--eval-every", type=positive(int), default=4, help="epochs between evaluations")
+    resnet.add_argument("--eval-every", type=positive(int), default=4,
+                        help="epochs between evaluations (the closed division: 4)")
+    resnet.add_argument("--eval-offset", type=int, default=0,
+                        help="evaluate after epochs OFFSET, OFFSET + eval-every, ... (0: after eval-every epochs); "
+                             "0 to eval-every - 1")
     resnet.add_argument("--target", type=positive(float), default=0.759, help="stop at this top-1")
     resnet.add_argument("--image-size", type=positive(int), default=224, help="training and evaluation image side")
     resnet.add_argument("--min-scale", type=positive(float), default=0.08, help="smallest random-crop area fraction")
@@ -83,16 +92,16 @@ def cmd_train_resnet(args) -> int:
         data=args.data, arch=args.arch, loader=args.loader, epochs=args.epochs, batch_size=args.batch_size,
         accumulation=args.accumulation, optimizer=args.optimizer, lr=args.lr, warmup_epochs=args.warmup_epochs,
         momentum=args.momentum, weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
-        eval_every=args.eval_every, target=args.target, image_size=args.image_size, min_scale=args.min_scale,
-        augment=not args.no_augment, workers=args.workers, seed=args.seed, mode=args.mode, compile=args.compile,
-        mllog=args.mllog or args.out / f"{run_name}.mllog",
+        eval_every=args.eval_every, eval_offset=args.eval_offset, target=args.target, image_size=args.image_size,
+        min_scale=args.min_scale, augment=not args.no_augment, workers=args.workers, seed=args.seed, mode=args.mode,
+        compile=args.compile, mllog=args.mllog or args.out / f"{run_name}.mllog",
     )
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=errors,
                       transient=True) as progress:
             bar = progress.add_task("preparing", total=1.0)
             result = train_resnet.train(config, progress=lambda text, done: progress.update(
-                bar, description=text, completed=done))
+                bar, description=text, completed=done), notice=progress.console.print)
     except ValueError as error:  # includes DataError
         raise UsageError(str(error)) from None
     if result.rank != 0:
@@ -106,7 +115,8 @@ def cmd_train_resnet(args) -> int:
                       f"{result.train_images_per_epoch / seconds:,.0f}")
     console.print(table)
     verdict = "reached" if result.reached_target else "did not reach"
-    console.print(f"{verdict} top-1 {args.target} in {result.run_seconds / 60:.2f} min; MLLOG {config.mllog}")
+    console.print(f"{verdict} top-1 {args.target} in {result.run_seconds / 60:.2f} min; MLLOG {config.mllog} "
+                  f"({result.division} division)")
     record = {"provenance": provenance.collect(default_device()), "benchmark": "resnet.time_to_accuracy",
               "result": dataclasses.asdict(result), "mllog": str(config.mllog)}
     console.print(f"wrote {write_record(record, args.out, run_name)}")
