@@ -7,11 +7,14 @@ registers nothing; ``menagerie data throughput`` calls ``measure`` and writes a
 record with the harness's provenance.
 
 Every loader reads the same images (``ROOT/train`` as JPEG files, ``ROOT/train.beton``
-for FFCV) with the same worker count and batch size, applies the training
-augmentation (random-resized crop and flip) at each requested size, and delivers
-normalized float batches to the device; the clock runs from the first batch of the
-second pass (warm pass first: file cache, numba compilation, DALI's pipeline build)
-until ``batches`` batches later, synchronizing the device at the end.
+for FFCV) with the same worker count (processes for torchvision, threads for FFCV and
+DALI) on the same cores, applies the training augmentation (random-resized crop and flip)
+at each requested size, and delivers normalized float batches to the device. Batches
+run back to back across epoch boundaries: ``warmup_batches`` untimed (file cache, numba
+compilation, DALI's pipeline build, and filling every prefetch queue, so they must exceed
+the deepest queue: torchvision 2 × workers, FFCV 3, DALI 2), then the clock runs over
+the next ``batches`` batches, synchronizing the device at the end; the epoch in progress
+is then finished untimed.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
-from models.data.folders import DataError
-from models.data.loaders import LOADERS, make_loader
+from models.data.loaders import LOADERS, Loader, cores_available, make_loader
+
+BASELINE = "torchvision"
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class LoaderThroughput:
     size: int
     batch_size: int
     workers: int
+    cores: int
+    warmup_batches: int
     batches: int
     seconds: float
     images_per_s: float
@@ -41,40 +47,72 @@ class LoaderThroughput:
         return asdict(self)
 
 
+class BatchStream:
+    """A loader's batches back to back over epochs 0, 1, 2, …; ``finish_epoch`` drains the epoch in progress."""
+
+    def __init__(self, loader: Loader):
+        self.loader, self.next_epoch = loader, 0
+        self._epoch: Iterator | None = None
+
+    def take(self, count: int) -> None:
+        """Consumes ``count`` batches, starting new epochs as needed."""
+        taken = 0
+        while taken < count:
+            if self._epoch is not None and next(self._epoch, None) is not None:
+                taken += 1
+            else:
+                self._start_epoch()
+
+    def finish_epoch(self) -> None:
+        for _ in self._epoch or ():
+            pass
+
+    def _start_epoch(self) -> None:
+        self.loader.set_epoch(self.next_epoch)
+        self.next_epoch += 1
+        self._epoch = iter(self.loader)
+
+
+def timed_window(loader: Loader, warmup_batches: int, batches: int, clock: Callable[[], float] = time.perf_counter,
+                 synchronize: Callable[[], None] = lambda: None) -> float:
+    """Seconds that ``batches`` batches take after ``warmup_batches`` untimed ones (``synchronize`` before stopping)."""
+    stream = BatchStream(loader)
+    stream.take(warmup_batches)
+    start = clock()
+    stream.take(batches)
+    synchronize()
+    seconds = clock() - start
+    stream.finish_epoch()
+    return seconds
+
+
 def dataset_path(root: Path, loader: str) -> Path:
     """The training split of ``root`` in the loader's format."""
     return root / "train.beton" if loader == "ffcv" else root / "train"
 
 
 def measure(root: str | Path, loaders=LOADERS, sizes=(224, 32), batch_size: int = 256, workers: int = 4,
-            batches: int = 50, device: torch.device | str = "cpu",
+            batches: int = 50, warmup_batches: int = 10, device: torch.device | str = "cpu",
             on_result: Callable[[LoaderThroughput], None] | None = None) -> list[LoaderThroughput]:
-    """Measures each (loader, size) over ``batches`` batches (at most one epoch's batches minus one)."""
+    """Measures each (loader, size): ``batches`` timed batches after ``warmup_batches``, across epochs as needed."""
     root, device = Path(root), torch.device(device)
+    synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     results = []
     for loader_name in loaders:
         for size in sizes:
             loader = make_loader(loader_name, dataset_path(root, loader_name), batch_size=batch_size, size=size,
                                  train=True, device=device, workers=workers)
-            count = min(batches, len(loader) - 1)
-            if count < 1:
-                raise DataError(f"{dataset_path(root, loader_name)} gives {len(loader)} batch(es) of {batch_size} "
-                                "per epoch; the measurement needs at least 2")
-            for _ in loader:  # warm pass
-                pass
-            loader.set_epoch(1)
-            iterator = iter(loader)
-            next(iterator)  # the clock starts once the pipeline is running
-            start = time.perf_counter()
-            for _ in zip(range(count), iterator):
-                pass
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            seconds = time.perf_counter() - start
-            for _ in iterator:  # finish the epoch untimed, so that no loader is left mid-epoch
-                pass
-            result = LoaderThroughput(loader_name, size, batch_size, workers, count, seconds, count * batch_size / seconds)
+            seconds = timed_window(loader, warmup_batches, batches, synchronize=synchronize)
+            result = LoaderThroughput(loader_name, size, batch_size, workers, cores_available(), warmup_batches,
+                                      batches, seconds, batches * batch_size / seconds)
             results.append(result)
             if on_result:
                 on_result(result)
     return results
+
+
+def speedups(results: list[LoaderThroughput]) -> dict[tuple[str, int], float]:
+    """Each (loader, size)'s images per second over torchvision's at that size (where torchvision was measured)."""
+    baseline = {result.size: result.images_per_s for result in results if result.loader == BASELINE}
+    return {(result.loader, result.size): result.images_per_s / baseline[result.size]
+            for result in results if result.size in baseline}

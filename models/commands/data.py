@@ -1,4 +1,4 @@
-"""``menagerie data``: synthetic or digits image folders, FFCV conversion and the loaders' throughput."""
+"""``menagerie data``: synthetic, digits or ImageNet image folders, FFCV conversion and the loaders' throughput."""
 
 from __future__ import annotations
 
@@ -7,19 +7,23 @@ from pathlib import Path
 from rich.table import Table
 
 from harness import provenance
-from harness.cli.common import UsageError, console, positive, progress_bar, requested_device, write_record
+from harness.cli.common import UsageError, console, errors, positive, progress_bar, requested_device, write_record
 from models.data.loaders import LOADERS
 
 
 def add_parser(commands) -> None:
-    data = commands.add_parser("data", help="datasets: synthetic or digits image folders, FFCV conversion, loader speed")
+    data = commands.add_parser("data", help="datasets: synthetic, digits or ImageNet image folders, FFCV conversion, "
+                                            "loader speed")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     synth = data_commands.add_parser("synth", help="write a synthetic JPEG dataset: OUT/train and OUT/val image folders")
     synth.add_argument("out", type=Path, help="dataset root to create")
     synth.add_argument("--classes", type=positive(int), default=10, help="number of classes")
     synth.add_argument("--train-per-class", type=positive(int), default=100, help="training images per class")
     synth.add_argument("--val-per-class", type=positive(int), default=20, help="validation images per class")
-    synth.add_argument("--size", type=positive(int), default=256, help="image side, pixels")
+    synth.add_argument("--size", type=positive(int), help="side of every (square) image, pixels (default 256)")
+    synth.add_argument("--min-size", type=positive(int), help="with --max-size: each image's width and height are "
+                       "drawn uniformly from [MIN_SIZE, MAX_SIZE] (seeded), like the varied sizes of real datasets")
+    synth.add_argument("--max-size", type=positive(int), help="see --min-size")
     synth.add_argument("--seed", type=int, default=0, help="random seed")
     digits = data_commands.add_parser("digits", help="write scikit-learn's 8x8 digits, upsampled, as OUT/train and OUT/val")
     digits.add_argument("out", type=Path, help="dataset root to create")
@@ -27,9 +31,11 @@ def add_parser(commands) -> None:
     to_ffcv = data_commands.add_parser("to-ffcv", help="convert an image folder to an FFCV .beton file")
     to_ffcv.add_argument("image_folder", type=Path, help="ROOT/<class>/<image> folder")
     to_ffcv.add_argument("out", type=Path, help="the .beton file to write")
-    to_ffcv.add_argument("--max-resolution", type=positive(int), help="cap the longer image side (default: keep)")
+    to_ffcv.add_argument("--max-res", "--max-resolution", dest="max_resolution", type=positive(int),
+                         help="cap the longer image side, keeping the aspect (like ffcv-imagenet's; default: keep)")
     to_ffcv.add_argument("--jpeg-quality", type=positive(int), default=90, help="JPEG quality of the stored images")
     to_ffcv.add_argument("--workers", type=positive(int), default=4, help="writer processes")
+    add_imagenet_parser(data_commands)
     speed = data_commands.add_parser("throughput", help="img/s of the loaders on ROOT/train (and ROOT/train.beton)")
     speed.add_argument("root", type=Path, help="dataset root holding train/ and train.beton")
     speed.add_argument("--loader", action="append", choices=LOADERS, default=[], help="loader (repeatable; default all)")
@@ -37,10 +43,29 @@ def add_parser(commands) -> None:
                        help="output image side (repeatable; default 224 and 32)")
     speed.add_argument("--batch-size", type=positive(int), default=256, help="images per batch")
     speed.add_argument("--workers", type=positive(int), default=4, help="worker processes or threads per loader")
-    speed.add_argument("--batches", type=positive(int), default=50, help="timed batches per loader and size")
+    speed.add_argument("--batches", type=positive(int), default=50,
+                       help="timed batches per loader and size, after the warm-up (across epochs as needed)")
+    speed.add_argument("--warmup-batches", type=positive(int), default=10,
+                       help="untimed batches first: compilation, pipeline build, full prefetch queues")
     speed.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     speed.add_argument("--out", type=Path, default=Path("results") / "loaders", help="folder for the record")
     data.set_defaults(func=cmd_data)
+
+
+def add_imagenet_parser(data_commands) -> None:
+    """``menagerie data imagenet SRC DEST``: an ImageNet download as DEST/train and DEST/val class folders."""
+    imagenet = data_commands.add_parser("imagenet", help="an ILSVRC2012 download as DEST/train and DEST/val "
+                                                         "class folders (links or copies)")
+    imagenet.add_argument("src", type=Path, help="download root: SRC/train/<wnid>/*.JPEG and flat SRC/val/*.JPEG")
+    imagenet.add_argument("dest", type=Path, help="dataset root to create (DEST/train, DEST/val)")
+    labels = imagenet.add_mutually_exclusive_group()
+    labels.add_argument("--devkit", type=Path, help="ILSVRC2012_devkit_t12 folder or tarball: the validation labels")
+    labels.add_argument("--val-labels", type=Path, help="validation labels: lines '<image file name> <wnid>', or "
+                                                        "Kaggle's LOC_val_solution.csv (ImageId,PredictionString)")
+    placing = imagenet.add_mutually_exclusive_group()
+    placing.add_argument("--link", dest="copy", action="store_false", help="symbolic links to SRC (default)")
+    placing.add_argument("--copy", dest="copy", action="store_true", help="copies of the images")
+    imagenet.set_defaults(copy=False)
 
 
 def cmd_data(args) -> int:
@@ -48,14 +73,16 @@ def cmd_data(args) -> int:
 
     try:
         if args.data_command == "synth":
+            size = synth_size(args)
             with progress_bar() as progress:
                 for split, per_class, seed in (("train", args.train_per_class, args.seed),
                                                ("val", args.val_per_class, args.seed + 1)):
                     bar = progress.add_task(f"writing {split}", total=args.classes * per_class)
-                    folders.write_synthetic(args.out / split, args.classes, per_class, args.size, seed=seed,
+                    folders.write_synthetic(args.out / split, args.classes, per_class, size, seed=seed,
                                             progress=lambda done: progress.update(bar, completed=done))
+            sides = f"{size}x{size}" if isinstance(size, int) else f"sides {size[0]} to {size[1]}"
             console.print(f"wrote {args.classes * (args.train_per_class + args.val_per_class)} images "
-                          f"({args.size}x{args.size}, {args.classes} classes) under {args.out}/train and val")
+                          f"({sides}, {args.classes} classes) under {args.out}/train and val")
         elif args.data_command == "digits":
             counts = folders.write_digits(args.out, size=args.size)
             console.print(f"wrote {counts[0]} training and {counts[1]} validation digits ({args.size}x{args.size}) "
@@ -65,11 +92,46 @@ def cmd_data(args) -> int:
                 count = convert.to_ffcv(args.image_folder, args.out, max_resolution=args.max_resolution,
                                         jpeg_quality=args.jpeg_quality, workers=args.workers)
             console.print(f"wrote {count} images to {args.out}")
+        elif args.data_command == "imagenet":
+            data_imagenet(args)
         else:
             return data_throughput(args)
     except ValueError as error:  # includes DataError
         raise UsageError(str(error)) from None
     return 0
+
+
+def synth_size(args) -> int | tuple[int, int]:
+    """``--size`` (default 256), or the range (``--min-size``, ``--max-size``); UsageError for a bad combination."""
+    ranged = (args.min_size, args.max_size)
+    if ranged == (None, None):
+        return args.size or 256
+    if args.size is not None:
+        raise UsageError("give either --size or --min-size with --max-size, not both")
+    if None in ranged:
+        raise UsageError("--min-size and --max-size go together")
+    if args.min_size > args.max_size:
+        raise UsageError(f"--min-size {args.min_size} is larger than --max-size {args.max_size}")
+    return ranged
+
+
+def data_imagenet(args) -> None:
+    """Checks the ImageNet download at ``args.src``, then links (or copies) it as class folders under ``args.dest``."""
+    from models.data import imagenet
+
+    with console.status(f"reading {args.src}"):
+        labels = (imagenet.read_devkit(args.devkit) if args.devkit else
+                  imagenet.read_val_labels(args.val_labels) if args.val_labels else None)
+        layout = imagenet.plan_imagenet(args.src, labels)
+    console.print(f"{args.src}: {len(layout.classes)} classes, {len(layout.train):,} training and "
+                  f"{len(layout.val):,} validation images")
+    for warning in layout.warnings:
+        errors.print(f"[yellow]warning:[/] {warning}")
+    with progress_bar() as progress:
+        bar = progress.add_task("copying" if args.copy else "linking", total=len(layout.train) + len(layout.val))
+        imagenet.write_imagenet(layout, args.dest, copy=args.copy,
+                                progress=lambda done: progress.update(bar, completed=done))
+    console.print(f"wrote {args.dest}/train and {args.dest}/val ({'copies' if args.copy else 'links'})")
 
 
 def data_throughput(args) -> int:
@@ -78,17 +140,25 @@ def data_throughput(args) -> int:
     device = requested_device(args.device)
     chosen = args.loader or list(loader_bench.LOADERS)
     sizes = args.size or [224, 32]
-    table = Table(title=f"loader throughput on {device} ({args.workers} workers, batch {args.batch_size})")
-    for column in ("loader", "size", "batches", "img/s"):
-        table.add_column(column, justify="left" if column == "loader" else "right")
     with console.status("measuring loaders") as status:
         results = loader_bench.measure(args.root, chosen, sizes, args.batch_size, args.workers, args.batches,
-                                       device, on_result=lambda r: status.update(f"measured {r.loader} at {r.size}"))
+                                       args.warmup_batches, device,
+                                       on_result=lambda r: status.update(f"measured {r.loader} at {r.size}"))
+    speedups = loader_bench.speedups(results)
+    table = Table(title=f"loader throughput on {device} ({args.workers} workers, batch {args.batch_size}, "
+                        f"{args.warmup_batches} warm-up + {args.batches} timed batches)")
+    for column in ("loader", "size", "cores", "img/s", f"× {loader_bench.BASELINE}"):
+        table.add_column(column, justify="left" if column == "loader" else "right")
     for result in results:
-        table.add_row(result.loader, str(result.size), str(result.batches), f"{result.images_per_s:,.0f}")
+        ratio = speedups.get((result.loader, result.size))
+        table.add_row(result.loader, str(result.size), str(result.cores), f"{result.images_per_s:,.0f}",
+                      "" if ratio is None else f"{ratio:.2f}")
     console.print(table)
+    rows = [result.to_dict() | {"speedup_vs_torchvision": speedups.get((result.loader, result.size))}
+            for result in results]
     record = {"provenance": provenance.collect(device), "benchmark": "loaders.throughput",
-              "config": {"root": str(args.root), "batch_size": args.batch_size, "workers": args.workers},
-              "rows": [result.to_dict() for result in results]}
+              "config": {"root": str(args.root), "batch_size": args.batch_size, "workers": args.workers,
+                         "warmup_batches": args.warmup_batches, "batches": args.batches},
+              "rows": rows}
     console.print(f"wrote {write_record(record, args.out, 'loaders')}")
     return 0

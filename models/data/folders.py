@@ -85,31 +85,50 @@ def class_colour(label: int, classes: int) -> np.ndarray:
     return 128 + 90 * np.cos(angles)
 
 
-def synthetic_image(label: int, classes: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A ``(size, size, 3)`` uint8 image: the class colour plus smooth texture of amplitude ~20."""
-    coarse = rng.normal(0, 20, (max(2, size // 16), max(2, size // 16), 3)).astype(np.float32)
-    texture = np.stack([np.asarray(Image.fromarray(coarse[..., channel]).resize((size, size), Image.BILINEAR))
+def synthetic_image(label: int, classes: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``(height, width, 3)`` uint8 image: the class colour plus smooth texture of amplitude ~20."""
+    coarse = rng.normal(0, 20, (max(2, height // 16), max(2, width // 16), 3)).astype(np.float32)
+    texture = np.stack([np.asarray(Image.fromarray(coarse[..., channel]).resize((width, height), Image.BILINEAR))
                         for channel in range(3)], axis=-1)
     return np.clip(class_colour(label, classes) + texture, 0, 255).astype(np.uint8)
 
 
-def write_synthetic(root: str | Path, classes: int, images_per_class: int, size: int, seed: int = 0,
-                    quality: int = 90, progress=None) -> int:
-    """Writes ``classes * images_per_class`` JPEGs of ``size`` x ``size`` under ``root/<class>/``; returns the count.
+def synthetic_sides(size: int | tuple[int, int], rng: np.random.Generator) -> tuple[int, int]:
+    """(height, width) of the next synthetic image: ``size`` x ``size``, or each side drawn uniformly from the
+    inclusive range ``size = (smallest, largest)`` (nothing is drawn from ``rng`` for a fixed size)."""
+    if isinstance(size, int):
+        return size, size
+    height, width = rng.integers(size[0], size[1] + 1, size=2)
+    return int(height), int(width)
 
+
+def check_synthetic_size(size: int | tuple[int, int]) -> None:
+    """DataError unless ``size`` is a side >= 8 or a range ``(smallest, largest)`` with 8 <= smallest <= largest."""
+    smallest, largest = (size, size) if isinstance(size, int) else size
+    if not 8 <= smallest <= largest:
+        raise DataError(f"image sides must be >= 8 and the smallest <= the largest; got {size}")
+
+
+def write_synthetic(root: str | Path, classes: int, images_per_class: int, size: int | tuple[int, int],
+                    seed: int = 0, quality: int = 90, progress=None) -> int:
+    """Writes ``classes * images_per_class`` JPEGs under ``root/<class>/``; returns the count.
+
+    ``size`` is the side of every (square) image, or a range ``(smallest, largest)``: then each
+    image's height and width are drawn independently and uniformly from it (inclusive), like
+    the varied sizes of real datasets. Images, and their sizes, are fixed by ``seed``.
     ``progress(done)`` is called after each class.
     """
-    if classes < 2 or images_per_class < 1 or size < 8:
-        raise DataError(f"need classes >= 2, images_per_class >= 1 and size >= 8; "
-                        f"got {classes}, {images_per_class}, {size}")
+    if classes < 2 or images_per_class < 1:
+        raise DataError(f"need classes >= 2 and images_per_class >= 1; got {classes}, {images_per_class}")
+    check_synthetic_size(size)
     rng = np.random.default_rng(seed)
     root = Path(root)
     for label in range(classes):
         folder = root / f"class{label:04d}"
         folder.mkdir(parents=True, exist_ok=True)
         for index in range(images_per_class):
-            Image.fromarray(synthetic_image(label, classes, size, rng)).save(folder / f"{index:06d}.jpg",
-                                                                               quality=quality)
+            image = synthetic_image(label, classes, *synthetic_sides(size, rng), rng)
+            Image.fromarray(image).save(folder / f"{index:06d}.jpg", quality=quality)
         if progress:
             progress((label + 1) * images_per_class)
     return classes * images_per_class

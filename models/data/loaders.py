@@ -14,8 +14,16 @@ batches only; ``augment=False`` gives them the evaluation crop instead (still sh
 Evaluation batches: the centre ``size / 0.875`` crop resized to ``size``
 (for 224: the centre 256 of the shorter side), in dataset order, the last batch partial.
 
-Every loader delivers uint8 pixels to ``device`` and normalizes there (one fused
-element-wise pass), so the three differ only in how they read, decode and augment.
+Each loader normalizes where its own pipeline does the work, as its reference users do,
+so that the training process receives finished batches: DALI with
+``crop_mirror_normalize`` inside the pipeline (float HWC, i.e. NCHW channels_last,
+resized without antialiasing as in NVIDIA's DeepLearningExamples); FFCV with
+``NormalizeImage`` in its compiled CPU pipeline (on a GPU: uint8 to the device, normalized
+there); torchvision in its DataLoader workers on the CPU (on a GPU: uint8 to the device,
+normalized there). DALI builds its pipeline once per loader and resets it each epoch;
+an epoch left unfinished is drained before the next one starts. FFCV on the CPU yields
+views of its own reused buffers (as FFCV does): a batch is overwritten a few batches
+later, so use or copy each batch before taking the next.
 
 Sharding across ``world_size`` processes (DDP): training images are shuffled once
 per epoch with a seed shared by all loaders and ranks (so the three loaders deliver the
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -52,13 +61,40 @@ def _statistics(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def normalize(pixels: torch.Tensor, device: torch.device, channels_last_input: bool) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` (``channels_last_input``) or ``(N, 3, H, W)`` pixels to normalized float32 NCHW, channels_last, on ``device``."""
+    """uint8 ``(N, H, W, 3)`` (``channels_last_input``) or ``(N, 3, H, W)`` pixels to normalized float32 NCHW, channels_last, on ``device``.
+
+    The GPU path of torchvision and FFCV: one element-wise pass on the device.
+    """
     pixels = pixels.to(device, non_blocking=True)
     if channels_last_input:
         pixels = pixels.permute(0, 3, 1, 2)  # an NHWC buffer viewed as NCHW is channels_last already
     mean, std = _statistics(device)
     images = (pixels.float() - mean) / std
     return images.contiguous(memory_format=torch.channels_last)
+
+
+def as_nchw(hwc_images: torch.Tensor) -> torch.Tensor:
+    """A float ``(N, H, W, 3)`` batch viewed as ``(N, 3, H, W)`` channels_last, without a copy."""
+    return hwc_images.permute(0, 3, 1, 2)
+
+
+class NormalizeToHWC:
+    """Torchvision transform for the CPU path: a uint8 ``(3, H, W)`` image to normalized float32 ``(H, W, 3)``.
+
+    Runs in the DataLoader workers; the collated ``(N, H, W, 3)`` batch is channels_last NCHW via ``as_nchw``.
+    """
+
+    def __init__(self):
+        self.mean, self.std = torch.tensor(MEAN), torch.tensor(STD)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        pixels = image.permute(1, 2, 0).to(torch.float32, memory_format=torch.contiguous_format)
+        return pixels.sub_(self.mean).div_(self.std)
+
+
+def cores_available() -> int:
+    """CPU cores this process may run on (its affinity mask)."""
+    return len(os.sched_getaffinity(0))
 
 
 class Loader:
@@ -129,7 +165,10 @@ class _FolderDataset(torch.utils.data.Dataset):
 
 
 class TorchvisionLoader(Loader):
-    """ImageFolder-style decoding with Pillow in DataLoader worker processes, torchvision transforms."""
+    """ImageFolder-style decoding with Pillow in DataLoader worker processes, torchvision transforms.
+
+    On the CPU the workers also normalize (``NormalizeToHWC``); on a GPU they send uint8 and the device normalizes.
+    """
 
     def __init__(self, path, batch_size, size, train, augment, device, workers, seed, rank, world_size, min_scale):
         from torchvision.transforms import v2
@@ -138,10 +177,12 @@ class TorchvisionLoader(Loader):
         total = len(folder.samples)
         super().__init__(total, len(folder.classes), batch_size, size, min_scale, train, rank, world_size, device)
         if train and augment:
-            transform = v2.Compose([v2.PILToTensor(), v2.RandomResizedCrop(size, scale=(min_scale, 1.0), ratio=ASPECT),
-                                    v2.RandomHorizontalFlip()])
+            steps = [v2.PILToTensor(), v2.RandomResizedCrop(size, scale=(min_scale, 1.0), ratio=ASPECT),
+                     v2.RandomHorizontalFlip()]
         else:
-            transform = v2.Compose([v2.PILToTensor(), v2.Resize(round(size / CENTRE_FRACTION)), v2.CenterCrop(size)])
+            steps = [v2.PILToTensor(), v2.Resize(round(size / CENTRE_FRACTION)), v2.CenterCrop(size)]
+        self._normalized_in_workers = device.type != "cuda"
+        transform = v2.Compose(steps + [NormalizeToHWC()] if self._normalized_in_workers else steps)
         self.train, self.seed, self.rank, self.world_size, self.total = train, seed, rank, world_size, total
         indices = list(range(total)) if train else list(range(rank, total, world_size))
         self._order = _EpochOrder(list(range(len(indices))))
@@ -157,7 +198,8 @@ class TorchvisionLoader(Loader):
             self._order.indices = _shared_permutation(self.seed, self.epoch, self.total, self.rank, self.world_size,
                                                       self.samples)
         for pixels, labels in self._loader:
-            yield normalize(pixels, self.device, channels_last_input=False), labels.to(self.device, non_blocking=True)
+            images = as_nchw(pixels) if self._normalized_in_workers else normalize(pixels, self.device, False)
+            yield images, labels.to(self.device, non_blocking=True)
 
 
 class _EpochOrder(torch.utils.data.Sampler):
@@ -177,7 +219,7 @@ class _EpochOrder(torch.utils.data.Sampler):
 
 
 class FFCVLoader(Loader):
-    """FFCV's memory-mapped .beton reader: JIT-compiled (numba) decode, crop and flip in threads."""
+    """FFCV's memory-mapped .beton reader: JIT-compiled (numba) decode, crop, flip and, on the CPU, normalization in threads."""
 
     def __init__(self, path, batch_size, size, train, augment, device, workers, seed, rank, world_size, min_scale):
         import numpy as np
@@ -186,7 +228,7 @@ class FFCVLoader(Loader):
         from ffcv.loader import Loader as FFCVBaseLoader
         from ffcv.loader import OrderOption
         from ffcv.reader import Reader
-        from ffcv.transforms import RandomHorizontalFlip, ToDevice, ToTensor
+        from ffcv.transforms import NormalizeImage, RandomHorizontalFlip, ToDevice, ToTensor, ToTorchImage
 
         path = Path(path)
         if not path.is_file():
@@ -217,13 +259,17 @@ class FFCVLoader(Loader):
 
         if train and augment:
             decoder = RandomResizedCropRGBImageDecoder((size, size), scale=(min_scale, 1.0), ratio=ASPECT)
-            image_pipeline = [decoder, RandomHorizontalFlip(), ToTensor()]
+            image_pipeline = [decoder, RandomHorizontalFlip()]
         else:
-            image_pipeline = [CenterCropRGBImageDecoder((size, size), ratio=CENTRE_FRACTION), ToTensor()]
+            image_pipeline = [CenterCropRGBImageDecoder((size, size), ratio=CENTRE_FRACTION)]
         label_pipeline = [IntDecoder(), ToTensor()]
-        if device.type == "cuda":  # FFCV's asynchronous copy from pinned buffers
-            image_pipeline.append(ToDevice(device, non_blocking=True))
+        self._on_gpu = device.type == "cuda"
+        if self._on_gpu:  # FFCV's asynchronous copy from pinned buffers; its GPU NormalizeImage needs cupy
+            image_pipeline += [ToTensor(), ToDevice(device, non_blocking=True)]
             label_pipeline.append(ToDevice(device, non_blocking=True))
+        else:
+            statistics = np.array(MEAN), np.array(STD)
+            image_pipeline += [NormalizeImage(*statistics, np.float32), ToTensor(), ToTorchImage(channels_last=True)]
         self._loader = EpochOrder(
             str(path), batch_size=batch_size, num_workers=max(1, workers), order=OrderOption.SEQUENTIAL,
             drop_last=train, pipelines={"image": image_pipeline, "label": label_pipeline},
@@ -232,16 +278,46 @@ class FFCVLoader(Loader):
 
     def __iter__(self):
         self._loader.next_epoch = self.epoch
-        for pixels, labels in self._loader:
-            yield (normalize(pixels, self.device, channels_last_input=True),
-                   labels.view(-1).long().to(self.device, non_blocking=True))
+        for images, labels in self._loader:
+            if self._on_gpu:
+                images = normalize(images, self.device, channels_last_input=True)
+            yield images, labels.view(-1).long().to(self.device, non_blocking=True)
 
 
 # --- DALI ---------------------------------------------------------------------------------
 
 
+class _EpochFiles:
+    """DALI's external source: the current epoch's files in order, one batch of (encoded bytes, labels) per call.
+
+    ``start(order)`` sets the order of the next epoch; after its last batch a call raises StopIteration,
+    which ends DALI's epoch.
+    """
+
+    def __init__(self, folder: ImageFolder, batch_size: int):
+        self.folder, self.batch_size, self.order, self.position = folder, batch_size, [], 0
+
+    def start(self, order: list[int]) -> None:
+        self.order, self.position = order, 0
+
+    def __call__(self):
+        import numpy as np
+
+        chosen = self.order[self.position:self.position + self.batch_size]
+        if not chosen:
+            raise StopIteration
+        self.position += len(chosen)
+        samples = [self.folder.samples[index] for index in chosen]
+        return ([np.fromfile(path, dtype=np.uint8) for path, _ in samples],
+                [np.array([label], dtype=np.int32) for _, label in samples])
+
+
 class DALILoader(Loader):
-    """NVIDIA DALI: on a GPU, nvJPEG ("mixed") decoding fused with the random crop; on the CPU, a CPU pipeline (``device_id=None``)."""
+    """NVIDIA DALI: on a GPU, nvJPEG ("mixed") decoding fused with the random crop; on the CPU, a CPU pipeline (``device_id=None``).
+
+    The pipeline (decode, crop, resize without antialiasing, flip and normalize in ``crop_mirror_normalize``,
+    float HWC output) is built on the first epoch and reset for each later one; ``workers`` is its thread count.
+    """
 
     def __init__(self, path, batch_size, size, train, augment, device, workers, seed, rank, world_size, min_scale):
         folder = scan_imagefolder(path)
@@ -249,51 +325,69 @@ class DALILoader(Loader):
         super().__init__(total, len(folder.classes), batch_size, size, min_scale, train, rank, world_size, device)
         self.folder, self.size, self.train, self.augment, self.workers = folder, size, train, augment, workers
         self.seed, self.rank, self.world_size, self.total, self.min_scale = seed, rank, world_size, total, min_scale
+        self._files = _EpochFiles(folder, batch_size)
+        self._iterator = None
+        self._epoch_unfinished = False
 
-    def _pipeline(self, files: list[str], labels: list[int]):
+    def _build_pipeline(self):
+        """The pipeline over ``self._files``, built (once per loader)."""
         from nvidia.dali import fn, pipeline_def, types
 
         on_gpu = self.device.type == "cuda"
+        mean, std = list(MEAN), list(STD)
 
         @pipeline_def(batch_size=self.batch_size, num_threads=max(1, self.workers),
-                      device_id=(self.device.index or 0) if on_gpu else None, seed=self.seed + self.epoch,
+                      device_id=(self.device.index or 0) if on_gpu else None, seed=self.seed,
                       prefetch_queue_depth=2, exec_dynamic=True)
         def pipeline():
-            jpegs, label = fn.readers.file(files=files, labels=labels, random_shuffle=False, name="reader")
+            jpegs, label = fn.external_source(source=self._files, num_outputs=2, batch=True)
             decoder_device = "mixed" if on_gpu else "cpu"
             if self.train and self.augment:
                 images = fn.decoders.image_random_crop(jpegs, device=decoder_device, output_type=types.RGB,
                                                        random_area=[self.min_scale, 1.0], random_aspect_ratio=ASPECT)
-                images = fn.resize(images, resize_x=self.size, resize_y=self.size)
-                images = fn.flip(images, horizontal=fn.random.coin_flip())
+                images = fn.resize(images, resize_x=self.size, resize_y=self.size, antialias=False)
+                mirror = fn.random.coin_flip()
             else:
                 images = fn.decoders.image(jpegs, device=decoder_device, output_type=types.RGB)
-                images = fn.resize(images, resize_shorter=round(self.size / CENTRE_FRACTION))
-                images = fn.crop(images, crop=(self.size, self.size))
+                images = fn.resize(images, resize_shorter=round(self.size / CENTRE_FRACTION), antialias=False)
+                mirror = 0
+            images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="HWC",
+                                              crop=(self.size, self.size), mean=mean, std=std, mirror=mirror)
             return images, label.gpu() if on_gpu else label
 
-        return pipeline()
+        pipe = pipeline()
+        pipe.build()
+        return pipe
 
-    def __iter__(self):
+    def _epoch_order(self) -> list[int]:
+        """Dataset indices of this epoch: the shared permutation (training) or this rank's slice (evaluation)."""
+        if self.train:
+            return _shared_permutation(self.seed, self.epoch, self.total, self.rank, self.world_size, self.samples)
+        return list(range(self.rank, self.total, self.world_size))
+
+    def _start_epoch(self):
+        """The DALI iterator, positioned at the first batch of this epoch (built on the first call, reset after)."""
         from nvidia.dali.plugin.base_iterator import LastBatchPolicy
         from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
-        if self.train:  # the shared per-epoch permutation, fed to the reader as an explicit file list
-            order = _shared_permutation(self.seed, self.epoch, self.total, self.rank, self.world_size, self.samples)
+        if self._epoch_unfinished:  # DALI cannot reset mid-epoch: finish the abandoned one
+            for _ in self._iterator:
+                pass
+        self._files.start(self._epoch_order())
+        if self._iterator is None:
+            policy = LastBatchPolicy.DROP if self.train else LastBatchPolicy.PARTIAL
+            self._iterator = DALIGenericIterator(self._build_pipeline(), ["images", "labels"], last_batch_policy=policy)
         else:
-            order = list(range(self.rank, self.total, self.world_size))
-        files = [str(self.folder.samples[index][0]) for index in order]
-        labels = [self.folder.samples[index][1] for index in order]
-        pipe = self._pipeline(files, labels)
+            self._iterator.reset()
+        return self._iterator
+
+    def __iter__(self):
         try:
-            pipe.build()
-            iterator = DALIGenericIterator(
-                pipe, ["images", "labels"], reader_name="reader",
-                last_batch_policy=LastBatchPolicy.DROP if self.train else LastBatchPolicy.PARTIAL,
-            )
+            iterator = self._start_epoch()
+            self._epoch_unfinished = True
             for (batch,) in iterator:
-                yield (normalize(batch["images"], self.device, channels_last_input=True),
-                       batch["labels"].view(-1).long().to(self.device, non_blocking=True))
+                yield as_nchw(batch["images"]), batch["labels"].view(-1).long().to(self.device, non_blocking=True)
+            self._epoch_unfinished = False
         except RuntimeError as error:
             if "decod" in str(error).lower() or "image" in str(error).lower():
                 raise DataError(f"DALI cannot decode an image under {self.folder.root}: "

@@ -4,13 +4,17 @@ Synthetic classes have distinct colours, so a batch's labels can be checked agai
 its pixels whatever the crop or flip. None of this is skipped: CI installs all three.
 """
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from benchmarks.loaders import timed_window
 from models.data.convert import to_ffcv
 from models.data.folders import DataError, class_colour, scan_imagefolder, write_synthetic
-from models.data.loaders import LOADERS, MEAN, STD, make_loader
+from models.data.loaders import CENTRE_FRACTION, LOADERS, MEAN, STD, DALILoader, make_loader
 
 
 CLASSES, PER_CLASS, SIZE, BATCH = 4, 6, 20, 8
@@ -36,8 +40,9 @@ def colour_labels(images: torch.Tensor) -> torch.Tensor:
 
 
 def epoch(loader, number=0):
+    """The epoch's batches, images copied as they arrive (FFCV on the CPU reuses its buffers)."""
     loader.set_epoch(number)
-    return list(loader)
+    return [(images.clone(), labels) for images, labels in loader]
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +69,63 @@ def test_batches_follow_the_contract(batches, kind):
     assert [labels.numel() for _, labels in first] == [BATCH] * len(first)
     assert sorted(torch.cat([labels for _, labels in evaluation]).tolist()) == sorted(
         label for label in range(CLASSES) for _ in range(PER_CLASS))
+
+
+def reference_channel_statistics(path) -> torch.Tensor:
+    """Per-channel (mean, std) of the image's centre crop (the evaluation crop's region), normalized in float64."""
+    pixels = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float64))
+    side = round(min(pixels.shape[:2]) * CENTRE_FRACTION)
+    top, left = (pixels.shape[0] - side) // 2, (pixels.shape[1] - side) // 2
+    crop = (pixels[top:top + side, left:left + side] - torch.tensor(MEAN, dtype=torch.float64)) / torch.tensor(
+        STD, dtype=torch.float64)
+    return torch.stack([crop.mean((0, 1)), crop.std((0, 1))])
+
+
+@pytest.mark.parametrize("kind", LOADERS)
+def test_evaluation_images_are_normalized_like_the_reference(dataset, batches, kind):
+    """Each evaluation image's per-channel mean and spread match a float64 normalization of the decoded file."""
+    paths = [path for path, _ in scan_imagefolder(dataset / "train").samples]
+    images = torch.cat([images for images, _ in batches[kind][3]])
+    found = torch.stack([images.mean((2, 3)), images.std((2, 3))], 1).double()
+    expected = torch.stack([reference_channel_statistics(path) for path in paths])
+    assert found.shape == expected.shape == (len(paths), 2, 3)
+    torch.testing.assert_close(found[:, 0], expected[:, 0], atol=0.03, rtol=0)
+    torch.testing.assert_close(found[:, 1], expected[:, 1], atol=0.03, rtol=0.15)
+
+
+def test_dali_builds_its_pipeline_once(dataset, monkeypatch):
+    """Two epochs, the first abandoned after one batch, reuse one pipeline and still follow the shared order."""
+    builds = []
+    build = DALILoader._build_pipeline
+    monkeypatch.setattr(DALILoader, "_build_pipeline", lambda self: builds.append(1) or build(self))
+    dali = make_loader("dali", dataset / "train", batch_size=BATCH, size=SIZE, train=True, workers=1, seed=3)
+    reference = make_loader("torchvision", dataset / "train", batch_size=BATCH, size=SIZE, train=True, workers=0, seed=3)
+    next(iter(dali))
+    assert [labels.tolist() for _, labels in epoch(dali, 1)] == [labels.tolist() for _, labels in epoch(reference, 1)]
+    assert len(builds) == 1
+
+
+class CountingLoader:
+    """A stand-in loader of ``per_epoch`` batches whose every batch advances a fake clock by one second."""
+
+    def __init__(self, per_epoch: int):
+        self.per_epoch, self.now, self.delivered, self.epochs = per_epoch, 0.0, 0, []
+
+    def set_epoch(self, epoch):
+        self.epochs.append(epoch)
+
+    def __iter__(self):
+        for _ in range(self.per_epoch):
+            self.now += 1
+            self.delivered += 1
+            yield object()
+
+
+def test_throughput_times_only_the_window_after_the_warm_up():
+    loader = CountingLoader(per_epoch=3)
+    seconds = timed_window(loader, warmup_batches=4, batches=4, clock=lambda: loader.now)
+    assert seconds == 4  # batches 5..8, across the boundary of epochs 1 and 2
+    assert loader.epochs == [0, 1, 2] and loader.delivered == 9  # the last epoch finished untimed
 
 
 def test_loaders_agree_on_order_and_shapes(batches):
@@ -158,4 +220,5 @@ def test_throughput_command_writes_a_record(dataset, tmp_path):
     record = json.loads(next(out.glob("loaders-*.json")).read_text())
     assert record["benchmark"] == "loaders.throughput" and record["provenance"]["device_type"] == "cpu"
     assert [row["loader"] for row in record["rows"]] == list(LOADERS)
-    assert all(row["batches"] == 2 and row["images_per_s"] > 0 for row in record["rows"])
+    assert all(row["batches"] == 2 and row["images_per_s"] > 0 and row["cores"] >= 1 for row in record["rows"])
+    assert [row["speedup_vs_torchvision"] for row in record["rows"]][0] == 1
