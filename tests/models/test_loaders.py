@@ -4,7 +4,6 @@ Synthetic classes have distinct colours, so a batch's labels can be checked agai
 its pixels whatever the crop or flip. None of this is skipped: CI installs all three.
 """
 
-import itertools
 
 import numpy as np
 import pytest
