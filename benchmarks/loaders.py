@@ -15,10 +15,17 @@ compilation, DALI's pipeline build, and filling every prefetch queue, so they mu
 the deepest queue: torchvision 2 × workers, FFCV 3, DALI 2), then the clock runs over
 the next ``batches`` batches, synchronizing the device at the end; the epoch in progress
 is then finished untimed.
+
+A shared machine's load drifts while the loaders run one after another, so the
+measurement is repeated in ``rounds`` that each time every (loader, size) once, in
+turn: a row reports the median of its rounds (and their range), and the ratio to
+torchvision is the ratio of medians. The FFCV row names how its ``.beton`` stores the
+images (JPEG or raw, ``models.data.convert.beton_storage``): raw images skip decoding.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +33,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from models.data import convert
 from models.data.loaders import LOADERS, Loader, cores_available, make_loader
 
 BASELINE = "torchvision"
@@ -40,8 +48,9 @@ class LoaderThroughput:
     cores: int
     warmup_batches: int
     batches: int
-    seconds: float
-    images_per_s: float
+    rounds_images_per_s: list[float]
+    images_per_s: float  # median of the rounds
+    storage: dict[str, int] | None  # FFCV: images stored as JPEG and raw
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,23 +101,29 @@ def dataset_path(root: Path, loader: str) -> Path:
 
 
 def measure(root: str | Path, loaders=LOADERS, sizes=(224, 32), batch_size: int = 256, workers: int = 4,
-            batches: int = 50, warmup_batches: int = 10, device: torch.device | str = "cpu",
-            on_result: Callable[[LoaderThroughput], None] | None = None) -> list[LoaderThroughput]:
-    """Measures each (loader, size): ``batches`` timed batches after ``warmup_batches``, across epochs as needed."""
+            batches: int = 50, warmup_batches: int = 10, device: torch.device | str = "cpu", rounds: int = 3,
+            on_result: Callable[[str, int, int, float], None] | None = None) -> list[LoaderThroughput]:
+    """Measures each (loader, size) once per round: ``batches`` timed batches after ``warmup_batches``.
+
+    ``on_result(loader, size, round, images_per_s)`` is called after each measurement.
+    """
     root, device = Path(root), torch.device(device)
     synchronize = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    results = []
-    for loader_name in loaders:
-        for size in sizes:
+    pairs = [(loader_name, size) for loader_name in loaders for size in sizes]
+    rates = {pair: [] for pair in pairs}
+    for round_index in range(rounds):
+        for loader_name, size in pairs:
             loader = make_loader(loader_name, dataset_path(root, loader_name), batch_size=batch_size, size=size,
                                  train=True, device=device, workers=workers)
             seconds = timed_window(loader, warmup_batches, batches, synchronize=synchronize)
-            result = LoaderThroughput(loader_name, size, batch_size, workers, cores_available(), warmup_batches,
-                                      batches, seconds, batches * batch_size / seconds)
-            results.append(result)
+            rates[loader_name, size].append(batches * batch_size / seconds)
             if on_result:
-                on_result(result)
-    return results
+                on_result(loader_name, size, round_index, rates[loader_name, size][-1])
+    storage = convert.beton_storage(dataset_path(root, "ffcv")) if "ffcv" in loaders else None
+    return [LoaderThroughput(loader_name, size, batch_size, workers, cores_available(), warmup_batches, batches,
+                             rates[loader_name, size], statistics.median(rates[loader_name, size]),
+                             storage if loader_name == "ffcv" else None)
+            for loader_name, size in pairs]
 
 
 def speedups(results: list[LoaderThroughput]) -> dict[tuple[str, int], float]:

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
+import torch
 from rich.table import Table
 
 from harness import provenance
 from harness.cli.common import UsageError, console, errors, positive, progress_bar, requested_device, write_record
+from models.data import convert
 from models.data.loaders import LOADERS
+
+
+def probability(text: str) -> float:
+    """An argparse type: a float in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
+    return value
 
 
 def add_parser(commands) -> None:
@@ -33,6 +47,12 @@ def add_parser(commands) -> None:
     to_ffcv.add_argument("out", type=Path, help="the .beton file to write")
     to_ffcv.add_argument("--max-res", "--max-resolution", dest="max_resolution", type=positive(int),
                          help="cap the longer image side, keeping the aspect (like ffcv-imagenet's; default: keep)")
+    to_ffcv.add_argument("--write-mode", choices=convert.WRITE_MODES, default="jpg",
+                         help="jpg: every image as JPEG; raw: uncompressed pixels (no decoding, several times the "
+                              "disk); proportion: JPEG with probability --compress-probability (default jpg)")
+    to_ffcv.add_argument("--compress-probability", type=probability, default=0.5,
+                         help="share of images stored as JPEG with --write-mode proportion (default 0.5, as "
+                              "ffcv-imagenet)")
     to_ffcv.add_argument("--jpeg-quality", type=positive(int), default=90, help="JPEG quality of the stored images")
     to_ffcv.add_argument("--workers", type=positive(int), default=4, help="writer processes")
     add_imagenet_parser(data_commands)
@@ -47,8 +67,19 @@ def add_parser(commands) -> None:
                        help="timed batches per loader and size, after the warm-up (across epochs as needed)")
     speed.add_argument("--warmup-batches", type=positive(int), default=10,
                        help="untimed batches first: compilation, pipeline build, full prefetch queues")
+    speed.add_argument("--rounds", type=positive(int), default=3,
+                       help="rounds, each measuring every loader and size once in turn; rows give the median")
     speed.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     speed.add_argument("--out", type=Path, default=Path("results") / "loaders", help="folder for the record")
+    stages = data_commands.add_parser("stages", help="where each loader's time goes: ms per image of each stage, "
+                                                     "one core")
+    stages.add_argument("root", type=Path, help="dataset root holding train/ and train.beton")
+    stages.add_argument("--loader", action="append", choices=LOADERS, default=[], help="loader (repeatable; default all)")
+    stages.add_argument("--size", type=positive(int), default=224, help="output image side")
+    stages.add_argument("--batch-size", type=positive(int), default=64, help="images per batch")
+    stages.add_argument("--images", type=positive(int), default=512, help="images timed per measurement")
+    stages.add_argument("--rounds", type=positive(int), default=3, help="repetitions; each figure is the fastest")
+    stages.add_argument("--out", type=Path, default=Path("results") / "loaders", help="folder for the record")
     data.set_defaults(func=cmd_data)
 
 
@@ -69,7 +100,7 @@ def add_imagenet_parser(data_commands) -> None:
 
 
 def cmd_data(args) -> int:
-    from models.data import convert, folders
+    from models.data import folders
 
     try:
         if args.data_command == "synth":
@@ -90,10 +121,14 @@ def cmd_data(args) -> int:
         elif args.data_command == "to-ffcv":
             with console.status(f"writing {args.out}"):
                 count = convert.to_ffcv(args.image_folder, args.out, max_resolution=args.max_resolution,
-                                        jpeg_quality=args.jpeg_quality, workers=args.workers)
-            console.print(f"wrote {count} images to {args.out}")
+                                        jpeg_quality=args.jpeg_quality, workers=args.workers,
+                                        write_mode=args.write_mode, compress_probability=args.compress_probability)
+            storage = convert.beton_storage(args.out)
+            console.print(f"wrote {count} images to {args.out} ({storage['jpg']} as JPEG, {storage['raw']} raw)")
         elif args.data_command == "imagenet":
             data_imagenet(args)
+        elif args.data_command == "stages":
+            return data_stages(args)
         else:
             return data_throughput(args)
     except ValueError as error:  # includes DataError
@@ -141,24 +176,55 @@ def data_throughput(args) -> int:
     chosen = args.loader or list(loader_bench.LOADERS)
     sizes = args.size or [224, 32]
     with console.status("measuring loaders") as status:
-        results = loader_bench.measure(args.root, chosen, sizes, args.batch_size, args.workers, args.batches,
-                                       args.warmup_batches, device,
-                                       on_result=lambda r: status.update(f"measured {r.loader} at {r.size}"))
+        results = loader_bench.measure(
+            args.root, chosen, sizes, args.batch_size, args.workers, args.batches, args.warmup_batches, device,
+            args.rounds, on_result=lambda loader, size, round_index, rate: status.update(
+                f"round {round_index + 1}/{args.rounds}: {loader} at {size} px, {rate:,.0f} img/s"))
     speedups = loader_bench.speedups(results)
     table = Table(title=f"loader throughput on {device} ({args.workers} workers, batch {args.batch_size}, "
-                        f"{args.warmup_batches} warm-up + {args.batches} timed batches)")
-    for column in ("loader", "size", "cores", "img/s", f"× {loader_bench.BASELINE}"):
-        table.add_column(column, justify="left" if column == "loader" else "right")
+                        f"{args.warmup_batches} warm-up + {args.batches} timed batches, median of {args.rounds} "
+                        f"rounds)")
+    for column in ("loader", "size", "cores", "img/s", "rounds' range", f"× {loader_bench.BASELINE}", "stored as"):
+        table.add_column(column, justify="left" if column in ("loader", "stored as") else "right")
     for result in results:
         ratio = speedups.get((result.loader, result.size))
+        stored = "" if result.storage is None else ", ".join(f"{count} {mode}" for mode, count in result.storage.items())
         table.add_row(result.loader, str(result.size), str(result.cores), f"{result.images_per_s:,.0f}",
-                      "" if ratio is None else f"{ratio:.2f}")
+                      f"{min(result.rounds_images_per_s):,.0f}–{max(result.rounds_images_per_s):,.0f}",
+                      "" if ratio is None else f"{ratio:.2f}", stored)
     console.print(table)
     rows = [result.to_dict() | {"speedup_vs_torchvision": speedups.get((result.loader, result.size))}
             for result in results]
     record = {"provenance": provenance.collect(device), "benchmark": "loaders.throughput",
               "config": {"root": str(args.root), "batch_size": args.batch_size, "workers": args.workers,
-                         "warmup_batches": args.warmup_batches, "batches": args.batches},
+                         "warmup_batches": args.warmup_batches, "batches": args.batches, "rounds": args.rounds},
               "rows": rows}
     console.print(f"wrote {write_record(record, args.out, 'loaders')}")
+    return 0
+
+
+def data_stages(args) -> int:
+    from benchmarks import loader_stages
+
+    chosen = args.loader or list(LOADERS)
+    with console.status("profiling loaders") as status:
+        stages = loader_stages.profile(args.root, chosen, args.size, args.batch_size, args.images, args.rounds,
+                                       on_loader=lambda loader: status.update(f"profiling {loader}"))
+    table = Table(title=f"loader stages at {args.size} px, one core (ms per image, batch {args.batch_size}, "
+                        f"{args.images} images per measurement, fastest of {args.rounds} rounds)")
+    for column in ("loader", "stage", "ms/image", "share"):
+        table.add_column(column, justify="left" if column in ("loader", "stage") else "right")
+    totals = {loader: sum(stage.ms_per_image for stage in stages if stage.loader == loader) for loader in chosen}
+    for loader in chosen:
+        for stage in (stage for stage in stages if stage.loader == loader):
+            table.add_row(loader, stage.stage, f"{stage.ms_per_image:.3f}", f"{stage.ms_per_image / totals[loader]:.0%}")
+        table.add_row(loader, "[bold]total[/]", f"[bold]{totals[loader]:.3f}[/]",
+                      f"{1e3 / totals[loader]:,.0f} img/s", end_section=True)
+    console.print(table)
+    storage = convert.beton_storage(args.root / "train.beton") if "ffcv" in chosen else None
+    record = {"provenance": provenance.collect(torch.device("cpu")), "benchmark": "loaders.stages",
+              "config": {"root": str(args.root), "size": args.size, "batch_size": args.batch_size,
+                         "images": args.images, "rounds": args.rounds, "ffcv_storage": storage},
+              "rows": [stage.to_dict() for stage in stages]}
+    console.print(f"wrote {write_record(record, args.out, 'loader-stages')}")
     return 0

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from benchmarks.loaders import timed_window
-from models.data.convert import to_ffcv
+from models.data.convert import beton_storage, to_ffcv
 from models.data.folders import DataError, class_colour, scan_imagefolder, write_synthetic
 from models.data.loaders import CENTRE_FRACTION, LOADERS, MEAN, STD, DALILoader, make_loader
 
@@ -210,14 +210,62 @@ def test_scan_orders_classes_and_files(dataset):
 
 def test_throughput_command_writes_a_record(dataset, tmp_path):
     import json
+    import statistics
 
     from harness.cli import main
 
     out = tmp_path / "records"
     assert main(["data", "throughput", str(dataset), "--size", "16", "--batch-size", "4", "--batches", "2",
-                 "--workers", "1", "--device", "cpu", "--out", str(out)]) == 0
+                 "--workers", "1", "--rounds", "3", "--device", "cpu", "--out", str(out)]) == 0
     record = json.loads(next(out.glob("loaders-*.json")).read_text())
     assert record["benchmark"] == "loaders.throughput" and record["provenance"]["device_type"] == "cpu"
+    assert record["config"]["rounds"] == 3
     assert [row["loader"] for row in record["rows"]] == list(LOADERS)
-    assert all(row["batches"] == 2 and row["images_per_s"] > 0 and row["cores"] >= 1 for row in record["rows"])
+    for row in record["rows"]:
+        assert row["batches"] == 2 and row["cores"] >= 1 and len(row["rounds_images_per_s"]) == 3
+        assert row["images_per_s"] == statistics.median(row["rounds_images_per_s"]) > 0
+        assert row["storage"] == ({"jpg": CLASSES * PER_CLASS, "raw": 0} if row["loader"] == "ffcv" else None)
     assert [row["speedup_vs_torchvision"] for row in record["rows"]][0] == 1
+
+
+@pytest.mark.parametrize("mode, expected_raw", [("jpg", 0), ("raw", CLASSES * PER_CLASS), ("proportion", None)])
+def test_ffcv_write_modes_store_as_asked(dataset, tmp_path, mode, expected_raw):
+    out = tmp_path / f"{mode}.beton"
+    assert to_ffcv(dataset / "train", out, workers=1, write_mode=mode, compress_probability=0.5) == CLASSES * PER_CLASS
+    storage = beton_storage(out)
+    assert storage["jpg"] + storage["raw"] == CLASSES * PER_CLASS
+    if expected_raw is not None:
+        assert storage["raw"] == expected_raw
+    loader = make_loader("ffcv", out, batch_size=BATCH, size=SIZE, train=False, workers=1)
+    labels = torch.cat([labels for _, labels in epoch(loader)])
+    images = torch.cat([images for images, _ in epoch(loader)])
+    assert torch.equal(labels, colour_labels(images))  # stored raw or as JPEG, every image keeps its class
+
+
+def test_ffcv_write_mode_errors(dataset, tmp_path):
+    with pytest.raises(DataError, match="write_mode must be one of jpg, raw, proportion"):
+        to_ffcv(dataset / "train", tmp_path / "out.beton", write_mode="png")
+    with pytest.raises(DataError, match="compress_probability must be in"):
+        to_ffcv(dataset / "train", tmp_path / "out.beton", write_mode="proportion", compress_probability=1.5)
+
+
+def test_stages_command_accounts_for_each_loader(dataset, tmp_path):
+    import json
+
+    from harness.cli import main
+
+    out = tmp_path / "records"
+    assert main(["data", "stages", str(dataset), "--size", "16", "--batch-size", "4", "--images", "8",
+                 "--rounds", "1", "--out", str(out)]) == 0
+    record = json.loads(next(out.glob("loader-stages-*.json")).read_text())
+    assert record["benchmark"] == "loaders.stages" and record["config"]["ffcv_storage"]["jpg"] == CLASSES * PER_CLASS
+    stages = {}
+    for row in record["rows"]:
+        stages.setdefault(row["loader"], {})[row["stage"]] = row["ms_per_image"]
+    assert list(stages) == list(LOADERS)
+    assert list(stages["torchvision"])[:6] == ["read file", "decode (Pillow)", "random-resized crop", "flip",
+                                               "normalize", "batch (stack)"]
+    assert all(stages["torchvision"][name] > 0 for name in list(stages["torchvision"])[:6])  # each timed directly
+    assert list(stages["dali"])[:4] == ["read files", "decode the crop (libjpeg-turbo)", "resize", "flip and normalize"]
+    for loader in LOADERS:  # every loader's stages add up to a positive whole
+        assert sum(stages[loader].values()) > 0
