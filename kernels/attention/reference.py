@@ -2,10 +2,15 @@
 
 Computes in float64 for float64 inputs and in float32 otherwise, and returns the
 output in q's dtype; the log-sum-exp (natural log, ``(B, H, Sq)``) comes in the
-compute dtype. Queries that see no key output 0 and have log-sum-exp -inf (and
-zero gradients). GQA repeats each key/value head over its group of query heads.
+compute dtype. With ``softcap > 0`` each scaled score ``s`` becomes
+``softcap * tanh(s / softcap)`` before the mask and the softmax (the log-sum-exp is
+of the capped scores). Queries that see no key output 0 and have log-sum-exp -inf
+(and zero gradients). GQA repeats each key/value head over its group of query heads.
 Differentiable by autograd. ``query_chunk`` bounds memory to ``chunk x Sk`` scores
 per head, so the reference also runs at long sequence lengths on a GPU.
+
+``sliding_window_attention_varlen_reference`` runs the dense reference once per packed
+sequence.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from kernels.attention.mask import sliding_window_mask
 
 
 def sliding_window_attention_reference(q, k, v, window, sinks=0, causal=True, scale=None, return_lse=False,
-                                       query_chunk: int | None = None):
+                                       query_chunk: int | None = None, softcap=0.0):
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
     group = q.shape[1] // k.shape[1]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
@@ -31,6 +36,8 @@ def sliding_window_attention_reference(q, k, v, window, sinks=0, causal=True, sc
     for start in range(0, q_len, chunk):
         hidden = ~mask[start:start + chunk]
         scores = (q[:, :, start:start + chunk].to(compute) @ keys.transpose(-1, -2)) * scale
+        if softcap:
+            scores = softcap * torch.tanh(scores / softcap)
         scores = scores.masked_fill(hidden, float("-inf"))
         lse = torch.logsumexp(scores, dim=-1)
         # exp(-inf - -inf) is NaN for queries that see nothing: their weights are 0 instead.
@@ -41,3 +48,24 @@ def sliding_window_attention_reference(q, k, v, window, sinks=0, causal=True, sc
     if not return_lse:
         return out
     return out, (torch.cat(lses, dim=2) if lses else q.new_zeros(q.shape[:3], dtype=compute))
+
+
+def sliding_window_attention_varlen_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                              window, sinks=0, causal=True, softcap=0.0, scale=None,
+                                              return_lse=False, query_chunk: int | None = None):
+    """Packed q ``(total_q, H, D)``, k, v ``(total_k, Hkv, D)``: the dense reference per sequence
+    ``b`` on rows ``cu_seqlens[b]:cu_seqlens[b + 1]``. Returns ``(total_q, H, D)`` and, with
+    ``return_lse``, the log-sum-exp ``(H, total_q)``. The max lengths are accepted for the
+    kernel's signature; the reference does not need them. ``query_chunk`` as for the dense one."""
+    compute = torch.float64 if q.dtype == torch.float64 else torch.float32
+    outputs, lses = [], []
+    bounds_q, bounds_k = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+    for (q0, q1), (k0, k1) in zip(zip(bounds_q, bounds_q[1:]), zip(bounds_k, bounds_k[1:])):
+        out, lse = sliding_window_attention_reference(
+            q[q0:q1].transpose(0, 1)[None], k[k0:k1].transpose(0, 1)[None], v[k0:k1].transpose(0, 1)[None],
+            window, sinks, causal, scale, return_lse=True, query_chunk=query_chunk, softcap=softcap)
+        outputs.append(out[0].transpose(0, 1))
+        lses.append(lse[0])
+    out = torch.cat(outputs) if outputs else q.new_zeros(q.shape)
+    lse = torch.cat(lses, dim=1) if lses else q.new_zeros((q.shape[1], q.shape[0]), dtype=compute)
+    return (out, lse) if return_lse else out

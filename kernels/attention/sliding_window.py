@@ -1,17 +1,28 @@
-"""Sliding-window attention with sink tokens in Triton, forward and backward.
+"""Sliding-window attention with sink tokens in Triton, forward and backward, dense or packed.
 
 Semantics (shared with ``mask.py`` and ``reference.py``): q ``(B, H, Sq, D)``, k and
 v ``(B, Hkv, Sk, D)`` with ``H % Hkv == 0`` (query head ``h`` reads key/value head
 ``h // (H // Hkv)``). Query ``i`` sits at key position ``pos(i) = i + Sk - Sq``
-(bottom-right alignment). Key ``j`` is visible to query ``i`` when
-``|pos(i) - j| <= window`` or ``j < sinks``, and, when causal, only if
-``j <= pos(i)``: ``window=W, causal=True`` shows ``W + 1`` keys, like
-FlashAttention's ``window_size=(W, 0)``. A query that sees no key outputs 0, its
-log-sum-exp is -inf and its gradients are 0. fp32, fp16 and bf16 (fp32 matmuls run
-in full IEEE precision, not TF32); D a power of two from 16 to 256. Inputs may be
-strided along batch, heads and length; a tensor whose last dimension is not
-contiguous is copied first. The log-sum-exp output (natural log, float32) is
-differentiable too.
+(bottom-right alignment). ``window`` is an int ``W`` (the pair ``(W, W)``) or a pair
+``(left, right)`` with FlashAttention's ``window_size`` meaning: key ``j`` is in the band
+of query ``i`` when ``pos(i) - left <= j <= pos(i) + right``, -1 leaving a side
+unbounded. Key ``j`` is visible when it is in the band or ``j < sinks``, and, when
+causal, only if ``j <= pos(i)`` (causal turns ``right`` into 0): ``window=W,
+causal=True`` shows ``W + 1`` keys, like FlashAttention's ``window_size=(W, 0)``. With
+``softcap > 0`` each scaled score ``s`` becomes ``softcap * tanh(s / softcap)`` before
+the softmax. A query that sees no key outputs 0, its log-sum-exp is -inf (log of an
+empty sum; FlashAttention 2 writes +inf there) and its gradients are 0. fp32, fp16 and
+bf16 (fp32 matmuls run in full IEEE precision, not TF32); D any multiple of 8 up to
+256 (padded inside the kernels to the next power of two, at least 16). Inputs may be
+strided along batch, heads and length; a tensor whose last dimension is not contiguous
+is copied first. The log-sum-exp output (natural log, float32) is differentiable too.
+
+Packed sequences (``sliding_window_attention_varlen``, FlashAttention's varlen layout):
+q ``(total_q, H, D)``, k, v ``(total_k, Hkv, D)``, sequence ``b`` on rows
+``cu_seqlens[b]:cu_seqlens[b + 1]``; each sequence is attended on its own, as if it were
+a batch element (positions, alignment and sinks per sequence). The same kernels run it
+(``IS_VARLEN``): a program reads its sequence's bounds from ``cu_seqlens``, so a tile
+never holds rows of two sequences, and programs past a shorter sequence's end exit.
 
 Work grows with the window, not with the square of the sequence: a query block
 visits the sink tiles that lie before its band (keys ``[0, sinks)``), then the key
@@ -34,15 +45,18 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
+from kernels.attention.mask import effective_window, window_bounds
 from kernels.targets import INTERPRETING, check_kernel_device, max_shared_memory
 
 LOG2E = 1.4426950408889634  # log2(e): exp(x) = exp2(x * LOG2E)
 LN2 = 0.6931471805599453
+MAX_HEAD_DIM = 256
 
 
 def _config(block_m, block_n, warps, stages):
@@ -58,7 +72,8 @@ def _config(block_m, block_n, warps, stages):
 FWD_TILES = {
     ("half", 64): [(128, 64, 4, 3), (128, 128, 8, 2), (64, 64, 4, 3), (128, 32, 4, 3), (64, 32, 4, 2)],
     ("half", 128): [(128, 64, 8, 2), (128, 32, 8, 2), (64, 128, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2)],
-    ("half", 256): [(64, 32, 4, 2), (64, 64, 8, 2), (128, 32, 8, 2)],
+    # (64, 32, 8, 2): the softcapped forward at D 256 spills in the others on sm_80 under Triton 3.6.
+    ("half", 256): [(64, 32, 4, 2), (64, 64, 8, 2), (128, 32, 8, 2), (64, 32, 8, 2)],
     ("fp32", 64): [(32, 32, 8, 1), (16, 32, 4, 1), (32, 16, 8, 1), (16, 16, 4, 1)],
     ("fp32", 128): [(32, 16, 8, 1), (16, 16, 4, 1)],
     ("fp32", 256): [(16, 16, 4, 1), (16, 16, 8, 1)],
@@ -84,11 +99,12 @@ DKDV_TILES = {
 def _tuning(tiles: dict, shared_bytes) -> tuple[list, dict]:
     """Autotuner configurations and their pruning: only the tilings listed for the call's precision
     and head dim, and of those only the ones whose staged tiles fit the device's shared memory
-    (``shared_bytes(block_m, block_n, stages, head_dim, itemsize)``, an upper estimate)."""
+    (``shared_bytes(block_m, block_n, stages, padded_head_dim, itemsize)``, an upper estimate)."""
     configs = [_config(*tile) for tile in dict.fromkeys(tile for listed in tiles.values() for tile in listed)]
 
     def prune(configs, named_args, **kwargs):
-        head_dim, itemsize = kwargs["HEAD_DIM"], named_args["q_ptr"].element_size()
+        # Keyed by the padded head dim's bucket (64 holds 16 and 32); tiles are staged padded too.
+        head_dim, itemsize = kwargs["BLOCK_D"], named_args["q_ptr"].element_size()
         listed = set(tiles[("fp32" if itemsize == 4 else "half", max(64, head_dim))])
         chosen = [c for c in configs
                   if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in listed]
@@ -114,54 +130,85 @@ else:
     DKDV_CONFIGS, DKDV_PRUNE = _tuning(DKDV_TILES, lambda m, n, stages, d, size: (2 * stages * m + 2 * n) * d * size)
     PREPROCESS_BLOCK = 64
 # Re-tune when the shape class changes; lengths only by power-of-two bucket. Dtypes are keyed automatically.
-AUTOTUNE_KEY = ["HEAD_DIM", "CAUSAL", "window", "sinks", "group", "seq_bucket"]
+AUTOTUNE_KEY = ["HEAD_DIM", "CAUSAL", "SOFTCAP", "IS_VARLEN", "window_left", "window_right", "sinks", "group",
+                "seq_bucket"]
 
 
 # ----------------------------------------------------------------------------------------------
-# Shared pieces: visibility and tile ranges
+# Shared pieces: sequences, visibility, softcap and tile ranges
 # ----------------------------------------------------------------------------------------------
 
 @triton.jit
-def _visible(pos, keys, window, sinks, kv_len, CAUSAL: tl.constexpr):
+def _sequence(cu_seqlens_q_ptr, cu_seqlens_k_ptr, batch, q_len, kv_len, IS_VARLEN: tl.constexpr):
+    """First row and length of batch element ``batch``'s queries and keys: ``(q_start, q_len, k_start,
+    kv_len)``. Dense: rows from 0, the launch's lengths. Packed: read from ``cu_seqlens``."""
+    q_start = 0
+    k_start = 0
+    if IS_VARLEN:
+        q_start = tl.load(cu_seqlens_q_ptr + batch)
+        q_len = tl.load(cu_seqlens_q_ptr + batch + 1) - q_start
+        k_start = tl.load(cu_seqlens_k_ptr + batch)
+        kv_len = tl.load(cu_seqlens_k_ptr + batch + 1) - k_start
+        q_start = q_start.to(tl.int64)
+        k_start = k_start.to(tl.int64)
+    return q_start, q_len, k_start, kv_len
+
+
+@triton.jit
+def _visible(pos, keys, window_left, window_right, sinks, kv_len, CAUSAL: tl.constexpr):
     """Mask of the visible (position, key) pairs; ``pos`` and ``keys`` broadcast (either may be the column)."""
     distance = pos - keys
-    seen = (tl.abs(distance) <= window) | (keys < sinks)
+    seen = ((distance <= window_left) & (distance >= -window_right)) | (keys < sinks)
     if CAUSAL:
         seen = seen & (distance >= 0)
     return seen & (keys < kv_len)
 
 
 @triton.jit
+def _tanh(x):
+    """tanh to a few float32 ulps relative (Triton's interpreter has no tanh): ``(1 - e) / (1 + e)`` with
+    ``e = exp(-2|x|)`` loses relative precision as |x| -> 0 (1 - e cancels), so below 0.1 its Taylor
+    series (to x^7, truncation < 1e-9 relative) takes over. A large cap keeps s/cap small: both matter."""
+    a = tl.abs(x)
+    e = tl.exp2(a * -2.8853900817779268)  # -2 * log2(e); underflows to 0 for large |x|: tanh = 1
+    t = (1.0 - e) / (1.0 + e)
+    a2 = a * a
+    series = a * (1.0 + a2 * (-0.3333333333333333 + a2 * (0.13333333333333333 + a2 * -0.05396825396825397)))
+    t = tl.where(a < 0.1, series, t)
+    return tl.where(x < 0, -t, t)
+
+
+@triton.jit
 def _query_program(heads, group, q_len, BLOCK_M: tl.constexpr):
     """One program per (query block, batch·head) on a 1-D grid (no 65535 limit on batch·heads);
-    the batch·head index is 64-bit so base offsets may pass 2**31."""
+    the batch·head index is 64-bit so base offsets may pass 2**31. ``q_len``: the longest sequence."""
     q_blocks = (q_len + BLOCK_M - 1) // BLOCK_M
     pid = tl.program_id(0)
     bh = (pid // q_blocks).to(tl.int64)
     start_m = (pid % q_blocks) * BLOCK_M
     batch, head = bh // heads, bh % heads
-    return bh, start_m, batch, head, head // group
+    return start_m, batch, head, head // group
 
 
 @triton.jit
-def _key_tile_ranges(first_pos, last_pos, window, sinks, kv_len, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr):
+def _key_tile_ranges(first_pos, last_pos, window_left, window_right, sinks, kv_len, BLOCK_N: tl.constexpr,
+                     CAUSAL: tl.constexpr):
     """Key-tile loop bounds for a block of query positions ``[first_pos, last_pos]``.
 
     Returns ``(sink_end, band_start, inner_start, inner_end, band_end)``: the sink tiles
     start in ``[0, sink_end)`` and the band tiles in ``[band_start, band_end)``; the tiles
     starting in ``[inner_start, inner_end)`` are seen whole by every query of the block.
     ``sink_end <= band_start`` (tile-aligned), so no key is visited twice. Every quantity
-    is clamped to be >= 0 before it is divided. Mirrored by ``key_tile_ranges``.
+    is clamped to be >= 0 before it is divided. ``window_right`` is 0 when causal.
+    Mirrored by ``key_tile_ranges``.
     """
-    low = tl.maximum(first_pos - window, 0)  # first key of the band of the first query
-    inner_low = tl.maximum(last_pos - window, 0)  # first key in the band of every query
-    if CAUSAL:
-        high = tl.minimum(tl.maximum(last_pos + 1, 0), kv_len)
-        inner_high = tl.minimum(tl.maximum(first_pos + 1, 0), kv_len)
-    else:
-        # Without causality sinks can also lie after the band: the band then stretches over them.
-        high = tl.minimum(tl.maximum(last_pos + window + 1, sinks), kv_len)
-        inner_high = tl.minimum(tl.maximum(first_pos + window + 1, 0), kv_len)
+    low = tl.maximum(first_pos - window_left, 0)  # first key of the band of the first query
+    inner_low = tl.maximum(last_pos - window_left, 0)  # first key in the band of every query
+    high = last_pos + window_right + 1
+    if not CAUSAL:
+        high = tl.maximum(high, sinks)  # sinks after the band: the band stretches over them
+    high = tl.minimum(tl.maximum(high, 0), kv_len)
+    inner_high = tl.minimum(tl.maximum(first_pos + window_right + 1, 0), kv_len)
     band_start = (low // BLOCK_N) * BLOCK_N
     inner_start = tl.minimum(((inner_low + BLOCK_N - 1) // BLOCK_N) * BLOCK_N, high)
     inner_end = tl.maximum((inner_high // BLOCK_N) * BLOCK_N, inner_start)
@@ -170,23 +217,20 @@ def _key_tile_ranges(first_pos, last_pos, window, sinks, kv_len, BLOCK_N: tl.con
 
 
 @triton.jit
-def _query_tile_ranges(start_n, last_key, offset, window, sinks, q_len, BLOCK_M: tl.constexpr,
+def _query_tile_ranges(start_n, last_key, offset, window_left, window_right, sinks, q_len, BLOCK_M: tl.constexpr,
                        CAUSAL: tl.constexpr):
     """Query-tile loop bounds for the keys ``[start_n, last_key]`` (``offset = Sk - Sq``).
 
     Returns ``(query_start, inner_start, inner_end, query_end)``: the query tiles start in
     ``[query_start, query_end)``, and those in ``[inner_start, inner_end)`` see every key
     of the block. A block holding sinks is seen by every later query (every query when
-    not causal). Mirrored by ``query_tile_ranges``.
+    not causal). Query ``i`` sees key ``j`` of the band when ``j - right <= pos(i) <= j + left``.
+    Mirrored by ``query_tile_ranges``.
     """
-    if CAUSAL:
-        low = start_n - offset  # the first query whose position reaches the block
-        inner_low = last_key - offset
-    else:
-        low = start_n - window - offset
-        inner_low = last_key - window - offset
-    high = last_key + window + 1 - offset
-    inner_high = start_n + window + 1 - offset
+    low = start_n - window_right - offset  # the first query whose band reaches the block
+    inner_low = last_key - window_right - offset
+    high = last_key + window_left + 1 - offset
+    inner_high = start_n + window_left + 1 - offset
     holds_sinks = start_n < sinks
     high = tl.where(holds_sinks, q_len, high)
     if not CAUSAL:
@@ -201,22 +245,37 @@ def _query_tile_ranges(start_n, last_key, offset, window, sinks, q_len, BLOCK_M:
     return query_start, inner_start, inner_end, high
 
 
+@triton.jit
+def _scores(a, b, qk_scale, tanh_scale, SOFTCAP: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Base-2 logits of ``a @ b`` and, with softcap, the tanh they went through (for the backward).
+
+    Without softcap ``qk_scale = scale * log2(e)``; with it ``tanh_scale = scale / softcap`` and
+    ``qk_scale = softcap * log2(e)``.
+    """
+    raw = tl.dot(a, b, input_precision=DOT_PRECISION)
+    if SOFTCAP:
+        capped = _tanh(raw * tanh_scale)
+        return capped * qk_scale, capped
+    return raw * qk_scale, raw
+
+
 # ----------------------------------------------------------------------------------------------
 # Forward
 # ----------------------------------------------------------------------------------------------
 
 @triton.jit
-def _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window, sinks, kv_len, qk_scale,
-              stride_kn, stride_vn, offs_n, offs_d,
-              CAUSAL: tl.constexpr, MASK: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_left, window_right, sinks, kv_len,
+              qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM: tl.constexpr,
+              CAUSAL: tl.constexpr, SOFTCAP: tl.constexpr, MASK: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """One key tile of the online softmax. ``MASK=False`` only for tiles every query sees whole."""
     keys = start_n + offs_n
-    k = tl.load(k_base + keys[:, None] * stride_kn + offs_d[None, :], mask=keys[:, None] < kv_len, other=0.0)
-    v = tl.load(v_base + keys[:, None] * stride_vn + offs_d[None, :], mask=keys[:, None] < kv_len, other=0.0)
-    scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # base-2 logits
+    load_mask = (keys[:, None] < kv_len) & (offs_d[None, :] < HEAD_DIM)
+    k = tl.load(k_base + keys[:, None] * stride_kn + offs_d[None, :], mask=load_mask, other=0.0)
+    v = tl.load(v_base + keys[:, None] * stride_vn + offs_d[None, :], mask=load_mask, other=0.0)
+    scores, _ = _scores(q, tl.trans(k), qk_scale, tanh_scale, SOFTCAP, DOT_PRECISION)
     if MASK:
-        scores = tl.where(_visible(pos[:, None], keys[None, :], window, sinks, kv_len, CAUSAL), scores,
-                          float("-inf"))
+        scores = tl.where(_visible(pos[:, None], keys[None, :], window_left, window_right, sinks, kv_len, CAUSAL),
+                          scores, float("-inf"))
     new_max = tl.maximum(row_max, tl.max(scores, axis=1))
     # A row that has seen nothing yet keeps max -inf: subtract 0 instead, so exp2 gives 0, not NaN.
     safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
@@ -230,55 +289,60 @@ def _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window, si
 @triton.autotune(configs=FWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by=FWD_PRUNE)
 @triton.jit
 def _fwd_kernel(
-    q_ptr, k_ptr, v_ptr, out_ptr, lse2_ptr,
+    q_ptr, k_ptr, v_ptr, out_ptr, lse2_ptr, cu_seqlens_q_ptr, cu_seqlens_k_ptr,
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
-    heads, group, q_len, kv_len, window, sinks, qk_scale, seq_bucket,
-    HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    stride_ob, stride_oh, stride_om, stride_lb, stride_lh,
+    heads, group, q_len, kv_len, window_left, window_right, sinks, qk_scale, tanh_scale, seq_bucket,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, SOFTCAP: tl.constexpr,
+    IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    bh, start_m, batch, head, kv_head = _query_program(heads, group, q_len, BLOCK_M)
+    start_m, batch, head, kv_head = _query_program(heads, group, q_len, BLOCK_M)
+    q_start, q_len, k_start, kv_len = _sequence(cu_seqlens_q_ptr, cu_seqlens_k_ptr, batch, q_len, kv_len, IS_VARLEN)
+    if start_m >= q_len:  # past the end of a shorter packed sequence
+        return
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)
     offset = kv_len - q_len
     pos = offs_m + offset
-    q = tl.load(q_ptr + batch * stride_qb + head * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :],
-                mask=offs_m[:, None] < q_len, other=0.0)
-    k_base = k_ptr + batch * stride_kb + kv_head * stride_kh
-    v_base = v_ptr + batch * stride_vb + kv_head * stride_vh
+    row_mask = (offs_m[:, None] < q_len) & (offs_d[None, :] < HEAD_DIM)
+    q = tl.load(q_ptr + batch * stride_qb + head * stride_qh + (q_start + offs_m[:, None]) * stride_qm
+                + offs_d[None, :], mask=row_mask, other=0.0)
+    k_base = k_ptr + batch * stride_kb + kv_head * stride_kh + k_start * stride_kn
+    v_base = v_ptr + batch * stride_vb + kv_head * stride_vh + k_start * stride_vn
 
-    acc = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
     row_max = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     row_sum = tl.zeros((BLOCK_M,), dtype=tl.float32)
     first_pos = start_m + offset
     last_pos = tl.minimum(start_m + BLOCK_M, q_len) - 1 + offset
     sink_end, band_start, inner_start, inner_end, band_end = _key_tile_ranges(
-        first_pos, last_pos, window, sinks, kv_len, BLOCK_N, CAUSAL)
+        first_pos, last_pos, window_left, window_right, sinks, kv_len, BLOCK_N, CAUSAL)
     for start_n in range(0, sink_end, BLOCK_N):  # sinks before the band
-        acc, row_max, row_sum = _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window, sinks,
-                                          kv_len, qk_scale, stride_kn, stride_vn, offs_n, offs_d,
-                                          CAUSAL, True, DOT_PRECISION)
+        acc, row_max, row_sum = _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_left,
+                                          window_right, sinks, kv_len, qk_scale, tanh_scale, stride_kn, stride_vn,
+                                          offs_n, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, True, DOT_PRECISION)
     for start_n in range(band_start, inner_start, BLOCK_N):  # leading edge of the band
-        acc, row_max, row_sum = _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window, sinks,
-                                          kv_len, qk_scale, stride_kn, stride_vn, offs_n, offs_d,
-                                          CAUSAL, True, DOT_PRECISION)
+        acc, row_max, row_sum = _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_left,
+                                          window_right, sinks, kv_len, qk_scale, tanh_scale, stride_kn, stride_vn,
+                                          offs_n, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, True, DOT_PRECISION)
     for start_n in range(inner_start, inner_end, BLOCK_N):  # interior: no mask needed
-        acc, row_max, row_sum = _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window, sinks,
-                                          kv_len, qk_scale, stride_kn, stride_vn, offs_n, offs_d,
-                                          CAUSAL, False, DOT_PRECISION)
+        acc, row_max, row_sum = _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_left,
+                                          window_right, sinks, kv_len, qk_scale, tanh_scale, stride_kn, stride_vn,
+                                          offs_n, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, False, DOT_PRECISION)
     for start_n in range(inner_end, band_end, BLOCK_N):  # trailing edge (the diagonal when causal)
-        acc, row_max, row_sum = _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window, sinks,
-                                          kv_len, qk_scale, stride_kn, stride_vn, offs_n, offs_d,
-                                          CAUSAL, True, DOT_PRECISION)
+        acc, row_max, row_sum = _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_left,
+                                          window_right, sinks, kv_len, qk_scale, tanh_scale, stride_kn, stride_vn,
+                                          offs_n, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, True, DOT_PRECISION)
 
     # A row saw a key iff row_sum >= 1 (its maximum contributes exp2(0)); others output 0.
     seen_any = row_sum > 0
     out = acc / tl.where(seen_any, row_sum, 1.0)[:, None]
-    tl.store(out_ptr + bh * q_len * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :],
-             out.to(out_ptr.dtype.element_ty), mask=offs_m[:, None] < q_len)
+    tl.store(out_ptr + batch * stride_ob + head * stride_oh + (q_start + offs_m[:, None]) * stride_om
+             + offs_d[None, :], out.to(out_ptr.dtype.element_ty), mask=row_mask)
     # Base-2 log-sum-exp of the scaled scores, kept for the backward; -inf for rows that saw nothing.
     lse2 = tl.where(seen_any, row_max + tl.log2(tl.where(seen_any, row_sum, 1.0)), float("-inf"))
-    tl.store(lse2_ptr + bh * q_len + offs_m, lse2, mask=offs_m < q_len)
+    tl.store(lse2_ptr + batch * stride_lb + head * stride_lh + q_start + offs_m, lse2, mask=offs_m < q_len)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,51 +350,60 @@ def _fwd_kernel(
 # ----------------------------------------------------------------------------------------------
 
 @triton.jit
-def _bwd_preprocess_kernel(out_ptr, do_ptr, grad_lse_ptr, delta_ptr, stride_dob, stride_doh, stride_dom,
-                           heads, q_len, HEAD_DIM: tl.constexpr, HAS_GRAD_LSE: tl.constexpr,
+def _bwd_preprocess_kernel(out_ptr, do_ptr, grad_lse_ptr, delta_ptr, stride_ob, stride_oh, stride_om,
+                           stride_dob, stride_doh, stride_dom, stride_lb, stride_lh, heads, q_len,
+                           HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, HAS_GRAD_LSE: tl.constexpr,
                            BLOCK_M: tl.constexpr):
     """delta = rowsum(dO * O) - dlse, the per-row term of dS = P * (dP - delta).
 
     A gradient g on the natural log-sum-exp adds g * P to dS, i.e. it only shifts delta.
+    Row-wise, so packed sequences run as one batch element of ``total_q`` rows.
     """
     q_blocks = (q_len + BLOCK_M - 1) // BLOCK_M
     pid = tl.program_id(0)
     bh = (pid // q_blocks).to(tl.int64)
     rows = (pid % q_blocks) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)
     batch, head = bh // heads, bh % heads
-    out = tl.load(out_ptr + bh * q_len * HEAD_DIM + rows[:, None] * HEAD_DIM + offs_d[None, :],
-                  mask=rows[:, None] < q_len, other=0.0)
+    row_mask = (rows[:, None] < q_len) & (offs_d[None, :] < HEAD_DIM)
+    out = tl.load(out_ptr + batch * stride_ob + head * stride_oh + rows[:, None] * stride_om + offs_d[None, :],
+                  mask=row_mask, other=0.0)
     do = tl.load(do_ptr + batch * stride_dob + head * stride_doh + rows[:, None] * stride_dom + offs_d[None, :],
-                 mask=rows[:, None] < q_len, other=0.0)
+                 mask=row_mask, other=0.0)
     delta = tl.sum(out.to(tl.float32) * do.to(tl.float32), axis=1)
+    row_offsets = batch * stride_lb + head * stride_lh + rows
     if HAS_GRAD_LSE:
-        delta -= tl.load(grad_lse_ptr + bh * q_len + rows, mask=rows < q_len, other=0.0)
-    tl.store(delta_ptr + bh * q_len + rows, delta, mask=rows < q_len)
+        delta -= tl.load(grad_lse_ptr + row_offsets, mask=rows < q_len, other=0.0)
+    tl.store(delta_ptr + row_offsets, delta, mask=rows < q_len)
 
 
 @triton.jit
-def _dkdv_tile(dk, dv, k, v, q_base, do_base, lse2_base, delta_base, start_m, keys, offset, window, sinks,
-               q_len, kv_len, qk_scale, stride_qm, stride_dom, offs_m, offs_d,
-               CAUSAL: tl.constexpr, MASK: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _dkdv_tile(dk, dv, k, v, q_base, do_base, lse2_base, delta_base, start_m, keys, offset, window_left,
+               window_right, sinks, q_len, kv_len, qk_scale, tanh_scale, stride_qm, stride_dom, offs_m, offs_d,
+               HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, SOFTCAP: tl.constexpr, MASK: tl.constexpr,
+               DOT_PRECISION: tl.constexpr):
     """One query tile's contribution to a key block's dk, dv, in the transposed (key-major) layout.
 
     Working with S^T = K Q^T directly keeps every product in the layout of its accumulator.
     """
     rows = start_m + offs_m
-    q_t = tl.load(q_base + offs_d[:, None] + rows[None, :] * stride_qm, mask=rows[None, :] < q_len, other=0.0)
-    do = tl.load(do_base + rows[:, None] * stride_dom + offs_d[None, :], mask=rows[:, None] < q_len, other=0.0)
+    q_t = tl.load(q_base + offs_d[:, None] + rows[None, :] * stride_qm,
+                  mask=(rows[None, :] < q_len) & (offs_d[:, None] < HEAD_DIM), other=0.0)
+    do = tl.load(do_base + rows[:, None] * stride_dom + offs_d[None, :],
+                 mask=(rows[:, None] < q_len) & (offs_d[None, :] < HEAD_DIM), other=0.0)
     lse2 = tl.load(lse2_base + rows, mask=rows < q_len, other=0.0)
     delta = tl.load(delta_base + rows, mask=rows < q_len, other=0.0)
-    scores_t = tl.dot(k, q_t, input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_N, BLOCK_M), base 2
+    scores_t, capped_t = _scores(k, q_t, qk_scale, tanh_scale, SOFTCAP, DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
     probs_t = tl.exp2(scores_t - lse2[None, :])
     if MASK:
         # Masked after exp2: a row that sees nothing has lse2 = -inf, so exp2 is inf there; where() drops it.
-        visible = _visible(rows[None, :] + offset, keys[:, None], window, sinks, kv_len, CAUSAL)
+        visible = _visible(rows[None, :] + offset, keys[:, None], window_left, window_right, sinks, kv_len, CAUSAL)
         probs_t = tl.where(visible & (rows[None, :] < q_len), probs_t, 0.0)
     dv += tl.dot(probs_t.to(do.dtype), do, input_precision=DOT_PRECISION)
     dprobs_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
     dscores_t = probs_t * (dprobs_t - delta[None, :])
+    if SOFTCAP:
+        dscores_t = dscores_t * (1.0 - capped_t * capped_t)  # d tanh(x) = 1 - tanh(x)^2
     dk += tl.dot(dscores_t.to(q_t.dtype), tl.trans(q_t), input_precision=DOT_PRECISION)
     return dk, dv
 
@@ -338,12 +411,13 @@ def _dkdv_tile(dk, dv, k, v, q_base, do_base, lse2_base, delta_base, start_m, ke
 @triton.autotune(configs=DKDV_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by=DKDV_PRUNE)
 @triton.jit
 def _bwd_dkdv_kernel(
-    q_ptr, k_ptr, v_ptr, do_ptr, lse2_ptr, delta_ptr, dk_ptr, dv_ptr,
+    q_ptr, k_ptr, v_ptr, do_ptr, lse2_ptr, delta_ptr, dk_ptr, dv_ptr, cu_seqlens_q_ptr, cu_seqlens_k_ptr,
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
-    stride_dob, stride_doh, stride_dom,
-    batch_kv_heads, heads, kv_heads, group, q_len, kv_len, window, sinks, qk_scale, sm_scale, seq_bucket,
-    HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    stride_dob, stride_doh, stride_dom, stride_lb, stride_lh, stride_dkb, stride_dkh, stride_dkn,
+    batch_kv_heads, heads, kv_heads, group, q_len, kv_len, window_left, window_right, sinks, qk_scale, tanh_scale,
+    sm_scale, seq_bucket,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, SOFTCAP: tl.constexpr,
+    IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # The key block varies slowest, so the programs of block 0, the sink block that every query
     # sees and hence the longest, start first instead of trailing at the end of the grid.
@@ -351,135 +425,155 @@ def _bwd_dkdv_kernel(
     start_n = (pid // batch_kv_heads) * BLOCK_N
     bkv = (pid % batch_kv_heads).to(tl.int64)
     batch, kv_head = bkv // kv_heads, bkv % kv_heads
+    q_start, q_len, k_start, kv_len = _sequence(cu_seqlens_q_ptr, cu_seqlens_k_ptr, batch, q_len, kv_len, IS_VARLEN)
+    if start_n >= kv_len:  # past the end of a shorter packed sequence
+        return
     keys = start_n + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    k = tl.load(k_ptr + batch * stride_kb + kv_head * stride_kh + keys[:, None] * stride_kn + offs_d[None, :],
-                mask=keys[:, None] < kv_len, other=0.0)
-    v = tl.load(v_ptr + batch * stride_vb + kv_head * stride_vh + keys[:, None] * stride_vn + offs_d[None, :],
-                mask=keys[:, None] < kv_len, other=0.0)
-    dk = tl.zeros((BLOCK_N, HEAD_DIM), dtype=tl.float32)
-    dv = tl.zeros((BLOCK_N, HEAD_DIM), dtype=tl.float32)
+    offs_d = tl.arange(0, BLOCK_D)
+    key_mask = (keys[:, None] < kv_len) & (offs_d[None, :] < HEAD_DIM)
+    k = tl.load(k_ptr + batch * stride_kb + kv_head * stride_kh + (k_start + keys[:, None]) * stride_kn
+                + offs_d[None, :], mask=key_mask, other=0.0)
+    v = tl.load(v_ptr + batch * stride_vb + kv_head * stride_vh + (k_start + keys[:, None]) * stride_vn
+                + offs_d[None, :], mask=key_mask, other=0.0)
+    dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    dv = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
 
     offset = kv_len - q_len
     last_key = tl.minimum(start_n + BLOCK_N, kv_len) - 1
     query_start, inner_start, inner_end, query_end = _query_tile_ranges(
-        start_n, last_key, offset, window, sinks, q_len, BLOCK_M, CAUSAL)
+        start_n, last_key, offset, window_left, window_right, sinks, q_len, BLOCK_M, CAUSAL)
     for member in range(0, group):  # the query heads sharing this key/value head: dk, dv summed in registers
         head = kv_head * group + member
-        q_base = q_ptr + batch * stride_qb + head * stride_qh
-        do_base = do_ptr + batch * stride_dob + head * stride_doh
-        row_base = (batch * heads + head) * q_len
+        q_base = q_ptr + batch * stride_qb + head * stride_qh + q_start * stride_qm
+        do_base = do_ptr + batch * stride_dob + head * stride_doh + q_start * stride_dom
+        row_base = batch * stride_lb + head * stride_lh + q_start
         for start_m in range(query_start, inner_start, BLOCK_M):
             dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, lse2_ptr + row_base, delta_ptr + row_base, start_m,
-                                keys, offset, window, sinks, q_len, kv_len, qk_scale, stride_qm, stride_dom, offs_m,
-                                offs_d, CAUSAL, True, DOT_PRECISION)
+                                keys, offset, window_left, window_right, sinks, q_len, kv_len, qk_scale, tanh_scale,
+                                stride_qm, stride_dom, offs_m, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, True, DOT_PRECISION)
         for start_m in range(inner_start, inner_end, BLOCK_M):
             dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, lse2_ptr + row_base, delta_ptr + row_base, start_m,
-                                keys, offset, window, sinks, q_len, kv_len, qk_scale, stride_qm, stride_dom, offs_m,
-                                offs_d, CAUSAL, False, DOT_PRECISION)
+                                keys, offset, window_left, window_right, sinks, q_len, kv_len, qk_scale, tanh_scale,
+                                stride_qm, stride_dom, offs_m, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, False,
+                                DOT_PRECISION)
         for start_m in range(inner_end, query_end, BLOCK_M):
             dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, lse2_ptr + row_base, delta_ptr + row_base, start_m,
-                                keys, offset, window, sinks, q_len, kv_len, qk_scale, stride_qm, stride_dom, offs_m,
-                                offs_d, CAUSAL, True, DOT_PRECISION)
+                                keys, offset, window_left, window_right, sinks, q_len, kv_len, qk_scale, tanh_scale,
+                                stride_qm, stride_dom, offs_m, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, True, DOT_PRECISION)
 
-    out_offsets = bkv * kv_len * HEAD_DIM + keys[:, None] * HEAD_DIM + offs_d[None, :]
-    tl.store(dk_ptr + out_offsets, (dk * sm_scale).to(dk_ptr.dtype.element_ty), mask=keys[:, None] < kv_len)
-    tl.store(dv_ptr + out_offsets, dv.to(dv_ptr.dtype.element_ty), mask=keys[:, None] < kv_len)
+    out_offsets = (batch * stride_dkb + kv_head * stride_dkh + (k_start + keys[:, None]) * stride_dkn
+                   + offs_d[None, :])
+    tl.store(dk_ptr + out_offsets, (dk * sm_scale).to(dk_ptr.dtype.element_ty), mask=key_mask)
+    tl.store(dv_ptr + out_offsets, dv.to(dv_ptr.dtype.element_ty), mask=key_mask)
 
 
 @triton.jit
-def _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window, sinks, kv_len, qk_scale,
-             stride_kn, stride_vn, offs_n, offs_d,
-             CAUSAL: tl.constexpr, MASK: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, kv_len,
+             qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM: tl.constexpr,
+             CAUSAL: tl.constexpr, SOFTCAP: tl.constexpr, MASK: tl.constexpr, DOT_PRECISION: tl.constexpr):
     keys = start_n + offs_n
-    k = tl.load(k_base + keys[:, None] * stride_kn + offs_d[None, :], mask=keys[:, None] < kv_len, other=0.0)
-    v = tl.load(v_base + keys[:, None] * stride_vn + offs_d[None, :], mask=keys[:, None] < kv_len, other=0.0)
-    scores = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
+    load_mask = (keys[:, None] < kv_len) & (offs_d[None, :] < HEAD_DIM)
+    k = tl.load(k_base + keys[:, None] * stride_kn + offs_d[None, :], mask=load_mask, other=0.0)
+    v = tl.load(v_base + keys[:, None] * stride_vn + offs_d[None, :], mask=load_mask, other=0.0)
+    scores, capped = _scores(q, tl.trans(k), qk_scale, tanh_scale, SOFTCAP, DOT_PRECISION)
     probs = tl.exp2(scores - lse2[:, None])
     if MASK:  # after exp2, as in _dkdv_tile
-        probs = tl.where(_visible(pos[:, None], keys[None, :], window, sinks, kv_len, CAUSAL), probs, 0.0)
+        probs = tl.where(_visible(pos[:, None], keys[None, :], window_left, window_right, sinks, kv_len, CAUSAL),
+                         probs, 0.0)
     dprobs = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
     dscores = probs * (dprobs - delta[:, None])
+    if SOFTCAP:
+        dscores = dscores * (1.0 - capped * capped)
     return dq + tl.dot(dscores.to(k.dtype), k, input_precision=DOT_PRECISION)
 
 
 @triton.autotune(configs=DQ_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by=DQ_PRUNE)
 @triton.jit
 def _bwd_dq_kernel(
-    q_ptr, k_ptr, v_ptr, do_ptr, lse2_ptr, delta_ptr, dq_ptr,
+    q_ptr, k_ptr, v_ptr, do_ptr, lse2_ptr, delta_ptr, dq_ptr, cu_seqlens_q_ptr, cu_seqlens_k_ptr,
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
-    stride_dob, stride_doh, stride_dom,
-    heads, group, q_len, kv_len, window, sinks, qk_scale, sm_scale, seq_bucket,
-    HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    stride_dob, stride_doh, stride_dom, stride_lb, stride_lh, stride_dqb, stride_dqh, stride_dqm,
+    heads, group, q_len, kv_len, window_left, window_right, sinks, qk_scale, tanh_scale, sm_scale, seq_bucket,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, SOFTCAP: tl.constexpr,
+    IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    bh, start_m, batch, head, kv_head = _query_program(heads, group, q_len, BLOCK_M)
+    start_m, batch, head, kv_head = _query_program(heads, group, q_len, BLOCK_M)
+    q_start, q_len, k_start, kv_len = _sequence(cu_seqlens_q_ptr, cu_seqlens_k_ptr, batch, q_len, kv_len, IS_VARLEN)
+    if start_m >= q_len:  # past the end of a shorter packed sequence
+        return
     rows = start_m + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, HEAD_DIM)
+    offs_d = tl.arange(0, BLOCK_D)
     offset = kv_len - q_len
     pos = rows + offset
-    q = tl.load(q_ptr + batch * stride_qb + head * stride_qh + rows[:, None] * stride_qm + offs_d[None, :],
-                mask=rows[:, None] < q_len, other=0.0)
-    do = tl.load(do_ptr + batch * stride_dob + head * stride_doh + rows[:, None] * stride_dom + offs_d[None, :],
-                 mask=rows[:, None] < q_len, other=0.0)
-    lse2 = tl.load(lse2_ptr + bh * q_len + rows, mask=rows < q_len, other=0.0)
-    delta = tl.load(delta_ptr + bh * q_len + rows, mask=rows < q_len, other=0.0)
-    k_base = k_ptr + batch * stride_kb + kv_head * stride_kh
-    v_base = v_ptr + batch * stride_vb + kv_head * stride_vh
-    dq = tl.zeros((BLOCK_M, HEAD_DIM), dtype=tl.float32)
+    row_mask = (rows[:, None] < q_len) & (offs_d[None, :] < HEAD_DIM)
+    q = tl.load(q_ptr + batch * stride_qb + head * stride_qh + (q_start + rows[:, None]) * stride_qm
+                + offs_d[None, :], mask=row_mask, other=0.0)
+    do = tl.load(do_ptr + batch * stride_dob + head * stride_doh + (q_start + rows[:, None]) * stride_dom
+                 + offs_d[None, :], mask=row_mask, other=0.0)
+    row_offsets = batch * stride_lb + head * stride_lh + q_start + rows
+    lse2 = tl.load(lse2_ptr + row_offsets, mask=rows < q_len, other=0.0)
+    delta = tl.load(delta_ptr + row_offsets, mask=rows < q_len, other=0.0)
+    k_base = k_ptr + batch * stride_kb + kv_head * stride_kh + k_start * stride_kn
+    v_base = v_ptr + batch * stride_vb + kv_head * stride_vh + k_start * stride_vn
+    dq = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
 
     first_pos = start_m + offset
     last_pos = tl.minimum(start_m + BLOCK_M, q_len) - 1 + offset
     sink_end, band_start, inner_start, inner_end, band_end = _key_tile_ranges(
-        first_pos, last_pos, window, sinks, kv_len, BLOCK_N, CAUSAL)
+        first_pos, last_pos, window_left, window_right, sinks, kv_len, BLOCK_N, CAUSAL)
     for start_n in range(0, sink_end, BLOCK_N):
-        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window, sinks, kv_len, qk_scale,
-                      stride_kn, stride_vn, offs_n, offs_d, CAUSAL, True, DOT_PRECISION)
+        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, kv_len,
+                      qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, True,
+                      DOT_PRECISION)
     for start_n in range(band_start, inner_start, BLOCK_N):
-        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window, sinks, kv_len, qk_scale,
-                      stride_kn, stride_vn, offs_n, offs_d, CAUSAL, True, DOT_PRECISION)
+        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, kv_len,
+                      qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, True,
+                      DOT_PRECISION)
     for start_n in range(inner_start, inner_end, BLOCK_N):
-        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window, sinks, kv_len, qk_scale,
-                      stride_kn, stride_vn, offs_n, offs_d, CAUSAL, False, DOT_PRECISION)
+        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, kv_len,
+                      qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, False,
+                      DOT_PRECISION)
     for start_n in range(inner_end, band_end, BLOCK_N):
-        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window, sinks, kv_len, qk_scale,
-                      stride_kn, stride_vn, offs_n, offs_d, CAUSAL, True, DOT_PRECISION)
-    tl.store(dq_ptr + bh * q_len * HEAD_DIM + rows[:, None] * HEAD_DIM + offs_d[None, :],
-             (dq * sm_scale).to(dq_ptr.dtype.element_ty), mask=rows[:, None] < q_len)
+        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, kv_len,
+                      qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, True,
+                      DOT_PRECISION)
+    tl.store(dq_ptr + batch * stride_dqb + head * stride_dqh + (q_start + rows[:, None]) * stride_dqm
+             + offs_d[None, :], (dq * sm_scale).to(dq_ptr.dtype.element_ty), mask=row_mask)
 
 
 # ----------------------------------------------------------------------------------------------
 # Python mirrors of the tile ranges (tests, cost model)
 # ----------------------------------------------------------------------------------------------
 
-def _clamped(q_len: int, kv_len: int, window: int, sinks: int) -> tuple[int, int]:
-    """The launcher's clamping of window and sinks; it leaves the mask unchanged (|pos - j| < Sq + Sk)."""
-    return min(window, q_len + kv_len), min(sinks, kv_len)
+def _clamped(q_len: int, kv_len: int, window, sinks: int, causal: bool) -> tuple[int, int, int]:
+    """The launcher's ``(window_left, window_right, sinks)``: finite, causal right 0, sinks at most
+    ``kv_len``; the mask is unchanged (``|pos - j| < Sq + Sk``) and the kernels' arithmetic int32-safe."""
+    return (*effective_window(window, causal, q_len, kv_len), min(sinks, kv_len))
 
 
-def key_tile_ranges(first_pos: int, last_pos: int, window: int, sinks: int, kv_len: int, block_n: int,
-                    causal: bool) -> tuple[int, int, int, int, int]:
+def key_tile_ranges(first_pos: int, last_pos: int, window_left: int, window_right: int, sinks: int, kv_len: int,
+                    block_n: int, causal: bool) -> tuple[int, int, int, int, int]:
     """Python mirror of ``_key_tile_ranges``: ``(sink_end, band_start, inner_start, inner_end, band_end)``."""
-    low, inner_low = max(first_pos - window, 0), max(last_pos - window, 0)
-    if causal:
-        high, inner_high = min(max(last_pos + 1, 0), kv_len), min(max(first_pos + 1, 0), kv_len)
-    else:
-        high, inner_high = min(max(last_pos + window + 1, sinks), kv_len), min(max(first_pos + window + 1, 0), kv_len)
+    low, inner_low = max(first_pos - window_left, 0), max(last_pos - window_left, 0)
+    high = last_pos + window_right + 1
+    if not causal:
+        high = max(high, sinks)
+    high = min(max(high, 0), kv_len)
+    inner_high = min(max(first_pos + window_right + 1, 0), kv_len)
     band_start = low // block_n * block_n
     inner_start = min(-(-inner_low // block_n) * block_n, high)
     inner_end = max(inner_high // block_n * block_n, inner_start)
     return min(sinks, band_start, high), band_start, inner_start, inner_end, high
 
 
-def query_tile_ranges(start_n: int, last_key: int, q_len: int, kv_len: int, window: int, sinks: int,
-                      block_m: int, causal: bool) -> tuple[int, int, int, int]:
+def query_tile_ranges(start_n: int, last_key: int, q_len: int, kv_len: int, window_left: int, window_right: int,
+                      sinks: int, block_m: int, causal: bool) -> tuple[int, int, int, int]:
     """Python mirror of ``_query_tile_ranges``: ``(query_start, inner_start, inner_end, query_end)``."""
     offset = kv_len - q_len
-    low = start_n - offset if causal else start_n - window - offset
-    inner_low = last_key - offset if causal else last_key - window - offset
-    high, inner_high = last_key + window + 1 - offset, start_n + window + 1 - offset
+    low, inner_low = start_n - window_right - offset, last_key - window_right - offset
+    high, inner_high = last_key + window_left + 1 - offset, start_n + window_left + 1 - offset
     if start_n < sinks:
         high = q_len
         if not causal:
@@ -489,34 +583,34 @@ def query_tile_ranges(start_n: int, last_key: int, q_len: int, kv_len: int, wind
     return low // block_m * block_m, inner_start, max(inner_high // block_m * block_m, inner_start), high
 
 
-def visited_key_tiles(q_len: int, kv_len: int, window: int, sinks: int, causal: bool,
+def visited_key_tiles(q_len: int, kv_len: int, window, sinks: int, causal: bool,
                       block_m: int, block_n: int) -> list[list[int]]:
     """Start of every key tile that each query block visits, forward and dq (sink tiles, then band tiles)."""
-    window, sinks = _clamped(q_len, kv_len, window, sinks)
+    left, right, sinks = _clamped(q_len, kv_len, window, sinks, causal)
     visited = []
     for start_m in range(0, q_len, block_m):
         first_pos = start_m + kv_len - q_len
         last_pos = min(start_m + block_m, q_len) - 1 + kv_len - q_len
-        sink_end, band_start, _, _, band_end = key_tile_ranges(first_pos, last_pos, window, sinks, kv_len, block_n,
-                                                                causal)
+        sink_end, band_start, _, _, band_end = key_tile_ranges(first_pos, last_pos, left, right, sinks, kv_len,
+                                                                block_n, causal)
         visited.append(list(range(0, sink_end, block_n)) + list(range(band_start, band_end, block_n)))
     return visited
 
 
-def visited_query_tiles(q_len: int, kv_len: int, window: int, sinks: int, causal: bool,
+def visited_query_tiles(q_len: int, kv_len: int, window, sinks: int, causal: bool,
                         block_m: int, block_n: int) -> list[list[int]]:
     """Start of every query tile that each key block's dk/dv visits (per query head of its group)."""
-    window, sinks = _clamped(q_len, kv_len, window, sinks)
+    left, right, sinks = _clamped(q_len, kv_len, window, sinks, causal)
     visited = []
     for start_n in range(0, kv_len, block_n):
         last_key = min(start_n + block_n, kv_len) - 1
-        start, _, _, end = query_tile_ranges(start_n, last_key, q_len, kv_len, window, sinks, block_m, causal)
+        start, _, _, end = query_tile_ranges(start_n, last_key, q_len, kv_len, left, right, sinks, block_m, causal)
         visited.append(list(range(start, end, block_m)))
     return visited
 
 
 # ----------------------------------------------------------------------------------------------
-# Launcher, autograd and the public function
+# Checks, launcher, autograd and the public functions
 # ----------------------------------------------------------------------------------------------
 
 def _as_index(value, name: str) -> int:
@@ -528,14 +622,13 @@ def _as_index(value, name: str) -> int:
         raise TypeError(f"{name}: expected an integer, got {value!r}") from None
 
 
-def check_attention_inputs(q, k, v, window, sinks, scale) -> tuple[int, int, float | None]:
-    """Validate the arguments (errors name the argument); return window, sinks and scale normalized."""
+def _check_tensors(q, k, v, packed: bool) -> None:
+    dims, layout = (3, "(total, heads, head_dim)") if packed else (4, "(batch, heads, length, head_dim)")
     for name, tensor in (("q", q), ("k", k), ("v", v)):
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"{name}: expected a torch.Tensor, got {type(tensor).__name__}")
-        if tensor.dim() != 4:
-            raise ValueError(f"{name}: expected 4 dimensions (batch, heads, length, head_dim), "
-                             f"got shape {tuple(tensor.shape)}")
+        if tensor.dim() != dims:
+            raise ValueError(f"{name}: expected {dims} dimensions {layout}, got shape {tuple(tensor.shape)}")
         if tensor.dtype not in (torch.float32, torch.float16, torch.bfloat16):
             raise TypeError(f"{name}: expected float32, float16 or bfloat16, got {tensor.dtype}")
     if k.dtype != q.dtype or v.dtype != q.dtype:
@@ -545,17 +638,21 @@ def check_attention_inputs(q, k, v, window, sinks, scale) -> tuple[int, int, flo
     check_kernel_device("q", q)
     if k.shape != v.shape:
         raise ValueError(f"v: expected the shape of k {tuple(k.shape)}, got {tuple(v.shape)}")
-    if k.shape[0] != q.shape[0] or k.shape[3] != q.shape[3]:
+    if packed and k.shape[2] != q.shape[2]:
+        raise ValueError(f"k: head_dim must match q's {q.shape[2]}, got shape {tuple(k.shape)}")
+    if not packed and (k.shape[0] != q.shape[0] or k.shape[3] != q.shape[3]):
         raise ValueError(f"k: batch and head_dim must match q's {q.shape[0]} and {q.shape[3]}, "
                          f"got shape {tuple(k.shape)}")
-    if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
-        raise ValueError(f"q: {q.shape[1]} heads is not a multiple of the {k.shape[1]} key/value heads of k")
-    head_dim = q.shape[3]
-    if head_dim < 16 or head_dim > 256 or head_dim & (head_dim - 1):
-        raise ValueError(f"q: head_dim must be a power of two from 16 to 256, got {head_dim}")
-    window, sinks = _as_index(window, "window"), _as_index(sinks, "sinks")
-    if window < 0:
-        raise ValueError(f"window: expected an integer >= 0, got {window}")
+    heads, kv_heads = q.shape[-2 if packed else 1], k.shape[-2 if packed else 1]
+    if kv_heads == 0 or heads % kv_heads:
+        raise ValueError(f"q: {heads} heads is not a multiple of the {kv_heads} key/value heads of k")
+    head_dim = q.shape[-1]
+    if head_dim < 8 or head_dim > MAX_HEAD_DIM or head_dim % 8:
+        raise ValueError(f"q: head_dim must be a multiple of 8 from 8 to {MAX_HEAD_DIM}, got {head_dim}")
+
+
+def _check_settings(window, sinks, scale, softcap) -> tuple[tuple[int, int], int, float | None, float]:
+    window, sinks = window_bounds(window), _as_index(sinks, "sinks")
     if sinks < 0:
         raise ValueError(f"sinks: expected an integer >= 0, got {sinks}")
     if scale is not None:
@@ -564,7 +661,55 @@ def check_attention_inputs(q, k, v, window, sinks, scale) -> tuple[int, int, flo
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"scale: expected a positive finite number, got {scale!r}")
         scale = float(scale)
-    return window, sinks, scale
+    if isinstance(softcap, bool) or not isinstance(softcap, numbers.Real):
+        raise TypeError(f"softcap: expected a real number, got {softcap!r}")
+    if not (math.isfinite(softcap) and softcap >= 0):
+        raise ValueError(f"softcap: expected a finite number >= 0 (0: off), got {softcap!r}")
+    return window, sinks, scale, float(softcap)
+
+
+def check_attention_inputs(q, k, v, window, sinks, scale, softcap=0.0):
+    """Validate the dense arguments (errors name the argument); return ``((left, right), sinks, scale,
+    softcap)`` normalized."""
+    _check_tensors(q, k, v, packed=False)
+    return _check_settings(window, sinks, scale, softcap)
+
+
+def _check_cu_seqlens(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k) -> tuple[int, int]:
+    """Offsets: int32, 1-D, ``batch + 1`` long each, on q's device, from 0 to the packed length, never
+    decreasing, no sequence longer than its max length. The values are read on the host (a device
+    sync), except while a CUDA graph is being captured."""
+    for name, cu, total in (("cu_seqlens_q", cu_seqlens_q, q.shape[0]), ("cu_seqlens_k", cu_seqlens_k, k.shape[0])):
+        if not isinstance(cu, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(cu).__name__}")
+        if cu.dtype != torch.int32:
+            raise TypeError(f"{name}: expected dtype torch.int32, got {cu.dtype}")
+        if cu.dim() != 1 or cu.numel() < 1:
+            raise ValueError(f"{name}: expected a 1-D tensor of batch + 1 offsets, got shape {tuple(cu.shape)}")
+        if cu.device != q.device:
+            raise ValueError(f"{name}: expected device {q.device} like q, got {cu.device}")
+    if cu_seqlens_q.numel() != cu_seqlens_k.numel():
+        raise ValueError(f"cu_seqlens_k: expected {cu_seqlens_q.numel()} offsets like cu_seqlens_q, "
+                         f"got {cu_seqlens_k.numel()}")
+    max_seqlen_q, max_seqlen_k = _as_index(max_seqlen_q, "max_seqlen_q"), _as_index(max_seqlen_k, "max_seqlen_k")
+    capturing = q.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    for name, cu, total, longest in (("cu_seqlens_q", cu_seqlens_q, q.shape[0], max_seqlen_q),
+                                     ("cu_seqlens_k", cu_seqlens_k, k.shape[0], max_seqlen_k)):
+        max_name = name.replace("cu_seqlens", "max_seqlen")
+        if longest < 0:
+            raise ValueError(f"{max_name}: expected an integer >= 0, got {longest}")
+        if capturing:
+            continue
+        offsets = cu.tolist()
+        if offsets[0] != 0 or offsets[-1] != total:
+            raise ValueError(f"{name}: expected offsets from 0 to the packed length {total}, "
+                             f"got {offsets[0]} ... {offsets[-1]}")
+        lengths = [end - start for start, end in zip(offsets, offsets[1:])]
+        if any(length < 0 for length in lengths):
+            raise ValueError(f"{name}: offsets must not decrease, got {offsets}")
+        if lengths and max(lengths) > longest:
+            raise ValueError(f"{max_name}: {longest} is shorter than the longest sequence in {name} ({max(lengths)})")
+    return max_seqlen_q, max_seqlen_k
 
 
 def _unit_last_stride(tensor: torch.Tensor) -> torch.Tensor:
@@ -572,80 +717,145 @@ def _unit_last_stride(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if tensor.stride(-1) == 1 or tensor.shape[-1] <= 1 else tensor.contiguous()
 
 
-def _strides(tensor: torch.Tensor) -> tuple[int, int, int]:
-    return tensor.stride(0), tensor.stride(1), tensor.stride(2)
+def _as_4d(tensor: torch.Tensor, packed: bool) -> torch.Tensor:
+    """The kernels' (batch, heads, rows, dim) view: a packed (total, heads, dim) tensor is one batch of rows."""
+    return tensor.unsqueeze(0).transpose(1, 2) if packed else tensor
 
 
-def _shape_args(q, k, window, sinks, causal):
-    batch, heads, q_len, head_dim = q.shape
-    kv_heads, kv_len = k.shape[1], k.shape[2]
-    return dict(group=heads // kv_heads, q_len=q_len, kv_len=kv_len, window=window, sinks=sinks,
-                seq_bucket=triton.next_power_of_2(max(q_len, kv_len, 16)), HEAD_DIM=head_dim, CAUSAL=causal,
-                DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32")  # fp32 stays fp32, not TF32
+def _strides(tensor: torch.Tensor, packed: bool) -> tuple[int, int, int]:
+    """Batch, head and row strides of a 4-D view; packed sequences start at row offsets, not batches."""
+    return 0 if packed else tensor.stride(0), tensor.stride(1), tensor.stride(2)
+
+
+def _row_strides(lse: torch.Tensor, packed: bool) -> tuple[int, int]:
+    """Batch and head strides of a log-sum-exp buffer: ``(B, H, Sq)``, or ``(H, total_q)`` when packed."""
+    return (0, lse.stride(0)) if packed else (lse.stride(0), lse.stride(1))
+
+
+class _Problem(NamedTuple):
+    """What the kernels are launched with besides the tensors (lengths: the longest when packed)."""
+
+    batch: int  # batch elements, or packed sequences
+    q_len: int
+    kv_len: int
+    window_left: int
+    window_right: int
+    sinks: int
+    causal: bool
+    scale: float
+    softcap: float
+
+
+def _kernel_args(q4, k4, problem: _Problem, packed: bool) -> dict:
+    head_dim = q4.shape[3]
+    softcap = problem.softcap
+    return dict(group=q4.shape[1] // k4.shape[1], q_len=problem.q_len, kv_len=problem.kv_len,
+                window_left=problem.window_left, window_right=problem.window_right, sinks=problem.sinks,
+                # Softcap folds the scale into the tanh's argument and log2(e) into its factor.
+                qk_scale=(softcap if softcap else problem.scale) * LOG2E,
+                tanh_scale=problem.scale / softcap if softcap else 1.0,
+                seq_bucket=triton.next_power_of_2(max(problem.q_len, problem.kv_len, 16)), HEAD_DIM=head_dim,
+                BLOCK_D=max(16, triton.next_power_of_2(head_dim)), CAUSAL=problem.causal, SOFTCAP=bool(softcap),
+                IS_VARLEN=packed, DOT_PRECISION="ieee" if q4.dtype == torch.float32 else "tf32")  # fp32 stays fp32
 
 
 class _SlidingWindowAttention(torch.autograd.Function):
+    """Dense ``(B, H, S, D)`` tensors, or packed ``(total, H, D)`` ones with their ``cu_seqlens``."""
+
     @staticmethod
-    def forward(ctx, q, k, v, window, sinks, causal, scale):
+    def forward(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, problem):
+        packed = cu_seqlens_q is not None
         q, k, v = (_unit_last_stride(t) for t in (q, k, v))
-        batch, heads, q_len, head_dim = q.shape
+        q4, k4, v4 = (_as_4d(t, packed) for t in (q, k, v))
+        heads = q4.shape[1]
         out = torch.empty(q.shape, device=q.device, dtype=q.dtype)
-        lse2 = torch.empty((batch, heads, q_len), device=q.device, dtype=torch.float32)
-        shape = _shape_args(q, k, window, sinks, causal)
+        lse2 = torch.empty((heads, q.shape[0]) if packed else q.shape[:3], device=q.device, dtype=torch.float32)
+        args = _kernel_args(q4, k4, problem, packed)
         if out.numel():
-            grid = lambda meta: (triton.cdiv(q_len, meta["BLOCK_M"]) * batch * heads,)  # noqa: E731
-            _fwd_kernel[grid](q, k, v, out, lse2, *_strides(q), *_strides(k), *_strides(v), heads,
-                              qk_scale=scale * LOG2E, **shape)
-        ctx.save_for_backward(q, k, v, out, lse2)
-        ctx.settings = (scale, shape)
+            grid = lambda meta: (triton.cdiv(problem.q_len, meta["BLOCK_M"]) * problem.batch * heads,)  # noqa: E731
+            _fwd_kernel[grid](q4, k4, v4, out, lse2, cu_seqlens_q, cu_seqlens_k, *_strides(q4, packed),
+                              *_strides(k4, packed), *_strides(v4, packed), *_strides(_as_4d(out, packed), packed),
+                              *_row_strides(lse2, packed), heads, **args)
+        ctx.save_for_backward(q, k, v, out, lse2, cu_seqlens_q, cu_seqlens_k)
+        ctx.problem = problem
         ctx.set_materialize_grads(False)
         return out, lse2 * LN2
 
     @staticmethod
     def backward(ctx, grad_out, grad_lse):
-        q, k, v, out, lse2 = ctx.saved_tensors
-        scale, shape = ctx.settings
-        batch, heads, q_len, head_dim = q.shape
-        kv_heads, kv_len = k.shape[1], k.shape[2]
+        q, k, v, out, lse2, cu_seqlens_q, cu_seqlens_k = ctx.saved_tensors
+        problem = ctx.problem
+        packed = cu_seqlens_q is not None
         if grad_out is None and grad_lse is None:
-            return None, None, None, None, None, None, None
+            return None, None, None, None, None, None
         grad_out = torch.zeros_like(out) if grad_out is None else _unit_last_stride(grad_out)
+        q4, k4, v4, out4, do4 = (_as_4d(t, packed) for t in (q, k, v, out, grad_out))
+        heads, kv_heads, head_dim = q4.shape[1], k4.shape[1], q4.shape[3]
+        args = _kernel_args(q4, k4, problem, packed)
+        row_strides = _row_strides(lse2, packed)
         delta = torch.empty_like(lse2)
         if out.numel():
             grad_lse = None if grad_lse is None else grad_lse.float().contiguous()
-            grid = (triton.cdiv(q_len, PREPROCESS_BLOCK) * batch * heads,)
-            _bwd_preprocess_kernel[grid](out, grad_out, grad_lse if grad_lse is not None else delta, delta,
-                                         *_strides(grad_out), heads, q_len, HEAD_DIM=head_dim,
+            rows, batch = (q.shape[0], 1) if packed else (problem.q_len, problem.batch)  # packed: one batch of rows
+            grid = (triton.cdiv(rows, PREPROCESS_BLOCK) * batch * heads,)
+            _bwd_preprocess_kernel[grid](out4, do4, grad_lse if grad_lse is not None else delta, delta,
+                                         *_strides(out4, packed), *_strides(do4, packed), *row_strides, heads, rows,
+                                         HEAD_DIM=head_dim, BLOCK_D=args["BLOCK_D"],
                                          HAS_GRAD_LSE=grad_lse is not None, BLOCK_M=PREPROCESS_BLOCK)
-        strides = (*_strides(q), *_strides(k), *_strides(v), *_strides(grad_out))
+        strides = (*_strides(q4, packed), *_strides(k4, packed), *_strides(v4, packed), *_strides(do4, packed),
+                   *row_strides)
         dq = dk = dv = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             dk = torch.empty(k.shape, device=k.device, dtype=k.dtype)
             dv = torch.empty(v.shape, device=v.device, dtype=v.dtype)
             if dk.numel():
-                grid = lambda meta: (triton.cdiv(kv_len, meta["BLOCK_N"]) * batch * kv_heads,)  # noqa: E731
-                _bwd_dkdv_kernel[grid](q, k, v, grad_out, lse2, delta, dk, dv, *strides, batch * kv_heads, heads,
-                                       kv_heads, qk_scale=scale * LOG2E, sm_scale=scale, **shape)
+                grid = lambda meta: (triton.cdiv(problem.kv_len, meta["BLOCK_N"]) * problem.batch * kv_heads,)  # noqa: E731
+                _bwd_dkdv_kernel[grid](q4, k4, v4, do4, lse2, delta, dk, dv, cu_seqlens_q, cu_seqlens_k, *strides,
+                                       *_strides(_as_4d(dk, packed), packed), problem.batch * kv_heads, heads,
+                                       kv_heads, sm_scale=problem.scale, **args)
         if ctx.needs_input_grad[0]:
             dq = torch.empty(q.shape, device=q.device, dtype=q.dtype)
             if dq.numel():
-                grid = lambda meta: (triton.cdiv(q_len, meta["BLOCK_M"]) * batch * heads,)  # noqa: E731
-                _bwd_dq_kernel[grid](q, k, v, grad_out, lse2, delta, dq, *strides, heads,
-                                     qk_scale=scale * LOG2E, sm_scale=scale, **shape)
-        return dq, dk, dv, None, None, None, None
+                grid = lambda meta: (triton.cdiv(problem.q_len, meta["BLOCK_M"]) * problem.batch * heads,)  # noqa: E731
+                _bwd_dq_kernel[grid](q4, k4, v4, do4, lse2, delta, dq, cu_seqlens_q, cu_seqlens_k, *strides,
+                                     *_strides(_as_4d(dq, packed), packed), heads, sm_scale=problem.scale, **args)
+        return dq, dk, dv, None, None, None
 
 
-def sliding_window_attention(q, k, v, window, sinks=0, causal=True, scale=None, return_lse=False):
+def sliding_window_attention(q, k, v, window, sinks=0, causal=True, scale=None, return_lse=False, softcap=0.0):
     """Attention over a ``window`` band plus the first ``sinks`` keys; semantics in the module docstring.
 
-    q ``(B, H, Sq, D)``, k and v ``(B, Hkv, Sk, D)``, all fp32, fp16 or bf16 on one device;
-    ``scale`` defaults to ``1/sqrt(D)``. Returns the output ``(B, H, Sq, D)`` in q's dtype
-    and, with ``return_lse``, also the natural log-sum-exp of the scaled scores
-    ``(B, H, Sq)`` in float32 (-inf where a query sees no key). Both are differentiable.
+    q ``(B, H, Sq, D)``, k and v ``(B, Hkv, Sk, D)``, all fp32, fp16 or bf16 on one device, D a
+    multiple of 8 up to 256; ``window`` an int ``W`` or a ``(left, right)`` pair (-1: unbounded);
+    ``scale`` defaults to ``1/sqrt(D)``; ``softcap > 0`` caps the scaled scores at
+    ``softcap * tanh(s / softcap)``. Returns the output ``(B, H, Sq, D)`` in q's dtype and, with
+    ``return_lse``, also the natural log-sum-exp of the (capped) scaled scores ``(B, H, Sq)`` in
+    float32 (-inf where a query sees no key). Both are differentiable.
     """
-    window, sinks, scale = check_attention_inputs(q, k, v, window, sinks, scale)
+    window, sinks, scale, softcap = check_attention_inputs(q, k, v, window, sinks, scale, softcap)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    # Same mask, but int32-safe arithmetic in the kernels and fewer distinct autotuning keys.
-    window, sinks = _clamped(q.shape[2], k.shape[2], window, sinks)
-    out, lse = _SlidingWindowAttention.apply(q, k, v, window, sinks, bool(causal), scale)
+    problem = _Problem(q.shape[0], q.shape[2], k.shape[2], *_clamped(q.shape[2], k.shape[2], window, sinks, causal),
+                       bool(causal), scale, softcap)
+    out, lse = _SlidingWindowAttention.apply(q, k, v, None, None, problem)
+    return (out, lse) if return_lse else out
+
+
+def sliding_window_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window, sinks=0,
+                                    causal=True, softcap=0.0, scale=None, return_lse=False):
+    """``sliding_window_attention`` over packed sequences (FlashAttention's varlen layout).
+
+    q ``(total_q, H, D)``, k and v ``(total_k, Hkv, D)``; sequence ``b`` holds rows
+    ``cu_seqlens[b]:cu_seqlens[b + 1]`` (int32 offsets from 0 to the packed length, never
+    decreasing; ``max_seqlen_*`` at least the longest sequence). Each sequence is attended on its
+    own with the dense semantics (its own positions, bottom-right alignment and ``sinks``); no key
+    of another sequence is read. Returns ``(total_q, H, D)`` and, with ``return_lse``, the
+    log-sum-exp ``(H, total_q)`` in float32. Differentiable in q, k, v (and through the lse).
+    """
+    _check_tensors(q, k, v, packed=True)
+    window, sinks, scale, softcap = _check_settings(window, sinks, scale, softcap)
+    max_seqlen_q, max_seqlen_k = _check_cu_seqlens(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    problem = _Problem(cu_seqlens_q.numel() - 1, max_seqlen_q, max_seqlen_k,
+                       *_clamped(max_seqlen_q, max_seqlen_k, window, sinks, causal), bool(causal), scale, softcap)
+    out, lse = _SlidingWindowAttention.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, problem)
     return (out, lse) if return_lse else out

@@ -1,9 +1,31 @@
 import itertools
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.attention import sliding_window_mask, sliding_window_mask_mod, visible_pairs
+from kernels.attention import (sliding_window_mask, sliding_window_mask_mod, varlen_mask, visible_pairs,
+                               window_bounds)
+
+# Asymmetric, one-sided unbounded, fully unbounded and degenerate windows, as FlashAttention's test grid.
+PAIRS = [(3, 9), (-1, 8), (8, -1), (-1, -1), (0, 0), (0, 5), (5, 0), (2, 1)]
+
+
+def local_mask(q_len, kv_len, left, right, sinks, causal):
+    """FlashAttention's construct_local_mask semantics (causal forces right to 0, -1 is unbounded), plus
+    sinks, written from the definition: True where query i sees key j."""
+    right = 0 if causal else right
+    position = torch.arange(q_len)[:, None] + kv_len - q_len
+    key = torch.arange(kv_len)[None, :]
+    hidden = torch.zeros(q_len, kv_len, dtype=torch.bool)
+    if right >= 0:
+        hidden |= key > position + right
+    if left >= 0:
+        hidden |= key < position - left
+    sink = key < sinks
+    if causal:
+        sink = sink & (key <= position)
+    return ~hidden | sink
 
 
 def test_causal_window_shows_window_plus_one_keys():
@@ -75,3 +97,58 @@ def test_mask_mod_builds_a_flex_attention_block_mask():
         padded = F.pad(mask, (0, -kv_len % 16, 0, -q_len % 16))
         needed = F.max_pool2d(padded[None], 16)[0] > 0  # 16x16 blocks holding a visible pair
         assert torch.equal(block_mask.to_dense()[0, 0].bool(), needed)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_window_pairs_match_flash_attention_local_mask(causal):
+    for (q_len, kv_len), (left, right), sinks in itertools.product([(9, 9), (5, 12), (12, 5)], PAIRS, [0, 2, 20]):
+        expected = local_mask(q_len, kv_len, left, right, sinks, causal)
+        assert torch.equal(sliding_window_mask(q_len, kv_len, (left, right), sinks, causal), expected), \
+            (q_len, kv_len, left, right, sinks, causal)
+        q_idx, kv_idx = torch.arange(q_len)[:, None], torch.arange(kv_len)[None, :]
+        mod = sliding_window_mask_mod(q_len, kv_len, (left, right), sinks, causal)
+        assert torch.equal(mod(0, 0, q_idx, kv_idx), expected)
+
+
+def test_an_int_window_is_the_symmetric_pair():
+    for window, causal in itertools.product([0, 1, 4, -1], [True, False]):
+        assert torch.equal(sliding_window_mask(11, 13, window, 1, causal),
+                           sliding_window_mask(11, 13, (window, window), 1, causal))
+    assert window_bounds(3) == (3, 3) and window_bounds((-1, 8)) == (-1, 8) and window_bounds([2, 0]) == (2, 0)
+
+
+def test_asymmetric_window_rows():
+    mask = sliding_window_mask(10, 10, (3, 1), causal=False)
+    assert mask[5].nonzero().flatten().tolist() == [2, 3, 4, 5, 6]
+    assert sliding_window_mask(10, 10, (3, 9), causal=True)[5].nonzero().flatten().tolist() == [2, 3, 4, 5]
+    assert bool(sliding_window_mask(4, 6, (-1, -1), causal=False).all())  # unbounded both ways: dense
+
+
+@pytest.mark.parametrize("window, error, message", [
+    ((-2, 3), ValueError, "window: expected integers >= -1"),
+    (-5, ValueError, "window: expected integers >= -1"),
+    ((1, 2, 3), ValueError, "window: expected an integer or a \\(left, right\\) pair"),
+    ((1.5, 2), TypeError, "window: expected an integer or a \\(left, right\\) pair of integers"),
+    ((True, 2), TypeError, "window: expected integers"),
+    ("4", TypeError, "window: expected an integer"),
+])
+def test_bad_windows_raise_clear_errors(window, error, message):
+    with pytest.raises(error, match=message):
+        window_bounds(window)
+
+
+def test_visible_pairs_counts_pair_windows():
+    for q_len, kv_len, window, sinks, causal in itertools.product([1, 7, 20], [1, 9, 20], PAIRS, [0, 3, 30],
+                                                                  [True, False]):
+        expected = int(sliding_window_mask(q_len, kv_len, window, sinks, causal).sum())
+        assert visible_pairs(q_len, kv_len, window, sinks, causal) == expected
+
+
+def test_varlen_mask_is_block_diagonal_with_each_sequence_mask():
+    q_lens, k_lens = [1, 6, 0, 9], [3, 6, 2, 4]
+    cu_q = torch.tensor([0, *itertools.accumulate(q_lens)], dtype=torch.int32)
+    cu_k = torch.tensor([0, *itertools.accumulate(k_lens)], dtype=torch.int32)
+    for window, sinks, causal in [((2, 1), 1, False), (1, 0, True), ((-1, 0), 5, True)]:
+        expected = torch.block_diag(*[sliding_window_mask(q, k, window, sinks, causal).int()
+                                      for q, k in zip(q_lens, k_lens)]).bool()
+        assert torch.equal(varlen_mask(cu_q, cu_k, window, sinks, causal), expected)

@@ -34,6 +34,14 @@ CASES = {
     "sinks-beyond-kv": (1, 2, 2, 40, 40, 16, 2, 100, True),  # every earlier key is a sink: dense causal
     "gqa-one-kv-head": (1, 4, 1, 45, 45, 16, 6, 2, True),
     "head-dim-128": (1, 1, 1, 24, 24, 128, 4, 1, True),
+    # FlashAttention's window_size pairs (-1: unbounded), sinks on top.
+    "asymmetric": (1, 2, 1, 45, 45, 16, (3, 9), 1, False),
+    "asymmetric-causal": (1, 2, 2, 45, 45, 16, (5, 9), 2, True),  # causal: right is 0
+    "left-unbounded-fewer-queries": (1, 4, 2, 29, 70, 16, (-1, 8), 0, False),
+    "right-unbounded-more-queries": (1, 2, 1, 70, 29, 16, (8, -1), 3, False),
+    "unbounded-both": (1, 2, 2, 37, 37, 16, (-1, -1), 0, False),
+    "look-ahead-only": (1, 2, 2, 50, 50, 16, (0, 20), 1, False),
+    "look-behind-more-queries": (1, 2, 1, 60, 35, 16, (20, 0), 0, False),  # the first 25 queries see nothing
 }
 
 
@@ -44,24 +52,24 @@ def random_qkv(batch, heads, kv_heads, q_len, kv_len, head_dim, dtype, seed=0):
             make(batch, kv_heads, kv_len, head_dim), make(batch, heads, q_len, head_dim))
 
 
-def float64_reference(q, k, v, grad_out, window, sinks, causal, grad_lse=None, scale=None):
+def float64_reference(q, k, v, grad_out, window, sinks, causal, grad_lse=None, scale=None, softcap=0.0):
     """Output, lse and (dq, dk, dv) of the reference in float64 on the same (rounded) inputs."""
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
     out, lse = sliding_window_attention_reference(q64, k64, v64, window, sinks, causal, scale=scale,
-                                                  return_lse=True)
+                                                  return_lse=True, softcap=softcap)
     outputs, grads = (out,), (grad_out.double(),)
     if grad_lse is not None:
         outputs, grads = (out, lse), (grad_out.double(), grad_lse.double())
     return out.detach(), lse.detach(), torch.autograd.grad(outputs, (q64, k64, v64), grads)
 
 
-def check_against_reference(q, k, v, grad_out, window, sinks, causal, grad_lse=None, expected=None):
+def check_against_reference(q, k, v, grad_out, window, sinks, causal, grad_lse=None, expected=None, softcap=0.0):
     q, k, v = (t.clone().requires_grad_() for t in (q, k, v))
-    out, lse = sliding_window_attention(q, k, v, window, sinks, causal, return_lse=True)
+    out, lse = sliding_window_attention(q, k, v, window, sinks, causal, return_lse=True, softcap=softcap)
     outputs, grads = ((out,), (grad_out,)) if grad_lse is None else ((out, lse), (grad_out, grad_lse))
     dq, dk, dv = torch.autograd.grad(outputs, (q, k, v), grads)
     expected_out, expected_lse, expected_grads = expected or float64_reference(q, k, v, grad_out, window, sinks,
-                                                                               causal, grad_lse)
+                                                                               causal, grad_lse, softcap=softcap)
     tol = TOLERANCES[q.dtype]
     assert out.dtype == dq.dtype == dk.dtype == dv.dtype == q.dtype and lse.dtype == torch.float32
     assert out.shape == q.shape and lse.shape == q.shape[:3] and dk.shape == k.shape and dv.shape == v.shape
@@ -80,7 +88,7 @@ def test_fp32_forward_and_gradients(case):
 
 
 HALF_CASES = ["odd-length", "beyond-one-tile", "wide-window-interior", "fewer-queries", "more-queries-empty-rows",
-              "gqa-one-kv-head", "sinks-after-band"]
+              "gqa-one-kv-head", "sinks-after-band", "asymmetric", "right-unbounded-more-queries"]
 
 
 @pytest.mark.parametrize("case", HALF_CASES)
@@ -89,6 +97,43 @@ def test_half_precision_forward_and_gradients(case, dtype):
     batch, heads, kv_heads, q_len, kv_len, head_dim, window, sinks, causal = CASES[case]
     q, k, v, grad_out = random_qkv(batch, heads, kv_heads, q_len, kv_len, head_dim, dtype, seed=1)
     check_against_reference(q, k, v, grad_out, window, sinks, causal)
+
+
+# Head dims that are not powers of two are padded inside the kernels (masked loads and stores);
+# 8 pads to 16, the smallest tl.dot. Odd lengths, GQA, sinks and a pair window at every size.
+@pytest.mark.parametrize("head_dim", [8, 40, 80, 96, 160, 256])
+def test_head_dims_multiple_of_8(head_dim):
+    q, k, v, grad_out = random_qkv(1, 2, 1, 21, 35, head_dim, torch.float32, seed=head_dim)
+    check_against_reference(q, k, v, grad_out, (6, 2), 2, False)
+
+
+@pytest.mark.parametrize("head_dim", [40, 96, 160])
+@pytest.mark.parametrize("dtype", [torch.float16, pytest.param(torch.bfloat16, marks=gpu_only)])
+def test_half_precision_head_dims(head_dim, dtype):
+    q, k, v, grad_out = random_qkv(1, 2, 1, 21, 21, head_dim, dtype, seed=head_dim + 1)
+    check_against_reference(q, k, v, grad_out, 7, 1, True)
+
+
+# Softcap: scores s -> c * tanh(s / c) before the softmax; the backward multiplies by 1 - tanh^2.
+# Inputs scaled up so that the cap bends most scores (|s| / c around 1 and beyond).
+@pytest.mark.parametrize("case, softcap, dtype", [
+    ("odd-length", 0.5, torch.float32), ("asymmetric", 1.0, torch.float32),
+    ("more-queries-empty-rows", 0.3, torch.float32), ("fewer-queries", 2.0, torch.float16),
+    pytest.param("fewer-queries", 2.0, torch.bfloat16, marks=gpu_only)])
+def test_softcap_forward_and_gradients(case, softcap, dtype):
+    batch, heads, kv_heads, q_len, kv_len, head_dim, window, sinks, causal = CASES[case]
+    q, k, v, grad_out = random_qkv(batch, heads, kv_heads, q_len, kv_len, head_dim, torch.float32, seed=11)
+    q, k, v, grad_out = ((2 * q).to(dtype), k.to(dtype), v.to(dtype), grad_out.to(dtype))
+    grad_lse = torch.randn(q.shape[:3], generator=torch.Generator().manual_seed(12)).to(DEVICE)
+    check_against_reference(q, k, v, grad_out, window, sinks, causal, grad_lse=grad_lse, softcap=softcap)
+
+
+def test_softcap_changes_the_result():
+    # A large cap is no cap; a small one is not (so the tests above cannot pass with softcap ignored).
+    q, k, v, _ = random_qkv(1, 2, 2, 21, 21, 16, torch.float32, seed=13)
+    plain = sliding_window_attention(2 * q, k, v, 4, 1)
+    torch.testing.assert_close(sliding_window_attention(2 * q, k, v, 4, 1, softcap=1e4), plain, atol=1e-4, rtol=1e-4)
+    assert (sliding_window_attention(2 * q, k, v, 4, 1, softcap=0.5) - plain).abs().max() > 0.1
 
 
 @pytest.mark.parametrize("sinks", [0, 1, 4])
@@ -170,15 +215,15 @@ def test_empty_sequences():
 # visited NaN key or query spreads NaN through the tile's matmuls even where the mask zeroes P.
 # The poisoned ranges are skipped at every tiling from 16 to 128, so this holds for any autotuned config.
 
-@pytest.mark.parametrize("causal", [True, False])
-def test_forward_and_dq_never_load_key_tiles_outside_the_band_and_sinks(causal):
-    # 16 queries at positions 584..599, window 8, 4 sinks: keys 128..511 lie in no visited tile.
+@pytest.mark.parametrize("window, causal", [(8, True), (8, False), ((40, 2), False)])
+def test_forward_and_dq_never_load_key_tiles_outside_the_band_and_sinks(window, causal):
+    # 16 queries at positions 584..599, window 8 (or 40 back): 4 sinks: keys 128..511 lie in no visited tile.
     q, k, v, grad_out = random_qkv(1, 2, 1, 16, 600, 16, torch.float32, seed=8)
-    expected = float64_reference(q, k, v, grad_out, 8, 4, causal)
+    expected = float64_reference(q, k, v, grad_out, window, 4, causal)
     k_poisoned, v_poisoned = k.clone(), v.clone()
     k_poisoned[:, :, 128:512] = float("nan")
     v_poisoned[:, :, 128:512] = float("nan")
-    _, _, (_, dk, dv) = check_against_reference(q, k_poisoned, v_poisoned, grad_out, 8, 4, causal,
+    _, _, (_, dk, dv) = check_against_reference(q, k_poisoned, v_poisoned, grad_out, window, 4, causal,
                                                  expected=expected)
     assert bool((dk[:, :, 128:512] == 0).all() and (dv[:, :, 128:512] == 0).all())
 
@@ -202,16 +247,24 @@ def test_dkdv_never_loads_query_tiles_that_do_not_see_the_key_block(causal):
     (dict(k=torch.randn(2, 2, 9, 16), v=torch.randn(2, 2, 9, 16)), ValueError, "k: batch and head_dim"),
     (dict(v=torch.randn(1, 2, 8, 16)), ValueError, "v: expected the shape of k"),
     (dict(q=torch.randn(1, 3, 9, 16)), ValueError, "q: 3 heads is not a multiple of the 2 key/value heads"),
-    (dict(q=torch.randn(1, 2, 9, 24), k=torch.randn(1, 2, 9, 24), v=torch.randn(1, 2, 9, 24)), ValueError,
-     "q: head_dim must be a power of two from 16 to 256, got 24"),
-    (dict(q=torch.randn(1, 2, 9, 8), k=torch.randn(1, 2, 9, 8), v=torch.randn(1, 2, 9, 8)), ValueError,
-     "q: head_dim must be a power of two"),
+    (dict(q=torch.randn(1, 2, 9, 12), k=torch.randn(1, 2, 9, 12), v=torch.randn(1, 2, 9, 12)), ValueError,
+     "q: head_dim must be a multiple of 8 from 8 to 256, got 12"),
+    (dict(q=torch.randn(1, 2, 9, 4), k=torch.randn(1, 2, 9, 4), v=torch.randn(1, 2, 9, 4)), ValueError,
+     "q: head_dim must be a multiple of 8"),
+    (dict(q=torch.randn(1, 2, 9, 264), k=torch.randn(1, 2, 9, 264), v=torch.randn(1, 2, 9, 264)), ValueError,
+     "q: head_dim must be a multiple of 8 from 8 to 256, got 264"),
     (dict(k=torch.randn(1, 2, 9, 16).half()), TypeError, "k, v: expected dtype torch.float32"),
     (dict(q=torch.randint(0, 3, (1, 2, 9, 16))), TypeError, "q: expected float32, float16 or bfloat16"),
     (dict(q=torch.randn(1, 2, 9, 16).double()), TypeError, "q: expected float32, float16 or bfloat16"),
-    (dict(window=-1), ValueError, "window: expected an integer >= 0"),
+    (dict(window=-2), ValueError, "window: expected integers >= -1"),
+    (dict(window=(3, -2)), ValueError, "window: expected integers >= -1"),
+    (dict(window=(-5, 1)), ValueError, "window: expected integers >= -1"),
+    (dict(window=(1, 2, 3)), ValueError, "window: expected an integer or a \\(left, right\\) pair"),
     (dict(window=2.5), TypeError, "window: expected an integer"),
-    (dict(window=True), TypeError, "window: expected an integer"),
+    (dict(window=True), TypeError, "window: expected integers"),
+    (dict(softcap=-1.0), ValueError, "softcap: expected a finite number >= 0"),
+    (dict(softcap=math.nan), ValueError, "softcap: expected a finite number >= 0"),
+    (dict(softcap="50"), TypeError, "softcap: expected a real number"),
     (dict(sinks=-2), ValueError, "sinks: expected an integer >= 0"),
     (dict(sinks="4"), TypeError, "sinks: expected an integer"),
     (dict(scale=0.0), ValueError, "scale: expected a positive"),
@@ -221,7 +274,7 @@ def test_dkdv_never_loads_query_tiles_that_do_not_see_the_key_block(causal):
 ])
 def test_bad_inputs_raise_clear_errors(kwargs, error, message):
     arguments = dict(q=torch.randn(1, 2, 9, 16), k=torch.randn(1, 2, 9, 16), v=torch.randn(1, 2, 9, 16), window=2,
-                     sinks=0, scale=None)
+                     sinks=0, scale=None, softcap=0.0)
     arguments.update(kwargs)
     arguments = {name: value.to(DEVICE) if isinstance(value, torch.Tensor) else value
                  for name, value in arguments.items()}
