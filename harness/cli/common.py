@@ -66,6 +66,10 @@ def select(names: list[str]) -> list[registry.Benchmark]:
         return registry.select(names)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    except ImportError as error:
+        if error.name != "kernels":  # a broken family module is a bug: its traceback
+            raise
+        raise UsageError(str(error)) from None  # the kernels package missing or shadowed: the environment
 
 
 def add_row_selection(parser: argparse.ArgumentParser) -> None:

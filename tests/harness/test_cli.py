@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,9 +12,18 @@ from harness.cli import main
 from tests.harness.test_gate import CASES as FAIL_CLOSED
 
 
+CONSOLE_SCRIPT = Path(sys.executable).with_name("menagerie")
+
+
+def shell_environment() -> dict:
+    """The environment of a user's shell: without the TRITON_INTERPRET that this test process set on
+    importing kernels, so that a command must switch the interpreter on by itself, as `make bench` does."""
+    return {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+
+
 def menagerie(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=600)
+                          cwd=cwd, env={**shell_environment(), "PYTHONPATH": os.getcwd()}, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +46,21 @@ def test_run_tiny_end_to_end_writes_a_valid_record(tiny_run):
     statuses = {row["impl"]: row["status"] for row in record["rows"] if row["benchmark"] == "elementwise.bias_gelu"}
     assert statuses == {"torch": "ok", "triton_fused": "ok", "torch_compile": "skipped"}
     assert "elementwise.bias_gelu" in done.stdout and "wrote" in done.stdout
+
+
+@pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason=f"no installed console script at {CONSOLE_SCRIPT}")
+def test_the_installed_command_runs_a_triton_row_from_any_folder(tmp_path):
+    # As `make bench` runs it: the console script, from a folder outside the checkout, with no PYTHONPATH,
+    # so that `kernels` is whatever the install resolves (another distribution's `kernels` once shadowed it).
+    environment = {name: value for name, value in shell_environment().items() if name != "PYTHONPATH"}
+    done = subprocess.run([str(CONSOLE_SCRIPT), "run", "elementwise.bias_gelu", "--impl", "triton_fused",
+                           "--case", "64x257", "--mode", "fwd", "--budget", "0.01", "--warmup", "0.01", "--seeds", "1",
+                           "--min-reps", "2", "--max-reps", "2", "--out", str(tmp_path / "runs")],
+                          capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [path] = list((tmp_path / "runs").glob("*.json"))
+    [row] = results.load_run(path)["rows"]
+    assert (row["impl"], row["status"]) == ("triton_fused", "ok"), row["reason"]
 
 
 def test_one_replicate_is_undecided_even_against_itself(tiny_run):
