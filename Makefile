@@ -2,7 +2,9 @@
 #   make bench          run the suite on the default device and size preset
 #   make test           run the tests
 #   make compile-check  build every kernel for sm_80 and sm_90 (no GPU needed) under this Triton, and for sm_90
-#                       under Triton 3.6, the lent GPU machines' version (a second venv, .venv-triton36)
+#                       under Triton 3.6, the lent GPU machines' version (a second venv, .venv-triton36), against
+#                       the committed compile record: only units it lacks are compiled, plus a spot check
+#   make compile-record the same, writing the record (commit results/compile/ after a kernel change)
 # On a machine without an NVIDIA driver torch is pinned to 2.14.1 with torchvision 0.29.1 (the pair that imports
 # together there; the test suite passes under it).
 
@@ -13,7 +15,7 @@ GPU_TRITON_VENV := .venv-triton36
 TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.14.1 torchvision==0.29.1)
 ARGS ?=
 
-.PHONY: install ffcv-libs browser bench test compile-check clean
+.PHONY: install ffcv-libs browser bench test compile-check compile-record clean
 
 $(VENV)/.installed: pyproject.toml Makefile | ffcv-libs
 	$(PYTHON) -m venv $(VENV)
@@ -44,8 +46,10 @@ browser:
 	      || { echo "could not install chromium with apt-get"; [ -z "$$CI" ]; }; \
 	  else echo "chromium not installed (needs root and apt-get): the HTML render test will be skipped"; fi; }
 
+# In parallel on every core (pytest-xdist), the 20 slowest tests listed at the end. The console script, not
+# `python -m pytest`, which would put the checkout (and its kernels/ folder) first on sys.path.
 test: install browser
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/pytest -q -n auto --durations=20 $(ARGS)
 
 # The GPU machines' Triton (3.6) beside the CPU torch, and only the core's dependencies (no jsonschema, as there).
 $(GPU_TRITON_VENV)/.installed: pyproject.toml Makefile
@@ -55,13 +59,22 @@ $(GPU_TRITON_VENV)/.installed: pyproject.toml Makefile
 	$(GPU_TRITON_VENV)/bin/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-# Triton 3.6 builds for sm_90 only, the lent machines' GPUs (H100/H200), and runs beside the 3.8 check: three
-# workers share the cores, where the two checks one after the other took 81 of CI's 90 minutes on a cold cache.
-# Its output is held in a file and printed after the first check's, so the two tables do not interleave.
-compile-check: install $(GPU_TRITON_VENV)/.installed
+# The compile check is incremental: units (kernel specialization x configuration x arch) whose fingerprint is in the
+# committed record (results/compile/<triton version>/<arch>.json) are replayed, a spot check of them is compiled again,
+# and only new units are compiled. compile-check (CI) fails when the tree has units the record lacks; compile-record
+# compiles what is new and writes the records (add ARGS=--full to rebuild every unit); commit results/compile/ after it.
+# Triton 3.6 builds for sm_90 only, the lent machines' GPUs (H100/H200), beside the 3.8 check: its output is held in a
+# file and printed after the first check's, so the two tables do not interleave.
+compile-check: RECORD_MODE = --frozen
+compile-record: RECORD_MODE = --update
+compile-check compile-record: install $(GPU_TRITON_VENV)/.installed
 	@mkdir -p results/compile
-	@$(GPU_TRITON_VENV)/bin/menagerie compile --arch sm_90 $(ARGS) > results/compile/triton36.log 2>&1 & gpu=$$!; \
-	$(BIN)/menagerie compile --arch sm_80,sm_90 $(ARGS); current=$$?; \
+	@start=$$(date +%s); \
+	{ $(GPU_TRITON_VENV)/bin/menagerie compile --arch sm_90 $(RECORD_MODE) $(ARGS); status=$$?; \
+	  echo "--- Triton 3.6 check (sm_90) took $$(( $$(date +%s) - start )) s, exit $$status"; exit $$status; } \
+	  > results/compile/triton36.log 2>&1 & gpu=$$!; \
+	$(BIN)/menagerie compile --arch sm_80,sm_90 $(RECORD_MODE) $(ARGS); current=$$?; \
+	echo "--- Triton $$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("triton"))') check (sm_80, sm_90) took $$(( $$(date +%s) - start )) s, exit $$current"; \
 	wait $$gpu; gpu_status=$$?; \
 	echo "--- Triton 3.6 (.venv-triton36), sm_90:"; cat results/compile/triton36.log; \
 	[ $$current = 0 ] && [ $$gpu_status = 0 ]

@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 import triton
 
-from benchmarks import interpreted_bf16
-from harness.registry import Benchmark, Case, Cost, Impl, Tolerance, register
-from kernels.attention import (sliding_window_attention, sliding_window_attention_reference,
+from menagerie.benchmarks import interpreted_bf16
+from menagerie.harness.registry import Benchmark, Case, Cost, Impl, Tolerance, register
+from menagerie.kernels.attention import (sliding_window_attention, sliding_window_attention_reference,
                                sliding_window_attention_varlen, sliding_window_attention_varlen_reference,
                                sliding_window_mask, sliding_window_mask_mod, varlen_mask_mod, visible_pairs,
                                window_bounds)
-from kernels.attention.sliding_window import visited_key_tiles
+from menagerie.kernels.attention.sliding_window import visited_key_tiles
 
 BACKWARD_FLOP_FACTOR = 2.5
 # Tiling at which executed-tile FLOPs are reported (the first of the GPU configurations).

@@ -10,10 +10,10 @@ call and, on a GPU, an untimed L2 flush before every round.
 import pytest
 import torch
 
-import kernels  # noqa: F401  (switches Triton to its interpreter when there is no GPU)
-from harness import registry, runner
-from harness.device import default_device, parse_device
-from harness.timing import Budget
+import menagerie.kernels  # noqa: F401  (switches Triton to its interpreter when there is no GPU)
+from menagerie.harness import registry, runner
+from menagerie.harness.device import default_device, parse_device
+from menagerie.harness.timing import Budget
 
 
 def pytest_addoption(parser):

@@ -6,9 +6,9 @@ roofline that matters is bytes over copy bandwidth.
 
 import torch
 
-from benchmarks import interpreted_bf16
-from harness.registry import Benchmark, Case, Cost, Impl, Tolerance, register
-from kernels.elementwise import bias_gelu, bias_gelu_reference
+from menagerie.benchmarks import interpreted_bf16
+from menagerie.harness.registry import Benchmark, Case, Cost, Impl, Tolerance, register
+from menagerie.kernels.elementwise import bias_gelu, bias_gelu_reference
 
 # Per element: the bias add, the cubic polynomial (5), the sigmoid's non-exp part
 # (3) and the final product: 10 FLOPs and one exponential.

@@ -23,8 +23,8 @@ import dataclasses
 import torch
 from torch import nn
 
-from harness.registry import Benchmark, Case, Cost, Impl, Tolerance, register
-from models.resnet import build
+from menagerie.harness.registry import Benchmark, Case, Cost, Impl, Tolerance, register
+from menagerie.models.resnet import build
 
 _SKELETONS: dict = {}
 

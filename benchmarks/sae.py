@@ -18,9 +18,9 @@ written once).
 
 import torch
 
-from benchmarks import interpreted_bf16
-from harness.registry import Benchmark, Case, Cost, Impl, Tolerance, register
-from kernels.sae import (decode_dense, decode_embedding_bag, sparse_decode, sparse_decode_mse, topk_encode,
+from menagerie.benchmarks import interpreted_bf16
+from menagerie.harness.registry import Benchmark, Case, Cost, Impl, Tolerance, register
+from menagerie.kernels.sae import (decode_dense, decode_embedding_bag, sparse_decode, sparse_decode_mse, topk_encode,
                          topk_encode_dense)
 
 ACCURACY_ROWS_PER_CHUNK = 256

@@ -26,14 +26,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-from benchmarks import interpreted_bf16
-from harness.registry import Benchmark, Case, Cost, Impl, Tolerance, register
-from kernels.ssm import (linear_scan, linear_scan_reference, selective_scan, selective_scan_reference,
+from menagerie.benchmarks import interpreted_bf16
+from menagerie.harness.registry import Benchmark, Case, Cost, Impl, Tolerance, register
+from menagerie.kernels.ssm import (linear_scan, linear_scan_reference, selective_scan, selective_scan_reference,
                          ssd_chunked_reference, ssd_scan)
-from kernels.ssm.linear_scan_cuda import linear_scan_cuda, unavailable_reason
-from kernels.ssm.linear_scan_cuda import program as cuda_c_program
-from models.mamba import MambaBlock
-from models.mamba2 import Mamba2Block
+from menagerie.kernels.ssm.linear_scan_cuda import linear_scan_cuda, unavailable_reason
+from menagerie.kernels.ssm.linear_scan_cuda import program as cuda_c_program
+from menagerie.models.mamba import MambaBlock
+from menagerie.models.mamba2 import Mamba2Block
 
 # The state is float32 everywhere; low-precision outputs carry a few roundings of the dtype.
 TOLERANCES = {

@@ -2,9 +2,9 @@
 
 import pytest
 
-from harness import runner
-from harness.device import synchronize
-from harness.timing import L2Flush
+from menagerie.harness import runner
+from menagerie.harness.device import synchronize
+from menagerie.harness.timing import L2Flush
 
 
 def test_registered(benchmark, menagerie_case, rounds):

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from harness.registry import Tolerance
+from menagerie.harness.registry import Tolerance
 
 _EMPTY_OPS = {
     torch.ops.aten.empty.memory_format,

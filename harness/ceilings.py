@@ -21,8 +21,10 @@ from pathlib import Path
 
 import torch
 
-from harness.device import device_name
-from harness.timing import Budget, measure
+from menagerie.harness.results import write_text_atomically
+
+from menagerie.harness.device import device_name
+from menagerie.harness.timing import Budget, measure
 
 # Dense (no sparsity) peaks from NVIDIA's datasheets, by a substring of the device
 # name; the first match wins. The exp rate is derived, not printed: SMs x 16
@@ -99,7 +101,7 @@ def _measure_microkernel(device: torch.device, label: str) -> Ceiling:
         raise NotMeasurable(f"{label} is measured on CUDA devices only")
     import triton
 
-    from harness import microkernels
+    from menagerie.harness import microkernels
 
     kernel, per_step, unit_scale = {
         "fp32_tflops": (microkernels.fma_chain_kernel, 2, 1e12),
@@ -135,11 +137,7 @@ def _load_cache() -> dict:
 
 
 def _store_cache(cache: dict) -> None:
-    path = cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".tmp{os.getpid()}")
-    temporary.write_text(json.dumps(cache, indent=2, sort_keys=True))
-    os.replace(temporary, path)
+    write_text_atomically(json.dumps(cache, indent=2, sort_keys=True), cache_path())
 
 
 def get_ceilings(device: torch.device, dtype: torch.dtype, remeasure: bool = False) -> dict[str, Ceiling]:

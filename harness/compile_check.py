@@ -1,6 +1,6 @@
 """``menagerie compile``: build every Triton kernel the benchmarks launch, for GPU architectures, on any machine.
 
-For each architecture a fresh worker process (``python -m harness.compile_check``; Triton
+For each architecture a fresh worker process (``python -m menagerie.harness.compile_check``; Triton
 binds a kernel's target on its first call, and the kernels must be imported with the
 interpreter off) activates the compile-only driver (``harness/compile_driver.py``) and
 drives the call paths that ``menagerie run`` times: every implementation marked
@@ -12,7 +12,14 @@ Verdicts, each a failure (exit 1): a call path that raised (a kernel that does n
 compile, or code that broke); a configuration that does not compile, or whose shared
 memory or threads exceed the arch's limits (even where an autotuner would skip it: prune
 it per arch instead); a kernel specialization (kernel, arch, dtypes, constexprs) for
-which no configuration is spill-free.
+which no configuration is spill-free; a spot-checked unit whose fresh build differs from
+its record entry.
+
+Incremental: each worker is given its arch's compile record (``harness/compile_record.py``)
+and compiles only the units the record lacks; the others are replayed from their entries,
+so the verdicts cover every unit either way. A spot check then compiles a random share of
+the replayed units again (at least one per kernel, seeded) and compares: a difference
+means the fingerprint misses an input or the toolchain is not deterministic.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -31,7 +40,8 @@ from typing import Callable
 
 import torch
 
-from harness.gpu_archs import ARCHS, Arch
+from menagerie.harness import compile_record
+from menagerie.harness.gpu_archs import ARCHS, Arch
 
 
 def _last_line(error: BaseException) -> str:
@@ -60,7 +70,7 @@ def group_id(build: dict) -> str:
 def drive(benchmarks, size: str, dtypes: list[str], modes: list[str], recorder,
           on_row: Callable[[int, int, str], None] = lambda done, total, label: None) -> list[dict]:
     """Run every Triton row's call path once under the active compile-only driver."""
-    from harness.runner import Prepared, dtype_name
+    from menagerie.harness.runner import Prepared, dtype_name
 
     plan = []
     for bench in benchmarks:
@@ -98,32 +108,55 @@ def drive(benchmarks, size: str, dtypes: list[str], modes: list[str], recorder,
     return rows
 
 
+def choose_spot_checks(entries: dict[str, dict], replayed: list[str], fraction: float, seed: str) -> list[str]:
+    """``fraction`` of the replayed units, at least one per kernel (none when ``fraction`` is 0), drawn with ``seed``."""
+    if fraction <= 0 or not replayed:
+        return []
+    rng = random.Random(seed)
+    by_kernel: dict[str, list[str]] = {}
+    for fingerprint in sorted(replayed):
+        by_kernel.setdefault(entries[fingerprint]["kernel"], []).append(fingerprint)
+    chosen = [rng.choice(fingerprints) for _, fingerprints in sorted(by_kernel.items())]
+    rest = sorted(set(replayed) - set(chosen))
+    rng.shuffle(rest)
+    return chosen + rest[:max(0, math.ceil(fraction * len(replayed)) - len(chosen))]
+
+
 def _worker(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.compile_check")
+    parser = argparse.ArgumentParser(prog="python -m menagerie.harness.compile_check")
     parser.add_argument("names", nargs="*")
     parser.add_argument("--arch", required=True, choices=list(ARCHS))
     parser.add_argument("--size", required=True)
     parser.add_argument("--dtype", action="append", default=[])
     parser.add_argument("--mode", action="append", default=[])
     parser.add_argument("--import", dest="imports", action="append", default=[])
+    parser.add_argument("--record", type=Path, help="compile record whose units are replayed, not compiled")
+    parser.add_argument("--spot-check", type=float, default=0.0)
+    parser.add_argument("--seed", default="0")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise SystemExit("compile worker: TRITON_INTERPRET=1 is set; compiling needs it off")
     os.environ["TRITON_INTERPRET"] = "0"  # before any kernel module is imported
 
-    from harness import registry
-    from harness.compile_driver import compile_only
+    from menagerie.harness import registry
+    from menagerie.harness.compile_driver import compile_only
 
-    with compile_only(ARCHS[args.arch]) as recorder:
+    known = compile_record.load(args.record) if args.record else {}
+    with compile_only(ARCHS[args.arch], known) as recorder:
         for module in args.imports:
             importlib.import_module(module)
         benchmarks = registry.select(args.names)
         progress = lambda done, total, label: print(  # noqa: E731
             json.dumps({"done": done, "total": total, "row": label}), flush=True)
         rows = drive(benchmarks, args.size, args.dtype, args.mode, recorder, progress)
+        chosen = choose_spot_checks(known, list(recorder.rebuild), args.spot_check, f"{args.seed}:{args.arch}")
+        spot_checks = []
+        for done, fingerprint in enumerate(chosen):
+            progress(done, len(chosen), f"spot check {known[fingerprint]['kernel']}")
+            spot_checks += recorder.spot_check([fingerprint])
     builds = [build.to_dict() for build in recorder.builds]
-    args.out.write_text(json.dumps({"arch": args.arch, "rows": rows, "builds": builds}))
+    args.out.write_text(json.dumps({"arch": args.arch, "rows": rows, "builds": builds, "spot_checks": spot_checks}))
     return 0
 
 
@@ -137,11 +170,22 @@ class CompileReport:
     rows: list[dict] = field(default_factory=list)  # call paths, per arch
     builds: list[dict] = field(default_factory=list)
     groups: dict[str, list[int]] = field(default_factory=dict)  # group id -> indices into builds
+    spot_checks: list[dict] = field(default_factory=list)  # replayed units compiled again, with their differences
     failures: list[str] = field(default_factory=list)
+
+    def units(self, arch: str) -> dict[str, dict]:
+        """This run's units for ``arch`` as record entries, by fingerprint (failed compiles have none)."""
+        return {build["fingerprint"]: compile_record.entry_of(build) for build in self.builds
+                if build["arch"] == arch and build["fingerprint"]}
+
+    def compiled(self) -> list[dict]:
+        """The builds compiled in this run (not replayed from the record), one per unit."""
+        return list({build["fingerprint"] or id(build): build for build in self.builds
+                     if build["origin"] == "compiled"}.values())
 
     def to_dict(self) -> dict:
         return {"archs": [arch.to_dict() for arch in self.archs], "rows": self.rows, "builds": self.builds,
-                "groups": self.groups, "failures": self.failures}
+                "groups": self.groups, "spot_checks": self.spot_checks, "failures": self.failures}
 
 
 def chosen_build(builds: list[dict]) -> dict | None:
@@ -167,6 +211,12 @@ def judge(report: CompileReport) -> None:
             continue  # nothing compiled: each error is reported above
         if not any(b["spills"] is False and not b["error"] for b in builds):
             report.failures.append(f"{gid}: no configuration is spill-free ({len(builds)} compiled)")
+    for check in report.spot_checks:
+        if check["differences"]:
+            report.failures.append(
+                f"spot check: {check['kernel']}@{check['arch']} {_config_label(check['config'])} "
+                f"(unit {check['fingerprint']}) differs from its record entry ({'; '.join(check['differences'])}): "
+                f"the fingerprint misses an input or the toolchain is not deterministic")
     for row in report.rows:
         if row["error"]:
             report.failures.append(f"{row['arch']} {row['benchmark']} {row['case']} {row['dtype']} {row['mode']} "
@@ -181,21 +231,29 @@ def _config_label(config: dict) -> str:
 
 
 def check(names: list[str], archs: list[Arch], size: str, dtypes: list[str] = (), modes: list[str] = (),
-          imports: list[str] = (), jobs: int | None = None,
+          imports: list[str] = (), jobs: int | None = None, records: dict[str, Path] | None = None,
+          spot_check: float = 0.0, seed: str = "0",
           on_progress: Callable[[str, int, int, str], None] = lambda arch, done, total, row: None) -> CompileReport:
-    """Compile for every arch (workers in parallel, ``jobs`` at a time) and judge the builds."""
+    """Compile for every arch (workers in parallel, ``jobs`` at a time) and judge the builds.
+
+    ``records``: per arch name, the compile record whose units are replayed rather than compiled;
+    ``spot_check`` of them (at least one per kernel) are compiled again, drawn with ``seed``."""
+    records = records or {}
     jobs = jobs or max(1, min(len(archs), os.cpu_count() or 1))
     results: dict[str, dict] = {}
     errors: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as scratch:
         def work(arch: Arch) -> None:
             out = Path(scratch) / f"{arch.name}.json"
-            command = [sys.executable, "-m", "harness.compile_check", *names, "--arch", arch.name, "--size", size,
+            command = [sys.executable, "-m", "menagerie.harness.compile_check", *names, "--arch", arch.name, "--size", size,
                        "--out", str(out)]
             for flag, values in (("--dtype", dtypes), ("--mode", modes), ("--import", imports)):
                 for value in values:
                     command += [flag, value]
-            env = {**os.environ, "TRITON_INTERPRET": "0",
+            if arch.name in records:
+                command += ["--record", str(records[arch.name]), "--spot-check", str(spot_check), "--seed", seed]
+            # A fresh Triton cache: what is compiled is compiled, never loaded from an earlier run's cache.
+            env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(Path(scratch) / f"cache-{arch.name}"),
                    "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
             stderr = []
@@ -235,6 +293,7 @@ def check(names: list[str], archs: list[Arch], size: str, dtypes: list[str] = ()
         for row in result["rows"]:
             row["launched"] = [offset + index for index in row["launched"]]
             report.rows.append(row)
+        report.spot_checks.extend(result["spot_checks"])
     judge(report)
     return report
 

@@ -12,21 +12,29 @@ stages, dynamic shared memory, and, read from its cubin, registers, spills and t
 tensor-core instructions of its SASS. A configuration that fails to compile inside the
 autotuner (which would skip it silently) is recorded with its error. Kernel outputs are
 never written, so code after a launch sees uninitialized memory.
+
+Given the entries of a compile record (``harness/compile_record.py``), the driver compiles
+only the units whose fingerprint the record lacks: a known unit is *replayed*, its build
+made from its entry, and behaves as its compiled self would (a launch is recorded, a
+configuration over the arch's limits raises ``OutOfResources``). ``Recorder.spot_check``
+then compiles chosen replayed units afresh and reports where they differ from the record.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+from typing import Callable
 from dataclasses import dataclass, field
 
 import torch
 import triton
+import triton.compiler
 from triton.backends.compiler import GPUTarget
 from triton.backends.driver import DriverBase
 
-from harness import cubin
-from harness.gpu_archs import Arch
+from menagerie.harness import compile_record, cubin
+from menagerie.harness.gpu_archs import Arch
 
 
 @dataclass
@@ -46,6 +54,8 @@ class KernelBuild:
     occupancy: float | None = None
     error: str = ""
     launches: int = 0
+    fingerprint: str = ""  # of the compile unit (compile_record); "" for a configuration that failed to compile
+    origin: str = "compiled"  # "compiled" here, or "record" (replayed from the compile record's entry)
 
     @property
     def usable(self) -> bool:
@@ -65,7 +75,8 @@ class KernelBuild:
                 "local_bytes": res and res.local_bytes, "static_shared_bytes": res and res.static_shared_bytes,
                 "spills": res.spills if res else None, "tensor_core_ops": self.tensor_core_ops,
                 "max_threads": self.max_threads, "occupancy_blocks": self.occupancy_blocks,
-                "occupancy": self.occupancy, "error": self.error, "launches": self.launches}
+                "occupancy": self.occupancy, "error": self.error, "launches": self.launches,
+                "fingerprint": self.fingerprint, "origin": self.origin}
 
 
 def _value(value):
@@ -94,16 +105,49 @@ def _split_constants(src, tuned_names: set[str]) -> tuple[dict, dict]:
 
 
 class _Launcher:
-    """Created once per compiled kernel (Triton's ``launcher_cls``); records launches."""
+    """One per compiled (or replayed) kernel; records its launches."""
 
-    def __init__(self, recorder: "Recorder", src, metadata):
-        self.recorder = recorder
-        self.build = recorder.new_build(src, metadata)
+    def __init__(self, recorder: "Recorder", build: KernelBuild):
+        self.recorder, self.build = recorder, build
 
     def __call__(self, *args, **kwargs):
         self.build.launches += 1
         self.recorder.last_launched = self.build
         self.recorder.launched.append(self.build)
+
+
+class _ReplayedKernel:
+    """What ``triton.compiler.compile`` returns for a unit the record knows: enough of a ``CompiledKernel``
+    for the JIT's launch path, with the build made from the record's entry."""
+
+    function = None
+    packed_metadata = None
+
+    def __init__(self, recorder: "Recorder", src, options, fingerprint: str, entry: dict):
+        self.src, self.name = src, entry["kernel"]
+        self._recorder, self._options, self._fingerprint, self._entry = recorder, options, fingerprint, entry
+        self._launcher: _Launcher | None = None
+        self._error: Exception | None = None
+
+    def launch_metadata(self, grid, stream, *args):
+        return None
+
+    @property
+    def run(self):
+        if self._error is not None:
+            raise self._error
+        if self._launcher is None:
+            build = self._recorder.replay(self.src, self._options, self._fingerprint, self._entry)
+            if build.error:  # over the arch's limits, as Triton's loader would say
+                from triton.runtime.errors import OutOfResources
+
+                arch = self._recorder.arch
+                self._error = (OutOfResources(build.shared_bytes, arch.max_shared_per_block, "shared memory")
+                               if build.shared_bytes > arch.max_shared_per_block else
+                               OutOfResources(build.config["num_warps"] * 32, build.max_threads, "threads"))
+                raise self._error
+            self._launcher = _Launcher(self._recorder, build)
+        return self._launcher
 
 
 class _Utils:
@@ -127,48 +171,136 @@ class _Utils:
 class Recorder:
     """Everything the compile-only driver saw: the builds, in the order they were compiled."""
 
-    def __init__(self, arch: Arch):
+    def __init__(self, arch: Arch, known: dict[str, dict] | None = None):
         self.arch = arch
+        self.known = known or {}  # compile record entries by fingerprint: these units are replayed
         self.builds: list[KernelBuild] = []
         self.launched: list[KernelBuild] = []  # one entry per launch
         self.last_launched: KernelBuild | None = None
+        self.rebuild: dict[str, Callable[[], KernelBuild]] = {}  # replayed fingerprint -> a fresh build of it
         self._pending: KernelBuild | None = None
         self._tuning: set[str] = set()  # kwargs of the configuration the autotuner is trying
 
-    def new_build(self, src, metadata) -> KernelBuild:
+    # -- Triton units -------------------------------------------------------------------------
+
+    def compile(self, src, target=None, options=None, **kwargs):
+        """Stands in for ``triton.compiler.compile``: replays a unit the record knows, else compiles it."""
+        from triton.compiler.compiler import make_backend
+
+        target = target or GPUTarget("cuda", self.arch.capability, 32)
+        backend = make_backend(target)
+        parsed = backend.parse_options(dict(options or {}, **src.parse_options()))
+        fingerprint = compile_record.triton_fingerprint(src, backend, parsed)
+        src.menagerie_fingerprint = fingerprint  # read back when its launcher is made
+        entry = self.known.get(fingerprint)
+        if entry is None:
+            return _triton_compile(src, target=target, options=options, **kwargs)
+        self.rebuild[fingerprint] = lambda: self._fresh_triton_build(src, target, options, fingerprint)
+        return _ReplayedKernel(self, src, parsed, fingerprint, entry)
+
+    def _fresh_triton_build(self, src, target, options, fingerprint: str) -> KernelBuild:
+        kernel = _triton_compile(src, target=target, options=options)
+        build = self._describe(src, kernel.metadata)
+        self._measure(build, kernel.asm["cubin"])
+        build.fingerprint = fingerprint
+        return build
+
+    def _describe(self, src, metadata) -> KernelBuild:
+        """A build's identity and shared memory, from its source and compile metadata."""
         config, special = _split_constants(src, self._tuning)
         config.update(num_warps=metadata.num_warps, num_stages=metadata.num_stages)
         build = KernelBuild(kernel=metadata.name, arch=self.arch.name, config=config, specialization=special,
-                            autotuned=bool(self._tuning), shared_bytes=int(metadata.shared))
+                            autotuned=bool(self._tuning), shared_bytes=int(metadata.shared),
+                            fingerprint=getattr(src, "menagerie_fingerprint", ""))
         if build.shared_bytes > self.arch.max_shared_per_block:
-            build.error = (f"shared memory {build.shared_bytes} B over the {self.arch.name} limit of "
-                           f"{self.arch.max_shared_per_block} B per block")
+            build.error = self._shared_error(build.shared_bytes)
+        return build
+
+    def _shared_error(self, shared_bytes: int) -> str:
+        return (f"shared memory {shared_bytes} B over the {self.arch.name} limit of "
+                f"{self.arch.max_shared_per_block} B per block")
+
+    def new_build(self, src, metadata) -> KernelBuild:
+        """A kernel Triton compiled here: described now, measured when its binary is loaded."""
+        build = self._describe(src, metadata)
         self.builds.append(build)
         self._pending = build
         return build
 
-    def attach_binary(self, name: str, binary: bytes, warps: int | None = None) -> int:
+    def replay(self, src, options, fingerprint: str, entry: dict) -> KernelBuild:
+        """A unit the record knows, as its compiled self: identity from the source, resources from the entry."""
+        config, special = _split_constants(src, self._tuning)
+        config.update(num_warps=options.num_warps, num_stages=options.num_stages)
+        build = KernelBuild(kernel=entry["kernel"], arch=self.arch.name, config=config, specialization=special,
+                            autotuned=bool(self._tuning), fingerprint=fingerprint, origin="record")
+        self._restore(build, entry, config["num_warps"])
+        self.builds.append(build)
+        return build
+
+    def _restore(self, build: KernelBuild, entry: dict, warps: int) -> None:
+        build.shared_bytes = entry["shared_bytes"]
+        build.tensor_core_ops = list(entry["tensor_core_ops"])
+        if entry["registers"] is not None:
+            build.resources = cubin.Resources(registers=entry["registers"], stack_bytes=entry["stack_bytes"],
+                                              local_bytes=entry["local_bytes"],
+                                              static_shared_bytes=entry["static_shared_bytes"])
+            self._occupancy(build, warps)
+        build.error = entry["error"]
+
+    def attach_binary(self, name: str, binary: bytes) -> int:
         build, self._pending = self._pending, None
         if build is None or build.kernel != name:
             raise RuntimeError(f"compile-only driver: binary of {name!r} arrived without its launcher")
-        build.resources = cubin.resources(binary, name)
-        build.shared_bytes += build.resources.static_shared_bytes
-        build.tensor_core_ops = cubin.tensor_core_ops(binary, self.arch.tensor_core_sass)
-        build.max_threads = self.arch.max_threads_for(build.resources.registers)
-        warps = warps or build.config["num_warps"]
-        build.occupancy_blocks, build.occupancy = self.arch.occupancy(build.resources.registers, build.shared_bytes,
-                                                                      warps)
-        if warps * 32 > build.max_threads:
-            build.error = f"{warps * 32} threads per block, but {build.resources.registers} registers allow {build.max_threads}"
+        self._measure(build, binary)
         return build.resources.registers
 
-    def add_cuda_c(self, program) -> list[KernelBuild]:
-        """Build a CUDA C program (``Impl.cuda_c``) with NVRTC for the arch, one KernelBuild per function."""
-        from harness import nvrtc
+    def _measure(self, build: KernelBuild, binary: bytes, warps: int | None = None) -> None:
+        """Registers, spills, static shared memory and tensor-core instructions, read from the cubin."""
+        build.resources = cubin.resources(binary, build.kernel)
+        build.shared_bytes += build.resources.static_shared_bytes
+        build.tensor_core_ops = cubin.tensor_core_ops(binary, self.arch.tensor_core_sass)
+        warps = warps or build.config["num_warps"]
+        self._occupancy(build, warps)
+        if warps * 32 > build.max_threads:
+            build.error = f"{warps * 32} threads per block, but {build.resources.registers} registers allow {build.max_threads}"
 
-        builds = [KernelBuild(kernel=function, arch=self.arch.name, config={"threads": program.threads_per_block},
-                              specialization={"program": program.name}, autotuned=False)
-                  for function in program.functions]
+    def _occupancy(self, build: KernelBuild, warps: int) -> None:
+        build.max_threads = self.arch.max_threads_for(build.resources.registers)
+        build.occupancy_blocks, build.occupancy = self.arch.occupancy(build.resources.registers, build.shared_bytes,
+                                                                      warps)
+
+    # -- CUDA C units (NVRTC) -----------------------------------------------------------------
+
+    def add_cuda_c(self, program) -> list[KernelBuild]:
+        """Build a CUDA C program (``Impl.cuda_c``) with NVRTC for the arch, one KernelBuild per function;
+        a function whose unit the record knows is replayed."""
+        from menagerie.harness import nvrtc
+
+        warps = program.threads_per_block // 32
+        program_fingerprint = compile_record.cuda_c_fingerprint(program.source, program.options,
+                                                                self.arch.capability, nvrtc.version())
+        builds = [self._cuda_c_build(program, function, program_fingerprint) for function in program.functions]
+        missing = [build for build in builds if build.fingerprint not in self.known]
+        if missing:
+            self._compile_cuda_c(program, missing, warps)
+        for build in builds:
+            if build.fingerprint in self.known:
+                build.origin = "record"
+                self._restore(build, self.known[build.fingerprint], warps)
+                self.rebuild[build.fingerprint] = (
+                    lambda function=build.kernel, fingerprint=build.fingerprint: self._fresh_cuda_c_build(
+                        program, function, fingerprint, warps))
+        self.builds.extend(builds)
+        return builds
+
+    def _cuda_c_build(self, program, function: str, program_fingerprint: str) -> KernelBuild:
+        return KernelBuild(kernel=function, arch=self.arch.name, config={"threads": program.threads_per_block},
+                           specialization={"program": program.name}, autotuned=False,
+                           fingerprint=compile_record.unit_digest(program_fingerprint, function))
+
+    def _compile_cuda_c(self, program, builds: list[KernelBuild], warps: int) -> None:
+        from menagerie.harness import nvrtc
+
         try:
             binary = nvrtc.compile_cubin(program.source, program.name, program.options, self.arch.capability)
         except nvrtc.NvrtcError as error:
@@ -176,10 +308,29 @@ class Recorder:
                 build.error = str(error)[:400]
         else:
             for build in builds:
-                self._pending = build
-                self.attach_binary(build.kernel, binary, warps=program.threads_per_block // 32)
-        self.builds.extend(builds)
-        return builds
+                self._measure(build, binary, warps)
+
+    def _fresh_cuda_c_build(self, program, function: str, fingerprint: str, warps: int) -> KernelBuild:
+        build = self._cuda_c_build(program, function, "")
+        build.fingerprint = fingerprint
+        self._compile_cuda_c(program, [build], warps)
+        return build
+
+    # -- spot checks ------------------------------------------------------------------------------
+
+    def spot_check(self, fingerprints: list[str]) -> list[dict]:
+        """Compile the chosen replayed units afresh; per unit, what differs from its record entry."""
+        checks = []
+        for fingerprint in fingerprints:
+            entry = self.known[fingerprint]
+            try:
+                fresh = compile_record.entry_of(self.rebuild[fingerprint]().to_dict())
+                changed = compile_record.differences(entry, fresh)
+            except Exception as error:  # a recorded unit that no longer compiles differs too
+                changed = [f"compile: {type(error).__name__}: {error}"[:400]]
+            checks.append({"fingerprint": fingerprint, "kernel": entry["kernel"], "arch": self.arch.name,
+                           "config": entry["config"], "differences": changed})
+        return checks
 
     def failed_config(self, kernel: str, config: triton.Config, error: Exception) -> None:
         """A configuration the autotuner tried that did not compile."""
@@ -217,12 +368,12 @@ class CompileOnlyDriver(DriverBase):
 
     compile_only = True
 
-    def __init__(self, arch: Arch):
+    def __init__(self, arch: Arch, known: dict[str, dict] | None = None):
         super().__init__()
         self.arch = arch
-        self.recorder = Recorder(arch)
+        self.recorder = Recorder(arch, known)
         self.utils = _Utils(arch, self.recorder)
-        self.launcher_cls = lambda src, metadata: _Launcher(self.recorder, src, metadata)
+        self.launcher_cls = lambda src, metadata: _Launcher(self.recorder, self.recorder.new_build(src, metadata))
 
     @classmethod
     def is_active(cls):
@@ -264,20 +415,27 @@ class CompileOnlyDriver(DriverBase):
         pass
 
 
+_triton_compile = triton.compiler.compile  # Triton's own; ``compile_only`` puts ``Recorder.compile`` in its place
+
+
 @contextlib.contextmanager
-def compile_only(arch: Arch):
+def compile_only(arch: Arch, known: dict[str, dict] | None = None):
     """Make Triton compile for ``arch`` and launch nothing; yields the Recorder.
 
+    ``known``: compile record entries by fingerprint; those units are replayed, not compiled.
     Needs ``TRITON_INTERPRET`` off when the kernels were imported. One arch per process:
     Triton binds each kernel's target on its first call.
     """
     from triton.runtime import driver
 
-    active = CompileOnlyDriver(arch)
+    active = CompileOnlyDriver(arch, known)
     driver.set_active(active)
+    # The JIT looks ``compile`` up in ``triton.compiler`` when it first builds a kernel's per-device cache.
+    triton.compiler.compile = active.recorder.compile
     try:
         yield active.recorder
     finally:
+        triton.compiler.compile = _triton_compile
         # Back to the machine's own driver, created on first use (reset_active() would create it
         # now, and there may be none: no GPU).
         driver._active = driver._default

@@ -28,14 +28,26 @@ limma), which adds the prior's degrees of freedom to the t distribution.
 Decision. Row threshold T = max(threshold, spread_factor * s), where s is the
 row's run-to-run spread (standard deviation of its log observations net of
 offsets) in the baseline alone. p_slower is the one-sided t-test p-value of
-H0: ratio <= 1 + T; Benjamini-Hochberg at ``fdr`` over the decidable rows and the
-uniform shift picks the regressions (equivalently: the one-sided lower confidence
-bound at the BH-adjusted level exceeds 1 + T). Improvements are the mirror image
-(H0: ratio >= 1 / (1 + T), their own BH) and never fail. ``ci`` is a descriptive
-two-sided 95% interval of the ratio.
+H0: ratio <= 1 + T; Benjamini-Hochberg at ``fdr`` over the decidable rows picks the
+regressions (equivalently: the one-sided lower confidence bound at the BH-adjusted
+level exceeds 1 + T). The uniform shift is one hypothesis declared in advance: it is
+tested at level ``fdr`` on its own, outside the rows' family (its q is its p).
+Improvements are the mirror image (H0: ratio >= 1 / (1 + T), their own BH) and never
+fail. ``ci`` is a descriptive two-sided 95% interval of the ratio.
+
+Power. For every decided row and the uniform shift, ``detectable`` is the smallest
+slowdown the gate would flag with probability ``POWER`` (80%) at its observation
+counts, spread and level: log(1 + detectable) = log(1 + T) + (t_{1-a} + t_{POWER}) * se,
+with t quantiles at the test's degrees of freedom and a = fdr for the uniform shift,
+fdr / m for a row (BH's level for one changed row among m). A row or shift that is not
+a regression and whose detectable slowdown exceeds ``max_undetectable`` (10%) is
+``underpowered``: the gate could not have seen a slowdown of that size there.
+``replicates_needed`` is then the number of processes per side that would bring it
+under the limit (None when the threshold alone exceeds it).
 
 Fail closed. Verdicts that fail the gate: regression; undecided (fewer than
 ``MIN_REPLICATES`` observations on a side, so no spread can be estimated);
+underpowered;
 error and accuracy_failed in NEW (always); missing from NEW and newly_skipped
 (unless allow_missing); params_changed (the same key with different params in any
 record) and missing_dtype (a baseline row of a dtype that NEW did not run at
@@ -47,23 +59,27 @@ skipped on both sides are "skipped"; neither fails.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import optimize, special, stats
 
-from harness.results import row_key
+from menagerie.harness.results import row_key
 
 DEFAULT_THRESHOLD = 0.02
 DEFAULT_K = 0.5
 DEFAULT_FDR = 0.05
+DEFAULT_MAX_UNDETECTABLE = 0.10
+POWER = 0.80
+MAX_REPLICATES_SUGGESTED = 1000
 MIN_REPLICATES = 2  # per side: one observation gives no spread
 MIN_ROWS_ACROSS = 10  # rows needed to estimate whole-run offsets and a variance prior across rows
 CI_LEVEL = 0.95
 UNIFORM_KEY = ("*", "*", "*", "*", "*")
 
-FAILING_ALWAYS = ("regression", "undecided", "error", "accuracy_failed")
+FAILING_ALWAYS = ("regression", "undecided", "underpowered", "error", "accuracy_failed")
 FAILING_UNLESS_ALLOW_MISSING = ("missing", "newly_skipped")
 FAILING_UNLESS_ALLOW_MISMATCH = ("params_changed", "missing_dtype")
 # Status precedence when a row's records on the NEW side disagree: the worst one wins.
@@ -73,8 +89,8 @@ STATUS_RANK = {"ok": 0, "skipped": 1, "accuracy_failed": 2, "error": 3}
 @dataclass(frozen=True)
 class RowResult:
     key: tuple[str, str, str, str, str]
-    verdict: str  # regression | improvement | unchanged | undecided | error | accuracy_failed | missing
-    #               | missing_dtype | newly_skipped | params_changed | skipped | new
+    verdict: str  # regression | improvement | unchanged | undecided | underpowered | error | accuracy_failed
+    #               | missing | missing_dtype | newly_skipped | params_changed | skipped | new
     failing: bool
     ratio: float | None = None  # new / baseline geometric mean, net of whole-run offsets; > 1 is slower
     ci: tuple[float, float] | None = None  # two-sided 95% interval of ratio
@@ -87,6 +103,8 @@ class RowResult:
     spread: float | None = None  # baseline run-to-run spread (sd of log observations)
     n_baseline: int = 0  # observations (process-level replicates)
     n_new: int = 0
+    detectable: float | None = None  # smallest slowdown flagged with 80% power (0.1: 10%)
+    replicates_needed: int | None = None  # per side, to bring ``detectable`` under the limit (underpowered only)
     detail: str = ""
 
 
@@ -105,6 +123,7 @@ class GateResult:
     threshold: float
     spread_factor: float
     fdr: float
+    max_undetectable: float = DEFAULT_MAX_UNDETECTABLE
 
     @property
     def all_rows(self) -> list[RowResult]:
@@ -250,7 +269,7 @@ def _classify(olds: list[dict], news: list[dict], dtype: str, new_dtypes: set[st
 
 def gate(baseline: list[dict], new: list[dict], threshold: float = DEFAULT_THRESHOLD,
          spread_factor: float = DEFAULT_K, fdr: float = DEFAULT_FDR, allow_missing: bool = False,
-         allow_mismatch: bool = False) -> GateResult:
+         allow_mismatch: bool = False, max_undetectable: float = DEFAULT_MAX_UNDETECTABLE) -> GateResult:
     """Compares the run records of NEW with those of BASELINE; see the module docstring."""
     if not baseline or not new:
         raise ValueError("baseline and new must each hold at least one run record")
@@ -258,6 +277,8 @@ def gate(baseline: list[dict], new: list[dict], threshold: float = DEFAULT_THRES
         raise ValueError(f"threshold and spread_factor must be >= 0, got {threshold} and {spread_factor}")
     if not 0 < fdr < 1:
         raise ValueError(f"fdr must be in (0, 1), got {fdr}")
+    if not max_undetectable > 0:
+        raise ValueError(f"max_undetectable must be > 0, got {max_undetectable}")
 
     failing_flags = {**dict.fromkeys(FAILING_ALWAYS, True),
                      **dict.fromkeys(FAILING_UNLESS_ALLOW_MISSING, not allow_missing),
@@ -276,13 +297,40 @@ def gate(baseline: list[dict], new: list[dict], threshold: float = DEFAULT_THRES
         else:
             verdicts[key] = result(key, classified[0], detail=classified[1])
 
-    compared, uniform = _compare(baseline, new, comparable, threshold, spread_factor, fdr, result)
+    compared, uniform = _compare(baseline, new, comparable, threshold, spread_factor, fdr, max_undetectable, result)
     verdicts.update(compared)
     rows = [verdicts[key] for key in sorted(verdicts)]
-    return GateResult(rows, uniform, _record_findings(baseline, new, allow_mismatch), threshold, spread_factor, fdr)
+    return GateResult(rows, uniform, _record_findings(baseline, new, allow_mismatch), threshold, spread_factor, fdr,
+                      max_undetectable)
 
 
-def _compare(baseline, new, keys, threshold, spread_factor, fdr, result):
+def _detectable(limit, variance, n_old, n_new, df, level):
+    """The slowdown flagged with probability POWER by a one-sided t-test at ``level`` (see the module
+    docstring); element-wise over arrays."""
+    se = np.sqrt(variance * (1 / n_old + 1 / n_new))
+    return np.expm1(limit + (stats.t.ppf(1 - level, df) + stats.t.ppf(POWER, df)) * se)
+
+
+def _replicates_needed(limit: float, variance: float, df: float, n_old: float, n_new: float, level: float,
+                       max_undetectable: float) -> int | None:
+    """Processes per side that bring the detectable slowdown under ``max_undetectable``; None if none can."""
+    if math.expm1(limit) >= max_undetectable:
+        return None  # the threshold alone is over the limit
+    n, quantiles = _quantiles_by_replicates(float(df - (n_old + n_new - 2)), float(level))
+    enough = np.expm1(limit + quantiles * np.sqrt(variance * 2 / n)) <= max_undetectable
+    return int(n[np.argmax(enough)]) if enough.any() else None
+
+
+@functools.lru_cache(maxsize=64)
+def _quantiles_by_replicates(prior_df: float, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per count n of processes per side: n, and t_{1-level} + t_{POWER} at the test's degrees of freedom
+    (2n - 2 plus the variance prior's); rows of one comparison share them."""
+    n = np.arange(MIN_REPLICATES, MAX_REPLICATES_SUGGESTED + 1)
+    df = 2 * n - 2 + prior_df
+    return n, stats.t.ppf(1 - level, df) + stats.t.ppf(POWER, df)
+
+
+def _compare(baseline, new, keys, threshold, spread_factor, fdr, max_undetectable, result):
     """Statistical verdicts for the comparable rows, and the uniform shift (None without offsets)."""
     if not keys:
         return {}, None
@@ -310,15 +358,22 @@ def _compare(baseline, new, keys, threshold, spread_factor, fdr, result):
         decidable = (n_old >= MIN_REPLICATES) & (n_new >= MIN_REPLICATES)
     row_threshold = np.maximum(threshold, spread_factor * np.nan_to_num(spread))
     limit = np.log1p(row_threshold)
-    p_slower, p_faster, q_slower, q_faster, half_width = (np.ones(len(keys)) for _ in range(5))
+    p_slower, p_faster, q_slower, q_faster, half_width, detectable = (np.ones(len(keys)) for _ in range(6))
     if np.any(decidable):
         t = decidable
         se = np.sqrt(variance[t] * (1 / n_old[t] + 1 / n_new[t]))
         safe_se = np.where(se > 0, se, 1.0)  # zero spread: the p-value is 0 or 1
         p_slower[t] = np.where(se > 0, stats.t.sf((d[t] - limit[t]) / safe_se, df[t]), d[t] <= limit[t])
         p_faster[t] = np.where(se > 0, stats.t.cdf((d[t] + limit[t]) / safe_se, df[t]), d[t] >= -limit[t])
-        q_slower[t], q_faster[t] = _benjamini_hochberg(p_slower[t]), _benjamini_hochberg(p_faster[t])
+        # BH over the rows only: the uniform shift, declared in advance, is tested at its own level (q = p).
+        rows = t & np.array([key != UNIFORM_KEY for key in keys])
+        q_slower[t], q_faster[t] = p_slower[t], p_faster[t]
+        if np.any(rows):
+            q_slower[rows], q_faster[rows] = _benjamini_hochberg(p_slower[rows]), _benjamini_hochberg(p_faster[rows])
         half_width[t] = stats.t.ppf(0.5 + CI_LEVEL / 2, df[t]) * se
+        # Power: the uniform shift at its own level, each row at BH's level for one changed row among them.
+        level = np.where([key == UNIFORM_KEY for key in keys], fdr, fdr / max(int(np.sum(rows)), 1))
+        detectable[t] = _detectable(limit[t], variance[t], n_old[t], n_new[t], df[t], level[t])
 
     compared = {}
     for i, key in enumerate(keys):
@@ -335,11 +390,21 @@ def _compare(baseline, new, keys, threshold, spread_factor, fdr, result):
         verdict = "regression" if q_slower[i] <= fdr else "improvement" if q_faster[i] <= fdr else "unchanged"
         p, q = (p_slower[i], q_slower[i]) if d[i] >= 0 else (p_faster[i], q_faster[i])
         ci = (float(np.exp(d[i] - half_width[i])), float(np.exp(d[i] + half_width[i])))
+        needed = None
+        if verdict == "unchanged" and detectable[i] > max_undetectable:
+            verdict = "underpowered"
+            needed = _replicates_needed(limit[i], variance[i], df[i], n_old[i], n_new[i], level[i], max_undetectable)
+        power = (f", detectable slowdown {detectable[i]:.1%} (80% power)" + (
+            "" if verdict != "underpowered" else
+            f" over the {max_undetectable:.0%} limit: " + (f"{needed} replicates per side would bring it under"
+                                                          if needed else "no replicate count brings it under "
+                                                          "(the row threshold alone is over the limit)")))
         compared[key] = result(
             key, verdict, **counts, **ratio, ci=ci, p_value=float(p), q_value=float(q),
-            threshold=float(row_threshold[i]), spread=float(spread[i]), detail=(
+            threshold=float(row_threshold[i]), spread=float(spread[i]), detectable=float(detectable[i]),
+            replicates_needed=needed, detail=(
                 f"ratio {ratio['ratio']:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}"
                 f"{', net of whole-run offsets' if across and key != UNIFORM_KEY else ''}), "
                 f"threshold {row_threshold[i]:.1%} (baseline spread {spread[i]:.1%}), "
-                f"{n_old[i]} vs {n_new[i]} observations, p={p:.2g} q={q:.2g}"))
+                f"{n_old[i]} vs {n_new[i]} observations, p={p:.2g} q={q:.2g}{power}"))
     return compared, compared.pop(UNIFORM_KEY, None)

@@ -24,7 +24,7 @@ Series
     never mixed in; another timer measures other things). Each left unset is taken from the
     most recent run (by provenance timestamp) that matches those that are set. Benchmarks
     are chosen by glob patterns on the benchmark name or its family (as
-    ``harness.registry.select`` does, but over the names the store holds); case, impl,
+    ``menagerie.harness.registry.select`` does, but over the names the store holds); case, impl,
     dtype and mode are optional glob filters. One series per row key
     ``(benchmark, case, impl, dtype, mode)``.
 
@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import io
 import json
 import math
 import sqlite3
@@ -71,8 +72,8 @@ import numpy as np
 import ruptures
 from scipy import stats
 
-from harness.formatting import format_seconds
-from harness.results import row_key
+from menagerie.harness.formatting import format_seconds
+from menagerie.harness.results import row_key, write_bytes_atomically
 
 RowKey = tuple[str, str, str, str, str]
 
@@ -532,6 +533,6 @@ def plot(history: History, path: Path | str) -> Path:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     figure.suptitle(f"history on {history.device} · size {history.size} · timer {history.timer}\n"
                     f"{len(history.commits)} commits (oldest left); dashed: change point, after/before", fontsize=10)
-    path = Path(path)
-    FigureCanvasAgg(figure).print_png(path, metadata={"Software": "menagerie history"})
-    return path
+    image = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(image, metadata={"Software": "menagerie history"})
+    return write_bytes_atomically(image.getvalue(), Path(path))

@@ -28,9 +28,9 @@ from typing import Callable
 import torch
 from torch.profiler import ProfilerActivity, record_function, tensorboard_trace_handler
 
-from harness import runner
-from harness.device import synchronize
-from harness.registry import Benchmark, Impl
+from menagerie.harness import runner
+from menagerie.harness.device import synchronize
+from menagerie.harness.registry import Benchmark, Impl
 
 DEFAULT_PROFILES_DIR = Path("results") / "profiles"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from harness.device import cpu_name, device_name
+from menagerie.harness.device import cpu_name, device_name
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 

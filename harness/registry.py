@@ -14,13 +14,14 @@ floating-point outputs with respect to the inputs named in ``grad_inputs``.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
+
+from menagerie.harness import entry_points
 
 SIZES = ("tiny", "small", "full")
 MODES = ("fwd", "bwd", "fwd_bwd")
@@ -170,12 +171,14 @@ def register(benchmark: Benchmark) -> Benchmark:
 
 
 def load_all() -> dict[str, Benchmark]:
-    """Import every family module under ``benchmarks/`` so that each registers itself."""
-    import benchmarks
-
-    for module in pkgutil.iter_modules(benchmarks.__path__):
-        if not module.name.startswith(("test_", "conftest", "_")):
-            importlib.import_module(f"benchmarks.{module.name}")
+    """Import every benchmark family, the suite's and other packages', through the entry points of the
+    ``menagerie.benchmarks`` group (``harness/entry_points.py``); each module registers its benchmarks."""
+    for entry in entry_points.declared(entry_points.BENCHMARKS):
+        try:
+            entry.load()
+        except ImportError as error:
+            raise ImportError(f"benchmark family {entry.name!r} ({entry.value}) does not import: {error}",
+                              name=error.name) from error
     return dict(_REGISTRY)
 
 
@@ -195,8 +198,10 @@ def select(patterns: Sequence[str] = ()) -> list[Benchmark]:
             if fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(bench.family, pattern)
         ]
         if not hits:
-            raise ValueError(
-                f"no benchmark matches {pattern!r}; known: {', '.join(sorted(registry))}"
-            )
+            close = difflib.get_close_matches(pattern, [*registry, *{bench.family for bench in registry.values()}],
+                                              n=3, cutoff=0.5)
+            raise ValueError(f"no benchmark matches {pattern!r}"
+                             + (f"; did you mean {' or '.join(map(repr, close))}?" if close else "")
+                             + f" (known: {', '.join(sorted(registry))})")
         chosen.update({name: registry[name] for name in hits})
     return [chosen[name] for name in sorted(chosen)]

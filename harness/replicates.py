@@ -5,7 +5,7 @@ Why processes: what moves a kernel's time from one run to the next (clocks, memo
 placement, autotune picks, the machine's other load) is fixed within a process, so
 samples of one process cannot show it. A fresh process per replicate can.
 
-``spawn`` runs the replicates one after another, each ``python -m harness.cli ARGV`` with
+``spawn`` runs the replicates one after another, each ``python -m menagerie.harness.cli ARGV`` with
 ``REPLICATE_ENV`` naming the file its record goes to; the child's progress goes to the
 terminal, its tables are dropped. ``merge`` checks that the records measured the same rows
 under the same configuration and builds the merged record: per row, the replicates' samples
@@ -26,8 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from harness import runner
-from harness.results import load_run, row_key
+from menagerie.harness import runner
+from menagerie.harness.results import load_run, row_key
 
 REPLICATE_ENV = "MENAGERIE_REPLICATE_OUT"
 STATUS_RANK = {"ok": 0, "skipped": 1, "accuracy_failed": 2, "error": 3}
@@ -45,7 +45,7 @@ def spawn(argv: list[str], count: int, on_start: Callable[[int], None] | None = 
             if on_start:
                 on_start(index)
             out = Path(folder) / f"replicate-{index}.json"
-            done = subprocess.run([sys.executable, "-m", "harness.cli", *argv], env={**os.environ, REPLICATE_ENV: str(out)},
+            done = subprocess.run([sys.executable, "-m", "menagerie.harness.cli", *argv], env={**os.environ, REPLICATE_ENV: str(out)},
                                   stdout=subprocess.DEVNULL, stderr=None)
             if not out.exists():
                 raise ReplicateError(f"replicate {index + 1} of {count} exited with code {done.returncode} "

@@ -11,13 +11,14 @@ then FLOPs, from the benchmark's cost model):
 - ``roofline.png``: per dtype, the device's ceilings recorded in the run (copy
   bandwidth slope, matmul and FP32 plateaus, each labelled measured or datasheet)
   and every timed row placed at its arithmetic intensity (FLOPs / minimal bytes)
-  and achieved FLOP rate. The exp ceiling has no axis here; the tables' % of
-  roofline accounts for it.
+  and achieved FLOP rate, its benchmark shown by colour and its implementation by
+  marker shape (both cycle, so any number of either has a style; each has its own
+  legend). The exp ceiling has no axis here; the tables' % of roofline accounts for it.
 
 ``report.html`` holds the provenance, the ceilings, the plots as base64 data URIs
 (nothing external is fetched) and a table of every row, timed or not;
 ``report.md`` holds the rows table for a README. Given the regression gate's result
-against a baseline (``harness.gate``), both also hold its verdicts. Only rows with
+against a baseline (``menagerie.harness.gate``), both also hold its verdicts. Only rows with
 samples are plotted.
 """
 
@@ -25,15 +26,18 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from harness.formatting import GATE_COLUMNS, format_number, format_seconds, gate_cells, gate_rule
-from harness.gate import GateResult
+from menagerie.harness.formatting import GATE_COLUMNS, format_number, format_seconds, gate_cells, gate_rule
+from menagerie.harness.gate import GateResult
+from menagerie.harness.results import write_bytes_atomically, write_text_atomically
 
 COLUMNS = ("benchmark", "case", "impl", "dtype", "mode", "status", "median", "95% CI", "× ref", "TFLOP/s",
            "GB/s", "% roof", "accuracy")
@@ -87,11 +91,21 @@ def _ordered_cases(rows: list[dict]) -> list[str]:
     return sorted(sizes, key=lambda case: sizes[case])
 
 
-def _colours(rows: list[dict]) -> dict[str, str]:
-    """One colour per implementation name, the same in every plot."""
+def _colours(rows: list[dict], field: str = "impl") -> dict[str, str]:
+    """One colour per value of ``field`` (implementation name by default), the same in every plot; the
+    palette cycles, so any number of values has one."""
     palette = [f"C{index}" for index in range(10)]
-    names = dict.fromkeys(row["impl"] for row in rows)
+    names = dict.fromkeys(row[field] for row in rows)
     return {name: palette[index % len(palette)] for index, name in enumerate(names)}
+
+
+MARKERS = "osD^vP*Xh<>p8d"
+
+
+def _markers(rows: list[dict], field: str) -> dict[str, str]:
+    """One marker shape per value of ``field``, cycling through ``MARKERS``."""
+    names = dict.fromkeys(row[field] for row in rows)
+    return {name: MARKERS[index % len(MARKERS)] for index, name in enumerate(names)}
 
 
 def _grid(count: int, width: float = 4.6, height: float = 3.4) -> tuple[Figure, list]:
@@ -112,8 +126,9 @@ def _placeholder(ax, text: str) -> None:
 
 
 def _save(figure: Figure, path: Path) -> Path:
-    FigureCanvasAgg(figure).print_png(path, metadata={"Software": "menagerie report"})
-    return path
+    image = io.BytesIO()
+    FigureCanvasAgg(figure).print_png(image, metadata={"Software": "menagerie report"})
+    return write_bytes_atomically(image.getvalue(), path)
 
 
 def _subtitle(record: dict) -> str:
@@ -181,8 +196,8 @@ def plot_roofline(record: dict, path: Path) -> Path:
     """Per dtype: ceilings from the record, and every timed row with FLOPs and bytes as a point."""
     placed = [row for row in _timed(record["rows"]) if row["cost"]["flops"] and row["cost"]["bytes"]]
     dtypes = list(dict.fromkeys(row["dtype"] for row in placed)) or [None]
-    colours = _colours(record["rows"])
-    markers = dict(zip(dict.fromkeys(row["benchmark"] for row in placed), "osD^vP*Xh<>"))
+    colours = _colours(placed, "benchmark")
+    markers = _markers(placed, "impl")
     figure, axes = _grid(len(dtypes), width=7.5, height=5.0)
     for ax, dtype in zip(axes, dtypes):
         rows = [row for row in placed if row["dtype"] == dtype]
@@ -208,12 +223,18 @@ def plot_roofline(record: dict, path: Path) -> Path:
                     color="grey", linewidth=1)
             ax.annotate(f"copy {ceilings['copy_gbps']['value']:.3g} GB/s [{ceilings['copy_gbps']['source']}]",
                         (low * 1.3, bandwidth * low * 1.3), fontsize=7, va="bottom", color="dimgrey")
-        seen = set()
         for row, x, y in zip(rows, intensities, rates):
-            label = f"{row['benchmark']} · {row['impl']}"
-            ax.scatter([x], [y], color=colours[row["impl"]], marker=markers[row["benchmark"]],
-                       label=None if label in seen else label, s=28, zorder=3)
-            seen.add(label)
+            ax.scatter([x], [y], color=colours[row["benchmark"]], marker=markers[row["impl"]], s=28, zorder=3)
+        # Two legends: colour names the benchmark, shape the implementation.
+        shown = lambda field: list(dict.fromkeys(row[field] for row in rows))  # noqa: E731
+        by_colour = [Line2D([], [], color=colours[name], marker="o", linestyle="", label=name)
+                     for name in shown("benchmark")]
+        by_shape = [Line2D([], [], color="dimgrey", marker=markers[name], linestyle="", label=name)
+                    for name in shown("impl")]
+        ax.add_artist(ax.legend(handles=by_colour, title="benchmark (colour)", fontsize=6, title_fontsize=7,
+                                loc="upper left", bbox_to_anchor=(1.01, 1.0), ncols=1 + len(by_colour) // 25))
+        ax.legend(handles=by_shape, title="implementation (shape)", fontsize=6, title_fontsize=7,
+                  loc="lower left", bbox_to_anchor=(1.01, 0.0), ncols=1 + len(by_shape) // 25)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlim(low, high)
@@ -221,7 +242,6 @@ def plot_roofline(record: dict, path: Path) -> Path:
         ax.set_ylabel("achieved FLOP/s")
         ax.set_title(f"roofline · {dtype}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.suptitle(f"roofline against the ceilings in the run record — {_subtitle(record)}", fontsize=10)
     return _save(figure, path)
 
@@ -296,7 +316,7 @@ def write_html(record: dict, plots: dict[str, Path], gated: GateResult | None, p
                   *(f"<p class=\"finding\">{html.escape(finding)}</p>" for finding in _findings(gated)),
                   _html_table(GATE_COLUMNS, gate_cells(gated), "comparison", classes=[row.verdict for row in gated.all_rows])]
     parts.append("</body></html>")
-    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    write_text_atomically("\n".join(parts) + "\n", path)
     return path
 
 
@@ -327,7 +347,7 @@ def write_markdown(record: dict, gated: GateResult | None, path: Path) -> Path:
     if gated is not None:
         parts += ["", f"Against the baseline ({gate_rule(gated)}):", "", *(f"- {line}" for line in _findings(gated)),
                   "", _markdown_table(GATE_COLUMNS, gate_cells(gated))]
-    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    write_text_atomically("\n".join(parts) + "\n", path)
     return path
 
 

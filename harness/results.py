@@ -56,21 +56,34 @@ def run_filename(record: dict) -> str:
     return f"{stamp}_{device}_{record['config']['size']}_{sha}.json"
 
 
-def write_json_atomically(record: dict, path: Path) -> Path:
-    """Writes ``record`` to ``path`` through a temporary file, so a reader never sees half a file."""
+def write_bytes_atomically(data: bytes, path: Path) -> Path:
+    """Writes ``data`` to ``path`` through a temporary file beside it, flushed to disk and renamed into
+    place, so a reader (or a crash, a kill, a full disk) never leaves half a file at ``path``: the suite
+    writes every file this way."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(temporary, 0o644)  # mkstemp makes it private; results are for sharing
-        with os.fdopen(handle, "w") as stream:
-            json.dump(record, stream, indent=1, allow_nan=False)
-            stream.write("\n")
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text_atomically(text: str, path: Path) -> Path:
+    """``write_bytes_atomically`` of ``text`` in UTF-8."""
+    return write_bytes_atomically(text.encode("utf-8"), path)
+
+
+def write_json_atomically(record: dict, path: Path) -> Path:
+    """Writes ``record`` as indented JSON to ``path`` (``write_text_atomically``)."""
+    return write_text_atomically(json.dumps(record, indent=1, allow_nan=False) + "\n", path)
 
 
 def write_run(record: dict, out: Path) -> Path:

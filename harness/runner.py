@@ -8,13 +8,13 @@ first seed. A failing implementation is still timed, and its row says so.
 
 The implementations of one case are timed together: each is checked and warmed up
 (the configurations its Triton autotuners chose are recorded), then all take turns
-block by block over the budget (``harness.timing.interleave``), so they stay bound
+block by block over the budget (``menagerie.harness.timing.interleave``), so they stay bound
 to their inputs at once until the case is done. On a GPU the device's clocks,
 temperature and power are read after each case (``provenance.gpu_state``).
 
 A record from ``run`` is one process-level replicate (schema 2): per row, the
 samples, ``replicate_medians_s`` (one entry), and per replicate the calls each
-sample spans and the autotune choices. ``harness.replicates`` merges the records of
+sample spans and the autotune choices. ``menagerie.harness.replicates`` merges the records of
 several processes into one.
 """
 
@@ -28,11 +28,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from harness import accuracy, ceilings, provenance, stats
-from harness.autotune import chosen_configs
-from harness.registry import Benchmark, Case, Impl
-from harness.results import SCHEMA_VERSION
-from harness.timing import Budget, TimerError, interleave, make_timer
+from menagerie.harness import accuracy, ceilings, provenance, stats
+from menagerie.harness.autotune import chosen_configs
+from menagerie.harness.registry import Benchmark, Case, Impl
+from menagerie.harness.results import SCHEMA_VERSION
+from menagerie.harness.timing import Budget, TimerError, interleave, make_timer
 
 GRAD_OUTPUT_SEED_OFFSET = 1_000_003
 

@@ -2,7 +2,7 @@
 
 Timing samples are skewed (a floor plus a tail of interruptions), so the suite
 reports medians with bootstrap confidence intervals, never means. Whether one run
-is slower than another is the regression gate's question (``harness.gate``).
+is slower than another is the regression gate's question (``menagerie.harness.gate``).
 
 The samples of one process are not independent evidence about the code: a
 process-level offset (clocks, placement, what else the machine runs) moves them all

@@ -22,7 +22,7 @@ import torch
 def load_model(spec: str):
     """``(model, tokenizer or None)`` for ``minilm`` or ``package.module:function``."""
     if spec == "minilm":
-        from models.minilm_sinks import load_minilm
+        from menagerie.models.minilm_sinks import load_minilm
 
         tokenizer, model = load_minilm()
         return model, tokenizer

@@ -24,7 +24,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from harness.results import write_json_atomically
+from menagerie.harness.results import write_json_atomically
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1

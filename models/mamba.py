@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.ssm.selective_scan import selective_scan
+from menagerie.kernels.ssm.selective_scan import selective_scan
 
 
 class MambaBlock(nn.Module):

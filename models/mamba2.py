@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.ssm import ssd_scan
+from menagerie.kernels.ssm import ssd_scan
 
 
 class GatedRMSNorm(nn.Module):

@@ -19,6 +19,7 @@ module docstrings.
 from __future__ import annotations
 
 import importlib
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kernels.attention import sliding_window_attention, sliding_window_attention_reference
+from menagerie.harness.results import write_bytes_atomically
+from menagerie.kernels.attention import sliding_window_attention, sliding_window_attention_reference
 
 TEXT_MODULES = ("argparse", "json", "logging", "threading", "difflib", "heapq", "pickle", "unittest",
                 "doctest", "tarfile", "decimal", "optparse", "http.cookiejar", "urllib.request", "inspect",
@@ -180,8 +182,7 @@ def plot_study(study: SinkStudy, path: Path) -> Path:
     right.set_title("where the dense model's attention goes")
     right.legend()
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    image = io.BytesIO()
+    figure.savefig(image, dpi=120, format="png")
     plt.close(figure)
-    return path
+    return write_bytes_atomically(image.getvalue(), Path(path))

@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from kernels.sae import sparse_decode, sparse_decode_mse, topk_encode
+from menagerie.kernels.sae import sparse_decode, sparse_decode_mse, topk_encode
 
 
 class TopKSAE(torch.nn.Module):

@@ -6,7 +6,7 @@ decay (and no LARS trust ratio) on BatchNorm parameters and biases, evaluation o
 whole validation set every ``eval_every`` epochs from ``eval_offset`` (and after the last
 epoch), stopping when top-1 reaches ``target`` (0.759 for ImageNet). Unset LARS
 hyperparameters come from MLPerf's reference convergence points for the global batch
-(``models.rcp``).
+(``menagerie.models.rcp``).
 
 Division: a run is logged in MLPerf's closed division only when every closed rule this
 code can check holds (``division``): ResNet-50 v1.5 on an ImageNet-sized dataset, the
@@ -43,10 +43,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from models import mlperf, rcp
-from models.data.folders import scan_imagefolder
-from models.data.loaders import LOADERS, Loader, make_loader
-from models.resnet import ARCHS, build
+from menagerie.models import mlperf, rcp
+from menagerie.models.data.folders import scan_imagefolder
+from menagerie.models.data.loaders import LOADERS, Loader, make_loader
+from menagerie.models.resnet import ARCHS, build
 
 MODES = ("optimized", "reference")
 OPTIMIZERS = ("lars", "sgd")
@@ -124,7 +124,7 @@ class TrainConfig:
     def with_defaults(self, global_batch: int) -> TrainConfig:
         """A checked copy whose unset ``lr``, ``warmup_epochs`` and ``epochs`` are filled for ``global_batch``.
 
-        LARS: the MLPerf reference convergence points interpolated at the batch (``models.rcp``: 7.4 at 1632,
+        LARS: the MLPerf reference convergence points interpolated at the batch (``menagerie.models.rcp``: 7.4 at 1632,
         10.5 at 3264, clamped outside the table), their warm-up and whole epochs of their schedule. SGD: 0.1 per
         256 images, scaled linearly (3 decimals, at least 0.001), 2 warm-up epochs, 40 epochs.
         """

@@ -16,7 +16,8 @@ if [ "${1:-}" = "--dry-run" ]; then dry_run=1; shift; fi
 size=${1:-small}
 out=${2:-results/runs}
 shift $(( $# < 2 ? $# : 2 ))
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+source scripts/source_tree.sh
+export PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
 
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -32,7 +33,7 @@ else
   budget=(--warmup 0.1 --budget 0.3 --seeds 2)
 fi
 mkdir -p "$out"
-"$python" -m pytest -q -m gpu "${tests[@]}" tests/
-"$python" -m harness.cli env "${device[@]}" "${dtypes[@]}"
-"$python" -m harness.cli run "$@" "${device[@]}" --size "$size" "${dtypes[@]}" "${budget[@]}" \
+"$python" -P -m pytest -q -m gpu "${tests[@]}" tests/  # -P: the checkout stays off sys.path
+"$python" -m menagerie.harness.cli env "${device[@]}" "${dtypes[@]}"
+"$python" -m menagerie.harness.cli run "$@" "${device[@]}" --size "$size" "${dtypes[@]}" "${budget[@]}" \
   --out "$out/$size-${dtypes[1]}.json"

@@ -18,7 +18,8 @@
 set -euo pipefail
 out=${1:-results/gpu_resnet}
 wheels=${2:-wheels}
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+source scripts/source_tree.sh
+export PYTHONUNBUFFERED=1
 mkdir -p "$out"
 
 if [ -d "$wheels" ]; then
@@ -33,19 +34,19 @@ for kind in torchvision ffcv dali; do
   if python -c "import $module" 2>/dev/null; then loaders+=("--loader" "$kind"); else echo "loader $kind: not installed, left out"; fi
 done
 
-python -m harness.cli data synth "$out/data" --classes 100 --train-per-class 120 --val-per-class 20 --size 256
+python -m menagerie.harness.cli data synth "$out/data" --classes 100 --train-per-class 120 --val-per-class 20 --size 256
 if python -c "import ffcv" 2>/dev/null; then
-  python -m harness.cli data to-ffcv "$out/data/train" "$out/data/train.beton" --workers 16
-  python -m harness.cli data to-ffcv "$out/data/val" "$out/data/val.beton" --workers 16
+  python -m menagerie.harness.cli data to-ffcv "$out/data/train" "$out/data/train.beton" --workers 16
+  python -m menagerie.harness.cli data to-ffcv "$out/data/val" "$out/data/val.beton" --workers 16
 fi
 
-python -m harness.cli run resnet --size full --dtype bf16 --dtype fp32 --out "$out/resnet_train_step.json" || true
+python -m menagerie.harness.cli run resnet --size full --dtype bf16 --dtype fp32 --out "$out/resnet_train_step.json" || true
 if [ ${#loaders[@]} -gt 0 ]; then
-  python -m harness.cli data throughput "$out/data" "${loaders[@]}" --size 224 --size 32 --batch-size 256 \
+  python -m menagerie.harness.cli data throughput "$out/data" "${loaders[@]}" --size 224 --size 32 --batch-size 256 \
     --workers 16 --batches 40 --out "$out"
 fi
 train_loader=dali; python -c "import nvidia.dali" 2>/dev/null || train_loader=torchvision
-python -m harness.cli train resnet --data "$out/data" --arch resnet50 --loader "$train_loader" --optimizer lars \
+python -m menagerie.harness.cli train resnet --data "$out/data" --arch resnet50 --loader "$train_loader" --optimizer lars \
   --batch-size 256 --epochs 8 --warmup-epochs 1 --eval-every 4 --eval-offset 0 --target 0.759 --workers 16 \
   --mllog "$out/resnet50-$train_loader.mllog" --out "$out"
-python -m harness.cli mlperf "$out/resnet50-$train_loader.mllog" --out "$out/compliance" || true
+python -m menagerie.harness.cli mlperf "$out/resnet50-$train_loader.mllog" --out "$out/compliance" || true

@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-import kernels  # noqa: F401  (switches Triton to its interpreter when there is no GPU)
+import menagerie.kernels  # noqa: F401  (switches Triton to its interpreter when there is no GPU)
 
 
 @pytest.fixture(scope="session", autouse=True)

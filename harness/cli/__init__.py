@@ -4,11 +4,8 @@ Exit codes: 0 success; 1 a regression, an accuracy failure or a crashed
 implementation; 2 bad arguments or unreadable input.
 
 One module per command, each with ``add_parser(commands)``: the engine's own below, and
-the families' (``models.commands``: train, data, …) found through the entry points of
-the group ``menagerie.commands``, so the engine never imports them. A source tree that
-is run without being installed (``PYTHONPATH=. python -m harness.cli``, as on the lent
-GPU machines) has no installed entry points: they are then read from its
-``pyproject.toml``.
+the families' (``menagerie.models.commands``: train, data, …) found through the entry points of
+the group ``menagerie.commands`` (``harness/entry_points.py``), so the engine never imports them.
 """
 
 from __future__ import annotations
@@ -16,35 +13,29 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from importlib.metadata import EntryPoint, entry_points
-from pathlib import Path
 
-from harness.cli.common import UsageError, errors
+from menagerie.harness import entry_points
+from menagerie.harness.cli.common import UsageError, errors
 
 ENGINE_COMMANDS = ("listing", "run", "compare", "env", "profile", "report", "compile", "history")
-FAMILY_COMMANDS = "menagerie.commands"
-PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
-def family_entry_points() -> list[EntryPoint]:
-    """The installed entry points of the family commands, else those the source tree's pyproject.toml declares."""
-    installed = list(entry_points(group=FAMILY_COMMANDS))
-    if installed or not PYPROJECT.is_file():
-        return installed
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10: only installed entry points
-        return []
-    declared = tomllib.loads(PYPROJECT.read_text())["project"].get("entry-points", {}).get(FAMILY_COMMANDS, {})
-    return [EntryPoint(name, value, FAMILY_COMMANDS) for name, value in declared.items()]
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors in one line on stderr (``menagerie run: error: ...``), exit 2; subcommands'
+    parsers are of this class too."""
+
+    def error(self, message: str):
+        errors.print(f"{self.prog}: error: {message} (see `{self.prog} --help`)", markup=False, highlight=False,
+                     soft_wrap=True)
+        raise SystemExit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="menagerie", description=__doc__.splitlines()[0])
+    parser = Parser(prog="menagerie", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in ENGINE_COMMANDS:
-        importlib.import_module(f"harness.cli.{name}").add_parser(commands)
-    for entry in family_entry_points():
+        importlib.import_module(f"menagerie.harness.cli.{name}").add_parser(commands)
+    for entry in entry_points.declared(entry_points.COMMANDS):
         try:
             module = entry.load()
         except ImportError as error:
@@ -74,5 +65,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UsageError as error:
-        errors.print(f"menagerie {args.command}: error: {error}", markup=False, highlight=False)
+        errors.print(f"menagerie {args.command}: error: {error}", markup=False, highlight=False, soft_wrap=True)
         return 2

@@ -1,7 +1,7 @@
-"""``python -m harness.cli``: the ``menagerie`` command."""
+"""``python -m menagerie.harness.cli``: the ``menagerie`` command."""
 
 import sys
 
-from harness.cli import main
+from menagerie.harness.cli import main
 
 sys.exit(main())

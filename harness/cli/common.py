@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 from pathlib import Path
 
@@ -12,9 +11,9 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness import registry, runner
-from harness.device import default_device, parse_device
-from harness.results import ResultError, load_run
+from menagerie.harness import registry, runner
+from menagerie.harness.device import default_device, parse_device
+from menagerie.harness.results import ResultError, load_run, write_json_atomically
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
           "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
@@ -67,9 +66,9 @@ def select(names: list[str]) -> list[registry.Benchmark]:
     except ValueError as error:
         raise UsageError(str(error)) from None
     except ImportError as error:
-        if error.name != "kernels":  # a broken family module is a bug: its traceback
+        if error.name != "menagerie.kernels":  # a broken family module is a bug: its traceback
             raise
-        raise UsageError(str(error)) from None  # the kernels package missing or shadowed: the environment
+        raise UsageError(str(error)) from None  # triton imported before the kernels: the environment
 
 
 def add_row_selection(parser: argparse.ArgumentParser) -> None:
@@ -107,10 +106,8 @@ def load(path: Path) -> dict:
 
 def write_record(record: dict, folder: Path, stem: str) -> Path:
     """Write ``record`` as ``folder/<stem>-<UTC timestamp>.json``."""
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{stem}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%SZ}.json"
-    path.write_text(json.dumps(record, indent=1) + "\n")
-    return path
+    return write_json_atomically(record, path)
 
 
 def progress_bar() -> Progress:

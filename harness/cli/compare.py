@@ -1,23 +1,24 @@
 """``menagerie compare BASELINE NEW``: the regression gate; exit 1 when it fails.
 
 Each side is a run record or a folder of them (replicates, a history, committed
-baselines). The decision is ``harness.gate.gate``'s; ``run --baseline`` and
+baselines). The decision is ``menagerie.harness.gate.gate``'s; ``run --baseline`` and
 ``report --baseline`` go through the same functions here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli.common import UsageError, console, errors, fraction
-from harness.formatting import GATE_COLUMNS, gate_cells, gate_rule
-from harness.gate import DEFAULT_FDR, DEFAULT_K, DEFAULT_THRESHOLD, GateResult, gate
-from harness.results import ResultError, load_runs
+from menagerie.harness.cli.common import UsageError, console, errors, fraction
+from menagerie.harness.formatting import GATE_COLUMNS, gate_cells, gate_rule
+from menagerie.harness.gate import DEFAULT_FDR, DEFAULT_K, DEFAULT_MAX_UNDETECTABLE, DEFAULT_THRESHOLD, GateResult, gate
+from menagerie.harness.results import ResultError, load_runs, write_json_atomically
 
-COLOURS = {"regression": "red", "undecided": "red", "error": "red", "accuracy_failed": "red", "missing": "red",
+COLOURS = {"regression": "red", "undecided": "red", "underpowered": "red", "error": "red", "accuracy_failed": "red", "missing": "red",
            "missing_dtype": "red", "newly_skipped": "red", "params_changed": "red", "improvement": "green",
            "unchanged": "white", "new": "cyan", "skipped": "yellow"}
 
@@ -29,6 +30,8 @@ def add_parser(commands) -> None:
                                                      "committed baselines)")
     compare.add_argument("new", type=Path, help="the run to check: a record or a folder of its replicates")
     add_gate_options(compare)
+    compare.add_argument("--json", type=Path, metavar="PATH",
+                         help="also write every verdict (ratio, interval, threshold, detectable slowdown, q) as JSON")
     compare.set_defaults(func=cmd_compare)
 
 
@@ -40,6 +43,9 @@ def add_gate_options(parser) -> None:
                              "(default %(default)s)")
     parser.add_argument("--fdr", type=fraction, default=DEFAULT_FDR,
                         help="false discovery rate across rows, Benjamini-Hochberg (default %(default)s)")
+    parser.add_argument("--max-undetectable", type=fraction, default=DEFAULT_MAX_UNDETECTABLE, metavar="FRACTION",
+                        help="a row (or the uniform shift) whose smallest slowdown caught with 80%% power exceeds "
+                             "this is underpowered, which fails the gate (default 0.10 = 10%%)")
     parser.add_argument("--allow-missing", action="store_true",
                         help="pass rows missing from NEW or newly skipped there")
     parser.add_argument("--allow-mismatch", action="store_true",
@@ -73,7 +79,8 @@ def gate_against(baseline: list[dict], new: list[dict], args) -> GateResult:
                      highlight=False)
     try:
         return gate(matching or baseline, new, threshold=args.threshold, spread_factor=args.spread_factor,
-                    fdr=args.fdr, allow_missing=args.allow_missing, allow_mismatch=args.allow_mismatch)
+                    fdr=args.fdr, allow_missing=args.allow_missing, allow_mismatch=args.allow_mismatch,
+                    max_undetectable=args.max_undetectable)
     except ValueError as error:
         raise UsageError(str(error)) from None
 
@@ -90,14 +97,26 @@ def print_gate(result: GateResult) -> None:
         console.print(f"{'[red]' if finding.failing else '[yellow]'}{finding.kind}[/] {escape(finding.detail)}",
                       highlight=False)
     if result.passed:
-        console.print("[green]gate passed: no regression, nothing missing or undecided")
+        console.print("[green]gate passed: no regression, nothing missing, undecided or underpowered")
         return
     console.print(f"[red]gate failed: {len(result.reasons)} reason(s)")
     for reason in result.reasons:
         console.print(f"  {reason}", markup=False, highlight=False)
 
 
+def gate_json(result: GateResult) -> dict:
+    """The gate's verdicts as plain JSON values: the rule, the uniform shift, every row and the record findings."""
+    return {"passed": result.passed, "rule": gate_rule(result), "threshold": result.threshold,
+            "spread_factor": result.spread_factor, "fdr": result.fdr, "max_undetectable": result.max_undetectable,
+            "uniform": dataclasses.asdict(result.uniform) if result.uniform else None,
+            "rows": [dataclasses.asdict(row) for row in result.rows],
+            "findings": [dataclasses.asdict(finding) for finding in result.findings], "reasons": result.reasons}
+
+
 def cmd_compare(args) -> int:
     result = gate_against(load_side(args.baseline, "baseline"), load_side(args.new, "new"), args)
     print_gate(result)
+    if args.json:
+        write_json_atomically(gate_json(result), args.json)
+        console.print(f"wrote {args.json}")
     return 0 if result.passed else 1

@@ -3,8 +3,11 @@ registers, spills, shared memory, tensor cores, occupancy."""
 
 from __future__ import annotations
 
+import argparse
 import importlib
+import importlib.metadata
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -13,11 +16,11 @@ import torch
 from rich.markup import escape
 from rich.table import Table
 
-from harness import provenance, registry, runner
-from harness.cli.common import DTYPES, UsageError, console, positive, progress_bar, select
-from harness.formatting import format_number
-from harness.gpu_archs import ARCHS, DEFAULT_ARCHS, parse_archs
-from harness.results import write_json_atomically
+from menagerie.harness import compile_record, provenance, registry, runner
+from menagerie.harness.cli.common import DTYPES, UsageError, console, fraction, positive, progress_bar, select
+from menagerie.harness.formatting import format_number
+from menagerie.harness.gpu_archs import ARCHS, DEFAULT_ARCHS, parse_archs
+from menagerie.harness.results import write_json_atomically
 
 
 def add_parser(commands) -> None:
@@ -36,12 +39,40 @@ def add_parser(commands) -> None:
     comp.add_argument("--jobs", type=positive(int), help="architectures compiled at once (default: one per core)")
     comp.add_argument("--all", action="store_true", help="list every configuration, not one line per kernel")
     comp.add_argument("--out", type=Path, default=Path("results") / "compile",
-                      help="folder (or .json path) for the record")
+                      help="folder (or .json path) for this run's report")
+    record = comp.add_argument_group(
+        "the compile record", "Units (kernel specialization x configuration x arch) whose fingerprint is in the record "
+                              "of this Triton version are replayed from it, not compiled; see harness/compile_record.py")
+    record.add_argument("--record-dir", type=Path, default=default_record_dir(),
+                        help="root of the records, <root>/<triton version>/<arch>.json (default: %(default)s)")
+    record.add_argument("--full", action="store_true", help="compile every unit, ignoring the record")
+    record.add_argument("--update", action="store_true",
+                        help="write this run's units into the record (a run of the whole suite at the default "
+                             "size with no filter also drops the units the tree no longer has)")
+    record.add_argument("--frozen", action="store_true",
+                        help="fail when the tree has units the record lacks (after compiling them): CI's mode")
+    record.add_argument("--spot-check", type=fraction_of_one, default=0.03, metavar="FRACTION",
+                        help="share of the recorded units compiled again and compared, at least one per kernel; "
+                             "0 turns it off (default: %(default)s)")
+    record.add_argument("--seed", type=int, help="seed of the spot check's draw (default: random, printed)")
     comp.set_defaults(func=cmd_compile)
 
 
+def default_record_dir() -> Path:
+    """The checkout's ``results/compile`` when running from a checkout, else ``results/compile`` here."""
+    checkout = Path(__file__).resolve().parents[2] / compile_record.RECORD_DIR
+    return checkout if checkout.is_dir() else compile_record.RECORD_DIR
+
+
+def fraction_of_one(text: str) -> float:
+    value = fraction(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
+
+
 def cmd_compile(args) -> int:
-    from harness import compile_check
+    from menagerie.harness import compile_check
 
     try:
         archs = parse_archs(args.arch)
@@ -57,26 +88,51 @@ def cmd_compile(args) -> int:
     benchmarks = select(args.names)
     dtypes = [runner.dtype_name(DTYPES[name]) for name in args.dtype]
     names = [bench.name for bench in benchmarks] if args.names else []
+    version = importlib.metadata.version("triton")  # not imported here: the kernels must be imported first
+    records = {arch.name: compile_record.record_path(version, arch.name, args.record_dir) for arch in archs}
+    known = {}
+    for arch_name, path in records.items():
+        try:
+            known[arch_name] = compile_record.load(path)
+        except compile_record.RecordError as error:
+            raise UsageError(str(error)) from None
+    seed = args.seed if args.seed is not None else random.randrange(10**6)
     started = time.monotonic()
     with progress_bar() as progress:
         bars = {arch.name: progress.add_task(f"{arch.name}: starting", total=None) for arch in archs}
         report = compile_check.check(
             names, archs, args.size, dtypes, list(args.mode), args.imports, args.jobs,
+            records={} if args.full else {name: path for name, path in records.items() if known[name]},
+            spot_check=args.spot_check, seed=str(seed),
             on_progress=lambda arch, done, total, row: progress.update(
                 bars[arch], completed=done, total=total, description=f"{arch}: {row}"))
     seconds = time.monotonic() - started
     print_compile_report(report, args.all)
     record = {"provenance": provenance.collect(torch.device("cpu")),
               "config": {"archs": [arch.name for arch in archs], "size": args.size, "names": args.names,
-                         "dtypes": dtypes, "modes": args.mode, "imports": args.imports, "seconds": round(seconds, 1)},
+                         "dtypes": dtypes, "modes": args.mode, "imports": args.imports, "full": args.full,
+                         "spot_check": args.spot_check, "seed": seed, "seconds": round(seconds, 1)},
               **report.to_dict()}
     out = args.out if args.out.suffix == ".json" else args.out / (
         f"compile-{'-'.join(arch.name for arch in archs)}-{args.size}-triton{record['provenance']['triton']}.json")
     write_json_atomically(record, out)
     console.print(f"{len(report.builds)} builds of {len(report.groups)} kernel specializations for "
                   f"{', '.join(arch.name for arch in archs)} in {seconds:.0f} s; wrote {out}")
+    new_units = print_record_summary(report, archs, known, records, args, seed)
+    if args.update:
+        whole_suite = not (args.names or args.dtype or args.mode or args.imports) and args.size == "small"
+        for arch in archs:
+            entries = report.units(arch.name) if whole_suite else {**known[arch.name], **report.units(arch.name)}
+            compile_record.write(entries, records[arch.name])
+            console.print(f"wrote {records[arch.name]}: {len(entries)} units"
+                          + ("" if whole_suite else " (this run's units added; none dropped: not a whole-suite run)"))
     for failure in report.failures:
         console.print(f"[red]FAIL[/] {escape(failure)}", highlight=False)
+    if args.frozen and new_units and not args.update:
+        console.print(f"[red]FAIL[/] {len(new_units)} compile unit(s) of this tree are missing from the record "
+                      f"({', '.join(str(path) for path in records.values())}): refresh it with `make compile-record` "
+                      f"(or `menagerie compile --update`) and commit it", highlight=False)
+        return 1
     if report.failures:
         console.print(f"[red]{len(report.failures)} failure(s)")
         return 1
@@ -84,8 +140,38 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def print_record_summary(report, archs, known, records, args, seed) -> list[dict]:
+    """Units replayed and compiled per arch, the spot check's outcome; returns the units the record lacked."""
+    from menagerie.harness.compile_check import specialization_label
+
+    new_units = [build for build in report.compiled()
+                 if build["fingerprint"] and build["fingerprint"] not in known.get(build["arch"], {})]
+    for arch in archs:
+        units = report.units(arch.name)
+        replayed = sum(1 for fingerprint in units if fingerprint in known[arch.name]) if not args.full else 0
+        source = "--full: record not used" if args.full else (
+            f"record {records[arch.name]}" if known[arch.name] else f"no record at {records[arch.name]}")
+        console.print(f"{arch.name}: {len(units)} units, {replayed} replayed from the record, "
+                      f"{len(units) - replayed} compiled ({source})", highlight=False)
+    checks = report.spot_checks
+    if checks:
+        differing = sum(1 for check in checks if check["differences"])
+        console.print(f"spot check: {len(checks)} recorded units compiled again (seed {seed}, "
+                      f"--spot-check {args.spot_check}): " + (f"[red]{differing} differ" if differing else
+                                                               "[green]all match their record entries"))
+    if new_units:
+        console.print(f"{len(new_units)} unit(s) not in the record:", highlight=False)
+        for build in new_units[:40]:
+            console.print(f"  new: {build['kernel']}@{build['arch']} [{specialization_label(build['specialization'])}] "
+                          f"{' '.join(f'{k}={v}' for k, v in build['config'].items())} "
+                          f"[{compile_record.verdict(build)}]", highlight=False, markup=False)
+        if len(new_units) > 40:
+            console.print(f"  ... and {len(new_units) - 40} more", highlight=False)
+    return new_units
+
+
 def print_compile_report(report, show_all: bool) -> None:
-    from harness.compile_check import chosen_build, specialization_label
+    from menagerie.harness.compile_check import chosen_build, specialization_label
 
     table = Table(title="compiled kernels" + ("" if show_all else
                                               " (one line per kernel and specialization: the configuration an "

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from rich.table import Table
 
-from harness import ceilings, provenance, runner
-from harness.cli.common import DTYPES, console, requested_device
+from menagerie.harness import ceilings, provenance, runner
+from menagerie.harness.cli.common import DTYPES, console, requested_device
 
 
 def add_parser(commands) -> None:

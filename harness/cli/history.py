@@ -6,10 +6,10 @@ from pathlib import Path
 
 from rich.table import Table
 
-from harness import registry
-from harness.cli.common import UsageError, console, errors, fraction
-from harness.formatting import format_seconds
-from harness.timing import TIMERS
+from menagerie.harness import registry
+from menagerie.harness.cli.common import UsageError, console, errors, fraction
+from menagerie.harness.formatting import format_seconds
+from menagerie.harness.timing import TIMERS
 
 
 def add_parser(commands) -> None:
@@ -31,7 +31,7 @@ def add_parser(commands) -> None:
 
 
 def cmd_history(args) -> int:
-    from harness import history
+    from menagerie.harness import history
 
     stores = args.store or [path for path in (Path("results") / name for name in ("history", "baselines", "runs"))
                             if path.is_dir()]

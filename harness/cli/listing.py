@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from harness import registry, runner
-from harness.cli.common import console, select
+from menagerie.harness import registry, runner
+from menagerie.harness.cli.common import console, select
 
 
 def add_parser(commands) -> None:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 from rich.table import Table
 
-from harness import runner
-from harness.cli.common import (UsageError, add_row_selection, console, positive, progress_bar, requested_device,
+from menagerie.harness import runner
+from menagerie.harness.cli.common import (UsageError, add_row_selection, console, positive, progress_bar, requested_device,
                                 select, selected_rows)
-from harness.formatting import format_seconds
-from harness.profile import DEFAULT_PROFILES_DIR, ProfiledRow, new_run_dir, profile
+from menagerie.harness.formatting import format_seconds
+from menagerie.harness.profile import DEFAULT_PROFILES_DIR, ProfiledRow, new_run_dir, profile
 
 
 def add_parser(commands) -> None:

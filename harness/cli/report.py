@@ -6,8 +6,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from harness.cli.common import UsageError, console, load
-from harness.cli.compare import add_gate_options, gate_against, load_side
+from menagerie.harness.cli.common import UsageError, console, load
+from menagerie.harness.cli.compare import add_gate_options, gate_against, load_side
 
 
 def add_parser(commands) -> None:
@@ -22,7 +22,7 @@ def add_parser(commands) -> None:
 
 def cmd_report(args) -> int:
     try:
-        from harness import report
+        from menagerie.harness import report
     except ImportError as error:
         raise UsageError(f"reports need matplotlib ({error}); install it with: "
                          "pip install 'menagerie[report]'") from None

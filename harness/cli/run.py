@@ -1,24 +1,26 @@
 """``menagerie run``: check accuracy, time and record benchmarks; optionally gate on a baseline.
 
 ``--repeat N`` runs the same command in N fresh processes, one after another
-(``harness.replicates``), and writes one record that keeps the replicates apart. Such a
+(``menagerie.harness.replicates``), and writes one record that keeps the replicates apart. Such a
 child process is told by ``REPLICATE_ENV`` where its record goes and does nothing else.
 """
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
 import os
 from pathlib import Path
 
 from rich.table import Table
 
-from harness import provenance, replicates, runner
-from harness.cli.common import (UsageError, add_row_selection, console, errors, positive, progress_bar,
+from menagerie.harness import provenance, replicates, runner
+from menagerie.harness.cli.common import (UsageError, add_row_selection, console, errors, positive, progress_bar,
                                 requested_device, select, selected_rows)
-from harness.cli.compare import add_gate_options, gate_against, load_side, print_gate
-from harness.formatting import format_number, format_seconds
-from harness.results import DEFAULT_RUNS_DIR, write_run
-from harness.timing import TIMERS, Budget
+from menagerie.harness.cli.compare import add_gate_options, gate_against, load_side, print_gate
+from menagerie.harness.formatting import format_number, format_seconds
+from menagerie.harness.results import DEFAULT_RUNS_DIR, write_run
+from menagerie.harness.timing import TIMERS, Budget
 
 GATING_REPEAT = 3
 
@@ -59,10 +61,13 @@ def cmd_run(args) -> int:
         budget=Budget(warmup_s=args.warmup, measure_s=args.budget, min_reps=args.min_reps, max_reps=args.max_reps,
                       blocks=args.blocks))
     benchmarks = select(args.names)
+    unmatched = unmatched_filter(benchmarks, config)
+    if unmatched:
+        raise UsageError(unmatched)
     tasks = runner.plan(benchmarks, config)
     if not tasks:
-        raise UsageError("nothing to run: no case, dtype and mode matches the filters "
-                         f"(size {config.size}); see `menagerie list`")
+        raise UsageError(f"nothing to run: no case, dtype and mode matches the filters (size {config.size}); "
+                         "see `menagerie list`")
     replicate_out = os.environ.get(replicates.REPLICATE_ENV)
     if replicate_out:
         write_run(_run_once(benchmarks, config, tasks), Path(replicate_out))
@@ -136,3 +141,17 @@ def print_run_table(record: dict) -> None:
         console.print(table)
     for number, note in enumerate(notes, 1):
         console.print(f"[{number}] {note}", markup=False, highlight=False)
+
+
+def unmatched_filter(benchmarks, config) -> str | None:
+    """The first --impl or --case pattern that matches nothing in the chosen benchmarks, with the closest names."""
+    known = {"--impl": sorted({impl.name for bench in benchmarks for impl in bench.impls}),
+             "--case": sorted({case.name for bench in benchmarks for case in bench.cases.get(config.size, ())})}
+    for flag, patterns in (("--impl", config.impls), ("--case", config.cases)):
+        for pattern in patterns:
+            if not fnmatch.filter(known[flag], pattern):
+                close = difflib.get_close_matches(pattern, known[flag], n=3, cutoff=0.5)
+                return (f"{flag} {pattern!r} matches nothing"
+                        + (f"; did you mean {' or '.join(map(repr, close))}?" if close else "")
+                        + f" (at size {config.size}: {', '.join(known[flag])})")
+    return None

@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from kernels.attention.mask import sliding_window_mask
+from menagerie.kernels.attention.mask import sliding_window_mask
 
 
 def sliding_window_attention_reference(q, k, v, window, sinks=0, causal=True, scale=None, return_lse=False,

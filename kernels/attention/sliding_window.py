@@ -51,8 +51,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.attention.mask import effective_window, window_bounds
-from kernels.targets import INTERPRETING, check_kernel_device, max_shared_memory
+from menagerie.kernels.attention.mask import effective_window, window_bounds
+from menagerie.kernels.targets import INTERPRETING, check_kernel_device, max_shared_memory
 
 LOG2E = 1.4426950408889634  # log2(e): exp(x) = exp2(x * LOG2E)
 LN2 = 0.6931471805599453

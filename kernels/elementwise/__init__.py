@@ -1,6 +1,6 @@
 """Element-wise kernels: the harness's built-in end-to-end benchmark."""
 
-from kernels.elementwise.bias_gelu import bias_gelu
-from kernels.elementwise.reference import bias_gelu_reference
+from menagerie.kernels.elementwise.bias_gelu import bias_gelu
+from menagerie.kernels.elementwise.reference import bias_gelu_reference
 
 __all__ = ["bias_gelu", "bias_gelu_reference"]

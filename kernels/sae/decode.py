@@ -18,8 +18,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.sae.latent_sums import LatentPairs, latent_weighted_sums
-from kernels.sae.validate import check_float_tensor, check_indices, check_same
+from menagerie.kernels.sae.latent_sums import LatentPairs, latent_weighted_sums
+from menagerie.kernels.sae.validate import check_float_tensor, check_indices, check_same
 
 BLOCK_N = 16
 BLOCK_D = 128

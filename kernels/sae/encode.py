@@ -30,11 +30,11 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.sae.bitonic import merge_top
-from kernels.sae.decode import gather_rows
-from kernels.sae.latent_sums import LatentPairs, latent_weighted_sums
-from kernels.sae.validate import check_float_tensor, check_same, dot_precision
-from kernels.targets import INTERPRETING, gpu_capability, multiprocessor_count, on_gpu
+from menagerie.kernels.sae.bitonic import merge_top
+from menagerie.kernels.sae.decode import gather_rows
+from menagerie.kernels.sae.latent_sums import LatentPairs, latent_weighted_sums
+from menagerie.kernels.sae.validate import check_float_tensor, check_same, dot_precision
+from menagerie.kernels.targets import INTERPRETING, gpu_capability, multiprocessor_count, on_gpu
 
 MAX_K = 1024
 INDEX_BASE = 2**31 - 1  # keys hold INDEX_BASE - index in their low 32 bits

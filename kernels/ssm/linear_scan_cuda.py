@@ -1,6 +1,6 @@
 """The linear recurrence ``x_t = a_t * x_{t-1} + b_t`` in hand-written CUDA C, through CuPy.
 
-Same contract as ``kernels.ssm.linear_scan`` (``(B, C, T)``, fp32 / fp16 / bf16,
+Same contract as ``menagerie.kernels.ssm.linear_scan`` (``(B, C, T)``, fp32 / fp16 / bf16,
 float32 state), so the suite can compare Triton with CUDA C on one operation.
 Tensors are shared with torch through DLPack (no copies) and kernels run on
 torch's current stream.
@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import torch
 
-from kernels.ssm.linear_scan import LinearScanFunction, ScanLaunchers, check_scan_inputs
+from menagerie.kernels.ssm.linear_scan import LinearScanFunction, ScanLaunchers, check_scan_inputs
 
 WARPS_PER_BLOCK = 4
 CUDA_SOURCE = r"""

@@ -56,7 +56,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.targets import INTERPRETING
+from menagerie.kernels.targets import INTERPRETING
 MAX_STATE = 256
 # Elements of the (BLOCK_D, N, BLOCK_L) tile a program scans per chunk on a GPU, and warps per
 # program: untuned guesses (no GPU was at hand). The backward keeps about twice as many such

@@ -63,8 +63,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.ssm.selective_scan import _step_sizes
-from kernels.targets import INTERPRETING, check_kernel_device
+from menagerie.kernels.ssm.selective_scan import _step_sizes
+from menagerie.kernels.targets import INTERPRETING, check_kernel_device
 
 FLOATING = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 256

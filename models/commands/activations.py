@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
-from harness.cli.common import UsageError, console, positive, requested_device
+from menagerie.harness.cli.common import UsageError, console, positive, requested_device
 
 
 def add_parser(commands) -> None:
@@ -31,8 +31,8 @@ def add_parser(commands) -> None:
 
 
 def cmd_activations(args) -> int:
-    from models import activation_sources
-    from models.activations import collect_activations
+    from menagerie.models import activation_sources
+    from menagerie.models.activations import collect_activations
 
     device = requested_device(args.device)
     try:

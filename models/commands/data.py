@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from rich.table import Table
 
-from harness import provenance
-from harness.cli.common import UsageError, console, errors, positive, progress_bar, requested_device, write_record
-from models.data import convert
-from models.data.loaders import LOADERS
+from menagerie.harness import provenance
+from menagerie.harness.cli.common import UsageError, console, errors, positive, progress_bar, requested_device, write_record
+from menagerie.models.data import convert
+from menagerie.models.data.loaders import LOADERS
 
 
 def probability(text: str) -> float:
@@ -100,7 +100,7 @@ def add_imagenet_parser(data_commands) -> None:
 
 
 def cmd_data(args) -> int:
-    from models.data import folders
+    from menagerie.models.data import folders
 
     try:
         if args.data_command == "synth":
@@ -152,7 +152,7 @@ def synth_size(args) -> int | tuple[int, int]:
 
 def data_imagenet(args) -> None:
     """Checks the ImageNet download at ``args.src``, then links (or copies) it as class folders under ``args.dest``."""
-    from models.data import imagenet
+    from menagerie.models.data import imagenet
 
     with console.status(f"reading {args.src}"):
         labels = (imagenet.read_devkit(args.devkit) if args.devkit else
@@ -170,7 +170,7 @@ def data_imagenet(args) -> None:
 
 
 def data_throughput(args) -> int:
-    from benchmarks import loaders as loader_bench
+    from menagerie.models.data import loader_throughput as loader_bench
 
     device = requested_device(args.device)
     chosen = args.loader or list(loader_bench.LOADERS)
@@ -204,7 +204,7 @@ def data_throughput(args) -> int:
 
 
 def data_stages(args) -> int:
-    from benchmarks import loader_stages
+    from menagerie.models.data import loader_stages
 
     chosen = args.loader or list(LOADERS)
     with console.status("profiling loaders") as status:

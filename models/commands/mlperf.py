@@ -6,8 +6,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from harness.cli.common import UsageError, console
-from harness.formatting import format_number
+from menagerie.harness.cli.common import UsageError, console
+from menagerie.harness.formatting import format_number
 
 RUN_COLUMNS = ("log", "compliance", "status", "best top-1", "epochs", "minutes", "img/s", "img/s per accel.",
                "tracked img/s per accel.")
@@ -26,7 +26,7 @@ def add_parser(commands) -> None:
 
 def cmd_mlperf(args) -> int:
     """Exit status 1 when a log fails its compliance check, the RCP check fails or the set is not valid."""
-    from models import mlperf
+    from menagerie.models import mlperf
 
     args.out.mkdir(parents=True, exist_ok=True)
     scores, compliance = _check_runs(mlperf, args.logs, args.out)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
 from rich.table import Table
 
-from harness import provenance
-from harness.cli.common import UsageError, console, positive
-from harness.device import default_device
+from menagerie.harness import provenance
+from menagerie.harness.cli.common import UsageError, console, positive
+from menagerie.harness.device import default_device
+from menagerie.harness.results import write_json_atomically
 
 
 def add_parser(commands) -> None:
@@ -42,7 +42,7 @@ def window_list(text: str) -> list[int]:
 
 
 def cmd_study(args) -> int:
-    from models import minilm_sinks
+    from menagerie.models import minilm_sinks
 
     backend = args.backend or ("triton" if torch.cuda.is_available() else "reference")
     try:
@@ -54,7 +54,7 @@ def cmd_study(args) -> int:
         raise UsageError(str(error)) from None
     args.out.mkdir(parents=True, exist_ok=True)
     record = {"provenance": provenance.collect(default_device()), "study": dataclasses.asdict(study)}
-    (args.out / "sinks.json").write_text(json.dumps(record, indent=1) + "\n")
+    write_json_atomically(record, args.out / "sinks.json")
     plot = minilm_sinks.plot_study(study, args.out / "sinks.png")
 
     table = Table(title=f"all-MiniLM-L6-v2: cosine similarity of windowed to dense embeddings "

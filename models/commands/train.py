@@ -9,14 +9,14 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from harness import provenance, runner
-from harness.device import default_device
-from harness.cli.common import DTYPES, UsageError, console, errors, fraction, positive, requested_device, write_record
-from harness.formatting import format_number
-from harness.results import write_json_atomically
-from models.data.loaders import LOADERS
-from models.resnet import ARCHS
-from models.train_resnet import MODES, OPTIMIZERS
+from menagerie.harness import provenance, runner
+from menagerie.harness.device import default_device
+from menagerie.harness.cli.common import DTYPES, UsageError, console, errors, fraction, positive, requested_device, write_record
+from menagerie.harness.formatting import format_number
+from menagerie.harness.results import write_json_atomically
+from menagerie.models.data.loaders import LOADERS
+from menagerie.models.resnet import ARCHS
+from menagerie.models.train_resnet import MODES, OPTIMIZERS
 
 
 def add_parser(commands) -> None:
@@ -85,7 +85,7 @@ def add_sae_parser(train_commands) -> None:
 
 
 def cmd_train_resnet(args) -> int:
-    from models import train_resnet
+    from menagerie.models import train_resnet
 
     run_name = f"resnet-{args.arch}-{args.loader}-{args.mode}"
     config = train_resnet.TrainConfig(
@@ -124,8 +124,8 @@ def cmd_train_resnet(args) -> int:
 
 
 def cmd_train_sae(args) -> int:
-    from models.activations import ActivationDataset, ActivationDatasetError
-    from models.sae import TrainConfig, train_sae
+    from menagerie.models.activations import ActivationDataset, ActivationDatasetError
+    from menagerie.models.sae import TrainConfig, train_sae
 
     device = requested_device(args.device)
     dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)

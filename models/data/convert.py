@@ -19,7 +19,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from models.data.folders import DataError, ImageFolder, check_decodable, open_rgb, scan_imagefolder
+from menagerie.models.data.folders import DataError, ImageFolder, check_decodable, open_rgb, scan_imagefolder
 
 
 class _Images:

@@ -32,7 +32,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.data.folders import IMAGE_EXTENSIONS, DataError
+from menagerie.models.data.folders import IMAGE_EXTENSIONS, DataError
 
 IMAGENET_CLASSES = 1000
 DEVKIT_META = "data/meta.mat"

@@ -32,7 +32,7 @@ evaluation images are split without padding or repetition, so the ranks together
 the validation set exactly once.
 
 ``path``: an image folder (``ROOT/<class>/<image>``) for torchvision and DALI; a
-``.beton`` file written by ``models.data.convert.to_ffcv`` for FFCV.
+``.beton`` file written by ``menagerie.models.data.convert.to_ffcv`` for FFCV.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from typing import Iterator
 
 import torch
 
-from models.data.folders import DataError, ImageFolder, open_rgb, scan_imagefolder
+from menagerie.models.data.folders import DataError, ImageFolder, open_rgb, scan_imagefolder
 
 LOADERS = ("torchvision", "ffcv", "dali")
 MEAN = (123.675, 116.28, 103.53)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.attention import (sliding_window_mask, sliding_window_mask_mod, varlen_mask, visible_pairs,
+from menagerie.kernels.attention import (sliding_window_mask, sliding_window_mask_mod, varlen_mask, visible_pairs,
                                window_bounds)
 
 # Asymmetric, one-sided unbounded, fully unbounded and degenerate windows, as FlashAttention's test grid.

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from kernels.attention import sliding_window_attention_reference, sliding_window_attention_varlen_reference
+from menagerie.kernels.attention import sliding_window_attention_reference, sliding_window_attention_varlen_reference
 
 
 def naive(q, k, v, window, sinks, causal, softcap=0.0):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from kernels.attention import sliding_window_attention, sliding_window_attention_reference
+from menagerie.kernels.attention import sliding_window_attention, sliding_window_attention_reference
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 gpu_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 arithmetic is wrong in the interpreter")

@@ -8,8 +8,8 @@ import itertools
 
 import pytest
 
-from kernels.attention import sliding_window_mask
-from kernels.attention.sliding_window import (key_tile_ranges, query_tile_ranges, visited_key_tiles,
+from menagerie.kernels.attention import sliding_window_mask
+from menagerie.kernels.attention.sliding_window import (key_tile_ranges, query_tile_ranges, visited_key_tiles,
                                               visited_query_tiles)
 
 SHAPES = [(1, 1), (33, 33), (100, 100), (33, 100), (100, 40), (7, 64)]

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from kernels.attention import sliding_window_attention_varlen, sliding_window_attention_varlen_reference
+from menagerie.kernels.attention import sliding_window_attention_varlen, sliding_window_attention_varlen_reference
 from tests.attention.test_sliding_window import DEVICE, LSE_TOLERANCE, TOLERANCES, gpu_only
 
 CASES = {

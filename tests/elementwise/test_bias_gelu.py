@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from kernels.elementwise import bias_gelu, bias_gelu_reference
+from menagerie.kernels.elementwise import bias_gelu, bias_gelu_reference
 
 # Relative tolerance: a few units in the last place of the dtype; absolute: values
 # near zero. The reference runs in float64 on the same (rounded) inputs.

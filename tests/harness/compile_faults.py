@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from harness.registry import Benchmark, Case, Cost, Impl, Tolerance, register
+from menagerie.harness.registry import Benchmark, Case, Cost, Impl, Tolerance, register
 
 SCALE = 3.0  # deliberately not a tl.constexpr
 

@@ -43,15 +43,17 @@ class Suite:
         object.__setattr__(self, "spreads", rng.uniform(*self.row_spread, self.rows))
 
     def runs(self, count: int, replicates: int = 1, samples: int = 500, seed: int = 0,
-             slowdowns: dict[int, float] | None = None, uniform_slowdown: float = 0.0) -> list[dict]:
-        """``count`` run records of ``replicates`` processes each, ``samples`` samples per replicate."""
+             slowdowns: dict[int, float] | None = None, uniform_slowdown: float = 0.0,
+             keep_samples: bool = True) -> list[dict]:
+        """``count`` run records of ``replicates`` processes each, ``samples`` samples per replicate (kept in the
+        records' ``samples_s`` unless ``keep_samples`` is False: the gate reads only the replicate medians)."""
         rng = np.random.default_rng([self.seed, 1, seed])
         factor = np.full(self.rows, 1.0 + uniform_slowdown)
         for row, slowdown in (slowdowns or {}).items():
             factor[row] *= 1.0 + slowdown
-        return [self._run(rng, replicates, samples, factor, index) for index in range(count)]
+        return [self._run(rng, replicates, samples, factor, index, keep_samples) for index in range(count)]
 
-    def _run(self, rng, replicates, samples, factor, index) -> dict:
+    def _run(self, rng, replicates, samples, factor, index, keep_samples=True) -> dict:
         shape = (self.rows, replicates, samples)
         level = (np.log(self.medians_s * factor)[:, None]
                  + rng.normal(0.0, 1.0, (self.rows, replicates)) * self.spreads[:, None]
@@ -60,8 +62,8 @@ class Suite:
         outliers = rng.random(shape) < self.outlier_fraction
         times[outliers] *= rng.uniform(*self.outlier_factor, outliers.sum())
         medians, overall = np.median(times, axis=2), np.median(times.reshape(self.rows, -1), axis=1)
-        rows = [synthetic_row(i, times[i].ravel().tolist(), medians[i].tolist(), float(overall[i]))
-                for i in range(self.rows)]
+        rows = [synthetic_row(i, times[i].ravel().tolist() if keep_samples else [], medians[i].tolist(),
+                              float(overall[i])) for i in range(self.rows)]
         return record(rows, timestamp=f"2026-12-01T10:{index // 60:02d}:{index % 60:02d}+00:00",
                       repeat=replicates)
 
@@ -92,7 +94,7 @@ def trial(seed: int, slowdowns=(0.0,), uniform_slowdowns=(), history: int = 10, 
     ``replicates`` replicates with rows 0..planted-1 slower by each of ``slowdowns`` (0: A/A), or
     every row slower by each of ``uniform_slowdowns``; the gate's result per slowdown (keyed
     ("uniform", slowdown) for the latter)."""
-    from harness.gate import gate
+    from menagerie.harness.gate import gate
 
     suite = Suite(seed=seed)
     baseline = suite.runs(history, samples=samples, seed=0)
@@ -136,14 +138,50 @@ def measure(trials: int, slowdowns=(0.05, 0.07, 0.10), uniform_slowdowns=(0.03, 
     return report
 
 
+def issue_study(trials: int = 100, rows: int = 300, replicates: int = 5, samples: int = 200) -> dict[str, float]:
+    """The gate's rates on the issue's synthetic study, over ``trials`` seeded suites of ``rows`` rows with 2% row
+    noise and 2% whole-process offsets, ``replicates`` processes per side: the share of trials in which
+    a uniform 10% slowdown fails the gate as a uniform regression, A/A comparisons fail the gate, and a 10% slowdown
+    of row 0 alone is flagged as a regression of that row; and at 2 vs 2 processes, the share in which a uniform
+    20% slowdown passes."""
+    from menagerie.harness.gate import gate
+
+    caught_uniform = aa_failed = caught_row = passed_two = 0
+    for seed in range(trials):
+        suite = Suite(rows=rows, seed=seed, row_spread=(0.02, 0.02), run_spread=0.02)
+
+        def runs(count=replicates, **planted):
+            return suite.runs(1, replicates=count, samples=samples, keep_samples=False, **planted)
+
+        baseline = runs(seed=0)
+        uniform = gate(baseline, runs(seed=1, uniform_slowdown=0.10))
+        caught_uniform += uniform.uniform.verdict == "regression" and not uniform.passed
+        aa_failed += not gate(baseline, runs(seed=2)).passed
+        caught_row += 0 in regressions(gate(baseline, runs(seed=3, slowdowns={0: 0.10})))
+        passed_two += gate(runs(2, seed=4), runs(2, seed=5, uniform_slowdown=0.20)).passed
+    return {"uniform 10% slowdown caught (5 vs 5)": caught_uniform / trials,
+            "A/A comparisons failed (5 vs 5)": aa_failed / trials,
+            "single-row 10% slowdown caught among 300 (5 vs 5)": caught_row / trials,
+            "uniform 20% slowdown passed (2 vs 2)": passed_two / trials}
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--threshold", type=float)
     parser.add_argument("--spread-factor", type=float)
+    parser.add_argument("--max-undetectable", type=float)
+    parser.add_argument("--issue-study", action="store_true",
+                        help="the synthetic study of issue 26 instead (300 rows, 2%% noise, 5 vs 5 and 2 vs 2)")
     arguments = parser.parse_args()
+    if arguments.issue_study:
+        for name, value in issue_study(arguments.trials).items():
+            print(f"{name}: {value:.1%}")
+        raise SystemExit(0)
     options = {name: value for name, value in
-               (("threshold", arguments.threshold), ("spread_factor", arguments.spread_factor)) if value is not None}
+               (("threshold", arguments.threshold), ("spread_factor", arguments.spread_factor),
+                ("max_undetectable", arguments.max_undetectable)) if value is not None}
     for name, value in measure(arguments.trials, samples=arguments.samples, **options).items():
         print(name, value)
+

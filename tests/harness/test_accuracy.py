@@ -1,8 +1,8 @@
 import torch
 
-from harness import runner
-from harness.accuracy import check_outputs, poisoned_allocations
-from harness.registry import Impl, Tolerance
+from menagerie.harness import runner
+from menagerie.harness.accuracy import check_outputs, poisoned_allocations
+from menagerie.harness.registry import Impl, Tolerance
 
 from tests.harness.toy import (correct, crashes, never_here, produces_nan, quick_config, slightly_wrong,
                                toy_benchmark, unwritten_tail)

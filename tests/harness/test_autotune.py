@@ -1,11 +1,11 @@
-import kernels  # noqa: F401  (Triton's interpreter on a machine without a GPU)
+import menagerie.kernels  # noqa: F401  (Triton's interpreter on a machine without a GPU)
 import torch
 import triton
 import triton.language as tl
 
-from harness import runner
-from harness.autotune import chosen_configs
-from harness.registry import Impl
+from menagerie.harness import runner
+from menagerie.harness.autotune import chosen_configs
+from menagerie.harness.registry import Impl
 from tests.harness.toy import quick_config, toy_benchmark
 
 CONFIGS = [triton.Config({"BLOCK": 16}, num_warps=1), triton.Config({"BLOCK": 64}, num_warps=2)]

@@ -1,6 +1,6 @@
 import torch
 
-from harness import ceilings
+from menagerie.harness import ceilings
 
 
 def test_cpu_ceilings_are_measured_then_cached(monkeypatch):
@@ -55,7 +55,7 @@ def test_cpu_has_no_microkernel_ceilings():
 def test_microkernels_compute_what_they_claim():
     import triton
 
-    from harness import microkernels
+    from menagerie.harness import microkernels
 
     x = torch.rand(64)
     out = torch.empty_like(x)

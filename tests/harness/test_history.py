@@ -1,4 +1,4 @@
-"""``harness.history``: the SQLite-indexed store of run records, series per row key, change points, table and plot."""
+"""``menagerie.harness.history``: the SQLite-indexed store of run records, series per row key, change points, table and plot."""
 
 import json
 import math
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from harness import history
+from menagerie.harness import history
 
 H200, A100 = "NVIDIA H200", "NVIDIA A100-SXM4-80GB"
 START = datetime(2026, 12, 1, 10, tzinfo=timezone.utc)
@@ -360,7 +360,7 @@ def test_plot_of_an_empty_history_still_writes_a_png(tmp_path):
 
 
 def test_history_command_shows_the_table_the_step_and_writes_the_plot(tmp_path, capsys):
-    from harness import cli
+    from menagerie.harness import cli
 
     noisy_series(tmp_path / "store", 12, seed=3, step_at=7)
     plot = tmp_path / "history.png"
@@ -377,7 +377,7 @@ def test_history_command_shows_the_table_the_step_and_writes_the_plot(tmp_path, 
 
 
 def test_history_command_shows_each_dirty_run_of_one_sha_in_its_own_column(tmp_path, capsys):
-    from harness import cli
+    from menagerie.harness import cli
 
     write(tmp_path / "store", "a.json", run_record({SWA: 1.0e-3}, 1, dirty=True, hours=1))
     write(tmp_path / "store", "b.json", run_record({SWA: 2.0e-3}, 1, dirty=True, hours=2))

@@ -12,8 +12,8 @@ import urllib.request
 import pytest
 import torch
 
-from harness import profile, registry, runner
-from harness.cli import main
+from menagerie.harness import profile, registry, runner
+from menagerie.harness.cli import main
 
 CASE = "64x257"  # elementwise.bias_gelu's smallest tiny case: interpreted Triton takes ~0.1 s a call
 CPU = torch.device("cpu")

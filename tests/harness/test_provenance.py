@@ -4,7 +4,7 @@ import types
 import pytest
 import torch
 
-from harness import provenance
+from menagerie.harness import provenance
 
 
 class FakeNvml(types.ModuleType):

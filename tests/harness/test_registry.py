@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from harness import registry
-from harness.registry import Benchmark, Case, Cost, Impl, Tolerance
+from menagerie.harness import registry
+from menagerie.harness.registry import Benchmark, Case, Cost, Impl, Tolerance
 
 from tests.harness.toy import correct, make_inputs, reference
 

@@ -2,10 +2,10 @@ import copy
 
 import pytest
 
-from harness import runner
-from harness.registry import Impl
-from harness.replicates import ReplicateError, merge
-from harness.results import validate
+from menagerie.harness import runner
+from menagerie.harness.registry import Impl
+from menagerie.harness.replicates import ReplicateError, merge
+from menagerie.harness.results import validate
 from tests.harness.toy import correct, quick_config, toy_benchmark
 
 

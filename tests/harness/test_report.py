@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from harness import registry, report, runner
-from harness.cli import main
-from harness.formatting import GATE_COLUMNS
-from harness.gate import gate
-from harness.results import write_run
-from harness.timing import Budget
+from menagerie.harness import registry, report, runner
+from menagerie.harness.cli import main
+from menagerie.harness.formatting import GATE_COLUMNS
+from menagerie.harness.gate import gate
+from menagerie.harness.results import write_run
+from menagerie.harness.timing import Budget
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RENDER_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "render_report_html.py"
@@ -188,3 +188,41 @@ def test_headless_chromium_renders_the_page(built, record, tmp_path):
                       "title": f"menagerie report — {record['provenance']['device']}"}
     with Image.open(screenshot) as image:
         assert image.size == (1400, 2400) and len(image.convert("L").getcolors(maxcolors=256)) > 8
+
+
+def widened(template: dict, rows: list[tuple[str, str, str, str, float, float]]) -> dict:
+    """``template`` (a real record) with its rows replaced by timed rows (benchmark, case, impl, mode, FLOPs, bytes),
+    each a copy of the template's first timed row: valid against the schema, every row distinct."""
+    from menagerie.harness import results
+
+    timed = next(row for row in template["rows"] if row["stats"])
+    record = {**copy.deepcopy(template), "rows": []}
+    for index, (bench, case, impl, mode, flops, moved) in enumerate(rows):
+        row = copy.deepcopy(timed)
+        row.update(benchmark=bench, case=case, impl=impl, mode=mode, role="variant")
+        row["cost"].update(flops=flops, bytes=moved)
+        row["stats"]["median_s"] = 1e-4 * (1 + index % 17)
+        record["rows"].append(row)
+    results.validate(record)
+    return record
+
+
+def test_a_report_of_every_registered_benchmark_renders_every_row(record, tmp_path):
+    rows = [(bench.name, case.name, impl.name, mode, 1e9 * (1 + index), 1e8 * (1 + index % 5))
+            for bench in registry.select() for index, case in enumerate(bench.cases["tiny"])
+            for impl in bench.impls for mode in bench.modes]
+    assert len({row[0] for row in rows}) > 11  # more benchmarks than the old fixed list of marker shapes
+    files = report.build_report(widened(record, rows), tmp_path)
+    html_rows = _parse(files.html).tables["rows"]
+    assert len(html_rows) - 1 == len(rows)
+    for path in files.plots.values():
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_a_report_of_40_benchmarks_by_6_implementations_renders(record, tmp_path):
+    rows = [(f"family{b % 8}.op{b}", "one", f"impl{i}", "fwd", 1e9 * (b + 1), 1e8 * (i + 1))
+            for b in range(40) for i in range(6)]
+    files = report.build_report(widened(record, rows), tmp_path)
+    assert len(_parse(files.html).tables["rows"]) - 1 == 240
+    with Image.open(files.plots["roofline"]) as image:
+        assert image.size[0] > 500 and len(image.convert("L").getcolors(maxcolors=65536)) > 8

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from harness import results, runner
-from harness.registry import Impl
+from menagerie.harness import results, runner
+from menagerie.harness.registry import Impl
 
 from tests.harness.toy import correct, never_here, quick_config, toy_benchmark
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from harness.stats import bootstrap_median_ci, summarize, summarize_replicates
+from menagerie.harness.stats import bootstrap_median_ci, summarize, summarize_replicates
 
 
 def realistic_samples(rng, median_s, n=60):

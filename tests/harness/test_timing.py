@@ -3,7 +3,7 @@ import time
 import pytest
 import torch
 
-from harness.timing import BATCH_SPAN_S, Budget, CpuTimer, calls_per_sample, interleave, measure
+from menagerie.harness.timing import BATCH_SPAN_S, Budget, CpuTimer, calls_per_sample, interleave, measure
 
 
 def test_repetitions_fit_the_budget_within_bounds():
@@ -95,7 +95,7 @@ def test_gpu_timers_agree_on_a_matmul(timer):
 @pytest.mark.gpu
 @pytest.mark.parametrize("timer", ["events", "graph"])
 def test_tiny_kernels_are_timed_in_batches(timer):
-    from harness.timing import make_timer
+    from menagerie.harness.timing import make_timer
 
     x = torch.randn(1024, device="cuda")
     chosen = make_timer(lambda: x.add_(1.0), Budget(measure_s=0.1), torch.device("cuda"), timer)

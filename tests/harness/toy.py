@@ -2,9 +2,9 @@
 
 import torch
 
-from harness.registry import Benchmark, Case, Cost, Impl, Tolerance
-from harness.runner import RunConfig
-from harness.timing import Budget
+from menagerie.harness.registry import Benchmark, Case, Cost, Impl, Tolerance
+from menagerie.harness.runner import RunConfig
+from menagerie.harness.timing import Budget
 
 
 def make_inputs(case, dtype, device, seed):

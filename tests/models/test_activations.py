@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.activation_sources import load_model, python_docs_paragraphs, tensor_batches, text_batches
-from models.activations import ActivationDataset, ActivationDatasetError, collect_activations
+from menagerie.models.activation_sources import load_model, python_docs_paragraphs, tensor_batches, text_batches
+from menagerie.models.activations import ActivationDataset, ActivationDatasetError, collect_activations
 
 
 class TwoLayers(torch.nn.Module):
@@ -107,7 +107,7 @@ def test_shipped_text_is_real_prose():
 def test_command_line_writes_activations_and_trains_an_sae(tmp_path):
     import json as json_module
 
-    from harness.cli import main
+    from menagerie.harness.cli import main
 
     torch.save(torch.randn(40, 3, 6), tmp_path / "inputs.pt")
     acts = tmp_path / "acts"
@@ -124,7 +124,7 @@ def test_command_line_writes_activations_and_trains_an_sae(tmp_path):
 
 
 def test_command_line_bad_inputs_exit_2(tmp_path):
-    from harness.cli import main
+    from menagerie.harness.cli import main
 
     assert main(["train", "sae", "--activations", str(tmp_path / "missing")]) == 2
     assert main(["activations", "--model", "tests.models.test_activations:build_two_layers", "--out",

@@ -8,12 +8,13 @@ images per forward and the summed gradients equal DDP's averaged ones.
 import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
 import torch.multiprocessing as mp
 
-from models.data.folders import write_synthetic
-from models.train_resnet import TrainConfig, train
+from menagerie.models.data.folders import write_synthetic
+from menagerie.models.train_resnet import TrainConfig, train
 
 
 def settings(data, batch_size, accumulation):
@@ -48,8 +49,11 @@ def data(tmp_path_factory):
     return root
 
 
-def test_two_gloo_processes_match_one_process(data, tmp_path):
+def test_two_gloo_processes_match_one_process(data, tmp_path, monkeypatch):
     out = tmp_path / "ddp.json"
+    # Spawned processes import _rank from this module by name, on the parent's sys.path: the checkout's root
+    # there makes `tests` importable (pytest imported this module by its file).
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
     mp.start_processes(_rank, args=(free_port(), data, out), nprocs=2, join=True, start_method="spawn")
     distributed = json.loads(out.read_text())
     single = train(settings(data, batch_size=8, accumulation=2))

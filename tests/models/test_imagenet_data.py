@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from harness.cli import main
-from models.data.folders import scan_imagefolder
-from models.data.imagenet import read_devkit
+from menagerie.harness.cli import main
+from menagerie.models.data.folders import scan_imagefolder
+from menagerie.models.data.imagenet import read_devkit
 
 WNIDS = ("n01440764", "n01443537", "n01484850")
 VAL_WNIDS = ("n01484850", "n01440764", "n01443537", "n01440764")  # the labels of val images 1..4

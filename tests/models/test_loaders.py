@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.loaders import timed_window
-from models.data.convert import beton_storage, to_ffcv
-from models.data.folders import DataError, class_colour, scan_imagefolder, write_synthetic
-from models.data.loaders import CENTRE_FRACTION, LOADERS, MEAN, STD, DALILoader, make_loader
+from menagerie.models.data.loader_throughput import timed_window
+from menagerie.models.data.convert import beton_storage, to_ffcv
+from menagerie.models.data.folders import DataError, class_colour, scan_imagefolder, write_synthetic
+from menagerie.models.data.loaders import CENTRE_FRACTION, LOADERS, MEAN, STD, DALILoader, make_loader
 
 
 CLASSES, PER_CLASS, SIZE, BATCH = 4, 6, 20, 8
@@ -212,7 +212,7 @@ def test_throughput_command_writes_a_record(dataset, tmp_path):
     import json
     import statistics
 
-    from harness.cli import main
+    from menagerie.harness.cli import main
 
     out = tmp_path / "records"
     assert main(["data", "throughput", str(dataset), "--size", "16", "--batch-size", "4", "--batches", "2",
@@ -252,7 +252,7 @@ def test_ffcv_write_mode_errors(dataset, tmp_path):
 def test_stages_command_accounts_for_each_loader(dataset, tmp_path):
     import json
 
-    from harness.cli import main
+    from menagerie.harness.cli import main
 
     out = tmp_path / "records"
     assert main(["data", "stages", str(dataset), "--size", "16", "--batch-size", "4", "--images", "8",

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from kernels.ssm import selective_scan_reference
-from models.mamba import MambaBlock
+from menagerie.kernels.ssm import selective_scan_reference
+from menagerie.models.mamba import MambaBlock
 
 
 def test_block_with_the_kernel_matches_the_block_with_the_reference():

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from kernels.ssm import ssd_chunked_reference, ssd_scan
-from models.mamba2 import GatedRMSNorm, Mamba2Block
+from menagerie.kernels.ssm import ssd_chunked_reference, ssd_scan
+from menagerie.models.mamba2 import GatedRMSNorm, Mamba2Block
 
 # 32 inner channels in 4 heads of 8 sharing 2 groups of B and C; L = 37 ends in a partial chunk of 16.
 SMALL = dict(d_model=16, d_state=8, d_conv=3, headdim=8, ngroups=2, chunk_size=16)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import minilm_sinks
+from menagerie.models import minilm_sinks
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,9 +66,10 @@ def test_bad_study_arguments():
 
 def test_study_command_writes_a_record_and_a_plot(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "study", "sinks", "--texts", "2", "--windows", "2,512",
+        [sys.executable, "-m", "menagerie.harness.cli", "study", "sinks", "--texts", "2", "--windows", "2,512",
          "--max-tokens", "48", "--backend", "reference", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={name: value for name, value in os.environ.items() if name != "PYTHONPATH"})
     assert done.returncode == 0, done.stdout + done.stderr
     record = json.loads((tmp_path / "sinks.json").read_text())
     assert record["study"]["windows"] == [2, 512] and record["provenance"]["torch"]

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from harness.cli import main
-from models import mlperf
+from menagerie.harness.cli import main
+from menagerie.models import mlperf
 
 
 def write_log(path, records):

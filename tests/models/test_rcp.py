@@ -2,7 +2,7 @@
 
 import pytest
 
-from models.rcp import IMAGENET_TRAIN_IMAGES, reference_hyperparameters, reference_points
+from menagerie.models.rcp import IMAGENET_TRAIN_IMAGES, reference_hyperparameters, reference_points
 
 
 @pytest.mark.parametrize("batch,lr", [(1632, 7.4), (3264, 10.5), (4096, 10.0), (8192, 17.0)])

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.resnet import ARCHS, build, resnet50
+from menagerie.models.resnet import ARCHS, build, resnet50
 
 
 def parameters(model: nn.Module) -> int:
@@ -63,8 +63,8 @@ def test_too_few_classes_is_rejected():
 
 
 def test_train_step_benchmark_runs_and_agrees_with_the_reference():
-    from harness import registry, runner
-    from harness.timing import Budget
+    from menagerie.harness import registry, runner
+    from menagerie.harness.timing import Budget
 
     config = runner.RunConfig(size="tiny", device=torch.device("cpu"), timer="cpu",
                               budget=Budget(warmup_s=0.01, measure_s=0.01, min_reps=1, max_reps=2), seeds=1)

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from kernels.sae import decode_dense, topk_encode_reference
-from models.activation_sources import load_model, python_docs_paragraphs, text_batches
-from models.activations import ActivationDataset, collect_activations
-from models.sae import TopKSAE, TrainConfig, auxk_loss, train_sae
+from menagerie.kernels.sae import decode_dense, topk_encode_reference
+from menagerie.models.activation_sources import load_model, python_docs_paragraphs, text_batches
+from menagerie.models.activations import ActivationDataset, collect_activations
+from menagerie.models.sae import TopKSAE, TrainConfig, auxk_loss, train_sae
 
 
 def test_forward_is_the_topk_sae_definition():
@@ -62,11 +62,11 @@ def test_bad_k_is_a_clear_error():
 def test_training_on_real_minilm_activations_lowers_fvu(tmp_path):
     model, tokenizer = load_model("minilm")
     collect_activations(model, "encoder.layer.3", text_batches(tokenizer, python_docs_paragraphs()[:60], 20, 96),
-                        tmp_path, model_name="minilm", max_rows=2048)
+                        tmp_path, model_name="minilm", max_rows=1024)
     dataset = ActivationDataset(tmp_path)
-    config = TrainConfig(latents=128, k=8, batch_size=64, steps=20, warmup_steps=2, lr=2e-3, dead_after_tokens=512)
+    config = TrainConfig(latents=64, k=8, batch_size=32, steps=20, warmup_steps=2, lr=4e-3, dead_after_tokens=256)
     steps = []
     _, result = train_sae(dataset, config, torch.device("cpu"), on_step=steps.append)
-    assert [record["step"] for record in steps] == list(range(1, 21)) and result.tokens == 20 * 64
+    assert [record["step"] for record in steps] == list(range(1, 21)) and result.tokens == 20 * 32
     assert result.fvu_final < 0.9 * result.fvu_first
     assert result.l0_final <= 8 and 0 <= result.dead_fraction_final <= 1 and result.tokens_per_s > 0

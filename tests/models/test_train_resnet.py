@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-from harness.cli import main
-from models import mlperf, train_resnet
-from models.data.folders import write_digits, write_synthetic
-from models.data.loaders import make_loader
-from models.resnet import build
-from models.train_resnet import (LARS, DatasetFacts, TrainConfig, dataset_facts, division, epoch_blocks,
+from menagerie.harness.cli import main
+from menagerie.models import mlperf, train_resnet
+from menagerie.models.data.folders import write_digits, write_synthetic
+from menagerie.models.data.loaders import make_loader
+from menagerie.models.resnet import build
+from menagerie.models.train_resnet import (LARS, DatasetFacts, TrainConfig, dataset_facts, division, epoch_blocks,
                                  learning_rate, make_optimizer, parameter_groups)
 
 
@@ -235,8 +235,8 @@ def test_cli_data_commands(tmp_path, capsys):
 
 @pytest.mark.parametrize("loader", ["ffcv", "dali"])
 def test_training_runs_with_each_fast_loader(tmp_path, loader):
-    from models.data.convert import to_ffcv
-    from models.data.folders import write_synthetic
+    from menagerie.models.data.convert import to_ffcv
+    from menagerie.models.data.folders import write_synthetic
 
     for split, per_class in (("train", 8), ("val", 2)):
         write_synthetic(tmp_path / split, 4, per_class, size=24, seed=len(split))

@@ -3,7 +3,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.sae.bitonic import merge_top, sort_rows
+from menagerie.kernels.sae.bitonic import merge_top, sort_rows
 from tests.sae.helpers import DEVICE
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from kernels.sae import decode_dense, decode_embedding_bag, sparse_decode, sparse_decode_mse
+from menagerie.kernels.sae import decode_dense, decode_embedding_bag, sparse_decode, sparse_decode_mse
 from tests.sae.helpers import DEVICE, assert_close_for_dtype, float64_leaves
 
 DTYPES = [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=pytest.mark.gpu)]

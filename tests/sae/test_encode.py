@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from kernels.sae import topk_encode, topk_encode_reference
-from kernels.sae.encode import decode_keys, topk_keys
+from menagerie.kernels.sae import topk_encode, topk_encode_reference
+from menagerie.kernels.sae.encode import decode_keys, topk_keys
 from tests.sae.helpers import DEVICE, assert_close_for_dtype, float64_leaves, sae_problem
 
 DTYPES = [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=pytest.mark.gpu)]
@@ -41,7 +41,7 @@ def test_ties_go_to_the_lower_index():
 def test_the_gpu_merge_with_tl_topk_selects_the_same(monkeypatch):
     """GPUs merge with tl.topk, the interpreter with the bitonic network: both must give the
     definition's selection, ties included (tl.topk is slow interpreted, so one small case)."""
-    import kernels.sae.encode as encode
+    import menagerie.kernels.sae.encode as encode
 
     monkeypatch.setattr(encode, "MERGE_WITH_TL_TOPK", True)
     x, W_enc, b_enc, b_dec = tie_problem(3, 8, 70, seed=5)

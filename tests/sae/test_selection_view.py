@@ -1,9 +1,9 @@
 import torch
 
-from benchmarks.sae import CASES, make_encoder_inputs, selection_view
-from harness.accuracy import check_outputs
-from harness.registry import Tolerance
-from kernels.sae import topk_encode_reference
+from menagerie.benchmarks.sae import CASES, make_encoder_inputs, selection_view
+from menagerie.harness.accuracy import check_outputs
+from menagerie.harness.registry import Tolerance
+from menagerie.kernels.sae import topk_encode_reference
 
 TOLERANCE = Tolerance(atol=0.0, rtol=1e-6, atol_of_max=1e-6)
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from kernels.ssm import linear_scan, linear_scan_reference, linear_scan_sequential
-from kernels.ssm.linear_scan_cuda import linear_scan_cuda, unavailable_reason
+from menagerie.kernels.ssm import linear_scan, linear_scan_reference, linear_scan_sequential
+from menagerie.kernels.ssm.linear_scan_cuda import linear_scan_cuda, unavailable_reason
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # The state is float32 in every kernel; low-precision outputs carry one rounding of

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.ssm import hgrn_as_linear_scan, simple_gla_as_ssd
-from kernels.ssm import (linear_scan, linear_scan_reference, selective_scan, selective_scan_reference,
+from menagerie.benchmarks.ssm import hgrn_as_linear_scan, simple_gla_as_ssd
+from menagerie.kernels.ssm import (linear_scan, linear_scan_reference, selective_scan, selective_scan_reference,
                          ssd_chunked_reference, ssd_scan)
 
 

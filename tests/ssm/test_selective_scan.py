@@ -2,9 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import kernels  # noqa: F401  (switches Triton to its interpreter when there is no GPU)
-from kernels.ssm.selective_scan import selective_scan
-from kernels.ssm.selective_scan_reference import selective_scan_reference, selective_scan_sequential
+import menagerie.kernels  # noqa: F401  (switches Triton to its interpreter when there is no GPU)
+from menagerie.kernels.ssm.selective_scan import selective_scan
+from menagerie.kernels.ssm.selective_scan_reference import selective_scan_reference, selective_scan_sequential
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-import kernels  # noqa: F401  (switches Triton to its interpreter when there is no GPU)
-from kernels.ssm.ssd import ssd_scan
-from kernels.ssm.ssd_reference import ssd_chunked_reference, ssd_recurrence_reference
+import menagerie.kernels  # noqa: F401  (switches Triton to its interpreter when there is no GPU)
+from menagerie.kernels.ssm.ssd import ssd_scan
+from menagerie.kernels.ssm.ssd_reference import ssd_chunked_reference, ssd_recurrence_reference
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -1,4 +1,4 @@
-"""``loaders.stages``: where each loader's time goes, stage by stage, on one core.
+"""Where each loader's time goes, stage by stage, on one core.
 
 ``menagerie data stages ROOT`` measures, for the training augmentation at one output
 size, the milliseconds per image of each stage of each loader running on one thread
@@ -40,9 +40,9 @@ from typing import Callable
 
 import torch
 
-from benchmarks.loaders import dataset_path, timed_window
-from models.data.folders import scan_imagefolder
-from models.data.loaders import ASPECT, MEAN, STD, NormalizeToHWC, make_loader
+from menagerie.models.data.loader_throughput import dataset_path, timed_window
+from menagerie.models.data.folders import scan_imagefolder
+from menagerie.models.data.loaders import ASPECT, MEAN, STD, NormalizeToHWC, make_loader
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""``loaders.throughput``: images per second of the torchvision, FFCV and DALI loaders.
+"""Images per second of the torchvision, FFCV and DALI loaders.
 
 Not a harness benchmark: the harness times a pure function of random tensors and
 checks it against a float64 reference, while a loader reads files, its output is
@@ -20,7 +20,7 @@ A shared machine's load drifts while the loaders run one after another, so the
 measurement is repeated in ``rounds`` that each time every (loader, size) once, in
 turn: a row reports the median of its rounds (and their range), and the ratio to
 torchvision is the ratio of medians. The FFCV row names how its ``.beton`` stores the
-images (JPEG or raw, ``models.data.convert.beton_storage``): raw images skip decoding.
+images (JPEG or raw, ``menagerie.models.data.convert.beton_storage``): raw images skip decoding.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from models.data import convert
-from models.data.loaders import LOADERS, Loader, cores_available, make_loader
+from menagerie.models.data import convert
+from menagerie.models.data.loaders import LOADERS, Loader, cores_available, make_loader
 
 BASELINE = "torchvision"
 
