@@ -41,6 +41,7 @@ from typing import Callable
 import torch
 
 from menagerie.harness import compile_record
+from menagerie.harness.results import write_json_atomically
 from menagerie.harness.gpu_archs import ARCHS, Arch
 
 
@@ -156,7 +157,7 @@ def _worker(argv: list[str]) -> int:
             progress(done, len(chosen), f"spot check {known[fingerprint]['kernel']}")
             spot_checks += recorder.spot_check([fingerprint])
     builds = [build.to_dict() for build in recorder.builds]
-    args.out.write_text(json.dumps({"arch": args.arch, "rows": rows, "builds": builds, "spot_checks": spot_checks}))
+    write_json_atomically({"arch": args.arch, "rows": rows, "builds": builds, "spot_checks": spot_checks}, args.out)
     return 0
 
 

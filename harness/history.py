@@ -226,14 +226,19 @@ def read_run_file(path: Path) -> tuple[dict, list[tuple[RowKey, float, list[floa
 
 def _open_index(path: Path) -> tuple[sqlite3.Connection, str | None]:
     """The index at ``path`` (rebuilt when corrupt or stale), or an in-memory one, with a warning, when unwritable."""
-    problem = None
+    problem = notice = None
     for attempt in range(2):
         db = None
         try:
             db = sqlite3.connect(path, timeout=30)
-            if db.execute("PRAGMA user_version").fetchone()[0] != INDEX_VERSION:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if version != INDEX_VERSION or not {"files", "rows"} <= tables:
                 db.executescript(_TABLES)
-            return db, None
+                if tables and notice is None:  # not a new file: an index of another layout
+                    notice = (f"rebuilt the index {path} from the run files: it had another layout "
+                              f"(version {version}, tables {', '.join(sorted(tables))})")
+            return db, notice
         except sqlite3.DatabaseError as error:
             problem = error
             if db is not None:
@@ -244,6 +249,7 @@ def _open_index(path: Path) -> tuple[sqlite3.Connection, str | None]:
                 path.unlink()  # a corrupt index only cached the JSON files: rebuild it
             except OSError:
                 break
+            notice = f"rebuilt the index {path} from the run files: it was corrupt ({problem})"
     db = sqlite3.connect(":memory:")
     db.executescript(_TABLES)
     return db, f"cannot use the index {path} ({problem}); every run file is read this time"

@@ -7,7 +7,10 @@ samples of one process cannot show it. A fresh process per replicate can.
 
 ``spawn`` runs the replicates one after another, each ``python -m menagerie.harness.cli ARGV`` with
 ``REPLICATE_ENV`` naming the file its record goes to; the child's progress goes to the
-terminal, its tables are dropped. ``merge`` checks that the records measured the same rows
+terminal, its tables are dropped. The records go to a work folder that outlives the command
+(``WorkFolder``: a manifest with the command, then ``replicate-K.json``, each written
+atomically), so a run that is killed or interrupted keeps every replicate it finished, and
+``menagerie run --resume FOLDER`` runs only the missing ones. ``merge`` checks that the records measured the same rows
 under the same configuration and builds the merged record: per row, the replicates' samples
 in order, ``replicate_medians_s``, ``replicate_sample_counts``, the per-replicate
 ``calls_per_sample`` and ``autotune``, stats across replicates
@@ -19,6 +22,7 @@ failed) with its reason, and the accuracy record of the worst replicate; the rec
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -27,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from menagerie.harness import runner
-from menagerie.harness.results import load_run, row_key
+from menagerie.harness.results import ResultError, load_run, row_key, write_json_atomically
 
 REPLICATE_ENV = "MENAGERIE_REPLICATE_OUT"
 STATUS_RANK = {"ok": 0, "skipped": 1, "accuracy_failed": 2, "error": 3}
@@ -37,21 +41,73 @@ class ReplicateError(RuntimeError):
     """A replicate process failed or its records cannot be merged."""
 
 
-def spawn(argv: list[str], count: int, on_start: Callable[[int], None] | None = None) -> list[dict]:
-    """Runs ``menagerie ARGV`` in ``count`` fresh processes, one after another; their records."""
-    records = []
-    with tempfile.TemporaryDirectory(prefix="menagerie-replicates-") as folder:
+MANIFEST = "manifest.json"
+
+
+class WorkFolder:
+    """Where the replicates of one ``run --repeat N`` are kept until they are merged: ``manifest.json``
+    (the command's arguments, N, the output path, the provenance at the start) and ``replicate-K.json``."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, out: Path, argv: list[str], count: int, provenance: dict) -> "WorkFolder":
+        parent = out if out.suffix != ".json" else out.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        folder = cls(Path(tempfile.mkdtemp(prefix=".replicates-", dir=parent)))
+        write_json_atomically({"argv": argv, "repeat": count, "out": str(out), "provenance": provenance},
+                              folder.path / MANIFEST)
+        return folder
+
+    def manifest(self) -> dict:
+        """The manifest; ReplicateError naming what to do when it is missing or unreadable."""
+        path = self.path / MANIFEST
+        try:
+            manifest = json.loads(path.read_text())
+            if not isinstance(manifest["argv"], list) or int(manifest["repeat"]) < 1:
+                raise ValueError("argv or repeat")
+            return manifest
+        except FileNotFoundError:
+            raise ReplicateError(f"{self.path} is not a replicate folder of `menagerie run --repeat` "
+                                 f"(no {MANIFEST})") from None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ReplicateError(f"{path} cannot be read ({error}); start the run again") from None
+
+    def replicate(self, index: int) -> Path:
+        return self.path / f"replicate-{index}.json"
+
+    def recorded(self, count: int) -> list[int]:
+        """Indices of the replicates whose record is complete (readable and valid)."""
+        done = []
         for index in range(count):
-            if on_start:
-                on_start(index)
-            out = Path(folder) / f"replicate-{index}.json"
-            done = subprocess.run([sys.executable, "-m", "menagerie.harness.cli", *argv], env={**os.environ, REPLICATE_ENV: str(out)},
-                                  stdout=subprocess.DEVNULL, stderr=None)
-            if not out.exists():
-                raise ReplicateError(f"replicate {index + 1} of {count} exited with code {done.returncode} "
-                                     "without writing its record (its error is above)")
-            records.append(load_run(out))
-    return records
+            try:
+                load_run(self.replicate(index))
+            except ResultError:
+                continue
+            done.append(index)
+        return done
+
+
+def spawn(argv: list[str], count: int, folder: WorkFolder,
+          on_start: Callable[[int], None] | None = None) -> list[dict]:
+    """Runs ``menagerie ARGV`` in fresh processes, one after another, for each replicate that ``folder`` does
+    not hold yet; the records of all ``count`` replicates."""
+    kept = set(folder.recorded(count))
+    for index in range(count):
+        if index in kept:
+            continue
+        if on_start:
+            on_start(index)
+        out = folder.replicate(index)
+        done = subprocess.run([sys.executable, "-m", "menagerie.harness.cli", *argv],
+                              env={**os.environ, REPLICATE_ENV: str(out)}, stdout=subprocess.DEVNULL, stderr=None)
+        if done.returncode < 0 or done.returncode == 130:
+            raise KeyboardInterrupt  # the replicate was interrupted (Ctrl-C reaches the whole process group)
+        if not out.exists():
+            raise ReplicateError(f"replicate {index + 1} of {count} exited with code {done.returncode} "
+                                 "without writing its record (its error is above)")
+    return [load_run(folder.replicate(index)) for index in range(count)]
 
 
 def _same(records: list[dict], read: Callable[[dict], object], what: str) -> None:

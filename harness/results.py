@@ -56,10 +56,11 @@ def run_filename(record: dict) -> str:
     return f"{stamp}_{device}_{record['config']['size']}_{sha}.json"
 
 
-def write_bytes_atomically(data: bytes, path: Path) -> Path:
+def write_bytes_atomically(data: bytes, path: Path, exclusive: bool = False) -> Path:
     """Writes ``data`` to ``path`` through a temporary file beside it, flushed to disk and renamed into
     place, so a reader (or a crash, a kill, a full disk) never leaves half a file at ``path``: the suite
-    writes every file this way."""
+    writes every file this way. ``exclusive``: FileExistsError when ``path`` exists, never replacing it
+    (the check and the placing are one step, so two writers cannot both take a name)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -69,7 +70,11 @@ def write_bytes_atomically(data: bytes, path: Path) -> Path:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        if exclusive:
+            os.link(temporary, path)
+            os.unlink(temporary)
+        else:
+            os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
@@ -87,10 +92,21 @@ def write_json_atomically(record: dict, path: Path) -> Path:
 
 
 def write_run(record: dict, out: Path) -> Path:
-    """Validates and writes ``record``; ``out`` is a folder (a name is chosen) or a .json path."""
+    """Validates and writes ``record``; ``out`` is a folder (a name is chosen that no other run there has, even
+    one written at the same moment: ``-2``, ``-3``, ... after the name) or a .json path."""
     validate(record)
     out = Path(out)
-    return write_json_atomically(record, out if out.suffix == ".json" else out / run_filename(record))
+    if out.suffix == ".json":
+        return write_json_atomically(record, out)
+    text = json.dumps(record, indent=1, allow_nan=False) + "\n"
+    name = run_filename(record)
+    for attempt in range(1, 1000):
+        candidate = out / (name if attempt == 1 else name.replace(".json", f"-{attempt}.json"))
+        try:
+            return write_bytes_atomically(text.encode("utf-8"), candidate, exclusive=True)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{out}: no free name for {name}")
 
 
 def load_run(path: Path | str) -> dict:

@@ -16,6 +16,7 @@ shards in a random order and each shard's rows in a random order.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from menagerie.harness.results import write_json_atomically
+from menagerie.harness.results import write_bytes_atomically, write_json_atomically
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -77,10 +78,9 @@ class _ShardWriter:
         shard, rest = rows[:count], rows[count:]
         self.pending, self.pending_rows = ([rest] if len(rest) else []), len(rest)
         name = f"shard_{len(self.shards):05d}.npy"
-        temporary = self.out / f".{name}.partial"
-        with open(temporary, "wb") as stream:
-            np.save(stream, shard.numpy())
-        temporary.replace(self.out / name)
+        array = io.BytesIO()
+        np.save(array, shard.numpy())
+        write_bytes_atomically(array.getvalue(), self.out / name)
         self.shards.append({"file": name, "rows": count})
 
     def finish(self) -> list[dict]:

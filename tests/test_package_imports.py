@@ -19,13 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CONSOLE_SCRIPT = Path(sys.executable).with_name("menagerie")
 
 
-def user_environment() -> dict:
-    return {name: value for name, value in shell_environment().items() if name != "PYTHONPATH"}
-
-
 def python(code: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd,
-                          env=user_environment(), timeout=300)
+                          env=shell_environment(), timeout=300)
 
 
 BIAS_GELU = ("import torch; from menagerie.kernels.elementwise import bias_gelu, bias_gelu_reference; "
@@ -85,7 +81,7 @@ def test_the_sink_study_runs_beside_huggingface_kernels(tmp_path):
     # transformers (which may import HuggingFace's kernels) and the suite's kernels in one process.
     done = subprocess.run([str(CONSOLE_SCRIPT), "study", "sinks", "--texts", "2", "--windows", "2",
                            "--max-tokens", "32", "--out", str(tmp_path / "study")],
-                          capture_output=True, text=True, cwd=tmp_path, env=user_environment(), timeout=600)
+                          capture_output=True, text=True, cwd=tmp_path, env=shell_environment(), timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "study" / "sinks.json").is_file()
 
@@ -122,7 +118,7 @@ def install(venv: Path, *what: str) -> None:
 
 
 def in_environment(venv: Path, *command: str, cwd: Path) -> subprocess.CompletedProcess:
-    environment = {**user_environment(), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    environment = {**shell_environment(), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run([str(venv / "bin" / command[0]), *command[1:]], capture_output=True, text=True, cwd=cwd,
                           env=environment, timeout=600)
 

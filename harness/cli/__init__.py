@@ -15,7 +15,7 @@ import importlib
 import sys
 
 from menagerie.harness import entry_points
-from menagerie.harness.cli.common import UsageError, errors
+from menagerie.harness.cli.common import Interrupted, UsageError, errors
 
 ENGINE_COMMANDS = ("listing", "run", "compare", "env", "profile", "report", "compile", "history")
 
@@ -67,3 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         errors.print(f"menagerie {args.command}: error: {error}", markup=False, highlight=False, soft_wrap=True)
         return 2
+    except Interrupted as interrupted:
+        errors.print(f"menagerie {args.command}: interrupted: {interrupted}", markup=False, highlight=False,
+                     soft_wrap=True)
+        return 130
+    except KeyboardInterrupt:
+        errors.print(f"menagerie {args.command}: interrupted; nothing was written", markup=False, highlight=False)
+        return 130
+    except OSError as error:  # a full disk, a folder that cannot be written: what failed, in one line
+        errors.print(f"menagerie {args.command}: error: {error.strerror or error}"
+                     + (f": {error.filename}" if error.filename else ""), markup=False, highlight=False, soft_wrap=True)
+        return 1

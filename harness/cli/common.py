@@ -27,6 +27,10 @@ class UsageError(Exception):
     """Bad input from the user: reported in one line, exit code 2."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C (SIGINT) during work whose finished part was kept: reported in one line with how to go on, exit 130."""
+
+
 def positive(kind):
     """An argparse type: a positive ``kind`` (int or float)."""
     def parse(text: str):

@@ -47,7 +47,7 @@ def cmd_history(args) -> int:
     except history.HistoryError as error:
         raise UsageError(str(error)) from None
     for warning in found.warnings:
-        errors.print(f"warning: {warning}", markup=False, highlight=False)
+        errors.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
     if not found.series:
         console.print(f"no timed rows on {found.device} (size {found.size}, timer {found.timer}) match")
         return 1

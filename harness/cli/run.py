@@ -10,12 +10,13 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import os
+import shutil
 from pathlib import Path
 
 from rich.table import Table
 
 from menagerie.harness import provenance, replicates, runner
-from menagerie.harness.cli.common import (UsageError, add_row_selection, console, errors, positive, progress_bar,
+from menagerie.harness.cli.common import (Interrupted, UsageError, add_row_selection, console, errors, positive, progress_bar,
                                 requested_device, select, selected_rows)
 from menagerie.harness.cli.compare import add_gate_options, gate_against, load_side, print_gate
 from menagerie.harness.formatting import format_number, format_seconds
@@ -44,11 +45,17 @@ def add_parser(commands) -> None:
                           "else 1)")
     run.add_argument("--baseline", type=Path, help="gate against this run record or folder of them (as `menagerie "
                                                    "compare`); exit 1 when the gate fails")
+    run.add_argument("--resume", type=Path, metavar="FOLDER",
+                     help="continue an interrupted --repeat run from its replicate folder (named when it stopped): "
+                          "the replicates recorded there are kept, the missing ones run; other arguments are the "
+                          "original run's")
     add_gate_options(run)
     run.set_defaults(func=cmd_run)
 
 
 def cmd_run(args) -> int:
+    if args.resume:
+        return resume(args)
     device = requested_device(args.device)
     timer = args.timer or ("events" if device.type == "cuda" else "cpu")
     if (device.type == "cpu") != (timer == "cpu"):
@@ -77,14 +84,12 @@ def cmd_run(args) -> int:
     if repeat == 1:
         record = _run_once(benchmarks, config, tasks)
     else:
-        started = provenance.collect(device)
-        try:
-            records = replicates.spawn(args.argv, repeat, on_start=lambda index: errors.print(
-                f"replicate {index + 1} of {repeat} (a fresh process)", highlight=False))
-            record = replicates.merge(records, started)
-        except replicates.ReplicateError as error:
-            raise UsageError(str(error)) from None
+        folder = replicates.WorkFolder.create(args.out, args.argv, repeat, provenance.collect(device))
+        errors.print(f"{repeat} replicates, kept in {folder.path} until merged", markup=False, highlight=False)
+        record = run_replicates(folder, args.argv, repeat)
     path = write_run(record, args.out)
+    if repeat > 1:
+        shutil.rmtree(folder.path, ignore_errors=True)  # merged and written: the replicates are in the record
     print_run_table(record)
     for number, replicate in enumerate(record["replicates"], 1):
         for warning in replicate["warnings"]:
@@ -155,3 +160,38 @@ def unmatched_filter(benchmarks, config) -> str | None:
                         + (f"; did you mean {' or '.join(map(repr, close))}?" if close else "")
                         + f" (at size {config.size}: {', '.join(known[flag])})")
     return None
+
+
+def run_replicates(folder, argv: list[str], repeat: int) -> dict:
+    """The replicates missing from ``folder``, each a fresh process, merged with those it holds. Interrupted or
+    failed, the finished replicates stay in ``folder`` and the message says how to go on."""
+    manifest = folder.manifest()
+    try:
+        records = replicates.spawn(argv, repeat, folder, on_start=lambda index: errors.print(
+            f"replicate {index + 1} of {repeat} (a fresh process)", highlight=False))
+        return replicates.merge(records, manifest["provenance"])
+    except KeyboardInterrupt:
+        raise Interrupted(f"{len(folder.recorded(repeat))} of {repeat} replicates are recorded in {folder.path}; "
+                          f"continue with `menagerie run --resume {folder.path}`") from None
+    except replicates.ReplicateError as error:
+        raise UsageError(f"{error}; the finished replicates are kept in {folder.path}: "
+                         f"`menagerie run --resume {folder.path}` runs the missing ones") from None
+
+
+def resume(args) -> int:
+    """``--resume FOLDER``: the original command's missing replicates, then its record, as if never stopped."""
+    folder = replicates.WorkFolder(args.resume)
+    try:
+        manifest = folder.manifest()
+    except replicates.ReplicateError as error:
+        raise UsageError(str(error)) from None
+    repeat, argv = int(manifest["repeat"]), manifest["argv"]
+    errors.print(f"resuming `menagerie {' '.join(argv)}`: {len(folder.recorded(repeat))} of {repeat} replicates "
+                 f"already recorded", markup=False, highlight=False)
+    record = run_replicates(folder, argv, repeat)
+    path = write_run(record, Path(manifest["out"]))
+    shutil.rmtree(folder.path, ignore_errors=True)
+    print_run_table(record)
+    console.print(f"wrote {path}")
+    failed = [row for row in record["rows"] if row["status"] in ("accuracy_failed", "error")]
+    return 1 if failed else 0

@@ -16,6 +16,7 @@ found, and named, before it starts.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -60,12 +61,14 @@ def to_ffcv(image_folder: str | Path, out: str | Path, max_resolution: int | Non
         raise DataError(f"compress_probability must be in [0, 1], got {compress_probability}")
     with ThreadPoolExecutor(max(1, workers)) as pool:
         list(pool.map(check_decodable, [path for path, _ in folder.samples]))
-    writer = DatasetWriter(str(out), {
+    partial = Path(out).with_name(f".{Path(out).name}.partial")  # FFCV writes in place: renamed when complete
+    writer = DatasetWriter(str(partial), {
         "image": RGBImageField(write_mode=write_mode, max_resolution=max_resolution, jpeg_quality=jpeg_quality,
                                compress_probability=compress_probability),
         "label": IntField(),
     }, num_workers=max(1, workers))
     writer.from_indexed_dataset(_Images(folder))
+    os.replace(partial, out)
     return len(folder.samples)
 
 

@@ -14,11 +14,14 @@ model can learn them.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from menagerie.harness.results import write_bytes_atomically
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -128,7 +131,7 @@ def write_synthetic(root: str | Path, classes: int, images_per_class: int, size:
         folder.mkdir(parents=True, exist_ok=True)
         for index in range(images_per_class):
             image = synthetic_image(label, classes, *synthetic_sides(size, rng), rng)
-            Image.fromarray(image).save(folder / f"{index:06d}.jpg", quality=quality)
+            save_jpeg(Image.fromarray(image), folder / f"{index:06d}.jpg", quality)
         if progress:
             progress((label + 1) * images_per_class)
     return classes * images_per_class
@@ -155,6 +158,13 @@ def write_digits(root: str | Path, size: int = 32, val_fraction: float = 0.2, se
             for index in chosen:
                 grey = (digits.images[index] * (255 / 16)).astype(np.uint8)  # pixel values are 0..16
                 image = Image.fromarray(grey).resize((size, size), Image.BICUBIC).convert("RGB")
-                image.save(folder / f"{index:04d}.jpg", quality=95)
+                save_jpeg(image, folder / f"{index:04d}.jpg", 95)
                 counts[split] += 1
     return counts["train"], counts["val"]
+
+
+def save_jpeg(image: Image.Image, path: Path, quality: int) -> None:
+    """``image`` as a JPEG at ``path``, written atomically: an interrupted generator leaves no half image."""
+    encoded = io.BytesIO()
+    image.save(encoded, format="JPEG", quality=quality)
+    write_bytes_atomically(encoded.getvalue(), path)

@@ -17,13 +17,14 @@ CONSOLE_SCRIPT = Path(sys.executable).with_name("menagerie")
 
 def shell_environment() -> dict:
     """The environment of a user's shell: without the TRITON_INTERPRET that this test process set on
-    importing kernels, so that a command must switch the interpreter on by itself, as `make bench` does."""
-    return {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    importing the kernels, so that a command must switch the interpreter on by itself, as `make bench` does,
+    and without a PYTHONPATH: the suite comes from its installation."""
+    return {name: value for name, value in os.environ.items() if name not in ("TRITON_INTERPRET", "PYTHONPATH")}
 
 
 def menagerie(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "menagerie.harness.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**shell_environment(), "PYTHONPATH": os.getcwd()}, timeout=600)
+                          cwd=cwd, env=shell_environment(), timeout=600)
 
 
 TINY = ("--size", "tiny", "--budget", "0.01", "--warmup", "0.01", "--seeds", "1", "--min-reps", "2", "--max-reps", "3")
@@ -70,7 +71,7 @@ def test_every_benchmark_runs_tiny_through_the_command(name, mode, tmp_path):
 def test_the_installed_command_runs_a_triton_row_from_any_folder(tmp_path):
     # As `make bench` runs it: the console script, from a folder outside the checkout, with no PYTHONPATH,
     # so that `kernels` is whatever the install resolves (another distribution's `kernels` once shadowed it).
-    environment = {name: value for name, value in shell_environment().items() if name != "PYTHONPATH"}
+    environment = shell_environment()
     done = subprocess.run([str(CONSOLE_SCRIPT), "run", "elementwise.bias_gelu", "--impl", "triton_fused",
                            "--case", "64x257", "--mode", "fwd", "--budget", "0.01", "--warmup", "0.01", "--seeds", "1",
                            "--min-reps", "2", "--max-reps", "2", "--out", str(tmp_path / "runs")],
