@@ -4,6 +4,7 @@ registers, spills, shared memory, tensor cores, occupancy."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.metadata
 import os
@@ -58,6 +59,20 @@ def add_parser(commands) -> None:
     comp.set_defaults(func=cmd_compile)
 
 
+@contextlib.contextmanager
+def current_folder_on_path(needed: bool):
+    """The current folder first on ``sys.path`` for the block only: left there, it would make the checkout's
+    folders importable under their bare names (``kernels``) for the rest of the process."""
+    added = needed and "" not in sys.path and os.getcwd() not in sys.path
+    if added:
+        sys.path.insert(0, os.getcwd())
+    try:
+        yield
+    finally:
+        if added:
+            sys.path.remove(os.getcwd())
+
+
 def default_record_dir() -> Path:
     """The checkout's ``results/compile`` when running from a checkout, else ``results/compile`` here."""
     checkout = Path(__file__).resolve().parents[2] / compile_record.RECORD_DIR
@@ -78,13 +93,12 @@ def cmd_compile(args) -> int:
         archs = parse_archs(args.arch)
     except ValueError as error:
         raise UsageError(f"--arch: {error}") from None
-    if args.imports and "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # as `python -m` would: modules of the current folder
-    for module in args.imports:
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            raise UsageError(f"--import {module}: {error}") from None
+    with current_folder_on_path(bool(args.imports)):  # as `python -m` would: modules of the current folder
+        for module in args.imports:
+            try:
+                importlib.import_module(module)
+            except ImportError as error:
+                raise UsageError(f"--import {module}: {error}") from None
     benchmarks = select(args.names)
     dtypes = [runner.dtype_name(DTYPES[name]) for name in args.dtype]
     names = [bench.name for bench in benchmarks] if args.names else []
