@@ -49,7 +49,7 @@ browser:
 # In parallel on every core (pytest-xdist), the 20 slowest tests listed at the end. The console script, not
 # `python -m pytest`, which would put the checkout (and its kernels/ folder) first on sys.path.
 test: install browser
-	$(BIN)/pytest -q -n auto --dist loadgroup --durations=20 $(ARGS)
+	$(BIN)/pytest -q -n auto --durations=20 $(ARGS)
 
 # The GPU machines' Triton (3.6) beside the CPU torch, and only the core's dependencies (no jsonschema, as there).
 $(GPU_TRITON_VENV)/.installed: pyproject.toml Makefile

@@ -37,7 +37,6 @@ def tiny_run(tmp_path_factory):
     return done, out
 
 
-@pytest.mark.xdist_group("tiny_run")
 def test_run_tiny_end_to_end_writes_a_valid_record(tiny_run):
     done, out = tiny_run
     assert done.returncode == 0, done.stdout + done.stderr
@@ -87,7 +86,6 @@ def test_the_installed_command_runs_a_triton_row_from_any_folder(tmp_path):
     assert (row["impl"], row["status"]) == ("triton_fused", "ok"), row["reason"]
 
 
-@pytest.mark.xdist_group("tiny_run")
 def test_one_replicate_is_undecided_even_against_itself(tiny_run):
     _, out = tiny_run
     [path] = list(out.glob("*.json"))
@@ -109,7 +107,6 @@ def replicated_run(tmp_path_factory):
     return path
 
 
-@pytest.mark.xdist_group("replicated_run")
 def test_repeat_keeps_three_processes_apart(replicated_run):
     record = results.load_run(replicated_run)
     assert record["schema_version"] == 2 and record["config"]["repeat"] == 3 and len(record["replicates"]) == 3
@@ -126,7 +123,6 @@ def test_repeat_keeps_three_processes_apart(replicated_run):
 POWER_CHECK_OFF = ("--max-undetectable", "1e9")
 
 
-@pytest.mark.xdist_group("replicated_run")
 def test_two_real_runs_of_the_same_code_pass_the_gate(replicated_run, tmp_path):
     # `run --baseline` gates through `compare`'s path, with 3 replicates by default.
     done = menagerie(*REPLICATED, "--out", str(tmp_path / "second.json"), "--baseline", str(replicated_run),
@@ -151,7 +147,6 @@ def test_two_real_runs_of_the_same_code_pass_the_gate(replicated_run, tmp_path):
     assert "passed over 1 file" in folder.stderr
 
 
-@pytest.mark.xdist_group("replicated_run")
 def test_a_slowdown_and_a_foreign_device_fail_the_gate(replicated_run, tmp_path):
     record = json.loads(replicated_run.read_text())
     slower = copy.deepcopy(record)
@@ -209,7 +204,6 @@ def test_list_and_env():
     assert "copy_gbps" in env.stdout and "measured" in env.stdout and "torch" in env.stdout
 
 
-@pytest.mark.xdist_group("replicated_run")
 @pytest.mark.parametrize("case", FAIL_CLOSED)
 def test_each_fail_closed_case_exits_one_with_its_reason(case, replicated_run, tmp_path, capsys):
     edit, reason, flag = FAIL_CLOSED[case]

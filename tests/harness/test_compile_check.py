@@ -38,14 +38,12 @@ def builds_of(record, kernel, arch):
     return [build for build in record["builds"] if build["kernel"] == kernel and build["arch"] == arch]
 
 
-@pytest.mark.xdist_group("compile_faults")
 def test_planted_faults_fail_the_check(faults):
     code, output, record = faults
     assert code == 1, output
     assert record is not None and len(record["failures"]) == 6, record and record["failures"]
 
 
-@pytest.mark.xdist_group("compile_faults")
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_a_non_constexpr_global_fails_to_compile(faults, arch):
     _, _, record = faults
@@ -54,7 +52,6 @@ def test_a_non_constexpr_global_fails_to_compile(faults, arch):
     assert any(f"{arch} faults.global_read" in failure for failure in record["failures"])
 
 
-@pytest.mark.xdist_group("compile_faults")
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_tiles_over_the_shared_memory_limit_are_reported(faults, arch):
     _, _, record = faults
@@ -68,7 +65,6 @@ def test_tiles_over_the_shared_memory_limit_are_reported(faults, arch):
     assert any("_tile_kernel" in failure and "BLOCK=256" in failure for failure in record["failures"])
 
 
-@pytest.mark.xdist_group("compile_faults")
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_a_register_hungry_kernel_is_reported_as_spilling(faults, arch):
     _, _, record = faults
@@ -202,7 +198,6 @@ def recorded(tmp_path_factory):
     return folder
 
 
-@pytest.mark.xdist_group("compile_record")
 def test_update_writes_a_sorted_record_of_one_entry_per_line(recorded):
     import triton
     path = compile_record.record_path(triton.__version__, "sm_90", recorded / "record")
@@ -215,7 +210,6 @@ def test_update_writes_a_sorted_record_of_one_entry_per_line(recorded):
     assert lines[1].startswith(f'"{fingerprint}": ')
 
 
-@pytest.mark.xdist_group("compile_record")
 def test_an_unchanged_tree_replays_the_record_and_spot_checks_it(recorded):
     code, output = planted_compile(recorded, 16, 32, "--frozen", "--seed", "7")
     assert code == 0, output
@@ -223,7 +217,6 @@ def test_an_unchanged_tree_replays_the_record_and_spot_checks_it(recorded):
     assert "spot check: 1 recorded units compiled again (seed 7" in output and "all match" in output
 
 
-@pytest.mark.xdist_group("compile_record")
 def test_a_spot_check_that_differs_from_the_record_fails_naming_the_unit(recorded, tmp_path):
     import shutil
     import triton
@@ -238,7 +231,6 @@ def test_a_spot_check_that_differs_from_the_record_fails_naming_the_unit(recorde
     assert "spot check: _planted_kernel@sm_90" in output and fingerprint in output and "registers:" in output
 
 
-@pytest.mark.xdist_group("compile_record")
 def test_a_planted_kernel_change_that_spills_is_compiled_and_caught(recorded, tmp_path):
     import shutil
     shutil.copytree(recorded / "record", tmp_path / "record")

@@ -133,7 +133,6 @@ DAMAGES = {"truncated": (truncated, "is not JSON", "not readable as JSON"),
            "unknown_version": (unknown_version, "schema_version 99", "schema_version 99")}
 
 
-@pytest.mark.xdist_group("good_record")
 @pytest.mark.parametrize("damage", DAMAGES)
 @pytest.mark.parametrize("command", ["compare", "report"])
 def test_a_damaged_record_is_a_one_line_error(good_record, tmp_path, capsys, damage, command):
@@ -147,7 +146,6 @@ def test_a_damaged_record_is_a_one_line_error(good_record, tmp_path, capsys, dam
     assert "Traceback" not in err and str(bad) in err and message in err and len(err.strip().splitlines()) == 1, err
 
 
-@pytest.mark.xdist_group("good_record")
 @pytest.mark.parametrize("damage", DAMAGES)
 def test_history_passes_over_a_damaged_record_naming_it(good_record, tmp_path, capsys, damage):
     edit, _, message = DAMAGES[damage]
@@ -162,7 +160,6 @@ def test_history_passes_over_a_damaged_record_naming_it(good_record, tmp_path, c
     assert str(store / "bad.json") in warning and message in warning
 
 
-@pytest.mark.xdist_group("good_record")
 def test_a_corrupt_history_index_is_rebuilt_with_a_notice(good_record, tmp_path, capsys):
     store = tmp_path / "store"
     store.mkdir()
@@ -178,7 +175,6 @@ def test_a_corrupt_history_index_is_rebuilt_with_a_notice(good_record, tmp_path,
     assert len([line for line in captured.err.splitlines() if "rebuilt" in line]) == 1
 
 
-@pytest.mark.xdist_group("good_record")
 def test_an_index_of_an_old_layout_is_rebuilt_with_a_notice(good_record, tmp_path, capsys):
     import sqlite3
     store = tmp_path / "store"
@@ -204,7 +200,6 @@ def test_two_runs_into_one_folder_at_once_both_keep_their_records(tmp_path):
     assert len(records) == 2 and all(results.load_run(path)["rows"] for path in records)
 
 
-@pytest.mark.xdist_group("good_record")
 def test_a_name_taken_at_the_same_moment_gets_the_next_free_one(good_record, tmp_path):
     record = results.load_run(good_record)
     first, second = results.write_run(record, tmp_path), results.write_run(record, tmp_path)

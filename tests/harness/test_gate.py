@@ -21,13 +21,11 @@ def trials():
             for seed in range(TRIALS)]
 
 
-@pytest.mark.xdist_group("gate_trials")
 def test_aa_comparisons_almost_never_fail(trials):
     failed = [outcome[0.0] for outcome in trials if not outcome[0.0].passed]
     assert len(failed) <= 1, [result.reasons for result in failed]
 
 
-@pytest.mark.xdist_group("gate_trials")
 @pytest.mark.parametrize("slowdown, trial_rate, row_rate", [(0.10, 0.95, 0.90), (0.07, 0.80, 0.50)])
 def test_slowdowns_of_a_few_rows_are_caught(trials, slowdown, trial_rate, row_rate):
     found = [regressions(outcome[slowdown]) for outcome in trials]
@@ -211,22 +209,18 @@ def study():
     return issue_study(trials=100)
 
 
-@pytest.mark.xdist_group("gate_study")
 def test_a_uniform_20_percent_slowdown_never_passes_at_2_vs_2(study):
     assert study["uniform 20% slowdown passed (2 vs 2)"] == 0
 
 
-@pytest.mark.xdist_group("gate_study")
 def test_a_uniform_10_percent_slowdown_is_caught_at_5_vs_5(study):
     assert study["uniform 10% slowdown caught (5 vs 5)"] >= 0.95
 
 
-@pytest.mark.xdist_group("gate_study")
 def test_aa_comparisons_at_5_vs_5_rarely_fail(study):
     assert study["A/A comparisons failed (5 vs 5)"] <= 0.02
 
 
-@pytest.mark.xdist_group("gate_study")
 def test_a_10_percent_slowdown_of_one_row_among_300_is_caught(study):
     assert study["single-row 10% slowdown caught among 300 (5 vs 5)"] >= 0.90
 

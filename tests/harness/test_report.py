@@ -78,7 +78,6 @@ def _parse(path: Path) -> _Tables:
     return parser
 
 
-@pytest.mark.xdist_group("report")
 def test_plots_are_valid_png_images(built):
     assert set(built.plots) == {"latency", "speedup", "roofline"}
     for path in built.plots.values():
@@ -90,7 +89,6 @@ def test_plots_are_valid_png_images(built):
             assert len(image.convert("L").getcolors(maxcolors=256)) > 8  # drawn on, not blank
 
 
-@pytest.mark.xdist_group("report")
 def test_html_names_every_row_and_embeds_its_images(built, record):
     page = _parse(built.html)
     header, *lines = page.tables["rows"]
@@ -106,7 +104,6 @@ def test_html_names_every_row_and_embeds_its_images(built, record):
     assert record["provenance"]["device"] in text and "copy_gbps" in text
 
 
-@pytest.mark.xdist_group("report")
 def test_markdown_has_one_table_line_per_row(built, record):
     lines = built.markdown.read_text().splitlines()
     assert lines[0].startswith(f"Measured on {record['provenance']['device']}") and "`test_report`" in lines[0]
@@ -131,7 +128,6 @@ def replicated(record, factor):
     return copies
 
 
-@pytest.mark.xdist_group("report")
 def test_the_gate_against_a_baseline_is_in_both_pages(record, tmp_path):
     # The baseline is twice as slow: the run is an improvement on it.
     gated = gate(replicated(record, 2.0), replicated(record, 1.0))
@@ -144,7 +140,6 @@ def test_the_gate_against_a_baseline_is_in_both_pages(record, tmp_path):
     assert "| new/base |" in markdown and "Benjamini–Hochberg" in markdown
 
 
-@pytest.mark.xdist_group("report")
 def test_cli_report_writes_every_file(run_file, tmp_path, capsys):
     assert main(["report", str(run_file), "--baseline", str(run_file.parent), "--out", str(tmp_path / "out")]) == 0
     out = " ".join(capsys.readouterr().out.split())
@@ -153,7 +148,6 @@ def test_cli_report_writes_every_file(run_file, tmp_path, capsys):
     assert f"({len(json.loads(run_file.read_text())['rows'])} rows)" in out and "baseline" in out
 
 
-@pytest.mark.xdist_group("report")
 def test_report_without_rows_is_an_error(record, tmp_path):
     with pytest.raises(report.ReportError, match="no rows"):
         report.build_report({**record, "rows": []}, tmp_path)
@@ -170,7 +164,6 @@ def _no_rows(path: Path, record: dict) -> Path:
     (lambda path, record: (path / "x.json", (path / "x.json").write_text('{"rows": 3}'))[0], "not a valid"),
     (lambda path, record: _no_rows(path / "empty.json", record), "no rows"),
 ])
-@pytest.mark.xdist_group("report")
 def test_cli_report_rejects_bad_input_with_exit_2(make, message, record, tmp_path, capsys):
     path = make(tmp_path, record)
     assert main(["report", str(path), "--out", str(tmp_path / "out")]) == 2
@@ -178,13 +171,11 @@ def test_cli_report_rejects_bad_input_with_exit_2(make, message, record, tmp_pat
     assert err.startswith("menagerie report: error:") and message in err
 
 
-@pytest.mark.xdist_group("report")
 def test_cli_report_rejects_a_bad_baseline(run_file, tmp_path, capsys):
     assert main(["report", str(run_file), "--baseline", str(tmp_path / "nope.json"), "--out", str(tmp_path)]) == 2
     assert "nope.json" in capsys.readouterr().err
 
 
-@pytest.mark.xdist_group("report")
 def test_headless_chromium_renders_the_page(built, record, tmp_path):
     if not any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")):
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium; `make test` installs it as root)")
@@ -216,7 +207,6 @@ def widened(template: dict, rows: list[tuple[str, str, str, str, float, float]])
     return record
 
 
-@pytest.mark.xdist_group("report")
 def test_a_report_of_every_registered_benchmark_renders_every_row(record, tmp_path):
     rows = [(bench.name, case.name, impl.name, mode, 1e9 * (1 + index), 1e8 * (1 + index % 5))
             for bench in registry.select() for index, case in enumerate(bench.cases["tiny"])
@@ -229,7 +219,6 @@ def test_a_report_of_every_registered_benchmark_renders_every_row(record, tmp_pa
         assert path.read_bytes()[:8] == PNG_SIGNATURE
 
 
-@pytest.mark.xdist_group("report")
 def test_a_report_of_40_benchmarks_by_6_implementations_renders(record, tmp_path):
     rows = [(f"family{b % 8}.op{b}", "one", f"impl{i}", "fwd", 1e9 * (b + 1), 1e8 * (i + 1))
             for b in range(40) for i in range(6)]
