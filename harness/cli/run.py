@@ -50,7 +50,7 @@ def add_parser(commands) -> None:
                           "the replicates recorded there are kept, the missing ones run; other arguments are the "
                           "original run's")
     add_gate_options(run)
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=cmd_run, replicate_folder=None)  # replicate_folder: set by --resume
 
 
 def cmd_run(args) -> int:
@@ -84,8 +84,10 @@ def cmd_run(args) -> int:
     if repeat == 1:
         record = _run_once(benchmarks, config, tasks)
     else:
-        folder = replicates.WorkFolder.create(args.out, args.argv, repeat, provenance.collect(device))
-        errors.print(f"{repeat} replicates, kept in {folder.path} until merged", markup=False, highlight=False)
+        folder = args.replicate_folder
+        if folder is None:
+            folder = replicates.WorkFolder.create(args.out, args.argv, repeat, provenance.collect(device))
+            errors.print(f"{repeat} replicates, kept in {folder.path} until merged", markup=False, highlight=False)
         record = run_replicates(folder, args.argv, repeat)
     path = write_run(record, args.out)
     if repeat > 1:
@@ -179,7 +181,10 @@ def run_replicates(folder, argv: list[str], repeat: int) -> dict:
 
 
 def resume(args) -> int:
-    """``--resume FOLDER``: the original command's missing replicates, then its record, as if never stopped."""
+    """``--resume FOLDER``: the original command, run again with its finished replicates kept (its record and,
+    with ``--baseline``, its gate, as if it had never stopped)."""
+    from menagerie.harness.cli import build_parser
+
     folder = replicates.WorkFolder(args.resume)
     try:
         manifest = folder.manifest()
@@ -188,10 +193,6 @@ def resume(args) -> int:
     repeat, argv = int(manifest["repeat"]), manifest["argv"]
     errors.print(f"resuming `menagerie {' '.join(argv)}`: {len(folder.recorded(repeat))} of {repeat} replicates "
                  f"already recorded", markup=False, highlight=False)
-    record = run_replicates(folder, argv, repeat)
-    path = write_run(record, Path(manifest["out"]))
-    shutil.rmtree(folder.path, ignore_errors=True)
-    print_run_table(record)
-    console.print(f"wrote {path}")
-    failed = [row for row in record["rows"] if row["status"] in ("accuracy_failed", "error")]
-    return 1 if failed else 0
+    original = build_parser().parse_args(argv)
+    original.argv, original.replicate_folder = argv, folder
+    return cmd_run(original)
