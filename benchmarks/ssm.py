@@ -13,7 +13,9 @@
   over the FP32 rate (it cannot use tensor cores).
 - ``ssm.ssd``: Mamba-2's SSD scan (``mamba_chunk_scan_combined``'s meaning), Triton against
   the chunked PyTorch reference, with mamba-ssm's Triton kernel and fla's simple-GLA kernel
-  as peers (see ``ssd_cost`` and ``fla_simple_gla_ssd``). Its matmuls run on tensor cores.
+  as peers (see ``ssd_cost`` and ``fla_simple_gla_ssd``). Its matmuls run on tensor cores. The
+  cases ending ``s<k>`` pack k sequences into each row (``seq_idx``); their cost counts the
+  masked-out cross-sequence pairs too, as the kernels compute them.
 - ``ssm.mamba_block`` and ``ssm.mamba2_block``: a whole Mamba (Mamba-2) block with the
   Triton scan against the same block with the PyTorch scan, forward and backward.
 """
@@ -80,6 +82,8 @@ def _accelerated_scan_skip(case, device, dtype, mode):
 
 
 def _fla_skip(case, device, dtype, mode):
+    if case.params.get("sequences", 1) > 1:
+        return "packed sequences: the simple-GLA adapter has no seq_idx"
     if importlib.util.find_spec("fla") is None:
         return "fla-core is not installed"
     # fla autotunes every kernel, and Triton's interpreter cannot time configurations.
@@ -230,10 +234,22 @@ register(Benchmark(
 
 # --- ssm.ssd --------------------------------------------------------------------------
 
-def ssd_case(batch, length, heads, head_dim, state, groups, chunk):
-    return Case(f"b{batch}l{length}h{heads}p{head_dim}n{state}g{groups}c{chunk}",
+def ssd_case(batch, length, heads, head_dim, state, groups, chunk, sequences=1):
+    """``sequences`` > 1: that many sequences of random lengths packed into each row (``seq_idx``)."""
+    packed = f"s{sequences}" if sequences > 1 else ""
+    return Case(f"b{batch}l{length}h{heads}p{head_dim}n{state}g{groups}c{chunk}{packed}",
                 dict(batch=batch, length=length, heads=heads, head_dim=head_dim, state=state, groups=groups,
-                     chunk=chunk))
+                     chunk=chunk, sequences=sequences))
+
+
+def packed_sequence_ids(batch: int, length: int, sequences: int, generator: torch.Generator) -> torch.Tensor:
+    """``(batch, length)`` int32 ids of ``sequences`` sequences per row, cut at random distinct steps."""
+    rows = []
+    for _ in range(batch):
+        starts = torch.zeros(length, dtype=torch.int32)
+        starts[1 + torch.randperm(length - 1, generator=generator)[:sequences - 1]] = 1
+        rows.append(starts.cumsum(0, dtype=torch.int32))
+    return torch.stack(rows)
 
 
 def make_ssd_inputs(case: Case, dtype: torch.dtype, device: torch.device, seed: int) -> dict:
@@ -253,9 +269,12 @@ def make_ssd_inputs(case: Case, dtype: torch.dtype, device: torch.device, seed: 
     weights = dict(A=-(1.0 + 15.0 * torch.rand(heads, generator=generator)),
                    D=1.0 + 0.1 * torch.randn(heads, generator=generator),
                    dt_bias=steps + torch.log(-torch.expm1(-steps)))  # inverse softplus
+    packed = {}
+    if p["sequences"] > 1:
+        packed["seq_idx"] = packed_sequence_ids(batch, length, p["sequences"], generator).to(device)
     return {**{name: value.to(device, dtype) for name, value in activations.items()},
             **{name: value.to(device) for name, value in weights.items()},
-            "chunk_size": p["chunk"], "dt_softplus": True}
+            **packed, "chunk_size": p["chunk"], "dt_softplus": True}
 
 
 def _causal_pairs(length: int, chunk: int) -> int:
@@ -304,10 +323,11 @@ def ssd_cost(case: Case, mode: str, dtype: torch.dtype) -> Cost:
     return {"fwd": fwd, "bwd": bwd, "fwd_bwd": fwd + bwd}[mode]
 
 
-def mamba_ssm_ssd(x, dt, A, B, C, D, dt_bias, chunk_size, dt_softplus):
+def mamba_ssm_ssd(x, dt, A, B, C, D, dt_bias, chunk_size, dt_softplus, seq_idx=None):
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
 
-    return mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus)
+    return mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus,
+                                     seq_idx=seq_idx)
 
 
 def simple_gla_as_ssd(simple_gla, x, dt, A, B, C, D, dt_bias, dt_softplus):
@@ -338,12 +358,15 @@ register(Benchmark(
     description="Mamba-2's SSD scan, y = SSD(x, softplus(dt + dt_bias), A, B, C) + D*x; x (B, L, H, P), "
                 "B and C (B, L, G, N)",
     cases={
-        # chunk 16 is the kernel's smallest; L not a multiple of it, several heads per group.
-        "tiny": [ssd_case(1, 37, 2, 8, 8, 1, 16), ssd_case(2, 21, 4, 4, 16, 2, 16)],
-        # Mamba-2 370M's SSD (32 heads of 64), with one and with four groups.
-        "small": [ssd_case(4, 2048, 32, 64, 128, 1, 256), ssd_case(4, 2048, 32, 64, 64, 4, 256)],
-        # Mamba-2 2.7B's SSD: d_model 2560, 80 heads of 64, N 128.
-        "full": [ssd_case(8, 4096, 80, 64, 128, 1, 256)],
+        # chunk 16 is the kernel's smallest; L not a multiple of it, several heads per group;
+        # and three packed sequences per row (seq_idx).
+        "tiny": [ssd_case(1, 37, 2, 8, 8, 1, 16), ssd_case(2, 21, 4, 4, 16, 2, 16),
+                 ssd_case(2, 45, 2, 8, 8, 1, 16, sequences=3)],
+        # Mamba-2 370M's SSD (32 heads of 64), with one and with four groups; four sequences packed in a row.
+        "small": [ssd_case(4, 2048, 32, 64, 128, 1, 256), ssd_case(4, 2048, 32, 64, 64, 4, 256),
+                  ssd_case(1, 8192, 32, 64, 128, 1, 256, sequences=4)],
+        # Mamba-2 2.7B's SSD: d_model 2560, 80 heads of 64, N 128; eight sequences packed in a row.
+        "full": [ssd_case(8, 4096, 80, 64, 128, 1, 256), ssd_case(1, 32768, 80, 64, 128, 1, 256, sequences=8)],
     },
     make_inputs=make_ssd_inputs,
     reference=Impl("torch_chunked", ssd_chunked_reference, role="reference",

@@ -15,7 +15,12 @@ starts at ``initial_states`` (or 0) and, for each step t::
 
     h_t = exp(dt'_t A) h_{t-1} + dt'_t x_t B_t^T        y_t = h_t C_t + D x_t
 
-then ``y *= silu(z)`` when z is given. ``y`` has x's dtype; with ``return_final_states`` the
+then ``y *= silu(z)`` when z is given. Packed sequences (``mamba_chunk_scan_combined``'s
+``seq_idx``): ``seq_idx (batch, L)``, non-decreasing integers equal within a sequence, resets the
+state where a new sequence starts (``h_t = dt'_t x_t B_t^T`` when ``seq_idx[t] != seq_idx[t - 1]``),
+so that no state crosses a boundary; ``cu_seqlens`` (``[0, ..., L]`` with batch 1) says the same
+by the sequences' bounds. Initial states enter the first sequence, the final states are those
+after the last step. ``y`` has x's dtype; with ``return_final_states`` the
 result is ``(y, final_states)``, the state after the last step in float32, differentiable like
 ``y``. Every tensor may be float32, float16 or bfloat16; the state, cumulative sums and
 accumulators are float32, and the matmuls take their operands in x's dtype (``C B^T`` in B's;
@@ -63,6 +68,7 @@ import torch
 import triton
 import triton.language as tl
 
+from menagerie.kernels.ssm.packed import packed_sequence_ids
 from menagerie.kernels.ssm.selective_scan import _step_sizes
 from menagerie.kernels.targets import INTERPRETING, check_kernel_device
 
@@ -156,6 +162,32 @@ def _chunk_cumsum_kernel(dt_ptr, A_ptr, bias_ptr, dtp_ptr, cum_ptr, length, head
     tl.store(cum_ptr + rows, tl.cumsum(dtp * A[:, None], axis=1), mask=head_ok[:, None])
 
 
+@triton.jit
+def _entering_sequence(seq_idx_ptr, batch, chunk, length, CHUNK: tl.constexpr):
+    """The sequence that the state entering ``chunk`` belongs to: that of the previous chunk's
+    last step, or the first sequence for chunk 0 (initial states enter it)."""
+    return tl.load(seq_idx_ptr + batch.to(tl.int64) * length + tl.maximum(chunk * CHUNK - 1, 0))
+
+
+@triton.jit
+def _last_sequence(seq_idx_ptr, batch, chunk, length, CHUNK: tl.constexpr):
+    """The sequence of ``chunk``'s last step: the one that the state after the chunk belongs to."""
+    return tl.load(seq_idx_ptr + batch.to(tl.int64) * length + tl.minimum((chunk + 1) * CHUNK, length) - 1)
+
+
+@triton.jit
+def _carry(cum_ptr, seq_idx_ptr, batch_head, batch, chunk, length, n_chunks, HAS_SEQ_IDX: tl.constexpr,
+           CHUNK: tl.constexpr):
+    """The factor by which the state entering ``chunk`` reaches the state after it: the chunk's
+    total decay, or 0 when a new sequence starts inside the chunk."""
+    decay = tl.exp(tl.load(cum_ptr + (batch_head.to(tl.int64) * n_chunks + chunk) * CHUNK + CHUNK - 1))
+    if HAS_SEQ_IDX:
+        same = (_last_sequence(seq_idx_ptr, batch, chunk, length, CHUNK)
+                == _entering_sequence(seq_idx_ptr, batch, chunk, length, CHUNK))
+        decay = tl.where(same, decay, 0.0)
+    return decay
+
+
 @triton.autotune(configs=SCORE_CONFIGS, key=TUNE_KEY, prune_configs_by=PRUNE)
 @triton.jit
 def _chunk_scores_kernel(B_ptr, C_ptr, scores_ptr, length, heads, head_dim, groups, dstate, n_chunks,
@@ -191,9 +223,10 @@ def _chunk_scores_kernel(B_ptr, C_ptr, scores_ptr, length, heads, head_dim, grou
 
 @triton.autotune(configs=STATE_CONFIGS, key=TUNE_KEY + ["FROM_END"], prune_configs_by=PRUNE)
 @triton.jit
-def _chunk_state_kernel(left_ptr, right_ptr, dtp_ptr, cum_ptr, out_ptr,
+def _chunk_state_kernel(left_ptr, right_ptr, dtp_ptr, cum_ptr, seq_idx_ptr, out_ptr,
                         length, heads, head_dim, groups, dstate, n_chunks, heads_per_group,
-                        FROM_END: tl.constexpr, DOT_PRECISION: tl.constexpr, CHUNK: tl.constexpr,
+                        FROM_END: tl.constexpr, HAS_SEQ_IDX: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                        CHUNK: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr):
     """``out[p, n] = sum_s w_s left_s[p] right_s[n]`` over one chunk's steps, for one (batch, head,
     chunk, block of P), into (batch, chunks, heads, P, N) float32. ``left`` is laid out like x,
@@ -201,7 +234,9 @@ def _chunk_state_kernel(left_ptr, right_ptr, dtp_ptr, cum_ptr, out_ptr,
 
     ``FROM_END``: ``w_s = dt'_s exp(cum_end - cum_s)`` with left = x and right = B, the chunk's own
     contribution to the state after it. Otherwise ``w_s = exp(cum_s)`` with left = dy and
-    right = C: the gradient of the state entering the chunk through the chunk's outputs.
+    right = C: the gradient of the state entering the chunk through the chunk's outputs. With
+    ``seq_idx``, ``w_s`` is 0 for steps outside the sequence of that state (the chunk's last one
+    from the end, the entering one otherwise).
     """
     batch_head, chunk, p_block = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     batch, head = batch_head // heads, batch_head % heads
@@ -212,6 +247,11 @@ def _chunk_state_kernel(left_ptr, right_ptr, dtp_ptr, cum_ptr, out_ptr,
     chunk_len = tl.minimum(CHUNK, length - chunk * CHUNK)
     cum_row = (batch_head.to(tl.int64) * n_chunks + chunk) * CHUNK
     cum_end = tl.load(cum_ptr + cum_row + CHUNK - 1)
+    if HAS_SEQ_IDX:
+        if FROM_END:
+            state_sequence = _last_sequence(seq_idx_ptr, batch, chunk, length, CHUNK)
+        else:
+            state_sequence = _entering_sequence(seq_idx_ptr, batch, chunk, length, CHUNK)
     acc = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.float32)
     for start in range(0, chunk_len, BLOCK_K):
         step = start + tl.arange(0, BLOCK_K)
@@ -226,6 +266,8 @@ def _chunk_state_kernel(left_ptr, right_ptr, dtp_ptr, cum_ptr, out_ptr,
             weight = tl.load(dtp_ptr + cum_row + step, mask=step_ok, other=0.0) * tl.exp(cum_end - cum)
         else:
             weight = tl.exp(cum)
+        if HAS_SEQ_IDX:
+            step_ok &= tl.load(seq_idx_ptr + position, mask=step_ok, other=-1) == state_sequence
         weight = tl.where(step_ok, weight, 0.0)
         weighted = (left.to(tl.float32) * weight[:, None]).to(left.dtype)
         acc += tl.dot(tl.trans(weighted), right.to(left.dtype), input_precision=DOT_PRECISION)
@@ -234,11 +276,13 @@ def _chunk_state_kernel(left_ptr, right_ptr, dtp_ptr, cum_ptr, out_ptr,
 
 
 @triton.jit
-def _state_passing_kernel(states_ptr, cum_ptr, initial_ptr, final_ptr, heads, n_chunks, state_size,
-                          HAS_INITIAL: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+def _state_passing_kernel(states_ptr, cum_ptr, seq_idx_ptr, initial_ptr, final_ptr, length, heads, n_chunks,
+                          state_size, HAS_INITIAL: tl.constexpr, HAS_SEQ_IDX: tl.constexpr, CHUNK: tl.constexpr,
+                          BLOCK: tl.constexpr):
     """The scan over chunks for one (batch, head, block of state elements): ``H_0`` = initial
-    states (or 0), ``H_{c+1} = exp(cum_end of c) H_c + S_c``. ``states`` holds ``S_c`` on entry and
-    the entering states ``H_c`` on return; ``final`` gets ``H_{chunks}``."""
+    states (or 0), ``H_{c+1} = exp(cum_end of c) H_c + S_c`` (``S_c`` alone when a sequence starts
+    in chunk c). ``states`` holds ``S_c`` on entry and the entering states ``H_c`` on return;
+    ``final`` gets ``H_{chunks}``."""
     batch_head, block = tl.program_id(0), tl.program_id(1)
     batch, head = batch_head // heads, batch_head % heads
     element = block * BLOCK + tl.arange(0, BLOCK)
@@ -252,16 +296,16 @@ def _state_passing_kernel(states_ptr, cum_ptr, initial_ptr, final_ptr, heads, n_
         slot = ((batch * n_chunks + chunk) * heads + head).to(tl.int64) * state_size + element
         contribution = tl.load(states_ptr + slot, mask=ok, other=0.0)
         tl.store(states_ptr + slot, state, mask=ok)
-        decay = tl.exp(tl.load(cum_ptr + (batch_head.to(tl.int64) * n_chunks + chunk) * CHUNK + CHUNK - 1))
-        state = decay * state + contribution
+        state = _carry(cum_ptr, seq_idx_ptr, batch_head, batch, chunk, length, n_chunks, HAS_SEQ_IDX,
+                       CHUNK) * state + contribution
     tl.store(final_ptr + own, state, mask=ok)
 
 
 @triton.autotune(configs=SCAN_CONFIGS, key=TUNE_KEY + ["GATE_BACKWARD"], prune_configs_by=PRUNE)
 @triton.jit
-def _chunk_scan_kernel(x_ptr, C_ptr, scores_ptr, D_ptr, z_ptr, dtp_ptr, cum_ptr, states_ptr, out_ptr, dout_ptr,
-                       dz_ptr, length, heads, head_dim, groups, dstate, n_chunks, heads_per_group,
-                       HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_Z: tl.constexpr,
+def _chunk_scan_kernel(x_ptr, C_ptr, scores_ptr, D_ptr, z_ptr, dtp_ptr, cum_ptr, states_ptr, seq_idx_ptr, out_ptr,
+                       dout_ptr, dz_ptr, length, heads, head_dim, groups, dstate, n_chunks, heads_per_group,
+                       HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_Z: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
                        GATE_BACKWARD: tl.constexpr, DOT_PRECISION: tl.constexpr, CHUNK: tl.constexpr,
                        BLOCK_INNER: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
                        BLOCK_P: tl.constexpr):
@@ -272,7 +316,8 @@ def _chunk_scan_kernel(x_ptr, C_ptr, scores_ptr, D_ptr, z_ptr, dtp_ptr, cum_ptr,
     with H the state entering the chunk (``H C_t`` taken BLOCK_INNER states at a time), the scores
     ``C_t . B_s`` read from ``_chunk_scores_kernel`` and the sum taken BLOCK_K source steps at a
     time; then ``out = y * silu(z)``. With ``GATE_BACKWARD`` (z given) it writes instead ``dz`` and
-    ``out = dout * silu(z)``, the gradient reaching y.
+    ``out = dout * silu(z)``, the gradient reaching y. With ``seq_idx`` the first term is kept
+    where step t is in H's sequence, and the sum runs over steps s of t's sequence.
     """
     batch_head, chunk, tile = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     batch, head = batch_head // heads, batch_head % heads
@@ -299,7 +344,11 @@ def _chunk_scan_kernel(x_ptr, C_ptr, scores_ptr, D_ptr, z_ptr, dtp_ptr, cum_ptr,
         entering = tl.load(states_ptr + state_at + p[:, None] * dstate + n[None, :],
                            mask=p_ok[:, None] & n_ok[None, :], other=0.0)
         acc += tl.dot(C_t, tl.trans(entering.to(dot_type)), input_precision=DOT_PRECISION)
-    acc *= tl.exp(cum_t)[:, None]
+    reach = tl.exp(cum_t)
+    if HAS_SEQ_IDX:
+        seq_t = tl.load(seq_idx_ptr + row_position, mask=row_ok, other=-1)
+        reach = tl.where(seq_t == _entering_sequence(seq_idx_ptr, batch, chunk, length, CHUNK), reach, 0.0)
+    acc *= reach[:, None]
     for start in range(0, tl.minimum((row_block + 1) * BLOCK_M, chunk_len), BLOCK_K):
         col = start + tl.arange(0, BLOCK_K)
         col_ok = col < chunk_len
@@ -309,6 +358,8 @@ def _chunk_scan_kernel(x_ptr, C_ptr, scores_ptr, D_ptr, z_ptr, dtp_ptr, cum_ptr,
         cum_s = tl.load(cum_ptr + cum_row + col, mask=col_ok, other=0.0)
         dtp_s = tl.load(dtp_ptr + cum_row + col, mask=col_ok, other=0.0)
         visible = (col[None, :] <= row[:, None]) & col_ok[None, :] & row_ok[:, None]
+        if HAS_SEQ_IDX:
+            visible &= seq_t[:, None] == tl.load(seq_idx_ptr + col_position, mask=col_ok, other=-1)[None, :]
         scores = tl.load(scores_ptr + scores_at + row[:, None] * CHUNK + col[None, :], mask=visible, other=0.0)
         weights = tl.exp(tl.where(visible, cum_t[:, None] - cum_s[None, :], float("-inf"))) * dtp_s[None, :]
         acc += tl.dot((scores * weights).to(dot_type), x_s, input_precision=DOT_PRECISION)
@@ -338,14 +389,16 @@ def _chunk_scan_kernel(x_ptr, C_ptr, scores_ptr, D_ptr, z_ptr, dtp_ptr, cum_ptr,
 # ----------------------------------------------------------------------------------------------
 
 @triton.jit
-def _state_passing_bwd_kernel(dstates_ptr, states_ptr, cum_ptr, dfinal_ptr, dinitial_ptr, ddecay_ptr,
-                              heads, n_chunks, state_size, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+def _state_passing_bwd_kernel(dstates_ptr, states_ptr, cum_ptr, seq_idx_ptr, dfinal_ptr, dinitial_ptr, ddecay_ptr,
+                              length, heads, n_chunks, state_size, HAS_SEQ_IDX: tl.constexpr, CHUNK: tl.constexpr,
+                              BLOCK: tl.constexpr):
     """The reverse scan over chunks for one (batch, head, block of state elements). With G the
     gradient of the state after chunk c (``dfinal`` after the last), the state's gradient before
     it is ``G' = dH_c + exp(cum_end) G``, where ``dH_c`` (in ``dstates`` on entry) comes through
     the chunk's outputs. Writes G over ``dH_c`` (the gradient of the chunk's contribution
     ``S_c``), ``exp(cum_end) sum(G * H_c)`` per chunk and block into ``ddecay`` (the gradient of
-    the chunk's total log decay), and the last G' into ``dinitial``."""
+    the chunk's total log decay), and the last G' into ``dinitial``. Where a sequence starts in
+    chunk c the carry ``exp(cum_end)`` is 0 (see ``_carry``), and so are both of its terms."""
     batch_head, block = tl.program_id(0), tl.program_id(1)
     batch, head = batch_head // heads, batch_head % heads
     element = block * BLOCK + tl.arange(0, BLOCK)
@@ -357,7 +410,7 @@ def _state_passing_bwd_kernel(dstates_ptr, states_ptr, cum_ptr, dfinal_ptr, dini
         slot = ((batch * n_chunks + chunk) * heads + head).to(tl.int64) * state_size + element
         through_outputs = tl.load(dstates_ptr + slot, mask=ok, other=0.0)
         entering = tl.load(states_ptr + slot, mask=ok, other=0.0)
-        decay = tl.exp(tl.load(cum_ptr + (batch_head.to(tl.int64) * n_chunks + chunk) * CHUNK + CHUNK - 1))
+        decay = _carry(cum_ptr, seq_idx_ptr, batch_head, batch, chunk, length, n_chunks, HAS_SEQ_IDX, CHUNK)
         tl.store(ddecay_ptr + (batch_head * n_chunks + chunk) * tl.num_programs(1) + block,
                  decay * tl.sum(grad * entering))
         tl.store(dstates_ptr + slot, grad, mask=ok)
@@ -368,9 +421,10 @@ def _state_passing_bwd_kernel(dstates_ptr, states_ptr, cum_ptr, dfinal_ptr, dini
 @triton.autotune(configs=BWD_CONFIGS, key=TUNE_KEY, prune_configs_by=PRUNE)
 @triton.jit
 def _chunk_scan_bwd_dx_kernel(x_ptr, B_ptr, C_ptr, scores_ptr, D_ptr, dy_ptr, dtp_ptr, cum_ptr, dstates_ptr,
-                              dx_ptr, dB_ptr, dcum_ptr, dend_ptr, ddtp_ptr,
+                              seq_idx_ptr, dx_ptr, dB_ptr, dcum_ptr, dend_ptr, ddtp_ptr,
                               length, heads, head_dim, groups, dstate, n_chunks, heads_per_group,
-                              HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                              HAS_D: tl.constexpr, D_PER_CHANNEL: tl.constexpr, HAS_SEQ_IDX: tl.constexpr,
+                              DOT_PRECISION: tl.constexpr,
                               CHUNK: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
                               BLOCK_INNER: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
     """Gradients at source steps s, for one (batch, group, chunk, block of BLOCK_M steps), looping
@@ -382,7 +436,8 @@ def _chunk_scan_bwd_dx_kernel(x_ptr, B_ptr, C_ptr, scores_ptr, D_ptr, dy_ptr, dt
 
     Per head it writes ``dx_s = dt'_s du_s + D dy_s``, ``x_s . du_s`` (dt's share through u), the
     source side of the cumulative sums' gradient ``-sum_t (dy_t . u_s)(C_t . B_s) w_ts - q_s`` and
-    ``q_s = e_s u_s . (dS B_s)`` (which the chunk's end receives).
+    ``q_s = e_s u_s . (dS B_s)`` (which the chunk's end receives). With ``seq_idx``, ``w_ts`` is 0
+    across sequences and ``e_s`` outside the chunk's last sequence.
     """
     batch_group, chunk, row_block = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     batch, group = batch_group // groups, batch_group % groups
@@ -395,13 +450,17 @@ def _chunk_scan_bwd_dx_kernel(x_ptr, B_ptr, C_ptr, scores_ptr, D_ptr, dy_ptr, dt
     row_position = (batch * length + chunk * CHUNK + row).to(tl.int64)
     bc_rows = (row_position[:, None] * groups + group) * dstate + n[None, :]
     scores_at = ((batch * n_chunks + chunk) * groups + group).to(tl.int64) * CHUNK * CHUNK
+    reaches_end = row_ok
+    if HAS_SEQ_IDX:
+        seq_s = tl.load(seq_idx_ptr + row_position, mask=row_ok, other=-1)
+        reaches_end &= seq_s == _last_sequence(seq_idx_ptr, batch, chunk, length, CHUNK)
     dB = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for member in range(0, heads_per_group):
         head = group * heads_per_group + member
         cum_row = ((batch * heads + head).to(tl.int64) * n_chunks + chunk) * CHUNK
         cum_s = tl.load(cum_ptr + cum_row + row, mask=row_ok, other=0.0)
         dtp_s = tl.load(dtp_ptr + cum_row + row, mask=row_ok, other=0.0)
-        to_end = tl.where(row_ok, tl.exp(tl.load(cum_ptr + cum_row + CHUNK - 1) - cum_s), 0.0)
+        to_end = tl.where(reaches_end, tl.exp(tl.load(cum_ptr + cum_row + CHUNK - 1) - cum_s), 0.0)
         offsets = (row_position[:, None] * heads + head) * head_dim + p[None, :]
         tile_ok = row_ok[:, None] & p_ok[None, :]
         x_s = tl.load(x_ptr + offsets, mask=tile_ok, other=0.0)
@@ -432,6 +491,8 @@ def _chunk_scan_bwd_dx_kernel(x_ptr, B_ptr, C_ptr, scores_ptr, D_ptr, dy_ptr, dt
                            mask=col_ok[:, None] & p_ok[None, :], other=0.0)
             cum_t = tl.load(cum_ptr + cum_row + col, mask=col_ok, other=0.0)
             visible = (col[None, :] >= row[:, None]) & col_ok[None, :] & row_ok[:, None]
+            if HAS_SEQ_IDX:
+                visible &= tl.load(seq_idx_ptr + col_position, mask=col_ok, other=-1)[None, :] == seq_s[:, None]
             decay = tl.exp(tl.where(visible, cum_t[None, :] - cum_s[:, None], float("-inf")))
             scores = tl.load(scores_ptr + scores_at + col[None, :] * CHUNK + row[:, None], mask=visible,
                              other=0.0)  # [s, t] = C_t . B_s
@@ -456,9 +517,9 @@ def _chunk_scan_bwd_dx_kernel(x_ptr, B_ptr, C_ptr, scores_ptr, D_ptr, dy_ptr, dt
 
 @triton.autotune(configs=BWD_CONFIGS, key=TUNE_KEY, prune_configs_by=PRUNE)
 @triton.jit
-def _chunk_scan_bwd_dc_kernel(x_ptr, B_ptr, C_ptr, scores_ptr, dy_ptr, dtp_ptr, cum_ptr, states_ptr, dC_ptr,
-                              dcum_ptr, length, heads, head_dim, groups, dstate, n_chunks, heads_per_group,
-                              DOT_PRECISION: tl.constexpr, CHUNK: tl.constexpr, BLOCK_P: tl.constexpr,
+def _chunk_scan_bwd_dc_kernel(x_ptr, B_ptr, C_ptr, scores_ptr, dy_ptr, dtp_ptr, cum_ptr, states_ptr, seq_idx_ptr,
+                              dC_ptr, dcum_ptr, length, heads, head_dim, groups, dstate, n_chunks, heads_per_group,
+                              HAS_SEQ_IDX: tl.constexpr, DOT_PRECISION: tl.constexpr, CHUNK: tl.constexpr, BLOCK_P: tl.constexpr,
                               BLOCK_N: tl.constexpr, BLOCK_INNER: tl.constexpr, BLOCK_M: tl.constexpr,
                               BLOCK_K: tl.constexpr):
     """Gradients at output steps t, for one (batch, group, chunk, block of BLOCK_M steps), looping
@@ -468,6 +529,7 @@ def _chunk_scan_bwd_dc_kernel(x_ptr, B_ptr, C_ptr, scores_ptr, dy_ptr, dtp_ptr, 
 
     and per head the output side of the cumulative sums' gradient,
     ``dy_t . y_t`` without the D term: ``exp(cum_t) C_t . (dy_t H) + sum_s (dy_t . x_s) dt'_s w_ts (C_t . B_s)``.
+    With ``seq_idx`` the H terms are kept where t is in H's sequence and ``w_ts`` is 0 across sequences.
     """
     batch_group, chunk, row_block = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     batch, group = batch_group // groups, batch_group % groups
@@ -481,6 +543,10 @@ def _chunk_scan_bwd_dc_kernel(x_ptr, B_ptr, C_ptr, scores_ptr, dy_ptr, dtp_ptr, 
     bc_rows = (row_position[:, None] * groups + group) * dstate + n[None, :]
     scores_at = ((batch * n_chunks + chunk) * groups + group).to(tl.int64) * CHUNK * CHUNK
     C_t = tl.load(C_ptr + bc_rows, mask=row_ok[:, None] & n_ok[None, :], other=0.0).to(tl.float32)
+    sees_entering = row_ok
+    if HAS_SEQ_IDX:
+        seq_t = tl.load(seq_idx_ptr + row_position, mask=row_ok, other=-1)
+        sees_entering &= seq_t == _entering_sequence(seq_idx_ptr, batch, chunk, length, CHUNK)
     dC = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for member in range(0, heads_per_group):
         head = group * heads_per_group + member
@@ -497,7 +563,7 @@ def _chunk_scan_bwd_dc_kernel(x_ptr, B_ptr, C_ptr, scores_ptr, dy_ptr, dtp_ptr, 
             entering = tl.load(states_ptr + state_at + p_part[:, None] * dstate + n[None, :],
                                mask=part_ok[:, None] & n_ok[None, :], other=0.0).to(dot_type)
             through_state += tl.dot(dy_part, entering, input_precision=DOT_PRECISION)
-        through_state *= tl.exp(cum_t)[:, None]
+        through_state *= tl.where(sees_entering, tl.exp(cum_t), 0.0)[:, None]
         dC += through_state
         output_share = tl.sum(through_state * C_t, axis=1)
         for start in range(0, tl.minimum((row_block + 1) * BLOCK_M, chunk_len), BLOCK_K):
@@ -511,6 +577,8 @@ def _chunk_scan_bwd_dc_kernel(x_ptr, B_ptr, C_ptr, scores_ptr, dy_ptr, dtp_ptr, 
             cum_s = tl.load(cum_ptr + cum_row + col, mask=col_ok, other=0.0)
             dtp_s = tl.load(dtp_ptr + cum_row + col, mask=col_ok, other=0.0)
             visible = (col[None, :] <= row[:, None]) & col_ok[None, :] & row_ok[:, None]
+            if HAS_SEQ_IDX:
+                visible &= seq_t[:, None] == tl.load(seq_idx_ptr + col_position, mask=col_ok, other=-1)[None, :]
             decay = tl.exp(tl.where(visible, cum_t[:, None] - cum_s[None, :], float("-inf")))
             dy_u = tl.dot(dy_t, tl.trans(x_s), input_precision=DOT_PRECISION) * (decay * dtp_s[None, :])
             dC += tl.dot(dy_u.to(dot_type), B_s, input_precision=DOT_PRECISION)
@@ -578,7 +646,7 @@ def _whole_block(size: int) -> int:
     return max(MIN_CHUNK, triton.next_power_of_2(size))
 
 
-def _chunk_state(left, right, dtp, cum, shapes, chunk_size, from_end):
+def _chunk_state(left, right, dtp, cum, seq_idx, shapes, chunk_size, from_end):
     """``_chunk_state_kernel``'s (batch, chunks, heads, P, N) float32 sums (see its docstring)."""
     batch, heads = left.shape[0], left.shape[2]
     out = torch.empty(batch, shapes["n_chunks"], heads, shapes["head_dim"], shapes["dstate"], device=left.device,
@@ -586,8 +654,8 @@ def _chunk_state(left, right, dtp, cum, shapes, chunk_size, from_end):
 
     def grid(meta):
         return batch * heads, shapes["n_chunks"], triton.cdiv(shapes["head_dim"], meta["BLOCK_P"])
-    _chunk_state_kernel[grid](left, right, dtp, cum, out, **shapes, FROM_END=from_end,
-                              DOT_PRECISION=_dot_precision(left.dtype), CHUNK=chunk_size,
+    _chunk_state_kernel[grid](left, right, dtp, cum, cum if seq_idx is None else seq_idx, out, **shapes,
+                              FROM_END=from_end, HAS_SEQ_IDX=seq_idx is not None, DOT_PRECISION=_dot_precision(left.dtype), CHUNK=chunk_size,
                               BLOCK_N=_whole_block(shapes["dstate"]))
     return out
 
@@ -607,7 +675,7 @@ def _chunk_scores(B, C, shapes, chunk_size):
     return scores
 
 
-def _chunk_scan(x, C, scores, D, z, dtp, cum, states, shapes, chunk_size, dout=None):
+def _chunk_scan(x, C, scores, D, z, dtp, cum, states, seq_idx, shapes, chunk_size, dout=None):
     """The output (or, given dout, the pair dz and dout * silu(z)) of ``_chunk_scan_kernel``."""
     batch, heads = x.shape[0], x.shape[2]
     out = torch.empty_like(x)
@@ -617,9 +685,10 @@ def _chunk_scan(x, C, scores, D, z, dtp, cum, states, shapes, chunk_size, dout=N
         return (batch * heads, shapes["n_chunks"],
                 triton.cdiv(chunk_size, meta["BLOCK_M"]) * triton.cdiv(shapes["head_dim"], meta["BLOCK_P"]))
     _chunk_scan_kernel[grid](
-        x, C, scores, x if D is None else D, x if z is None else z, dtp, cum, states, out,
-        x if dout is None else dout, x if dz is None else dz, **shapes,
+        x, C, scores, x if D is None else D, x if z is None else z, dtp, cum, states,
+        cum if seq_idx is None else seq_idx, out, x if dout is None else dout, x if dz is None else dz, **shapes,
         HAS_D=D is not None, D_PER_CHANNEL=D is not None and D.dim() == 2, HAS_Z=z is not None,
+        HAS_SEQ_IDX=seq_idx is not None,
         GATE_BACKWARD=dout is not None, DOT_PRECISION=_dot_precision(x.dtype), CHUNK=chunk_size,
         BLOCK_INNER=INNER_BLOCK)
     return out if dout is None else (dz, out)
@@ -627,29 +696,31 @@ def _chunk_scan(x, C, scores, D, z, dtp, cum, states, shapes, chunk_size, dout=N
 
 class _SSDScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, dt, A, B, C, D, z, dt_bias, initial_states, chunk_size, dt_softplus):
+    def forward(ctx, x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, chunk_size, dt_softplus):
         x, dt, A, B, C = (tensor.contiguous() for tensor in (x, dt, A, B, C))
-        D, z, dt_bias, initial_states = (None if tensor is None else tensor.contiguous()
-                                         for tensor in (D, z, dt_bias, initial_states))
+        D, z, dt_bias, initial_states, seq_idx = (None if tensor is None else tensor.contiguous()
+                                                  for tensor in (D, z, dt_bias, initial_states, seq_idx))
         batch, length, heads, head_dim = x.shape
         n_chunks = triton.cdiv(length, chunk_size)
         shapes = _shape_args(x, B, n_chunks)
         dtp, cum = _chunk_sums(dt, A, dt_bias, dt_softplus, n_chunks, chunk_size)
-        states = _chunk_state(x, B, dtp, cum, shapes, chunk_size, from_end=True)
+        states = _chunk_state(x, B, dtp, cum, seq_idx, shapes, chunk_size, from_end=True)
         final = torch.empty(batch, heads, head_dim, shapes["dstate"], device=x.device, dtype=torch.float32)
         state_size = head_dim * shapes["dstate"]
         _state_passing_kernel[(batch * heads, triton.cdiv(state_size, STATE_BLOCK))](
-            states, cum, x if initial_states is None else initial_states, final, heads, n_chunks, state_size,
-            HAS_INITIAL=initial_states is not None, CHUNK=chunk_size, BLOCK=STATE_BLOCK)
-        y = _chunk_scan(x, C, _chunk_scores(B, C, shapes, chunk_size), D, z, dtp, cum, states, shapes, chunk_size)
-        ctx.save_for_backward(x, dt, A, B, C, D, z, dt_bias, initial_states, dtp, cum, states)
+            states, cum, cum if seq_idx is None else seq_idx, x if initial_states is None else initial_states, final,
+            length, heads, n_chunks, state_size, HAS_INITIAL=initial_states is not None,
+            HAS_SEQ_IDX=seq_idx is not None, CHUNK=chunk_size, BLOCK=STATE_BLOCK)
+        y = _chunk_scan(x, C, _chunk_scores(B, C, shapes, chunk_size), D, z, dtp, cum, states, seq_idx, shapes,
+                        chunk_size)
+        ctx.save_for_backward(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, dtp, cum, states)
         ctx.chunk_size, ctx.dt_softplus, ctx.shapes = chunk_size, dt_softplus, shapes
         return y, final
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dout, dfinal):
-        x, dt, A, B, C, D, z, dt_bias, initial_states, dtp, cum, states = ctx.saved_tensors
+        x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, dtp, cum, states = ctx.saved_tensors
         chunk_size, shapes = ctx.chunk_size, ctx.shapes
         batch, length, heads, head_dim = x.shape
         n_chunks, dstate = shapes["n_chunks"], shapes["dstate"]
@@ -659,16 +730,18 @@ class _SSDScan(torch.autograd.Function):
         if z is None:
             dz, dy = None, dout.to(x.dtype)
         else:
-            dz, dy = _chunk_scan(x, C, scores, D, z, dtp, cum, states, shapes, chunk_size, dout=dout)
+            dz, dy = _chunk_scan(x, C, scores, D, z, dtp, cum, states, seq_idx, shapes, chunk_size, dout=dout)
 
-        dstates = _chunk_state(dy, C, dtp, cum, shapes, chunk_size, from_end=False)
+        dstates = _chunk_state(dy, C, dtp, cum, seq_idx, shapes, chunk_size, from_end=False)
+        sequences = dict(seq_idx_ptr=cum if seq_idx is None else seq_idx, HAS_SEQ_IDX=seq_idx is not None)
         state_size = head_dim * dstate
         state_blocks = triton.cdiv(state_size, STATE_BLOCK)
         dinitial = torch.empty(batch, heads, head_dim, dstate, **f32)
         ddecay = torch.empty(batch, heads, n_chunks, state_blocks, **f32)
         _state_passing_bwd_kernel[(batch * heads, state_blocks)](
-            dstates, states, cum, dfinal.contiguous(), dinitial, ddecay, heads, n_chunks, state_size,
-            CHUNK=chunk_size, BLOCK=STATE_BLOCK)
+            dstates, states, cum, dfinal_ptr=dfinal.contiguous(), dinitial_ptr=dinitial, ddecay_ptr=ddecay,
+            length=length, heads=heads, n_chunks=n_chunks, state_size=state_size, **sequences, CHUNK=chunk_size,
+            BLOCK=STATE_BLOCK)
 
         dx, dB, dC = torch.empty_like(x), torch.empty_like(B), torch.empty_like(C)
         dcum_source, dcum_output, dend, ddtp = (torch.empty_like(cum) for _ in range(4))
@@ -678,11 +751,12 @@ class _SSDScan(torch.autograd.Function):
         blocks = dict(BLOCK_P=_whole_block(head_dim), BLOCK_N=_whole_block(dstate))
         precision = _dot_precision(x.dtype)
         _chunk_scan_bwd_dx_kernel[bwd_grid](
-            x, B, C, scores, x if D is None else D, dy, dtp, cum, dstates, dx, dB, dcum_source, dend, ddtp, **shapes,
-            HAS_D=D is not None, D_PER_CHANNEL=D is not None and D.dim() == 2, DOT_PRECISION=precision,
+            x, B, C, scores, x if D is None else D, dy, dtp, cum, dstates, dx_ptr=dx, dB_ptr=dB, dcum_ptr=dcum_source,
+            dend_ptr=dend, ddtp_ptr=ddtp, **shapes, **sequences, HAS_D=D is not None,
+            D_PER_CHANNEL=D is not None and D.dim() == 2, DOT_PRECISION=precision,
             CHUNK=chunk_size, BLOCK_INNER=INNER_BLOCK, **blocks)
-        _chunk_scan_bwd_dc_kernel[bwd_grid](x, B, C, scores, dy, dtp, cum, states, dC, dcum_output, **shapes,
-                                            DOT_PRECISION=precision, CHUNK=chunk_size, BLOCK_INNER=INNER_BLOCK,
+        _chunk_scan_bwd_dc_kernel[bwd_grid](x, B, C, scores, dy, dtp, cum, states, dC_ptr=dC, dcum_ptr=dcum_output,
+                                            **shapes, **sequences, DOT_PRECISION=precision, CHUNK=chunk_size, BLOCK_INNER=INNER_BLOCK,
                                             **blocks)
 
         ddt = torch.empty_like(dt)
@@ -698,7 +772,7 @@ class _SSDScan(torch.autograd.Function):
             dD = torch.einsum("blhp,blhp->hp" if D.dim() == 2 else "blhp,blhp->h", dy.float(), x.float()).to(D.dtype)
         return (dx, ddt, dA.sum(dim=(0, 1)).to(A.dtype), dB, dC, dD, dz,
                 None if dt_bias is None else dbias.sum(dim=(0, 1)).to(dt_bias.dtype),
-                None if initial_states is None else dinitial.to(initial_states.dtype), None, None)
+                None if initial_states is None else dinitial.to(initial_states.dtype), None, None, None)
 
 
 def check_ssd_inputs(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, initial_states=None) -> None:
@@ -743,8 +817,10 @@ def check_ssd_inputs(x, dt, A, B, C, chunk_size, D=None, z=None, dt_bias=None, i
 
 
 def ssd_scan(x, dt, A, B, C, chunk_size=64, D=None, z=None, dt_bias=None, dt_softplus=False, initial_states=None,
-             return_final_states=False):
+             return_final_states=False, seq_idx=None, cu_seqlens=None):
     """Mamba-2's SSD scan (see the module docstring): ``y``, or ``(y, final_states)``."""
     check_ssd_inputs(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states)
-    y, final = _SSDScan.apply(x, dt, A, B, C, D, z, dt_bias, initial_states, chunk_size, bool(dt_softplus))
+    seq_idx = packed_sequence_ids(x, seq_idx, cu_seqlens)
+    y, final = _SSDScan.apply(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, chunk_size,
+                              bool(dt_softplus))
     return (y, final) if return_final_states else y
