@@ -60,7 +60,7 @@ def load_side(path: Path, what: str) -> list[dict]:
         raise UsageError(f"{what}: {error}") from None
     if passed_over:
         errors.print(f"warning: {what}: passed over {len(passed_over)} file(s) that are not run records, "
-                     f"e.g. {passed_over[0]}", markup=False, highlight=False)
+                     f"e.g. {passed_over[0]}", markup=False, highlight=False, soft_wrap=True)
     return records
 
 

@@ -97,8 +97,8 @@ def cmd_compile(args) -> int:
         for module in args.imports:
             try:
                 importlib.import_module(module)
-            except ImportError as error:
-                raise UsageError(f"--import {module}: {error}") from None
+            except (ImportError, ValueError) as error:  # ValueError: an empty or relative name
+                raise UsageError(f"--import {module!r}: {error}") from None
     benchmarks = select(args.names)
     dtypes = [runner.dtype_name(DTYPES[name]) for name in args.dtype]
     names = [bench.name for bench in benchmarks] if args.names else []

@@ -95,7 +95,7 @@ def cmd_run(args) -> int:
     print_run_table(record)
     for number, replicate in enumerate(record["replicates"], 1):
         for warning in replicate["warnings"]:
-            errors.print(f"warning: replicate {number}: {warning}", markup=False, highlight=False)
+            errors.print(f"warning: replicate {number}: {warning}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {path}")
     failed = [row for row in record["rows"] if row["status"] in ("accuracy_failed", "error")]
     if failed:
