@@ -28,10 +28,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from menagerie.harness import accuracy, ceilings, provenance, stats
+from menagerie.harness import accuracy, ceilings, provenance, shards, stats
 from menagerie.harness.autotune import chosen_configs
 from menagerie.harness.registry import Benchmark, Case, Impl
 from menagerie.harness.results import SCHEMA_VERSION
+from menagerie.harness.shards import Shard
 from menagerie.harness.timing import Budget, TimerError, interleave, make_timer
 
 GRAD_OUTPUT_SEED_OFFSET = 1_000_003
@@ -48,8 +49,10 @@ class RunConfig:
     modes: tuple[str, ...] = ()  # empty: every mode the benchmark declares
     cases: tuple[str, ...] = ()  # glob patterns on case names; empty: all
     impls: tuple[str, ...] = ()  # glob patterns on implementation names; empty: all
+    shard: Shard | None = None  # this process's part of the rows (harness/shards.py); None: all of them
 
     def to_dict(self) -> dict:
+        shard = {} if self.shard is None else {"shard": {"index": self.shard.index, "count": self.shard.count}}
         return {
             "size": self.size,
             "device": str(self.device),
@@ -60,6 +63,7 @@ class RunConfig:
             "modes": list(self.modes),
             "cases": list(self.cases),
             "impls": list(self.impls),
+            **shard,
         }
 
 
@@ -87,6 +91,12 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
 
 
 def plan(benchmarks: list[Benchmark], config: RunConfig) -> list[Task]:
+    """The tasks of a run in order (benchmark, case, dtype, mode); with ``config.shard``, its share."""
+    tasks = _every_task(benchmarks, config)
+    return tasks if config.shard is None else shards.select(tasks, config.shard, config.budget)[0]
+
+
+def _every_task(benchmarks: list[Benchmark], config: RunConfig) -> list[Task]:
     tasks = []
     for bench in benchmarks:
         dtypes = [d for d in config.dtypes if d in bench.dtypes] if config.dtypes else default_dtypes(
@@ -344,10 +354,13 @@ def run(benchmarks: list[Benchmark], config: RunConfig, command: list[str] | Non
         state = provenance.gpu_state(config.device)
         if state:
             gpu_states.append(state)
+    run_config = {**config.to_dict(), "repeat": 1}
+    if config.shard is not None:
+        run_config["shard"]["groups"] = shards.select(_every_task(benchmarks, config), config.shard, config.budget)[1]
     return {
         "schema_version": SCHEMA_VERSION,
         "provenance": started,
-        "config": {**config.to_dict(), "repeat": 1},
+        "config": run_config,
         "ceilings": {name: {key: c.to_dict() for key, c in found.items()} for name, found in ceilings_by_dtype.items()},
         "replicates": [{"timestamp": started["timestamp"], "gpu_under_load": provenance.load_summary(gpu_states),
                         "warnings": provenance.clock_warnings(gpu_states)}],

@@ -1,4 +1,4 @@
-"""``menagerie``: list, run, compare, profile, report and describe the environment.
+"""``menagerie``: list, run, merge shards, compare, profile, report and describe the environment.
 
 Exit codes: 0 success; 1 a regression, an accuracy failure or a crashed
 implementation; 2 bad arguments or unreadable input.
@@ -17,7 +17,7 @@ import sys
 from menagerie.harness import entry_points
 from menagerie.harness.cli.common import Interrupted, UsageError, errors
 
-ENGINE_COMMANDS = ("listing", "run", "compare", "env", "profile", "report", "compile", "history")
+ENGINE_COMMANDS = ("listing", "run", "merge", "compare", "env", "profile", "report", "compile", "history")
 
 
 class Parser(argparse.ArgumentParser):

@@ -7,6 +7,7 @@ child process is told by ``REPLICATE_ENV`` where its record goes and does nothin
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import fnmatch
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from menagerie.harness import provenance, replicates, runner
+from menagerie.harness import provenance, replicates, runner, shards
 from menagerie.harness.cli.common import (Interrupted, UsageError, add_row_selection, console, errors, positive, progress_bar,
                                 requested_device, select, selected_rows)
 from menagerie.harness.cli.compare import add_gate_options, gate_against, load_side, print_gate
@@ -49,8 +50,18 @@ def add_parser(commands) -> None:
                      help="continue an interrupted --repeat run from its replicate folder (named when it stopped): "
                           "the replicates recorded there are kept, the missing ones run; other arguments are the "
                           "original run's")
+    run.add_argument("--shard", type=shard_argument, metavar="K/N",
+                     help="run only shard K of N (from 1): whole (benchmark, case) groups, balanced by expected time, "
+                          "the same split on every machine; `menagerie merge` joins the N records")
     add_gate_options(run)
     run.set_defaults(func=cmd_run, replicate_folder=None)  # replicate_folder: set by --resume
+
+
+def shard_argument(text: str) -> shards.Shard:
+    try:
+        return shards.parse_shard(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def cmd_run(args) -> int:
@@ -61,10 +72,13 @@ def cmd_run(args) -> int:
     if (device.type == "cpu") != (timer == "cpu"):
         raise UsageError(f"--timer {timer} does not work on {device.type}: use 'cpu' on the CPU, "
                          "'events' or 'graph' on a GPU")
+    if args.shard is not None and args.baseline is not None:
+        raise UsageError("--shard with --baseline: a shard lacks the other shards' rows; gate the merged record "
+                         "(`menagerie merge`, then `menagerie compare`)")
     if args.min_reps > args.max_reps:
         raise UsageError(f"--min-reps {args.min_reps} is larger than --max-reps {args.max_reps}")
     config = selected_rows(
-        args, device, timer=timer, seeds=args.seeds,
+        args, device, timer=timer, seeds=args.seeds, shard=args.shard,
         budget=Budget(warmup_s=args.warmup, measure_s=args.budget, min_reps=args.min_reps, max_reps=args.max_reps,
                       blocks=args.blocks))
     benchmarks = select(args.names)
@@ -72,6 +86,9 @@ def cmd_run(args) -> int:
     if unmatched:
         raise UsageError(unmatched)
     tasks = runner.plan(benchmarks, config)
+    if not tasks and config.shard is not None:
+        raise UsageError(f"shard {config.shard} holds no rows: the filters leave fewer (benchmark, case) groups "
+                         f"than {config.shard.count} shards")
     if not tasks:
         raise UsageError(f"nothing to run: no case, dtype and mode matches the filters (size {config.size}); "
                          "see `menagerie list`")

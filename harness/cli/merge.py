@@ -1,0 +1,44 @@
+"""``menagerie merge``: join the records of a sharded run (``run --shard K/N``) into one run record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from menagerie.harness import shards
+from menagerie.harness.cli.common import UsageError, console, errors
+from menagerie.harness.results import DEFAULT_RUNS_DIR, ResultError, load_runs, write_run
+
+
+def add_parser(commands) -> None:
+    merge = commands.add_parser("merge", help="join the shard records of one run (run --shard K/N) into one record")
+    merge.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                       help="shard records, or folders of them (other files are passed over with a warning)")
+    merge.add_argument("--out", type=Path, default=DEFAULT_RUNS_DIR, help="folder (or .json path) for the record")
+    merge.add_argument("--allow-partial", action="store_true",
+                       help="merge the shards that are there when some are missing, and mark the record partial")
+    merge.set_defaults(func=cmd_merge)
+
+
+def cmd_merge(args) -> int:
+    records = []
+    for path in args.paths:
+        try:
+            found, passed_over = load_runs(path)
+        except ResultError as error:
+            raise UsageError(str(error)) from None
+        if passed_over:
+            errors.print(f"warning: {path}: passed over {len(passed_over)} file(s) that are not run records, "
+                         f"e.g. {passed_over[0]}", markup=False, highlight=False, soft_wrap=True)
+        records += found
+    try:
+        merged = shards.merge(records, allow_partial=args.allow_partial)
+    except shards.ShardError as error:
+        raise UsageError(str(error)) from None
+    path = write_run(merged, args.out)
+    done = merged["config"]["merged_shards"]
+    count = done["count"]
+    missing = f"; missing {', '.join(f'{index}/{count}' for index in done['missing'])} (partial)" \
+        if done["missing"] else ""
+    console.print(f"merged {len(done['merged'])} of {count} shards, {len(merged['rows'])} rows{missing}")
+    console.print(f"wrote {path}")
+    return 0
