@@ -15,7 +15,7 @@ GPU_TRITON_VENV := .venv-triton36
 TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.14.1 torchvision==0.29.1)
 ARGS ?=
 
-.PHONY: install ffcv-libs browser bench test compile-check compile-record clean
+.PHONY: install ffcv-libs browser slurm bench test compile-check compile-record clean
 
 $(VENV)/.installed: pyproject.toml Makefile | ffcv-libs
 	$(PYTHON) -m venv $(VENV)
@@ -46,9 +46,20 @@ browser:
 	      || { echo "could not install chromium with apt-get"; [ -z "$$CI" ]; }; \
 	  else echo "chromium not installed (needs root and apt-get): the HTML render test will be skipped"; fi; }
 
+# A one-node SLURM cluster for the cluster tests (tests/harness/slurm_cluster.py starts it in a temporary folder):
+# Debian's slurmctld, slurmd and munge, installed only when missing and only from a root shell with apt-get;
+# elsewhere those tests are skipped with their reason. A failed install stops CI (CI set).
+slurm:
+	@command -v slurmctld >/dev/null 2>&1 && command -v slurmd >/dev/null 2>&1 && command -v munged >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	        slurmctld slurmd slurm-client munge; } \
+	      || { echo "could not install SLURM with apt-get"; [ -z "$$CI" ]; }; \
+	  else echo "SLURM not installed (needs root and apt-get): the cluster tests will be skipped"; fi; }
+
 # In parallel on every core (pytest-xdist), the 20 slowest tests listed at the end. The console script, not
 # `python -m pytest`, which would put the checkout (and its kernels/ folder) first on sys.path.
-test: install browser
+test: install browser slurm
 	$(BIN)/pytest -q -n auto --durations=20 $(ARGS)
 
 # The GPU machines' Triton (3.6) beside the CPU torch, and only the core's dependencies (no jsonschema, as there).
