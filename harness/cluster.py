@@ -72,6 +72,36 @@ def run_shard(argv: list[str], index: int, count: int, out: str) -> str:
     return out
 
 
+def train_task(argv: list[str]) -> None:
+    """One task of a training job: ``menagerie train ARGV`` (srun started it; the training joins the
+    other tasks through SLURM's variables, models/slurm_rendezvous.py)."""
+    from menagerie.harness.cli import main
+
+    code = main(["train", *argv])
+    if code != 0:
+        raise RuntimeError(f"menagerie train {' '.join(argv)} exited with {code}")
+
+
+def submit_training(argv: list[str], nodes: int, tasks_per_node: int, gpus_per_node: int | None,
+                    options: SlurmOptions, folder: Path) -> str:
+    """Submits ``menagerie train ARGV`` as one job of ``nodes x tasks_per_node`` processes; its job id."""
+    import submitit
+    from submitit.core.utils import FailedJobError
+
+    executor = submitit.SlurmExecutor(folder=folder / "submitit")
+    wanted = dict(partition=options.partition, account=options.account, constraint=options.constraint,
+                  cpus_per_task=options.cpus_per_task, gpus_per_node=gpus_per_node,
+                  mem=None if options.mem_gb is None else f"{int(options.mem_gb * 1024)}M")
+    executor.update_parameters(time=options.time_min, job_name="menagerie-train", nodes=nodes,
+                               ntasks_per_node=tasks_per_node,
+                               **{name: value for name, value in wanted.items() if value is not None})
+    try:
+        return executor.submit(train_task, argv).job_id
+    except (OSError, FailedJobError) as error:
+        lines = str(error).strip().splitlines()
+        raise ClusterError(f"submitting to slurm failed: {lines[-1] if lines else error}") from None
+
+
 def _executor(kind: str, folder: Path, options: SlurmOptions):
     import submitit
 

@@ -18,7 +18,8 @@ Two modes: ``optimized`` (channels_last, bf16 autocast on a GPU, optional
 ``torch.compile``) and ``reference`` (eager, float32, NCHW: the plain loop the
 optimized one is compared with).
 
-Distributed: launched by ``torchrun`` (``WORLD_SIZE`` > 1), each process trains a shard
+Distributed: launched by ``torchrun`` (``WORLD_SIZE`` > 1) or by SLURM's ``srun`` (one task per
+process, ``models/slurm_rendezvous.py``), each process trains a shard
 of every batch under DistributedDataParallel (NCCL on GPUs, gloo on the CPU);
 BatchNorm statistics are per process (MLPerf's ``model_bn_span``). ``accumulation``
 splits each process's batch into interleaved micro-batches whose gradients are summed
@@ -47,6 +48,7 @@ from menagerie.models import mlperf, rcp
 from menagerie.models.data.folders import scan_imagefolder
 from menagerie.models.data.loaders import LOADERS, Loader, make_loader
 from menagerie.models.resnet import ARCHS, build
+from menagerie.models.slurm_rendezvous import join_slurm_rendezvous
 
 MODES = ("optimized", "reference")
 OPTIMIZERS = ("lars", "sgd")
@@ -311,7 +313,9 @@ class Distributed:
 
 
 def init_distributed() -> Distributed:
-    """Joins the process group when launched by torchrun (gloo on the CPU, NCCL on GPUs)."""
+    """Joins the process group when launched by torchrun, or by srun (``slurm_rendezvous``), with gloo on
+    the CPU and NCCL on GPUs."""
+    join_slurm_rendezvous()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")

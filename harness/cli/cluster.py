@@ -19,9 +19,15 @@ OWNED = ("--shard", "--out", "--baseline", "--resume", "--repeat")
 def add_parser(commands) -> None:
     submit = commands.add_parser(
         "submit", help="submit `menagerie run ...` as N shards, a SLURM job array (submitit)",
-        description="Submit `menagerie run ARGS` as N shards, one SLURM array task each; `menagerie collect` "
-                    "merges them. Options not given here come from [tool.menagerie.slurm] in pyproject.toml.")
-    submit.add_argument("--shards", type=positive(int), required=True, metavar="N", help="number of shards")
+        description="Submit `menagerie run ARGS` as N shards, one SLURM array task each (`menagerie collect` "
+                    "merges them), or `menagerie train ARGS` as one job of nodes x tasks per node processes. "
+                    "Options not given here come from [tool.menagerie.slurm] in pyproject.toml.")
+    submit.add_argument("--shards", type=positive(int), metavar="N", help="run: the number of shards")
+    submit.add_argument("--nodes", type=positive(int), default=1, help="train: nodes (default 1)")
+    submit.add_argument("--gpus-per-node", type=positive(int),
+                        help="train: GPUs per node, one process each (default: none, processes on CPUs)")
+    submit.add_argument("--tasks-per-node", type=positive(int),
+                        help="train: processes per node (default: --gpus-per-node, else 1)")
     submit.add_argument("--executor", choices=("slurm", "local"), default="slurm",
                         help="slurm (default), or local: the same path as processes on this machine")
     submit.add_argument("--partition")
@@ -34,8 +40,9 @@ def add_parser(commands) -> None:
     submit.add_argument("--mem-gb", type=positive(float))
     submit.add_argument("--folder", type=Path,
                         help="where the manifest, logs and shard records go (default results/cluster/<job id>)")
-    submit.add_argument("what", choices=("run",), metavar="run", help="what to shard: run")
-    submit.add_argument("arguments", nargs=argparse.REMAINDER, help="the run's arguments (names, --size, ...)")
+    submit.add_argument("what", choices=("run", "train"), help="run (sharded) or train (multi-node)")
+    submit.add_argument("arguments", nargs=argparse.REMAINDER,
+                        help="the command's arguments (run: names, --size, ...; train: resnet --data ...)")
     submit.set_defaults(func=cmd_submit)
 
     collect = commands.add_parser("collect", help="show a submitted run's shards; merge them when all are done")
@@ -49,7 +56,18 @@ def add_parser(commands) -> None:
     collect.set_defaults(func=cmd_collect)
 
 
+def _options(args) -> cluster.SlurmOptions:
+    table = cluster.configured_options()
+    given = {name: getattr(args, name) for name in cluster.SlurmOptions.__dataclass_fields__
+             if getattr(args, name) is not None}
+    return cluster.SlurmOptions(**{**table, **given})
+
+
 def cmd_submit(args) -> int:
+    if args.what == "train":
+        return submit_training(args)
+    if args.shards is None:
+        raise UsageError("submit run needs --shards N")
     owned = [argument for argument in args.arguments if argument.split("=")[0] in OWNED]
     if owned:
         raise UsageError(f"submit sets {', '.join(OWNED)} for each shard itself; drop {owned[0]}")
@@ -57,11 +75,7 @@ def cmd_submit(args) -> int:
 
     build_parser().parse_args(["run", *args.arguments])  # they must parse before anything is submitted (exit 2)
     try:
-        table = cluster.configured_options()
-        given = {name: getattr(args, name) for name in cluster.SlurmOptions.__dataclass_fields__
-                 if getattr(args, name) is not None}
-        options = cluster.SlurmOptions(**{**table, **given})
-        submission = cluster.submit(list(args.arguments), args.shards, args.executor, options, args.folder)
+        submission = cluster.submit(list(args.arguments), args.shards, args.executor, _options(args), args.folder)
     except cluster.ClusterError as error:
         raise UsageError(str(error)) from None
     job = submission.jobs[1].split("_")[0]
@@ -69,6 +83,29 @@ def cmd_submit(args) -> int:
                   f"({args.executor})")
     console.print(f"records: {submission.folder / 'records'}/shard-K.json; "
                   f"collect with: menagerie collect {submission.folder}")
+    return 0
+
+
+def submit_training(args) -> int:
+    """``submit train ...``: one job, ``--nodes`` x tasks per node processes, each running the training."""
+    if args.shards is not None:
+        raise UsageError("--shards is for `submit run`; training splits its batches over processes")
+    if args.executor == "local":
+        raise UsageError("submit train runs on SLURM; on this machine use torchrun (README, ResNet training)")
+    from menagerie.harness.cli import build_parser
+
+    build_parser().parse_args(["train", *args.arguments])  # they must parse before anything is submitted (exit 2)
+    tasks = args.tasks_per_node or args.gpus_per_node or 1
+    folder = args.folder or cluster.CLUSTER_DIR / "train"
+    try:
+        job = cluster.submit_training(list(args.arguments), args.nodes, tasks, args.gpus_per_node, _options(args),
+                                      folder)
+    except cluster.ClusterError as error:
+        raise UsageError(str(error)) from None
+    console.print(f"submitted `menagerie train {' '.join(args.arguments)}` as job {job}: {args.nodes} node(s) x "
+                  f"{tasks} process(es)")
+    console.print(f"logs: {folder / 'submitit'}/{job}_*; the run record and MLPerf log go where the training's "
+                  "--out says (rank 0 writes them)")
     return 0
 
 
