@@ -11,7 +11,7 @@ from menagerie.harness.cli import main
 from menagerie.harness.timing import Budget
 from tests.harness.test_cli import ONE_SAMPLE
 
-ROWS = ("elementwise", "sae.encode", "ssm.ssd", "--impl", "torch*", *ONE_SAMPLE)
+ROWS = ("elementwise", "ssm.ssd", "--impl", "torch*", *ONE_SAMPLE)
 
 
 def every_task(size="small", device="cuda"):
@@ -90,10 +90,18 @@ def test_merged_shards_equal_the_unsharded_run_row_for_row(sharded, capsys):
         [(results.row_key(row), verdict(row)) for row in whole["rows"]]
     assert merged["config"]["merged_shards"] == {"count": 3, "merged": [1, 2, 3], "missing": []}
     assert "shard" not in merged["config"] and "partial" not in merged["config"]
-    # The gate reads it like any other record (one replicate a side: it cannot decide, and says so).
+    # The gate, the history and the report read it like any other record (the gate, with one replicate a
+    # side, cannot decide, and says so).
     assert main(["compare", str(sharded / "whole.json"), str(sharded / "merged.json"),
                  "--max-undetectable", "1e9"]) in (0, 1)
     assert "undecided" in capsys.readouterr().out
+    store = sharded / "store"
+    store.mkdir()
+    (store / "merged.json").write_text((sharded / "merged.json").read_text())
+    assert main(["history", "ssm.ssd", "--store", str(store), "--cache-dir", str(sharded / "cache")]) == 0
+    assert "b2l45h2p8n8g1c16s3" in capsys.readouterr().out
+    assert main(["report", str(sharded / "merged.json"), "--out", str(sharded / "report")]) == 0
+    assert "b2l45h2p8n8g1c16s3" in (sharded / "report" / "report.md").read_text()
 
 
 def test_each_shard_says_which_it_is(sharded):
