@@ -13,7 +13,9 @@ as local processes (submitit's LocalExecutor), for tests and laptops.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
 import json
 import os
 import shutil
@@ -96,10 +98,15 @@ def submit_training(argv: list[str], nodes: int, tasks_per_node: int, gpus_per_n
                                ntasks_per_node=tasks_per_node,
                                **{name: value for name, value in wanted.items() if value is not None})
     try:
-        return executor.submit(train_task, argv).job_id
+        with contextlib.redirect_stderr(io.StringIO()):
+            return executor.submit(train_task, argv).job_id
     except (OSError, FailedJobError) as error:
-        lines = str(error).strip().splitlines()
-        raise ClusterError(f"submitting to slurm failed: {lines[-1] if lines else error}") from None
+        raise ClusterError(f"submitting to slurm failed: {_one_line(error)}") from None
+
+
+def _one_line(error: Exception) -> str:
+    """The scheduler client's error, its lines joined (sbatch explains over several)."""
+    return "; ".join(line.strip() for line in str(error).strip().splitlines() if line.strip()) or repr(error)
 
 
 def _executor(kind: str, folder: Path, options: SlurmOptions):
@@ -162,11 +169,11 @@ class Submission:
         from submitit.core.utils import FailedJobError
 
         try:
-            jobs = executor.map_array(run_shard, [self.argv] * len(indices), indices, [self.count] * len(indices),
-                                      [str(self.record_path(index).resolve()) for index in indices])
-        except (OSError, FailedJobError) as error:  # no sbatch, or sbatch refused the array: its last words
-            lines = str(error).strip().splitlines()
-            raise ClusterError(f"submitting to {self.executor} failed: {lines[-1] if lines else error}") from None
+            with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's errors; they go in ours
+                jobs = executor.map_array(run_shard, [self.argv] * len(indices), indices, [self.count] * len(indices),
+                                          [str(self.record_path(index).resolve()) for index in indices])
+        except (OSError, FailedJobError) as error:  # no sbatch, or sbatch refused the array
+            raise ClusterError(f"submitting to {self.executor} failed: {_one_line(error)}") from None
         for index, job in zip(indices, jobs):
             self.jobs[index] = job.job_id
         self.save()

@@ -32,7 +32,7 @@ WORK = [
     "menagerie.harness.runner.run", "menagerie.harness.cli.run.run_replicates",
     "menagerie.harness.replicates.WorkFolder.create", "menagerie.harness.cli.profile.profile",
     "menagerie.harness.compile_check.check", "menagerie.harness.ceilings.get_ceilings",
-    "menagerie.harness.cluster.Submission.launch",
+    "menagerie.harness.cluster.Submission.launch", "menagerie.harness.cluster.submit_training",
     "menagerie.models.train_resnet.train", "menagerie.models.sae.train_sae",
     "menagerie.models.data.folders.write_synthetic", "menagerie.models.data.folders.write_digits",
     "menagerie.models.data.convert.to_ffcv", "menagerie.models.commands.data.data_imagenet",

@@ -172,3 +172,17 @@ def test_submit_train_runs_one_job_of_two_processes(slurm, images, tmp_path, cap
     while slurm.run("squeue", "-h").strip() and time.monotonic() < deadline:
         time.sleep(1)
     assert trained_processes(out) == 2
+
+
+def test_a_refused_submission_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+    (bin_folder / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: no such partition' >&2\n"
+                                       "echo 'sbatch: error: Batch job submission failed' >&2\nexit 1\n")
+    (bin_folder / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_folder}:{os.environ['PATH']}")
+    monkeypatch.chdir(tmp_path)
+    assert main(["submit", "--shards", "2", "--partition", "nope", "run", "elementwise"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "no such partition; sbatch: error: Batch job submission failed" in line
+    assert not list((tmp_path / "results" / "cluster").glob("*"))  # the staging folder is gone
