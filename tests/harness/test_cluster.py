@@ -15,8 +15,8 @@ import pytest
 
 from menagerie.harness import cluster, results
 from menagerie.harness.cli import main
-from menagerie.models.data.folders import write_synthetic
 from tests.harness.slurm_cluster import Cluster, Unavailable
+from tests.models.test_ddp import data as images  # noqa: F401  (a fixture: 4 classes of 8 images)
 from tests.models.test_ddp import free_port
 from tests.harness.test_shards import ROWS
 
@@ -131,18 +131,10 @@ def test_a_slurm_state_that_no_client_knows_is_unknown(monkeypatch, tmp_path):
     assert cluster._slurm_state("12_3") == "UNKNOWN" and time.monotonic() - start < 5
 
 
-# One tiny ResNet epoch: 4 classes of 8 images of 20 px, batches of 4 per process.
+# One tiny ResNet epoch on test_ddp's images (4 classes of 8, 20 px), batches of 4 per process.
 TRAIN = ("resnet", "--arch", "resnet8", "--loader", "torchvision", "--epochs", "1", "--warmup-epochs", "0.5",
          "--batch-size", "4", "--image-size", "16", "--no-augment", "--workers", "1", "--eval-every", "1",
          "--target", "1.0")
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp("images")
-    write_synthetic(root / "train", 4, 8, size=20, seed=2)
-    write_synthetic(root / "val", 4, 2, size=20, seed=3)
-    return root
 
 
 def trained_processes(folder: Path) -> int:
