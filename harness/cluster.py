@@ -29,6 +29,8 @@ from menagerie.harness.results import ResultError, load_run, write_json_atomical
 CLUSTER_DIR = Path("results/cluster")
 MANIFEST = "submission.json"
 STATE_TIMEOUT_S = 20  # one scheduler query at most this long; past it the state is UNKNOWN
+# Scheduler states of a task that has not ended: its shard is waited for, never resubmitted.
+BUSY = frozenset({"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED"})
 
 
 class ClusterError(ValueError):
@@ -280,5 +282,4 @@ def _local_state(logs: Path, job_id: str) -> str:
 def failed(states: list[ShardState]) -> list[int]:
     """Shards without a valid record that the scheduler does not report pending or running: the ones
     to resubmit (UNKNOWN included: a task cancelled while pending can vanish from every record)."""
-    return [shard.index for shard in states if shard.state not in ("DONE", "PENDING", "RUNNING", "REQUEUED",
-                                                                     "CONFIGURING", "COMPLETING", "SUSPENDED")]
+    return [shard.index for shard in states if shard.state != "DONE" and shard.state not in BUSY]

@@ -115,15 +115,17 @@ def cmd_collect(args) -> int:
     except cluster.ClusterError as error:
         raise UsageError(str(error)) from None
     states = _watch(submission, args.wait, args.timeout)
-    waiting = [shard for shard in states if shard.state in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING",
-                                                           "COMPLETING", "SUSPENDED")]
+    waiting = [shard for shard in states if shard.state in cluster.BUSY]
     missing = cluster.failed(states)
     for shard in states:
         if shard.state != "DONE":
             console.print(f"shard {shard.index}/{submission.count}: {shard.state}"
                           f" (job {submission.jobs.get(shard.index, '-')}){' ' + shard.detail if shard.detail else ''}")
     if missing and args.resubmit_failed:
-        job_ids = submission.launch(missing)
+        try:
+            job_ids = submission.launch(missing)
+        except cluster.ClusterError as error:
+            raise UsageError(str(error)) from None
         console.print(f"resubmitted shard(s) {', '.join(map(str, missing))} as {', '.join(job_ids)}; "
                       f"collect again with: menagerie collect {submission.folder}")
         return 0
@@ -153,8 +155,7 @@ def _watch(submission: cluster.Submission, wait: bool, timeout: float) -> list[c
         while True:
             states = cluster.shard_states(submission)
             done = sum(shard.state == "DONE" for shard in states)
-            busy = [shard for shard in states if shard.state in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING",
-                                                                 "COMPLETING", "SUSPENDED")]
+            busy = [shard for shard in states if shard.state in cluster.BUSY]
             progress.update(bar, completed=done, description=f"{len(busy)} pending or running")
             if not wait or not busy or time.monotonic() - started > timeout:
                 return states
