@@ -93,12 +93,8 @@ def submit_training(argv: list[str], nodes: int, tasks_per_node: int, gpus_per_n
     from submitit.core.utils import FailedJobError
 
     executor = submitit.SlurmExecutor(folder=folder / "submitit")
-    wanted = dict(partition=options.partition, account=options.account, constraint=options.constraint,
-                  cpus_per_task=options.cpus_per_task, gpus_per_node=gpus_per_node,
-                  mem=None if options.mem_gb is None else f"{int(options.mem_gb * 1024)}M")
-    executor.update_parameters(time=options.time_min, job_name="menagerie-train", nodes=nodes,
-                               ntasks_per_node=tasks_per_node,
-                               **{name: value for name, value in wanted.items() if value is not None})
+    executor.update_parameters(**_slurm_parameters(options, gpus_per_node=gpus_per_node), job_name="menagerie-train",
+                               nodes=nodes, ntasks_per_node=tasks_per_node)
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             return executor.submit(train_task, argv).job_id
@@ -120,12 +116,17 @@ def _executor(kind: str, folder: Path, options: SlurmOptions):
         executor.update_parameters(timeout_min=options.time_min)
         return executor
     executor = submitit.SlurmExecutor(folder=logs)
-    wanted = dict(partition=options.partition, gpus_per_task=options.gpus_per_task, account=options.account,
-                  constraint=options.constraint, cpus_per_task=options.cpus_per_task,
-                  mem=None if options.mem_gb is None else f"{int(options.mem_gb * 1024)}M")
-    executor.update_parameters(time=options.time_min, job_name="menagerie",
-                               **{name: value for name, value in wanted.items() if value is not None})
+    executor.update_parameters(**_slurm_parameters(options, gpus_per_task=options.gpus_per_task), job_name="menagerie")
     return executor
+
+
+def _slurm_parameters(options: SlurmOptions, **gpus) -> dict:
+    """submitit's SLURM parameters for ``options`` (and the GPUs asked for, per task or per node), leaving out
+    what is not set so that the cluster's defaults apply."""
+    wanted = dict(partition=options.partition, account=options.account, constraint=options.constraint,
+                  cpus_per_task=options.cpus_per_task, **gpus,
+                  mem=None if options.mem_gb is None else f"{int(options.mem_gb * 1024)}M")
+    return {"time": options.time_min, **{name: value for name, value in wanted.items() if value is not None}}
 
 
 @dataclass

@@ -92,8 +92,13 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
 
 def plan(benchmarks: list[Benchmark], config: RunConfig) -> list[Task]:
     """The tasks of a run in order (benchmark, case, dtype, mode); with ``config.shard``, its share."""
+    return _planned(benchmarks, config)[0]
+
+
+def _planned(benchmarks: list[Benchmark], config: RunConfig) -> tuple[list[Task], list[list] | None]:
+    """The tasks of ``plan`` and, for a shard, its groups (``shards.select``); the split is weighed once."""
     tasks = _every_task(benchmarks, config)
-    return tasks if config.shard is None else shards.select(tasks, config.shard, config.budget)[0]
+    return (tasks, None) if config.shard is None else shards.select(tasks, config.shard, config.budget)
 
 
 def _every_task(benchmarks: list[Benchmark], config: RunConfig) -> list[Task]:
@@ -341,7 +346,7 @@ def run_task(task: Task, config: RunConfig, device_ceilings: dict,
 def run(benchmarks: list[Benchmark], config: RunConfig, command: list[str] | None = None,
         on_row: Callable[[dict], None] | None = None, on_task: Callable[[Task], None] | None = None) -> dict:
     """Runs every planned task and returns the run record (not yet written)."""
-    tasks = plan(benchmarks, config)
+    tasks, shard_groups = _planned(benchmarks, config)
     ceilings_by_dtype = {}
     for dtype in sorted({task.dtype for task in tasks}, key=str):
         ceilings_by_dtype[dtype_name(dtype)] = ceilings.get_ceilings(config.device, dtype)
@@ -356,7 +361,7 @@ def run(benchmarks: list[Benchmark], config: RunConfig, command: list[str] | Non
             gpu_states.append(state)
     run_config = {**config.to_dict(), "repeat": 1}
     if config.shard is not None:
-        run_config["shard"]["groups"] = shards.select(_every_task(benchmarks, config), config.shard, config.budget)[1]
+        run_config["shard"]["groups"] = shard_groups
     return {
         "schema_version": SCHEMA_VERSION,
         "provenance": started,

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from menagerie.harness import shards
-from menagerie.harness.cli.common import UsageError, console, errors
-from menagerie.harness.results import DEFAULT_RUNS_DIR, ResultError, load_runs, write_run
+from menagerie.harness.cli.common import UsageError, console
+from menagerie.harness.cli.compare import load_side
+from menagerie.harness.results import DEFAULT_RUNS_DIR, write_run
 
 
 def add_parser(commands) -> None:
@@ -20,16 +21,7 @@ def add_parser(commands) -> None:
 
 
 def cmd_merge(args) -> int:
-    records = []
-    for path in args.paths:
-        try:
-            found, passed_over = load_runs(path)
-        except ResultError as error:
-            raise UsageError(str(error)) from None
-        if passed_over:
-            errors.print(f"warning: {path}: passed over {len(passed_over)} file(s) that are not run records, "
-                         f"e.g. {passed_over[0]}", markup=False, highlight=False, soft_wrap=True)
-        records += found
+    records = [record for path in args.paths for record in load_side(path, "shards")]
     try:
         merged = shards.merge(records, allow_partial=args.allow_partial)
     except shards.ShardError as error:
