@@ -5,8 +5,9 @@ binds a kernel's target on its first call, and the kernels must be imported with
 interpreter off) activates the compile-only driver (``harness/compile_driver.py``) and
 drives the call paths that ``menagerie run`` times: every implementation marked
 ``triton=True``, every case of the size preset, every dtype the benchmark claims, every
-mode it declares (``Prepared(...).step()``, forward and backward), on CPU tensors. The
-autotuner compiles every configuration it may pick.
+mode it declares (``Prepared(...).step()``, forward and backward), on CPU tensors; torch's GEMMs and
+convolutions on that path only allocate their outputs (``harness/shapes_only.py``), since the kernels'
+launches compute nothing either. The autotuner compiles every configuration it may pick.
 
 Verdicts, each a failure (exit 1): a call path that raised (a kernel that does not
 compile, or code that broke); a configuration that does not compile, or whose shared
@@ -43,6 +44,7 @@ import torch
 from menagerie.harness import compile_record
 from menagerie.harness.results import write_json_atomically
 from menagerie.harness.gpu_archs import ARCHS, Arch
+from menagerie.harness.shapes_only import shapes_only
 
 
 def _last_line(error: BaseException) -> str:
@@ -89,8 +91,9 @@ def drive(benchmarks, size: str, dtypes: list[str], modes: list[str], recorder,
         first = len(recorder.launched)
         error = ""
         try:
-            inputs = bench.make_inputs(case, dtype, torch.device("cpu"), 0)
-            Prepared(bench, impl, inputs, mode, 0).step()
+            with shapes_only():
+                inputs = bench.make_inputs(case, dtype, torch.device("cpu"), 0)
+                Prepared(bench, impl, inputs, mode, 0).step()
         except Exception as exc:  # a kernel that does not compile, or a call path that broke
             error = _last_line(exc)
         position = {id(build): index for index, build in enumerate(recorder.builds)}
