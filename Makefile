@@ -15,7 +15,7 @@ GPU_TRITON_VENV := .venv-triton36
 TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.14.1 torchvision==0.29.1)
 ARGS ?=
 
-.PHONY: install ffcv-libs browser slurm bench test compile-check compile-record clean
+.PHONY: install ffcv-libs browser slurm bench site-screenshot bench-site test compile-check compile-record clean
 
 $(VENV)/.installed: pyproject.toml Makefile | ffcv-libs
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ ffcv-libs:
 
 bench: install
 	$(BIN)/menagerie run $(ARGS)
+
+# The results site: the README's screenshot of its index (from results/history/cpu-tiny), and the time of a build
+# over a synthetic history of 1,000 runs x 300 rows.
+site-screenshot: install browser
+	$(BIN)/python scripts/site_screenshot.py
+
+bench-site: install
+	$(BIN)/python -m tests.harness.bench_site_build $(ARGS)
 
 # Debian's chromium renders the HTML report in the tests. Installed only when missing, and only from a
 # root shell with apt-get; elsewhere that test is skipped with its reason. A failed install stops CI (CI set).

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import triton
 
 from menagerie.benchmarks import interpreted_bf16
-from menagerie.harness.registry import Benchmark, Case, Cost, Impl, Tolerance, register
+from menagerie.harness.registry import Benchmark, Case, Cost, Impl, PublishedFigure, Tolerance, publish, register
 from menagerie.kernels.attention import (sliding_window_attention, sliding_window_attention_reference,
                                sliding_window_attention_varlen, sliding_window_attention_varlen_reference,
                                sliding_window_mask, sliding_window_mask_mod, varlen_mask_mod, visible_pairs,
@@ -340,3 +340,11 @@ register(Benchmark(
                 note="flash_attn_varlen_func, without sinks")],
     **COMMON,
 ))
+
+# Published attention kernel figures, set beside this family's results on a device's site page (the papers' abstracts).
+publish(PublishedFigure("attention (FlashAttention-3, FP16 forward)", "H100", "attention forward throughput, up to",
+                        740, "TFLOP/s", "Shah et al., FlashAttention-3, arXiv:2407.08608 (2024), abstract: "
+                        "up to 740 TFLOPs/s (75% utilization) in FP16 on H100"))
+publish(PublishedFigure("attention (FlashAttention-2)", "A100", "attention throughput, up to", 73,
+                        "% of the peak FLOP/s", "Dao, FlashAttention-2, arXiv:2307.08691 (2023), abstract: "
+                        "50-73% of the theoretical maximum FLOPs/s on A100"))

@@ -23,7 +23,8 @@ import dataclasses
 import torch
 from torch import nn
 
-from menagerie.harness.registry import Benchmark, Case, Cost, Impl, Tolerance, register
+from menagerie.harness.registry import Benchmark, Case, Cost, Impl, PublishedFigure, Tolerance, publish, register
+from menagerie.models.mlperf import PUBLISHED as MLPERF_ANCHORS
 from menagerie.models.resnet import build
 
 _SKELETONS: dict = {}
@@ -148,3 +149,10 @@ register(Benchmark(
     modes=("fwd", "fwd_bwd"),
     grad_inputs=("images", "weights"),
 ))
+
+# The MLPerf anchors `menagerie mlperf` scores against, set beside this family's results on a device's site page.
+for anchor in MLPERF_ANCHORS.values():
+    publish(PublishedFigure("ResNet-50 training (MLPerf)", anchor.device.upper(), f"time to train, {anchor.system}",
+                            anchor.minutes, "minutes", anchor.source))
+    publish(PublishedFigure("ResNet-50 training (MLPerf)", anchor.device.upper(), "tracked throughput per accelerator",
+                            anchor.img_per_s_per_accelerator, "images/s", anchor.source))

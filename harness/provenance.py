@@ -37,10 +37,11 @@ def _git(*args: str) -> str | None:
 
 
 def git_state() -> dict:
-    """Commit SHA and whether the working tree differs from it (None outside a checkout)."""
+    """Commit SHA, its subject line, and whether the working tree differs from it (None outside a checkout)."""
     sha = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no") if sha else None
-    return {"sha": sha, "dirty": bool(status) if status is not None else None}
+    return {"sha": sha, "dirty": bool(status) if status is not None else None,
+            "message": _git("show", "-s", "--format=%s", "HEAD") if sha else None}
 
 
 def _package_version(name: str) -> str | None:

@@ -160,7 +160,22 @@ class Benchmark:
         return (self.reference, *self.variants, *self.peers)
 
 
+@dataclass(frozen=True)
+class PublishedFigure:
+    """A published figure the suite's results are set beside: what was measured, on which device, and where it was
+    published. ``device`` is a GPU name as it appears in device names ("H100"); a site shows it on those devices'
+    pages."""
+
+    subject: str  # the benchmark or task it stands beside
+    device: str
+    what: str
+    value: float
+    unit: str
+    source: str
+
+
 _REGISTRY: dict[str, Benchmark] = {}
+_PUBLISHED: dict[tuple[str, str, str], PublishedFigure] = {}
 
 
 def register(benchmark: Benchmark) -> Benchmark:
@@ -168,6 +183,18 @@ def register(benchmark: Benchmark) -> Benchmark:
         raise ValueError(f"benchmark {benchmark.name!r} is registered twice")
     _REGISTRY[benchmark.name] = benchmark
     return benchmark
+
+
+def publish(figure: PublishedFigure) -> PublishedFigure:
+    """Adds a published figure (a family does this when it is imported, beside ``register``)."""
+    _PUBLISHED[(figure.subject, figure.device, figure.what)] = figure
+    return figure
+
+
+def published() -> list[PublishedFigure]:
+    """Every family's published figures, by subject and device."""
+    load_all()
+    return [_PUBLISHED[key] for key in sorted(_PUBLISHED)]
 
 
 def load_all() -> dict[str, Benchmark]:

@@ -17,7 +17,8 @@ import sys
 from menagerie.harness import entry_points
 from menagerie.harness.cli.common import Interrupted, UsageError, errors
 
-ENGINE_COMMANDS = ("listing", "run", "merge", "cluster", "compare", "env", "profile", "report", "compile", "history")
+ENGINE_COMMANDS = ("listing", "run", "merge", "cluster", "compare", "env", "profile", "report", "compile", "history",
+                   "site")
 
 
 class Parser(argparse.ArgumentParser):

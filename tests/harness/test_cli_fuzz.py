@@ -38,6 +38,7 @@ WORK = [
     "menagerie.models.data.convert.to_ffcv", "menagerie.models.commands.data.data_imagenet",
     "menagerie.models.commands.data.data_stages", "menagerie.models.commands.data.data_throughput",
     "menagerie.models.activation_sources.load_model", "menagerie.models.minilm_sinks.run_study",
+    "menagerie.harness.site.build",
 ]
 
 

@@ -6,7 +6,7 @@ from importlib.metadata import EntryPoint
 
 from menagerie.harness import cli, entry_points
 
-COMMANDS = {"list", "run", "merge", "submit", "collect", "compare", "env", "profile", "report", "compile", "history",
+COMMANDS = {"list", "run", "merge", "submit", "collect", "compare", "env", "profile", "report", "compile", "history", "site",
             "data", "train", "mlperf", "activations", "study"}
 
 

@@ -1,4 +1,6 @@
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -6,6 +8,8 @@ from menagerie.harness import results, runner
 from menagerie.harness.registry import Impl
 
 from tests.harness.toy import correct, never_here, quick_config, toy_benchmark
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +24,10 @@ def test_record_matches_schema_and_carries_provenance(record):
     prov = record["provenance"]
     assert prov["command"] == "menagerie run toy"
     assert prov["torch"] and prov["python"] and prov["device"]
-    assert set(prov["git"]) == {"sha", "dirty"}
+    assert set(prov["git"]) == {"sha", "dirty", "message"}
+    if prov["git"]["sha"]:  # in a checkout: the commit's subject line, as `git log` prints it
+        assert prov["git"]["message"] == subprocess.run(["git", "show", "-s", "--format=%s", prov["git"]["sha"]],
+                                                        capture_output=True, text=True, cwd=ROOT).stdout.strip()
     assert record["schema_version"] == results.SCHEMA_VERSION
     assert record["ceilings"]["float32"]["copy_gbps"]["source"] == "measured"
 
