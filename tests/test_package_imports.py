@@ -79,8 +79,9 @@ def test_huggingface_kernels_and_the_suite_import_side_by_side(tmp_path):
 @pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason=f"no installed console script at {CONSOLE_SCRIPT}")
 def test_the_sink_study_runs_beside_huggingface_kernels(tmp_path):
     # transformers (which may import HuggingFace's kernels) and the suite's kernels in one process.
-    done = subprocess.run([str(CONSOLE_SCRIPT), "study", "sinks", "--texts", "2", "--windows", "2",
-                           "--max-tokens", "32", "--out", str(tmp_path / "study")],
+    done = subprocess.run([str(CONSOLE_SCRIPT), "study", "sinks", "--texts", "2", "--corpus", "4", "--windows", "2",
+                           "--sinks", "cls", "--dense-layers", "0", "--boots", "50", "--max-tokens", "32",
+                           "--out", str(tmp_path / "study")],
                           capture_output=True, text=True, cwd=tmp_path, env=shell_environment(), timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "study" / "sinks.json").is_file()
