@@ -278,69 +278,78 @@ def _comparison_page(title: str, baseline_label: str, new_label: str, result) ->
 
 # ---- the site ----
 
-def _reports(runs: list[history.Run], reports_dir: Path | None, out: Path, written: dict[str, str]) -> dict[str, str]:
-    """Per run path, the site-relative link to its copied report (``runs/<stem>/report.html``) where one exists."""
-    links = {}
-    if reports_dir is None or not reports_dir.is_dir():
-        return links
-    for run in runs:
-        stem = Path(run.path).stem
-        source = reports_dir / stem
-        if not (source / "report.html").is_file():
-            continue
-        stamp = ",".join(f"{path.name}:{path.stat().st_mtime_ns}:{path.stat().st_size}"
-                         for path in sorted(source.iterdir()) if path.is_file())
-        page = f"runs/{stem}/report.html"
-        written[page] = hashlib.sha256(stamp.encode()).hexdigest()
-        links[run.path] = page
-    return links
+class _Writer:
+    """Writes the site's files, each only when the digest of its inputs changed (see the module docstring)."""
 
-
-class _Renderer:
-    """Jinja2 pages written only when their inputs changed (see the module docstring)."""
-
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, result: SiteResult):
         import jinja2
 
-        self.out = out
+        self.out, self.result = out, result
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                                       undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.env.policies["json.dumps_kwargs"] = {"separators": (",", ":")}  # `tojson`: HTML-safe, compact
-        self.templates = hashlib.sha256(b"".join(path.read_bytes() for path in sorted(TEMPLATES.iterdir()))).hexdigest()
-        manifest = out / MANIFEST
+        self.templates = _digest(*(path.read_bytes() for path in sorted(TEMPLATES.iterdir())))
         try:
-            self.previous = json.loads(manifest.read_text()) if manifest.is_file() else {}
+            self.previous = json.loads((out / MANIFEST).read_text()) if (out / MANIFEST).is_file() else {}
         except ValueError:
             self.previous = {}
         self.digests: dict[str, str] = {}
 
-    def page(self, name: str, template: str, result: SiteResult, **context) -> None:
-        depth = name.count("/")
-        context["root"] = "../" * depth
-        digest = hashlib.sha256((self.templates + json.dumps(context, sort_keys=True, default=str)).encode()).hexdigest()
+    def changed(self, name: str, digest: str) -> bool:
+        """Records ``name``'s digest; False (and counted unchanged) when the file is there with this digest."""
         self.digests[name] = digest
         if self.previous.get(name) == digest and (self.out / name).is_file():
-            result.unchanged.append(name)
-            return
-        write_text_atomically(self.env.get_template(template).render(**context), self.out / name)
-        result.written.append(name)
+            self.result.unchanged.append(name)
+            return False
+        self.result.written.append(name)
+        return True
+
+    def page(self, name: str, template: str, **context) -> None:
+        context["root"] = "../" * name.count("/")
+        inputs = json.dumps(context, sort_keys=True, default=str).encode()
+        if self.changed(name, _digest(self.templates.encode(), inputs)):
+            write_text_atomically(self.env.get_template(template).render(**context), self.out / name)
+
+    def copy(self, name: str, source: Path) -> None:
+        if self.changed(name, _digest(source.read_bytes())):
+            (self.out / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, self.out / name)
+
+    def finish(self) -> None:
+        """Removes the files no longer produced, and writes the manifest."""
+        for name in sorted(set(self.previous) - set(self.digests)):
+            if (self.out / name).is_file():
+                (self.out / name).unlink()
+                self.result.removed.append(name)
+        write_text_atomically(json.dumps(self.digests, indent=0, sort_keys=True) + "\n", self.out / MANIFEST)
 
 
-def _assets(out: Path, result: SiteResult, digests: dict[str, str], previous: dict[str, str]) -> None:
+def _digest(*parts: bytes) -> str:
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()
+
+
+def _copy_assets(writer: _Writer) -> None:
     import plotly
 
-    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    sources = {"assets/plotly.min.js": plotly_js, "assets/site.js": TEMPLATES / "site.js",
-               "assets/site.css": TEMPLATES / "site.css"}
-    for name, source in sources.items():
-        digest = hashlib.sha256(source.read_bytes()).hexdigest()
-        digests[name] = digest
-        if previous.get(name) == digest and (out / name).is_file():
-            result.unchanged.append(name)
-            continue
-        (out / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, out / name)
-        result.written.append(name)
+    writer.copy("assets/plotly.min.js", Path(plotly.__file__).parent / "package_data" / "plotly.min.js")
+    writer.copy("assets/site.js", TEMPLATES / "site.js")
+    writer.copy("assets/site.css", TEMPLATES / "site.css")
+
+
+def _copy_reports(runs: list[history.Run], reports: Path | None, writer: _Writer) -> dict[str, str]:
+    """Copies each run's report folder (``<reports>/<run file stem>/``) into ``runs/``; per run path, the
+    site-relative link to its ``report.html``."""
+    links = {}
+    if reports is None or not reports.is_dir():
+        return links
+    for run in runs:
+        stem = Path(run.path).stem
+        for source in sorted((reports / stem).glob("*")) if (reports / stem / "report.html").is_file() else ():
+            if source.is_file():
+                writer.copy(f"runs/{stem}/{source.name}", source)
+        if (reports / stem / "report.html").is_file():
+            links[run.path] = f"runs/{stem}/report.html"
+    return links
 
 
 def build(folders: Sequence[Path], out: Path, *, by_device: bool = False, strict: bool = False,
@@ -370,17 +379,9 @@ def build(folders: Sequence[Path], out: Path, *, by_device: bool = False, strict
         run_of = {run.path: run for run in runs}
         messages = _messages(runs)
         out.mkdir(parents=True, exist_ok=True)
-        renderer = _Renderer(out)
-        report_digests: dict[str, str] = {}
-        report_links = _reports(runs, reports, out, report_digests)
-        _assets(out, result, renderer.digests, renderer.previous)
-        for page, digest in report_digests.items():
-            renderer.digests[page] = digest
-            if renderer.previous.get(page) == digest and (out / page).is_file():
-                result.unchanged.append(page)
-                continue
-            shutil.copytree(reports / Path(page).parent.name, out / Path(page).parent, dirs_exist_ok=True)
-            result.written.append(page)
+        writer = _Writer(out, result)
+        _copy_assets(writer)
+        report_links = _copy_reports(runs, reports, writer)
 
         baseline_runs = []
         if baseline is not None:
@@ -413,9 +414,9 @@ def build(folders: Sequence[Path], out: Path, *, by_device: bool = False, strict
                     name = f"comparisons/{context.slug}.html"
                     comparisons.append({"href": name, "context": context, "passed": gated.passed,
                                         "against": against, "new": commits[-1].label})
-                    renderer.page(name, "comparison.html.j2", result, context=vars(context),
-                                  **_comparison_page(f"{context.device} · size {context.size}", against,
-                                                     commits[-1].label, gated))
+                    writer.page(name, "comparison.html.j2", context=vars(context),
+                                **_comparison_page(f"{context.device} · size {context.size}", against,
+                                                   commits[-1].label, gated))
             recent_commits = commits[-recent:]
             groups: dict[tuple[str, str, str], list[history.Series]] = {}
             for line in found.series:
@@ -454,8 +455,8 @@ def build(folders: Sequence[Path], out: Path, *, by_device: bool = False, strict
                                  "commit": commits[-1].label if commits else "", **_roofline(record)})
             here_first = sorted(anchors, key=lambda figure: (figure["device"].lower() not in device.lower(),
                                                              figure["subject"], figure["device"]))
-            renderer.page(f"devices/{slug(device)}.html", "device.html.j2", result, device=device,
-                          sections=rendered, anchors=here_first)
+            writer.page(f"devices/{slug(device)}.html", "device.html.j2", device=device,
+                        sections=rendered, anchors=here_first)
 
         for benchmark, contexts in sorted(benchmark_panels.items()):
             on_progress(f"page of {benchmark}")
@@ -470,20 +471,14 @@ def build(folders: Sequence[Path], out: Path, *, by_device: bool = False, strict
                            for panel_key, lines in sorted(panels.items())]
                 sections.append({"context": vars(context), "reference": reference, "panels": figures,
                                  "commits": _commit_table(found_commits, run_of, messages)})
-            renderer.page(f"benchmarks/{slug(benchmark)}.html", "benchmark.html.j2", result, benchmark=benchmark,
-                          sections=sections)
+            writer.page(f"benchmarks/{slug(benchmark)}.html", "benchmark.html.j2", benchmark=benchmark,
+                        sections=sections)
             result.benchmarks.append(benchmark)
 
         filters = {name: sorted({row[name] for row in index_rows}) for name in ("family", "device", "dtype", "mode")}
-        renderer.page("index.html", "index.html.j2", result, rows=index_rows, filters=filters,
-                      comparisons=[{**item, "context": vars(item["context"])} for item in comparisons],
-                      devices=[{"name": device, "href": f"devices/{slug(device)}.html"} for device in device_pages],
-                      runs=len(runs), folders=[str(folder) for folder in folders], warnings=result.warnings)
-
-    for name in sorted(set(renderer.previous) - set(renderer.digests)):
-        stale = out / name
-        if stale.is_file():
-            stale.unlink()
-            result.removed.append(name)
-    write_text_atomically(json.dumps(renderer.digests, indent=0, sort_keys=True) + "\n", out / MANIFEST)
+        writer.page("index.html", "index.html.j2", rows=index_rows, filters=filters,
+                    comparisons=[{**item, "context": vars(item["context"])} for item in comparisons],
+                    devices=[{"name": device, "href": f"devices/{slug(device)}.html"} for device in device_pages],
+                    runs=len(runs), folders=[str(folder) for folder in folders], warnings=result.warnings)
+        writer.finish()
     return result
