@@ -95,8 +95,9 @@ def _messages(runs: list[history.Run]) -> dict[str, str]:
     missing = sorted({run.sha for run in runs if run.sha and run.sha not in found})
     if missing:
         try:
-            done = subprocess.run(["git", "show", "-s", "--format=%H%x00%s", *missing], capture_output=True, text=True,
-                                  timeout=30)
+            # --ignore-missing: a sha this checkout does not hold (another fork, a rewritten history) is passed over.
+            done = subprocess.run(["git", "log", "--no-walk=unsorted", "--ignore-missing", "--format=%H%x00%s",
+                                   *missing], capture_output=True, text=True, timeout=30)
             lines = done.stdout.splitlines() if done.returncode == 0 else []
         except (OSError, subprocess.TimeoutExpired):
             lines = []

@@ -4,6 +4,7 @@
 import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,15 @@ def test_a_comparison_against_a_baseline_lists_regressions_first(tmp_path):
     verdicts = re.findall(r'<td class="verdict">(\w+)</td>', page)
     assert verdicts[0] == "regression" and verdicts.count("regression") == 1
     assert "against the baseline" in (tmp_path / "site" / "index.html").read_text()
+
+
+def test_commit_subjects_come_from_git_for_records_made_before_they_were_kept(cpu_site):
+    out, built = cpu_site
+    page = (out / "benchmarks" / f"{site.slug(built.benchmarks[0])}.html").read_text()
+    table = json.loads(re.search(r"menagerie\.commits\[0\] = (.*?);</script>", page).group(1))
+    subjects = subprocess.run(["git", "log", "--no-walk=unsorted", "--ignore-missing", "--format=%H %s",
+                               *(commit["sha"] for commit in table)], capture_output=True, text=True, cwd=ROOT)
+    known = dict(line.split(" ", 1) for line in subjects.stdout.splitlines())
+    if not known:
+        pytest.skip("this checkout does not hold the history's commits (a shallow clone)")
+    assert {commit["sha"]: commit["message"] for commit in table if commit["sha"] in known} == known
