@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -25,6 +26,15 @@ def shell_environment() -> dict:
 def menagerie(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "menagerie.harness.cli", *args], capture_output=True, text=True,
                           cwd=cwd, env=shell_environment(), timeout=600)
+
+
+def compare(capsys, *args):
+    """`menagerie compare` in this process (a fresh interpreter costs seconds of imports; the command's own start is
+    tested through `run`): its exit code and output, as `menagerie(...)` gives them."""
+    capsys.readouterr()
+    code = main(["compare", *args])
+    captured = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=captured.out, stderr=captured.err)
 
 
 TINY = ("--size", "tiny", "--budget", "0.01", "--warmup", "0.01", "--seeds", "1", "--min-reps", "2", "--max-reps", "3")
@@ -87,10 +97,10 @@ def test_the_installed_command_runs_a_triton_row_from_any_folder(tmp_path):
     assert (row["impl"], row["status"]) == ("triton_fused", "ok"), row["reason"]
 
 
-def test_one_replicate_is_undecided_even_against_itself(tiny_run):
+def test_one_replicate_is_undecided_even_against_itself(tiny_run, capsys):
     _, out = tiny_run
     [path] = list(out.glob("*.json"))
-    done = menagerie("compare", str(path), str(path))
+    done = compare(capsys, str(path), str(path))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "undecided" in done.stdout and "gate failed" in done.stdout
 
@@ -124,45 +134,45 @@ def test_repeat_keeps_three_processes_apart(replicated_run):
 POWER_CHECK_OFF = ("--max-undetectable", "1e9")
 
 
-def test_two_real_runs_of_the_same_code_pass_the_gate(replicated_run, tmp_path):
+def test_two_real_runs_of_the_same_code_pass_the_gate(replicated_run, tmp_path, capsys):
     # `run --baseline` gates through `compare`'s path, with 3 replicates by default.
     done = menagerie(*REPLICATED, "--out", str(tmp_path / "second.json"), "--baseline", str(replicated_run),
                      *POWER_CHECK_OFF)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 replicate(s)" in done.stdout and "gate passed" in done.stdout
-    again = menagerie("compare", str(replicated_run), str(tmp_path / "second.json"), *POWER_CHECK_OFF,
-                      "--json", str(tmp_path / "verdicts.json"))
+    again = compare(capsys, str(replicated_run), str(tmp_path / "second.json"), *POWER_CHECK_OFF,
+                    "--json", str(tmp_path / "verdicts.json"))
     assert again.returncode == 0 and "gate passed" in again.stdout
     verdicts = json.loads((tmp_path / "verdicts.json").read_text())
     assert verdicts["passed"] and all(row["detectable"] > 0 for row in verdicts["rows"] if row["ci"])
     # Asked to see a 0.1% slowdown, which no replicate count can below the 2% threshold: underpowered, failing.
-    strict = menagerie("compare", str(replicated_run), str(tmp_path / "second.json"), "--max-undetectable", "0.001")
+    strict = compare(capsys, str(replicated_run), str(tmp_path / "second.json"), "--max-undetectable", "0.001")
     assert strict.returncode == 1 and "underpowered" in strict.stdout, strict.stdout
     assert "no replicate count brings it under" in " ".join(strict.stdout.split())
     # A folder of records is a side too.
     (tmp_path / "history").mkdir()
     (tmp_path / "history" / "first.json").write_text(replicated_run.read_text())
     (tmp_path / "history" / "not-a-run.json").write_text('{"study": 1}')
-    folder = menagerie("compare", str(tmp_path / "history"), str(tmp_path / "second.json"), *POWER_CHECK_OFF)
+    folder = compare(capsys, str(tmp_path / "history"), str(tmp_path / "second.json"), *POWER_CHECK_OFF)
     assert folder.returncode == 0, folder.stdout + folder.stderr
     assert "passed over 1 file" in folder.stderr
 
 
-def test_a_slowdown_and_a_foreign_device_fail_the_gate(replicated_run, tmp_path):
+def test_a_slowdown_and_a_foreign_device_fail_the_gate(replicated_run, tmp_path, capsys):
     record = json.loads(replicated_run.read_text())
     slower = copy.deepcopy(record)
     for row in slower["rows"]:
         row["replicate_medians_s"] = [2 * median for median in row["replicate_medians_s"]]
     (tmp_path / "slower.json").write_text(json.dumps(slower))
-    done = menagerie("compare", str(replicated_run), str(tmp_path / "slower.json"))
+    done = compare(capsys, str(replicated_run), str(tmp_path / "slower.json"))
     assert done.returncode == 1 and "regression" in done.stdout and "gate failed" in done.stdout
     foreign = copy.deepcopy(record)
     foreign["provenance"]["device"] = "NVIDIA H200"
     (tmp_path / "foreign.json").write_text(json.dumps(foreign))
-    done = menagerie("compare", str(replicated_run), str(tmp_path / "foreign.json"))
+    done = compare(capsys, str(replicated_run), str(tmp_path / "foreign.json"))
     assert done.returncode == 1 and "device_mismatch" in done.stdout
-    allowed = menagerie("compare", str(replicated_run), str(tmp_path / "foreign.json"), "--allow-mismatch",
-                        *POWER_CHECK_OFF)
+    allowed = compare(capsys, str(replicated_run), str(tmp_path / "foreign.json"), "--allow-mismatch",
+                      *POWER_CHECK_OFF)
     assert allowed.returncode == 0, allowed.stdout
 
 
