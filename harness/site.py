@@ -250,13 +250,21 @@ def _roofline(record: dict) -> dict:
 
 # ---- comparisons ----
 
-def _compare(baseline_paths: Sequence[str], new_paths: Sequence[str]) -> tuple[object, list[str]]:
+def _record(path: str, loaded: dict[str, dict]) -> dict:
+    """The run record at ``path``, read once per build (the gate and the device page both read the latest)."""
+    if path not in loaded:
+        loaded[path] = load_run(Path(path))
+    return loaded[path]
+
+
+def _compare(baseline_paths: Sequence[str], new_paths: Sequence[str], loaded: dict[str, dict]
+             ) -> tuple[object, list[str]]:
     from menagerie.harness.gate import gate
 
-    loaded, problems = {}, []
+    problems = []
     for path in {*baseline_paths, *new_paths}:
         try:
-            loaded[path] = load_run(Path(path))
+            _record(path, loaded)
         except ResultError as error:
             problems.append(f"{path}: {error}")
     baseline = [loaded[path] for path in baseline_paths if path in loaded]
@@ -394,6 +402,7 @@ def build(folders: Sequence[Path], out: Path, *, by_device: bool = False, strict
                 raise SiteError(f"--baseline: {error}") from None
 
         index_rows, benchmark_panels, comparisons, device_pages = [], {}, [], {}
+        loaded: dict[str, dict] = {}  # run records read in full, by path
         for context in _contexts(runs):
             on_progress(f"series of {context.device} · size {context.size}")
             found = history.query(store, device=context.device, size=context.size, timer=context.timer)
@@ -408,7 +417,7 @@ def build(folders: Sequence[Path], out: Path, *, by_device: bool = False, strict
             if not base and len(commits) > 1:
                 base = list(commits[-2].runs)
             if base and commits:
-                gated, problems = _compare(base, list(commits[-1].runs))
+                gated, problems = _compare(base, list(commits[-1].runs), loaded)
                 result.warnings += problems
                 if gated is not None:
                     verdicts = {row.key: row.verdict for row in gated.rows}
@@ -446,7 +455,7 @@ def build(folders: Sequence[Path], out: Path, *, by_device: bool = False, strict
             rendered = []
             for context, latest, commits in sections:
                 try:
-                    record = load_run(Path(latest.path))
+                    record = _record(latest.path, loaded)
                 except ResultError as error:
                     result.warnings.append(f"{latest.path}: {error}")
                     continue
