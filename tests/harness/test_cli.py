@@ -134,26 +134,35 @@ def test_repeat_keeps_three_processes_apart(replicated_run):
 POWER_CHECK_OFF = ("--max-undetectable", "1e9")
 
 
-def test_two_real_runs_of_the_same_code_pass_the_gate(replicated_run, tmp_path, capsys):
-    # `run --baseline` gates through `compare`'s path, with 3 replicates by default.
-    done = menagerie(*REPLICATED, "--out", str(tmp_path / "second.json"), "--baseline", str(replicated_run),
-                     *POWER_CHECK_OFF)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "3 replicate(s)" in done.stdout and "gate passed" in done.stdout
-    again = compare(capsys, str(replicated_run), str(tmp_path / "second.json"), *POWER_CHECK_OFF,
-                    "--json", str(tmp_path / "verdicts.json"))
-    assert again.returncode == 0 and "gate passed" in again.stdout
-    verdicts = json.loads((tmp_path / "verdicts.json").read_text())
-    assert verdicts["passed"] and all(row["detectable"] > 0 for row in verdicts["rows"] if row["ci"])
+def test_run_with_a_baseline_gates_as_compare_does(replicated_run, tmp_path, capsys):
+    # `run --baseline` gates through `compare`'s path, with 3 replicates by default. Whether a real second run passes
+    # depends on what the other test workers do to this CPU meanwhile (CI once saw a row 41% slower there), so its
+    # verdict is held to compare's on the same files, not fixed; the gate's false-alarm rate is test_gate's to check.
+    second = tmp_path / "second.json"
+    done = menagerie(*REPLICATED, "--out", str(second), "--baseline", str(replicated_run), *POWER_CHECK_OFF)
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    assert "3 replicate(s)" in done.stdout
+    again = compare(capsys, str(replicated_run), str(second), *POWER_CHECK_OFF, "--json", str(tmp_path / "v.json"))
+    assert again.returncode == done.returncode, again.stdout
+    verdicts = json.loads((tmp_path / "v.json").read_text())
+    assert ("gate passed" if verdicts["passed"] else "gate failed") in done.stdout
+    assert all(row["detectable"] > 0 for row in verdicts["rows"] if row["ci"])
+
+
+def test_a_record_gated_against_an_identical_one_passes(replicated_run, tmp_path, capsys):
+    copy_of_it = tmp_path / "same.json"
+    copy_of_it.write_text(replicated_run.read_text())
+    same = compare(capsys, str(replicated_run), str(copy_of_it), *POWER_CHECK_OFF)
+    assert same.returncode == 0 and "gate passed" in same.stdout, same.stdout
     # Asked to see a 0.1% slowdown, which no replicate count can below the 2% threshold: underpowered, failing.
-    strict = compare(capsys, str(replicated_run), str(tmp_path / "second.json"), "--max-undetectable", "0.001")
+    strict = compare(capsys, str(replicated_run), str(copy_of_it), "--max-undetectable", "0.001")
     assert strict.returncode == 1 and "underpowered" in strict.stdout, strict.stdout
     assert "no replicate count brings it under" in " ".join(strict.stdout.split())
     # A folder of records is a side too.
     (tmp_path / "history").mkdir()
     (tmp_path / "history" / "first.json").write_text(replicated_run.read_text())
     (tmp_path / "history" / "not-a-run.json").write_text('{"study": 1}')
-    folder = compare(capsys, str(tmp_path / "history"), str(tmp_path / "second.json"), *POWER_CHECK_OFF)
+    folder = compare(capsys, str(tmp_path / "history"), str(copy_of_it), *POWER_CHECK_OFF)
     assert folder.returncode == 0, folder.stdout + folder.stderr
     assert "passed over 1 file" in folder.stderr
 
