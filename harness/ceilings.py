@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from menagerie.harness.results import write_text_atomically
-
 from menagerie.harness.device import device_name
+from menagerie.harness.registry import dtype_name
+from menagerie.harness.results import write_text_atomically
 from menagerie.harness.timing import Budget, measure
 
 # Dense (no sparsity) peaks from NVIDIA's datasheets, by a substring of the device
@@ -64,10 +64,6 @@ def cache_path() -> Path:
     return Path(root) / "ceilings.json"
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
 def _measure_copy(device: torch.device) -> Ceiling:
     nbytes = (512 if device.type == "cuda" else 128) * 1024 * 1024
     src = torch.randint(0, 255, (nbytes,), dtype=torch.uint8, device=device)
@@ -91,7 +87,7 @@ def _measure_matmul(device: torch.device, dtype: torch.dtype) -> Ceiling:
                       device, "events" if device.type == "cuda" else "cpu")
     median = sorted(samples)[len(samples) // 2]
     return Ceiling(2 * n**3 / median / 1e12, "TFLOP/s", "measured",
-                   f"median of {len(samples)} {n}x{n}x{n} {_dtype_name(dtype)} matmuls, "
+                   f"median of {len(samples)} {n}x{n}x{n} {dtype_name(dtype)} matmuls, "
                    f"measured {datetime.date.today().isoformat()}")
 
 
@@ -123,7 +119,7 @@ def _measure_microkernel(device: torch.device, label: str) -> Ceiling:
 def _datasheet(name: str, dtype: torch.dtype) -> dict[str, Ceiling]:
     for pattern, peaks in DATASHEET:
         if pattern in name:
-            values = {**peaks, "matmul_tflops": peaks["matmul_tflops"].get(_dtype_name(dtype))}
+            values = {**peaks, "matmul_tflops": peaks["matmul_tflops"].get(dtype_name(dtype))}
             return {label: Ceiling(value, UNITS[label], "datasheet", f"{pattern} datasheet peak")
                     for label, value in values.items() if value is not None}
     return {}
@@ -151,7 +147,7 @@ def get_ceilings(device: torch.device, dtype: torch.dtype, remeasure: bool = Fal
     cache = _load_cache()
     entry = cache.setdefault(key, {})
     wanted = {"copy_gbps": ("copy_gbps", lambda: _measure_copy(device)),
-              "matmul_tflops": (f"matmul_tflops/{_dtype_name(dtype)}", lambda: _measure_matmul(device, dtype)),
+              "matmul_tflops": (f"matmul_tflops/{dtype_name(dtype)}", lambda: _measure_matmul(device, dtype)),
               "fp32_tflops": ("fp32_tflops", lambda: _measure_microkernel(device, "fp32_tflops")),
               "exp_tops": ("exp_tops", lambda: _measure_microkernel(device, "exp_tops"))}
     result, changed = {}, False

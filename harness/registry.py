@@ -17,11 +17,12 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from menagerie.harness import entry_points
+
+if TYPE_CHECKING:  # the contract names torch's types; `menagerie --help` and `list` import no torch for it
+    import torch
 
 SIZES = ("tiny", "small", "full")
 MODES = ("fwd", "bwd", "fwd_bwd")
@@ -80,7 +81,7 @@ class Tolerance:
 
 
 # Returns why an implementation cannot run for (case, device, dtype, mode), or None when it can.
-SkipReason = Callable[["Case", torch.device, torch.dtype, str], "str | None"]
+SkipReason = Callable[["Case", "torch.device", "torch.dtype", str], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,11 @@ class PublishedFigure:
 
 _REGISTRY: dict[str, Benchmark] = {}
 _PUBLISHED: dict[tuple[str, str, str], PublishedFigure] = {}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """A torch dtype's name as records and commands write it: ``float32``, ``bfloat16``."""
+    return str(dtype).removeprefix("torch.")
 
 
 def register(benchmark: Benchmark) -> Benchmark:

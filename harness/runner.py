@@ -30,7 +30,7 @@ import torch
 
 from menagerie.harness import accuracy, ceilings, provenance, shards, stats
 from menagerie.harness.autotune import chosen_configs
-from menagerie.harness.registry import Benchmark, Case, Impl
+from menagerie.harness.registry import Benchmark, Case, Impl, dtype_name
 from menagerie.harness.results import SCHEMA_VERSION
 from menagerie.harness.shards import Shard
 from menagerie.harness.timing import Budget, TimerError, interleave, make_timer
@@ -74,10 +74,6 @@ class Task:
     dtype: torch.dtype
     mode: str
     impls: tuple[Impl, ...]
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def default_dtypes(benchmark: Benchmark, device: torch.device) -> tuple[torch.dtype, ...]:

@@ -3,9 +3,12 @@
 Exit codes: 0 success; 1 a regression, an accuracy failure or a crashed
 implementation; 2 bad arguments or unreadable input.
 
-One module per command, each with ``add_parser(commands)``: the engine's own below, and
-the families' (``menagerie.models.commands``: train, data, …) found through the entry points of
-the group ``menagerie.commands`` (``harness/entry_points.py``), so the engine never imports them.
+One module per command, each with ``COMMANDS`` (its commands' names and help) and
+``add_parser(commands)``: the engine's own below, and the families' (``menagerie.models.commands``:
+train, data, …) found through the entry points of the group ``menagerie.commands``
+(``harness/entry_points.py``), so the engine never imports them. A command module imports torch,
+scipy and the rest of its work where it uses them, not at its top: every module is imported to list
+the commands, and only the chosen command's parser is built.
 """
 
 from __future__ import annotations
@@ -31,18 +34,27 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command. Given ``argv``, only the chosen command's options are built (its module's
+    ``add_parser``); the others are listed by name and help, so that ``menagerie --help`` imports neither torch
+    nor what the other commands need. Without ``argv``, every command's options are built."""
+    chosen = None if argv is None else next((arg for arg in argv if not arg.startswith("-")), "")
     parser = Parser(prog="menagerie", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in ENGINE_COMMANDS:
-        importlib.import_module(f"menagerie.harness.cli.{name}").add_parser(commands)
+    modules = [importlib.import_module(f"menagerie.harness.cli.{name}") for name in ENGINE_COMMANDS]
     for entry in entry_points.declared(entry_points.COMMANDS):
         try:
-            module = entry.load()
+            modules.append(entry.load())
         except ImportError as error:
-            add_unavailable(commands, entry, error)
-        else:
+            modules.append((entry, error))
+    for module in modules:
+        if isinstance(module, tuple):
+            add_unavailable(commands, *module)
+        elif chosen is None or chosen in module.COMMANDS:
             module.add_parser(commands)
+        else:
+            for name, help in module.COMMANDS.items():
+                commands.add_parser(name, help=help)
     return parser
 
 
@@ -61,7 +73,7 @@ def add_unavailable(commands, entry, error: ImportError) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     args.argv = argv  # what `run --repeat` gives each replicate process
     try:
         return args.func(args)

@@ -16,9 +16,16 @@ from menagerie.harness.results import DEFAULT_RUNS_DIR, load_run, write_run
 OWNED = ("--shard", "--out", "--baseline", "--resume", "--repeat")
 
 
+# The commands this module adds, with the help `menagerie --help` lists (without building their parsers).
+COMMANDS = {
+    "submit": "submit `menagerie run ...` as N shards, a SLURM job array (submitit)",
+    "collect": "show a submitted run's shards; merge them when all are done",
+}
+
+
 def add_parser(commands) -> None:
     submit = commands.add_parser(
-        "submit", help="submit `menagerie run ...` as N shards, a SLURM job array (submitit)",
+        "submit", help=COMMANDS["submit"],
         description="Submit `menagerie run ARGS` as N shards, one SLURM array task each (`menagerie collect` "
                     "merges them), or `menagerie train ARGS` as one job of nodes x tasks per node processes. "
                     "Options not given here come from [tool.menagerie.slurm] in pyproject.toml.")
@@ -45,7 +52,7 @@ def add_parser(commands) -> None:
                         help="the command's arguments (run: names, --size, ...; train: resnet --data ...)")
     submit.set_defaults(func=cmd_submit)
 
-    collect = commands.add_parser("collect", help="show a submitted run's shards; merge them when all are done")
+    collect = commands.add_parser("collect", help=COMMANDS["collect"])
     collect.add_argument("job", help="the job id printed by submit, or the submission's folder")
     collect.add_argument("--wait", action="store_true", help="wait until no shard is pending or running")
     collect.add_argument("--timeout", type=positive(float), default=3600.0, help="longest wait, seconds")
@@ -73,7 +80,7 @@ def cmd_submit(args) -> int:
         raise UsageError(f"submit sets {', '.join(OWNED)} for each shard itself; drop {owned[0]}")
     from menagerie.harness.cli import build_parser
 
-    build_parser().parse_args(["run", *args.arguments])  # they must parse before anything is submitted (exit 2)
+    build_parser(["run"]).parse_args(["run", *args.arguments])  # they must parse before anything is submitted (exit 2)
     try:
         submission = cluster.submit(list(args.arguments), args.shards, args.executor, _options(args), args.folder)
     except cluster.ClusterError as error:
@@ -94,7 +101,7 @@ def submit_training(args) -> int:
         raise UsageError("submit train runs on SLURM; on this machine use torchrun (README, ResNet training)")
     from menagerie.harness.cli import build_parser
 
-    build_parser().parse_args(["train", *args.arguments])  # they must parse before anything is submitted (exit 2)
+    build_parser(["train"]).parse_args(["train", *args.arguments])  # they must parse before anything is submitted (exit 2)
     tasks = args.tasks_per_node or args.gpus_per_node or 1
     folder = args.folder or cluster.CLUSTER_DIR / "train"
     try:

@@ -7,16 +7,15 @@ import datetime
 import sys
 from pathlib import Path
 
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from menagerie.harness import registry, runner
-from menagerie.harness.device import default_device, parse_device
+from menagerie.harness import registry
 from menagerie.harness.results import ResultError, load_run, write_json_atomically
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
-          "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+# The --dtype names and the torch dtype each stands for (torch_dtype), by its name: no torch at import.
+DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16", "bf16": "bfloat16",
+          "bfloat16": "bfloat16"}
 
 # Tables need room: a pipe or a CI log gets 160 columns instead of the 80 rich assumes there.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -55,8 +54,17 @@ def fraction(text: str) -> float:
     return value
 
 
-def requested_device(text: str | None) -> torch.device:
-    """The ``--device`` option's device: cuda when available unless given."""
+def torch_dtype(name: str):
+    """The torch dtype of a ``--dtype`` name."""
+    import torch
+
+    return getattr(torch, DTYPES[name])
+
+
+def requested_device(text: str | None):
+    """The ``--device`` option's device (a torch.device): cuda when available unless given."""
+    from menagerie.harness.device import default_device, parse_device
+
     try:
         return parse_device(text) if text else default_device()
     except ValueError as error:
@@ -87,12 +95,14 @@ def add_row_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
 
 
-def selected_rows(args, device, **settings) -> runner.RunConfig:
-    """The run configuration of the rows chosen by ``add_row_selection``'s options."""
+def selected_rows(args, device, **settings):
+    """The run configuration (a runner.RunConfig) of the rows chosen by ``add_row_selection``'s options."""
+    from menagerie.harness import runner
+
     return runner.RunConfig(
         size=args.size or ("small" if device.type == "cuda" else "tiny"),
         device=device,
-        dtypes=tuple(dict.fromkeys(DTYPES[name] for name in args.dtype)),
+        dtypes=tuple(dict.fromkeys(torch_dtype(name) for name in args.dtype)),
         modes=tuple(dict.fromkeys(args.mode)),
         cases=tuple(args.case),
         impls=tuple(args.impl),

@@ -9,23 +9,32 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 from rich.table import Table
 
 from menagerie.harness.cli.common import UsageError, console, errors, fraction
 from menagerie.harness.formatting import GATE_COLUMNS, gate_cells, gate_rule
-from menagerie.harness.gate import DEFAULT_FDR, DEFAULT_K, DEFAULT_MAX_UNDETECTABLE, DEFAULT_THRESHOLD, GateResult, gate
 from menagerie.harness.results import ResultError, load_runs, write_json_atomically
+
+if TYPE_CHECKING:
+    from menagerie.harness.gate import GateResult
 
 COLOURS = {"regression": "red", "undecided": "red", "underpowered": "red", "error": "red", "accuracy_failed": "red", "missing": "red",
            "missing_dtype": "red", "newly_skipped": "red", "params_changed": "red", "improvement": "green",
            "unchanged": "white", "new": "cyan", "skipped": "yellow"}
 
 
+# The commands this module adds, with the help `menagerie --help` lists (without building their parsers).
+COMMANDS = {
+    "compare": "regression gate: NEW against BASELINE (run records or folders); "
+               "exit 1 when it fails",
+}
+
+
 def add_parser(commands) -> None:
-    compare = commands.add_parser("compare", help="regression gate: NEW against BASELINE (run records or folders); "
-                                                  "exit 1 when it fails")
+    compare = commands.add_parser("compare", help=COMMANDS["compare"])
     compare.add_argument("baseline", type=Path, help="a run record, or a folder of them (replicates, history, "
                                                      "committed baselines)")
     compare.add_argument("new", type=Path, help="the run to check: a record or a folder of its replicates")
@@ -36,6 +45,8 @@ def add_parser(commands) -> None:
 
 
 def add_gate_options(parser) -> None:
+    from menagerie.harness.gate import DEFAULT_FDR, DEFAULT_K, DEFAULT_MAX_UNDETECTABLE, DEFAULT_THRESHOLD
+
     parser.add_argument("--threshold", type=fraction, default=DEFAULT_THRESHOLD,
                         help="smallest slowdown that counts, before the row's own noise (default 0.02 = 2%%)")
     parser.add_argument("--spread-factor", type=fraction, default=DEFAULT_K, metavar="K",
@@ -71,6 +82,8 @@ def _setting(record: dict) -> tuple:
 def gate_against(baseline: list[dict], new: list[dict], args) -> GateResult:
     """The gate of NEW against those baseline records measured as NEW was (device, size preset, timer);
     when none were, against all of them, so that the mismatch fails the gate unless allowed."""
+    from menagerie.harness.gate import gate
+
     settings = {_setting(record) for record in new}
     matching = [record for record in baseline if _setting(record) in settings]
     if matching and len(matching) < len(baseline):

@@ -13,20 +13,25 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from rich.markup import escape
 from rich.table import Table
 
-from menagerie.harness import compile_record, provenance, registry, runner
+from menagerie.harness import compile_record, registry
 from menagerie.harness.cli.common import DTYPES, UsageError, console, fraction, positive, progress_bar, select
 from menagerie.harness.formatting import format_number
 from menagerie.harness.gpu_archs import ARCHS, DEFAULT_ARCHS, parse_archs
 from menagerie.harness.results import write_json_atomically
 
 
+# The commands this module adds, with the help `menagerie --help` lists (without building their parsers).
+COMMANDS = {
+    "compile": "compile every Triton (and CUDA C) kernel for GPU architectures, "
+               "no GPU needed: registers, spills, shared memory, tensor cores",
+}
+
+
 def add_parser(commands) -> None:
-    comp = commands.add_parser("compile", help="compile every Triton (and CUDA C) kernel for GPU architectures, "
-                                               "no GPU needed: registers, spills, shared memory, tensor cores")
+    comp = commands.add_parser("compile", help=COMMANDS["compile"])
     comp.add_argument("names", nargs="*", help="benchmark names, families or glob patterns (default: all)")
     comp.add_argument("--arch", default=",".join(DEFAULT_ARCHS),
                       help=f"comma-separated architectures, of {', '.join(ARCHS)} (default: %(default)s)")
@@ -87,7 +92,9 @@ def fraction_of_one(text: str) -> float:
 
 
 def cmd_compile(args) -> int:
-    from menagerie.harness import compile_check
+    import torch
+
+    from menagerie.harness import compile_check, provenance
 
     try:
         archs = parse_archs(args.arch)
@@ -100,7 +107,7 @@ def cmd_compile(args) -> int:
             except (ImportError, ValueError) as error:  # ValueError: an empty or relative name
                 raise UsageError(f"--import {module!r}: {error}") from None
     benchmarks = select(args.names)
-    dtypes = [runner.dtype_name(DTYPES[name]) for name in args.dtype]
+    dtypes = [DTYPES[name] for name in args.dtype]
     names = [bench.name for bench in benchmarks] if args.names else []
     version = importlib.metadata.version("triton")  # not imported here: the kernels must be imported first
     records = {arch.name: compile_record.record_path(version, arch.name, args.record_dir) for arch in archs}

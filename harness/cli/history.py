@@ -9,11 +9,18 @@ from rich.table import Table
 from menagerie.harness import registry
 from menagerie.harness.cli.common import UsageError, console, errors, fraction
 from menagerie.harness.formatting import format_seconds
-from menagerie.harness.timing import TIMERS
+
+
+# The commands this module adds, with the help `menagerie --help` lists (without building their parsers).
+COMMANDS = {
+    "history": "each row's median over commits from stored runs, with change points",
+}
 
 
 def add_parser(commands) -> None:
-    hist = commands.add_parser("history", help="each row's median over commits from stored runs, with change points")
+    from menagerie.harness.timing import TIMERS
+
+    hist = commands.add_parser("history", help=COMMANDS["history"])
     hist.add_argument("names", nargs="*", help="benchmark names, families or glob patterns (default: all stored)")
     hist.add_argument("--store", action="append", type=Path, default=[],
                       help="folder of run records, searched recursively (repeatable; default: whichever of "

@@ -10,8 +10,14 @@ from menagerie.harness.cli.compare import load_side
 from menagerie.harness.results import DEFAULT_RUNS_DIR, write_run
 
 
+# The commands this module adds, with the help `menagerie --help` lists (without building their parsers).
+COMMANDS = {
+    "merge": "join the shard records of one run (run --shard K/N) into one record",
+}
+
+
 def add_parser(commands) -> None:
-    merge = commands.add_parser("merge", help="join the shard records of one run (run --shard K/N) into one record")
+    merge = commands.add_parser("merge", help=COMMANDS["merge"])
     merge.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                        help="shard records, or folders of them (other files are passed over with a warning)")
     merge.add_argument("--out", type=Path, default=DEFAULT_RUNS_DIR, help="folder (or .json path) for the record")

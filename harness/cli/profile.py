@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from menagerie.harness import runner
 from menagerie.harness.cli.common import (UsageError, add_row_selection, console, positive, progress_bar, requested_device,
                                 select, selected_rows)
 from menagerie.harness.formatting import format_seconds
-from menagerie.harness.profile import DEFAULT_PROFILES_DIR, ProfiledRow, new_run_dir, profile
+
+if TYPE_CHECKING:
+    from menagerie.harness.profile import ProfiledRow
+
+
+# The commands this module adds, with the help `menagerie --help` lists (without building their parsers).
+COMMANDS = {
+    "profile": "run rows under torch.profiler: TensorBoard traces, top-ops table",
+}
 
 
 def add_parser(commands) -> None:
-    prof = commands.add_parser("profile", help="run rows under torch.profiler: TensorBoard traces, top-ops table")
+    from menagerie.harness.profile import DEFAULT_PROFILES_DIR
+
+    prof = commands.add_parser("profile", help=COMMANDS["profile"])
     prof.add_argument("names", nargs="+", help="benchmark names, families or glob patterns")
     add_row_selection(prof)
     prof.add_argument("--steps", type=positive(int), default=3, help="profiled calls per row, after one warm-up call")
@@ -25,6 +35,9 @@ def add_parser(commands) -> None:
 
 
 def cmd_profile(args) -> int:
+    from menagerie.harness import runner
+    from menagerie.harness.profile import new_run_dir, profile
+
     device = requested_device(args.device)
     # The timer is unused: profiling does not time.
     config = selected_rows(args, device, timer="events" if device.type == "cuda" else "cpu")

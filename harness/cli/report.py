@@ -10,8 +10,14 @@ from menagerie.harness.cli.common import UsageError, console, load
 from menagerie.harness.cli.compare import add_gate_options, gate_against, load_side
 
 
+# The commands this module adds, with the help `menagerie --help` lists (without building their parsers).
+COMMANDS = {
+    "report": "PNG plots, a self-contained HTML page and a Markdown table of a run",
+}
+
+
 def add_parser(commands) -> None:
-    rep = commands.add_parser("report", help="PNG plots, a self-contained HTML page and a Markdown table of a run")
+    rep = commands.add_parser("report", help=COMMANDS["report"])
     rep.add_argument("run", type=Path, help="a run record (results/runs/*.json) or a baseline")
     rep.add_argument("--baseline", type=Path, help="also gate the run against this run record or folder of them "
                                                    "(as `menagerie compare`)")

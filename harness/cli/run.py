@@ -16,19 +16,27 @@ from pathlib import Path
 
 from rich.table import Table
 
-from menagerie.harness import provenance, replicates, runner, shards
+from menagerie.harness import shards
+from menagerie.harness.registry import dtype_name
 from menagerie.harness.cli.common import (Interrupted, UsageError, add_row_selection, console, errors, positive, progress_bar,
                                 requested_device, select, selected_rows)
 from menagerie.harness.cli.compare import add_gate_options, gate_against, load_side, print_gate
 from menagerie.harness.formatting import format_number, format_seconds
 from menagerie.harness.results import DEFAULT_RUNS_DIR, write_run
-from menagerie.harness.timing import TIMERS, Budget
 
 GATING_REPEAT = 3
 
 
+# The commands this module adds, with the help `menagerie --help` lists (without building their parsers).
+COMMANDS = {
+    "run": "check accuracy, time and record benchmarks",
+}
+
+
 def add_parser(commands) -> None:
-    run = commands.add_parser("run", help="check accuracy, time and record benchmarks")
+    from menagerie.harness.timing import TIMERS
+
+    run = commands.add_parser("run", help=COMMANDS["run"])
     run.add_argument("names", nargs="*", help="benchmark names, families or glob patterns (default: all)")
     add_row_selection(run)
     run.add_argument("--timer", choices=TIMERS, help="events (default on a GPU), graph, or cpu (the CPU's only timer)")
@@ -65,6 +73,9 @@ def shard_argument(text: str) -> shards.Shard:
 
 
 def cmd_run(args) -> int:
+    from menagerie.harness import provenance, replicates, runner
+    from menagerie.harness.timing import Budget
+
     if args.resume:
         return resume(args)
     device = requested_device(args.device)
@@ -126,12 +137,14 @@ def cmd_run(args) -> int:
 
 def _run_once(benchmarks, config, tasks) -> dict:
     """One replicate in this process, with a progress bar."""
+    from menagerie.harness import runner
+
     with progress_bar() as progress:
         bar = progress.add_task("measuring ceilings", total=sum(len(task.impls) for task in tasks))
         return runner.run(
             benchmarks, config,
             on_task=lambda task: progress.update(
-                bar, description=f"{task.benchmark.name} {task.case.name} {runner.dtype_name(task.dtype)} {task.mode}"),
+                bar, description=f"{task.benchmark.name} {task.case.name} {dtype_name(task.dtype)} {task.mode}"),
             on_row=lambda row: progress.advance(bar),
         )
 
@@ -184,6 +197,8 @@ def unmatched_filter(benchmarks, config) -> str | None:
 def run_replicates(folder, argv: list[str], repeat: int) -> dict:
     """The replicates missing from ``folder``, each a fresh process, merged with those it holds. Interrupted or
     failed, the finished replicates stay in ``folder`` and the message says how to go on."""
+    from menagerie.harness import replicates
+
     manifest = folder.manifest()
     try:
         records = replicates.spawn(argv, repeat, folder, on_start=lambda index: errors.print(
@@ -200,6 +215,7 @@ def run_replicates(folder, argv: list[str], repeat: int) -> dict:
 def resume(args) -> int:
     """``--resume FOLDER``: the original command, run again with its finished replicates kept (its record and,
     with ``--baseline``, its gate, as if it had never stopped)."""
+    from menagerie.harness import replicates
     from menagerie.harness.cli import build_parser
 
     folder = replicates.WorkFolder(args.resume)
@@ -210,6 +226,6 @@ def resume(args) -> int:
     repeat, argv = int(manifest["repeat"]), manifest["argv"]
     errors.print(f"resuming `menagerie {' '.join(argv)}`: {len(folder.recorded(repeat))} of {repeat} replicates "
                  f"already recorded", markup=False, highlight=False)
-    original = build_parser().parse_args(argv)
+    original = build_parser(argv).parse_args(argv)
     original.argv, original.replicate_folder = argv, folder
     return cmd_run(original)

@@ -7,9 +7,15 @@ from pathlib import Path
 from menagerie.harness.cli.common import UsageError, console, errors, positive
 
 
+# The commands this module adds, with the help `menagerie --help` lists (without building their parsers).
+COMMANDS = {
+    "site": "a static, offline results website over run records: history, change "
+            "points, verdicts, rooflines",
+}
+
+
 def add_parser(commands) -> None:
-    site = commands.add_parser("site", help="a static, offline results website over run records: history, change "
-                                            "points, verdicts, rooflines")
+    site = commands.add_parser("site", help=COMMANDS["site"])
     site.add_argument("results", nargs="+", type=Path, metavar="RESULTS_DIR",
                       help="folders of run records, searched recursively (e.g. results/history)")
     site.add_argument("-o", "--out", type=Path, required=True, metavar="SITE_DIR", help="folder the site is written to")

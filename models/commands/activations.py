@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
 from menagerie.harness.cli.common import UsageError, console, positive, requested_device
 
 
+# The commands this module adds, with the help `menagerie --help` lists (without building their parsers).
+COMMANDS = {
+    "activations": "hook a model's layer and write its activations as shards",
+}
+
+
 def add_parser(commands) -> None:
-    acts = commands.add_parser("activations", help="hook a model's layer and write its activations as shards")
+    acts = commands.add_parser("activations", help=COMMANDS["activations"])
     acts.add_argument("--model", default="minilm",
                       help="'minilm' (all-MiniLM-L6-v2, shipped offline) or 'package.module:function' returning "
                            "a torch.nn.Module or a (module, tokenizer) pair")
@@ -31,6 +36,8 @@ def add_parser(commands) -> None:
 
 
 def cmd_activations(args) -> int:
+    import torch
+
     from menagerie.models import activation_sources
     from menagerie.models.activations import collect_activations
 

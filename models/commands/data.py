@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
 from rich.table import Table
 
-from menagerie.harness import provenance
 from menagerie.harness.cli.common import UsageError, console, errors, positive, progress_bar, requested_device, write_record
-from menagerie.models.data import convert
-from menagerie.models.data.loaders import LOADERS
+
+
+# The commands this module adds, with the help `menagerie --help` lists (without building their parsers).
+COMMANDS = {
+    "data": "datasets: synthetic, digits or ImageNet image folders, FFCV conversion, "
+            "loader speed",
+}
 
 
 def probability(text: str) -> float:
@@ -26,8 +29,10 @@ def probability(text: str) -> float:
 
 
 def add_parser(commands) -> None:
-    data = commands.add_parser("data", help="datasets: synthetic, digits or ImageNet image folders, FFCV conversion, "
-                                            "loader speed")
+    from menagerie.models.data import convert
+    from menagerie.models.data.loaders import LOADERS
+
+    data = commands.add_parser("data", help=COMMANDS["data"])
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     synth = data_commands.add_parser("synth", help="write a synthetic JPEG dataset: OUT/train and OUT/val image folders")
     synth.add_argument("out", type=Path, help="dataset root to create")
@@ -100,7 +105,7 @@ def add_imagenet_parser(data_commands) -> None:
 
 
 def cmd_data(args) -> int:
-    from menagerie.models.data import folders
+    from menagerie.models.data import convert, folders
 
     try:
         if args.data_command == "synth":
@@ -170,6 +175,7 @@ def data_imagenet(args) -> None:
 
 
 def data_throughput(args) -> int:
+    from menagerie.harness import provenance
     from menagerie.models.data import loader_throughput as loader_bench
 
     device = requested_device(args.device)
@@ -204,7 +210,11 @@ def data_throughput(args) -> int:
 
 
 def data_stages(args) -> int:
-    from menagerie.models.data import loader_stages
+    import torch
+
+    from menagerie.harness import provenance
+    from menagerie.models.data import convert, loader_stages
+    from menagerie.models.data.loaders import LOADERS
 
     chosen = args.loader or list(LOADERS)
     with console.status("profiling loaders") as status:

@@ -13,9 +13,15 @@ RUN_COLUMNS = ("log", "compliance", "status", "best top-1", "epochs", "minutes",
                "tracked img/s per accel.")
 
 
+# The commands this module adds, with the help `menagerie --help` lists (without building their parsers).
+COMMANDS = {
+    "mlperf": "check and score a set of MLPerf ResNet logs (ruleset 4.0.0) "
+              "against MLPerf Training v4.0",
+}
+
+
 def add_parser(commands) -> None:
-    check = commands.add_parser("mlperf", help="check and score a set of MLPerf ResNet logs (ruleset 4.0.0) "
-                                               "against MLPerf Training v4.0")
+    check = commands.add_parser("mlperf", help=COMMANDS["mlperf"])
     check.add_argument("logs", nargs="+", type=Path, help="MLLOG files, one per run: a scored set is exactly 5")
     check.add_argument("--out", type=Path, default=Path("results") / "mlperf",
                        help="folder for the compliance and RCP checkers' reports")

@@ -6,19 +6,22 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-import torch
 from rich.table import Table
 
-from menagerie.harness import provenance
 from menagerie.harness.cli.common import UsageError, console, positive
-from menagerie.harness.device import default_device
 from menagerie.harness.results import write_json_atomically
 
 SINK_SET_NAMES = ("none", "cls", "cls+sep", "cls+sep+punct")  # minilm_sinks.SINK_SETS, without importing the model
 
 
+# The commands this module adds, with the help `menagerie --help` lists (without building their parsers).
+COMMANDS = {
+    "study": "studies on real models (sinks: windowed attention in MiniLM)",
+}
+
+
 def add_parser(commands) -> None:
-    study = commands.add_parser("study", help="studies on real models (sinks: windowed attention in MiniLM)")
+    study = commands.add_parser("study", help=COMMANDS["study"])
     study.add_argument("study", choices=["sinks"], help="which study")
     study.add_argument("--windows", type=integer_list, default=[4, 16, 64],
                        help="comma-separated windows (keys each side), e.g. 2,8,32 (default: 4,16,64)")
@@ -64,6 +67,10 @@ def _interval(values: list[float], digits: int = 3) -> str:
 
 
 def cmd_study(args) -> int:
+    import torch
+
+    from menagerie.harness import provenance
+    from menagerie.harness.device import default_device
     from menagerie.models import minilm_sinks
 
     backend = args.backend or ("triton" if torch.cuda.is_available() else "reference")

@@ -5,28 +5,33 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from menagerie.harness import provenance, runner
-from menagerie.harness.device import default_device
-from menagerie.harness.cli.common import DTYPES, UsageError, console, errors, fraction, positive, requested_device, write_record
+from menagerie.harness.cli.common import (DTYPES, UsageError, console, errors, fraction, positive, requested_device,
+                                          torch_dtype, write_record)
 from menagerie.harness.formatting import format_number
 from menagerie.harness.results import write_json_atomically
-from menagerie.models.data.loaders import LOADERS
-from menagerie.models.resnet import ARCHS
-from menagerie.models.train_resnet import MODES, OPTIMIZERS
+
+
+# The commands this module adds, with the help `menagerie --help` lists (without building their parsers).
+COMMANDS = {
+    "train": "training loops: resnet (MLPerf style), sae (TopK sparse autoencoder)",
+}
 
 
 def add_parser(commands) -> None:
-    train = commands.add_parser("train", help="training loops: resnet (MLPerf style), sae (TopK sparse autoencoder)")
+    train = commands.add_parser("train", help=COMMANDS["train"])
     train_commands = train.add_subparsers(dest="train_command", required=True, metavar="MODEL")
     add_resnet_parser(train_commands)
     add_sae_parser(train_commands)
 
 
 def add_resnet_parser(train_commands) -> None:
+    from menagerie.models.data.loaders import LOADERS
+    from menagerie.models.resnet import ARCHS
+    from menagerie.models.train_resnet import MODES, OPTIMIZERS
+
     resnet = train_commands.add_parser("resnet", help="train a ResNet with the MLPerf recipe (torchrun for DDP)")
     resnet.add_argument("--data", type=Path, required=True, help="root with train/ and val/ (or train.beton, val.beton)")
     resnet.add_argument("--arch", choices=list(ARCHS), default="resnet50")
@@ -85,6 +90,8 @@ def add_sae_parser(train_commands) -> None:
 
 
 def cmd_train_resnet(args) -> int:
+    from menagerie.harness import provenance
+    from menagerie.harness.device import default_device
     from menagerie.models import train_resnet
 
     run_name = f"resnet-{args.arch}-{args.loader}-{args.mode}"
@@ -124,11 +131,15 @@ def cmd_train_resnet(args) -> int:
 
 
 def cmd_train_sae(args) -> int:
+    import torch
+
+    from menagerie.harness import provenance
+    from menagerie.harness.registry import dtype_name
     from menagerie.models.activations import ActivationDataset, ActivationDatasetError
     from menagerie.models.sae import TrainConfig, train_sae
 
     device = requested_device(args.device)
-    dtype = DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    dtype = torch_dtype(args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
     try:
         dataset = ActivationDataset(args.activations)
         latents = args.latents or 8 * dataset.dim
@@ -148,11 +159,11 @@ def cmd_train_sae(args) -> int:
             metrics=f"FVU {record['fvu']:.3f}  L0 {record['l0']:.1f}  dead {record['dead_fraction']:.1%}"))
     record = {"kind": "sae_training", "provenance": provenance.collect(device),
               "dataset": dataclasses.asdict(dataset.manifest) | {"folder": str(args.activations)},
-              "dtype": runner.dtype_name(dtype), "result": dataclasses.asdict(result)}
+              "dtype": dtype_name(dtype), "result": dataclasses.asdict(result)}
     stamp = record["provenance"]["timestamp"].split("+")[0].replace("-", "").replace(":", "")
     path = write_json_atomically(record, args.out / f"{stamp}_sae_m{latents}_k{args.k}.json")
     table = Table(title=f"TopK SAE on {dataset.manifest.model} {dataset.manifest.layer} "
-                        f"({record['provenance']['device']}, {runner.dtype_name(dtype)})")
+                        f"({record['provenance']['device']}, {dtype_name(dtype)})")
     for column in ("tokens", "tokens/s", "FVU first", "FVU final", "L0", "dead"):
         table.add_column(column, justify="right")
     table.add_row(f"{result.tokens:,}", f"{result.tokens_per_s:,.0f}", f"{result.fvu_first:.4f}",

@@ -30,7 +30,7 @@ class ReachedWork(Exception):
 # The first call of each command's real work (a module attribute looked up at call time).
 WORK = [
     "menagerie.harness.runner.run", "menagerie.harness.cli.run.run_replicates",
-    "menagerie.harness.replicates.WorkFolder.create", "menagerie.harness.cli.profile.profile",
+    "menagerie.harness.replicates.WorkFolder.create", "menagerie.harness.profile.profile",
     "menagerie.harness.compile_check.check", "menagerie.harness.ceilings.get_ceilings",
     "menagerie.harness.cluster.Submission.launch", "menagerie.harness.cluster.submit_training",
     "menagerie.models.train_resnet.train", "menagerie.models.sae.train_sae",

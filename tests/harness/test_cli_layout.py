@@ -2,6 +2,9 @@
 entry points (which layer may import which is ``tests/test_layers.py``)."""
 
 import argparse
+import os
+import subprocess
+import sys
 from importlib.metadata import EntryPoint
 
 from menagerie.harness import cli, entry_points
@@ -30,3 +33,32 @@ def test_a_family_command_that_does_not_import_reports_why_and_spares_the_others
 def test_an_uninstalled_source_tree_finds_the_family_commands_in_pyproject(monkeypatch):
     monkeypatch.setattr(entry_points, "entry_points", lambda group: [])
     assert command_names(cli.build_parser()) == COMMANDS
+
+
+def test_each_module_lists_the_commands_its_parser_adds():
+    assert command_names(cli.build_parser(["--help"])) == COMMANDS  # every command listed, none built
+    for name in COMMANDS:
+        parser = cli.build_parser([name])
+        [commands] = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+        assert commands.choices[name]._actions[1:], f"{name}: its options were not built"
+
+
+def modules_after(argv: list[str]) -> set[str]:
+    """The modules a fresh interpreter holds once `menagerie ARGV` has run (the installed suite, no PYTHONPATH)."""
+    program = ("import sys\nfrom menagerie.harness.cli import main\ntry:\n    main(sys.argv[1:])\n"
+               "except SystemExit:\n    pass\nprint(' '.join(sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", program, *argv], capture_output=True, text=True, timeout=120,
+                          env={name: value for name, value in os.environ.items() if name != "PYTHONPATH"})
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.splitlines()[-1].split())
+
+
+def test_help_imports_neither_torch_nor_triton():
+    imported = {name.split(".")[0] for name in modules_after(["--help"])}
+    assert not imported & {"torch", "triton", "scipy", "numpy"}, imported
+
+
+def test_list_imports_the_declarations_and_not_the_runner():
+    imported = modules_after(["list"])
+    assert {"menagerie.benchmarks.attention", "menagerie.harness.registry"} <= imported
+    assert not imported & {"menagerie.harness.runner", "menagerie.harness.gate", "scipy"}
