@@ -278,10 +278,33 @@ class FFCVLoader(Loader):
 
     def __iter__(self):
         self._loader.next_epoch = self.epoch
-        for images, labels in self._loader:
-            if self._on_gpu:
-                images = normalize(images, self.device, channels_last_input=True)
-            yield images, labels.view(-1).long().to(self.device, non_blocking=True)
+        batches = iter(self._loader)  # FFCV's EpochIterator: a thread that prepares batches ahead
+        try:
+            for images, labels in batches:
+                if self._on_gpu:
+                    images = normalize(images, self.device, channels_last_input=True)
+                yield images, labels.view(-1).long().to(self.device, non_blocking=True)
+        finally:
+            _stop_epoch(batches)
+
+
+def _stop_epoch(batches) -> None:
+    """Stop an FFCV epoch's thread before returning, also when the epoch is left early (a `break`, an error).
+
+    FFCV stops it only when the garbage collector finds it, and meanwhile it goes on preparing batches and
+    compiling them (numba parses Python source with `ast`). On Python 3.11.7 and older, two threads that parse
+    at once can fail with "AST constructor recursion depth mismatch" (CPython gh-106905). CI saw that in the
+    next loader a test built. Draining the queue unblocks the thread's last put; it sees the stop and returns.
+    """
+    from queue import Empty
+
+    batches.terminate_event.set()
+    while batches.is_alive():
+        try:
+            batches.output_queue.get(timeout=0.1)
+        except Empty:
+            pass
+    batches.close()
 
 
 # --- DALI ---------------------------------------------------------------------------------

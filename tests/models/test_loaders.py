@@ -5,6 +5,8 @@ its pixels whatever the crop or flip. None of this is skipped: CI installs all t
 """
 
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -269,3 +271,11 @@ def test_stages_command_accounts_for_each_loader(dataset, tmp_path):
     assert list(stages["dali"])[:4] == ["read files", "decode the crop (libjpeg-turbo)", "resize", "flip and normalize"]
     for loader in LOADERS:  # every loader's stages add up to a positive whole
         assert sum(stages[loader].values()) > 0
+
+
+def test_an_ffcv_epoch_left_early_stops_its_thread(dataset):
+    loader = make_loader("ffcv", source(dataset, "ffcv"), batch_size=2, size=SIZE, train=False, workers=1)
+    for _ in loader:
+        break  # one batch of twelve; FFCV's thread would go on preparing the next ones
+    assert not [thread for thread in threading.enumerate() if type(thread).__name__ == "EpochIterator"]
+    assert sum(len(labels) for _, labels in loader) == CLASSES * PER_CLASS  # and the next epoch runs whole
