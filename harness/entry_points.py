@@ -1,7 +1,9 @@
 """Entry points of the groups through which other packages extend the suite.
 
 ``menagerie.benchmarks``: benchmark families (a module that calls ``registry.register``).
-``menagerie.commands``: ``menagerie`` subcommands (a module with ``add_parser(commands)``).
+``menagerie.commands``: ``menagerie`` subcommands (a module with ``add_parser(commands)`` and
+``COMMANDS``, its commands' names and help, so that its parser is built only when one of them
+runs; a module without ``COMMANDS`` has its parser built every time).
 The engine finds the suite's own families and commands this way too, so it never names them.
 A source tree run without being installed (as on the lent GPU machines) has no installed
 entry points: they are then read from its ``pyproject.toml``.

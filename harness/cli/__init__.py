@@ -50,8 +50,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     for module in modules:
         if isinstance(module, tuple):
             add_unavailable(commands, *module)
-        elif chosen is None or chosen in module.COMMANDS:
-            module.add_parser(commands)
+        elif chosen is None or not hasattr(module, "COMMANDS") or chosen in module.COMMANDS:
+            module.add_parser(commands)  # another package's module without COMMANDS: built every time
         else:
             for name, help in module.COMMANDS.items():
                 commands.add_parser(name, help=help)

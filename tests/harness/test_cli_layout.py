@@ -5,6 +5,7 @@ import argparse
 import os
 import subprocess
 import sys
+import types
 from importlib.metadata import EntryPoint
 
 from menagerie.harness import cli, entry_points
@@ -62,3 +63,20 @@ def test_list_imports_the_declarations_and_not_the_runner():
     imported = modules_after(["list"])
     assert {"menagerie.benchmarks.attention", "menagerie.harness.registry"} <= imported
     assert not imported & {"menagerie.harness.runner", "menagerie.harness.gate", "scipy"}
+
+
+def test_a_family_command_module_without_commands_still_runs(monkeypatch, capsys):
+    """Another package's command module from before ``COMMANDS``: its parser is built every time, and it runs."""
+    module = types.ModuleType("older_family_commands")
+
+    def add_parser(commands):
+        older = commands.add_parser("older", help="a command from another package")
+        older.add_argument("--times", type=int, default=1)
+        older.set_defaults(func=lambda args: print("older ran", args.times) or 0)
+
+    module.add_parser = add_parser
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    entry = EntryPoint(name="older", value=module.__name__, group=entry_points.COMMANDS)
+    monkeypatch.setattr(entry_points, "entry_points", lambda group: [entry])
+    assert "older" in command_names(cli.build_parser(["list"]))
+    assert cli.main(["older", "--times", "2"]) == 0 and "older ran 2" in capsys.readouterr().out
