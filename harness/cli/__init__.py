@@ -41,21 +41,26 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     chosen = None if argv is None else next((arg for arg in argv if not arg.startswith("-")), "")
     parser = Parser(prog="menagerie", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    modules = [importlib.import_module(f"menagerie.harness.cli.{name}") for name in ENGINE_COMMANDS]
+    for name in ENGINE_COMMANDS:
+        add_commands(commands, importlib.import_module(f"menagerie.harness.cli.{name}"), chosen)
     for entry in entry_points.declared(entry_points.COMMANDS):
         try:
-            modules.append(entry.load())
+            module = entry.load()
         except ImportError as error:
-            modules.append((entry, error))
-    for module in modules:
-        if isinstance(module, tuple):
-            add_unavailable(commands, *module)
-        elif chosen is None or not hasattr(module, "COMMANDS") or chosen in module.COMMANDS:
-            module.add_parser(commands)  # another package's module without COMMANDS: built every time
+            add_unavailable(commands, entry, error)
         else:
-            for name, help in module.COMMANDS.items():
-                commands.add_parser(name, help=help)
+            add_commands(commands, module, chosen)
     return parser
+
+
+def add_commands(commands, module, chosen: str | None) -> None:
+    """A command module's commands: its whole parser when one of them is ``chosen`` (or every parser is wanted,
+    ``None``), else each by name and help. Another package's module without ``COMMANDS`` is built every time."""
+    if chosen is None or not hasattr(module, "COMMANDS") or chosen in module.COMMANDS:
+        module.add_parser(commands)
+        return
+    for name, help in module.COMMANDS.items():
+        commands.add_parser(name, help=help)
 
 
 def add_unavailable(commands, entry, error: ImportError) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from menagerie.harness.cli.common import (DTYPES, UsageError, console, errors, fraction, positive, requested_device,
-                                          torch_dtype, write_record)
+from menagerie.harness.cli.common import (UsageError, console, errors, fraction, positive, requested_device, torch_dtype,
+                                          write_record)
 from menagerie.harness.formatting import format_number
 from menagerie.harness.results import write_json_atomically
 
