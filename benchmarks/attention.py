@@ -11,7 +11,9 @@ batch padded to its longest sequence (``triton_padded``), FlexAttention's docume
 mask and flash-attn's ``flash_attn_varlen_func``.
 
 The model-shaped cases: Mistral-like (window 4096, GQA 32/8 heads, D 128), Gemma-2-like
-(window 4096, softcap 50, 16/8 heads, D 256) and D 96 (a head dim that the kernels pad to 128).
+(window 4096, softcap 50, 16/8 heads, D 256), D 96 (a head dim that the kernels pad to 128)
+and BERT-base-like encoders (12 heads, D 64, not causal, a ±32 band with [CLS] as a sink and
+the trailing [SEP] as an end sink), dense and packed.
 
 Cost model: useful FLOPs are ``4·D`` per visible (query, key) pair forward (two
 matmuls, the real D), 2.5× that backward; one exp per visible pair each way (two with
@@ -54,15 +56,21 @@ def _window_name(window) -> str:
     return f"w{left}" if isinstance(window, int) else f"w{left}_{right}".replace("-1", "inf")
 
 
-def case(batch, heads, kv_heads, seqlen, head_dim, window, sinks, causal=True, q_len=None, softcap=0.0):
+def _sinks_name(sinks, end_sinks) -> str:
+    return f"k{sinks}" + (f"e{end_sinks}" if end_sinks else "")
+
+
+def case(batch, heads, kv_heads, seqlen, head_dim, window, sinks, causal=True, q_len=None, softcap=0.0, end_sinks=0):
     q_len = q_len or seqlen
-    name = f"b{batch}h{heads}kv{kv_heads}s{seqlen}d{head_dim}{_window_name(window)}k{sinks}" + ("" if causal else "nc")
+    name = (f"b{batch}h{heads}kv{kv_heads}s{seqlen}d{head_dim}{_window_name(window)}{_sinks_name(sinks, end_sinks)}"
+            + ("" if causal else "nc"))
     if q_len != seqlen:
         name += f"q{q_len}"
     if softcap:
         name += f"c{softcap:g}"
     return Case(name, dict(batch=batch, heads=heads, kv_heads=kv_heads, q_len=q_len, kv_len=seqlen,
-                           head_dim=head_dim, window=window, sinks=sinks, causal=causal, softcap=softcap))
+                           head_dim=head_dim, window=window, sinks=sinks, end_sinks=end_sinks, causal=causal,
+                           softcap=softcap))
 
 
 def make_inputs(case: Case, dtype: torch.dtype, device: torch.device, seed: int) -> dict:
@@ -74,7 +82,7 @@ def make_inputs(case: Case, dtype: torch.dtype, device: torch.device, seed: int)
 
     return dict(q=randn(p["heads"], p["q_len"]), k=randn(p["kv_heads"], p["kv_len"]),
                 v=randn(p["kv_heads"], p["kv_len"]), window=p["window"], sinks=p["sinks"], causal=p["causal"],
-                softcap=p["softcap"])
+                softcap=p["softcap"], end_sinks=p["end_sinks"])
 
 
 def _cost(batch_pairs, executed_tiles, q_rows, kv_rows, p, mode, dtype) -> Cost:
@@ -97,20 +105,21 @@ def _cost(batch_pairs, executed_tiles, q_rows, kv_rows, p, mode, dtype) -> Cost:
 
 def cost(case: Case, mode: str, dtype: torch.dtype) -> Cost:
     p = case.params
-    pairs = visible_pairs(p["q_len"], p["kv_len"], p["window"], p["sinks"], p["causal"])
+    pairs = visible_pairs(p["q_len"], p["kv_len"], p["window"], p["sinks"], p["causal"], p["end_sinks"])
     tiles = sum(map(len, visited_key_tiles(p["q_len"], p["kv_len"], p["window"], p["sinks"], p["causal"],
-                                           *REPORTED_TILE)))
+                                           *REPORTED_TILE, p["end_sinks"])))
     scale = p["batch"] * p["heads"]
     return _cost(scale * pairs, scale * tiles, p["batch"] * p["q_len"], p["batch"] * p["kv_len"], p, mode, dtype)
 
 
-def dense_reference(q, k, v, window, sinks, causal, softcap):
+def dense_reference(q, k, v, window, sinks, causal, softcap, end_sinks):
     """The reference in query chunks of 1024, so its scores fit in memory at long lengths."""
-    return sliding_window_attention_reference(q, k, v, window, sinks, causal, query_chunk=1024, softcap=softcap)
+    return sliding_window_attention_reference(q, k, v, window, sinks, causal, query_chunk=1024, softcap=softcap,
+                                              end_sinks=end_sinks)
 
 
-def sdpa_with_mask(q, k, v, window, sinks, causal, softcap):
-    mask = sliding_window_mask(q.shape[-2], k.shape[-2], window, sinks, causal, device=q.device)
+def sdpa_with_mask(q, k, v, window, sinks, causal, softcap, end_sinks):
+    mask = sliding_window_mask(q.shape[-2], k.shape[-2], window, sinks, causal, device=q.device, end_sinks=end_sinks)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
 
 
@@ -135,14 +144,14 @@ def _softcap_mod(softcap):
     return score_mod
 
 
-def flex_attention_block_mask(q, k, v, window, sinks, causal, softcap):
+def flex_attention_block_mask(q, k, v, window, sinks, causal, softcap, end_sinks):
     q_len, kv_len = q.shape[-2], k.shape[-2]
-    key = (q_len, kv_len, window_bounds(window), sinks, causal, q.device)
-    return _flex(q, k, v, key, lambda: sliding_window_mask_mod(q_len, kv_len, window, sinks, causal), q_len, kv_len,
-                 softcap)
+    key = (q_len, kv_len, window_bounds(window), sinks, end_sinks, causal, q.device)
+    return _flex(q, k, v, key, lambda: sliding_window_mask_mod(q_len, kv_len, window, sinks, causal, end_sinks), q_len,
+                 kv_len, softcap)
 
 
-def flash_attn_window(q, k, v, window, sinks, causal, softcap):
+def flash_attn_window(q, k, v, window, sinks, causal, softcap, end_sinks):
     from flash_attn import flash_attn_func
 
     out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=causal,
@@ -167,8 +176,8 @@ def _flash_attn_skip(case, device, dtype, mode):
         return "flash-attn runs on CUDA only"
     if dtype == torch.float32:
         return "flash-attn supports fp16 and bf16 only"
-    if case.params["sinks"]:
-        return "flash-attn has no sink tokens; it runs the sinks=0 cases"
+    if case.params["sinks"] or case.params["end_sinks"]:
+        return "flash-attn has no sink tokens; it runs the cases without sinks"
     return None
 
 
@@ -196,6 +205,12 @@ def mistral(batch, seqlen, window=4096):
     return case(batch, 32, 8, seqlen, 128, window=window, sinks=0)
 
 
+def bert_base(batch, seqlen=512, window=32):
+    """BERT-base-like encoder layer (12 heads, D 64, not causal): a band, [CLS] as a sink and the trailing [SEP]
+    as an end sink, the configuration the sink study (``menagerie study sinks``) runs through the kernel."""
+    return case(batch, 12, 12, seqlen, 64, window=window, sinks=1, causal=False, end_sinks=1)
+
+
 def gemma2(batch, seqlen, window=4096):
     """Gemma-2-9B-like local layer: 16 query heads over 8, D 256, a causal 4096 window, logits capped at 50."""
     return case(batch, 16, 8, seqlen, 256, window=window, sinks=0, softcap=50.0)
@@ -207,13 +222,14 @@ register(Benchmark(
     cases={
         "tiny": [case(1, 2, 1, 67, 16, window=8, sinks=2), case(1, 2, 2, 40, 32, window=5, sinks=1, causal=False),
                  case(1, 2, 1, 37, 40, window=(3, 9), sinks=2, causal=False, q_len=21),
-                 case(1, 2, 1, 21, 96, window=8, sinks=0), case(1, 2, 1, 19, 256, window=8, sinks=0, softcap=2.0)],
+                 case(1, 2, 1, 21, 96, window=8, sinks=0), case(1, 2, 1, 19, 256, window=8, sinks=0, softcap=2.0),
+                 case(1, 2, 2, 45, 16, window=4, sinks=1, causal=False, end_sinks=1)],
         "small": [case(4, 8, 8, 2048, 64, window=256, sinks=4), case(2, 16, 4, 4096, 128, window=1024, sinks=4),
                   case(2, 16, 16, 4096, 128, window=1024, sinks=0), mistral(1, 8192), gemma2(1, 8192),
-                  case(2, 16, 16, 4096, 96, window=1024, sinks=4)],
+                  case(2, 16, 16, 4096, 96, window=1024, sinks=4), bert_base(8)],
         "full": [case(8, 16, 16, 8192, 128, window=window, sinks=4) for window in (256, 1024, 4096)]
         + [case(8, 16, 16, 8192, 128, window=1024, sinks=0), case(1, 16, 16, 32768, 128, window=4096, sinks=4),
-           mistral(2, 16384), gemma2(2, 16384), case(8, 16, 16, 8192, 96, window=4096, sinks=4)],
+           mistral(2, 16384), gemma2(2, 16384), case(8, 16, 16, 8192, 96, window=4096, sinks=4), bert_base(64)],
     },
     make_inputs=make_inputs, cost=cost, **_impls(), **COMMON,
 ))
@@ -234,12 +250,12 @@ register(Benchmark(
 # Packed sequences of mixed lengths
 # ----------------------------------------------------------------------------------------------
 
-def varlen_case(lengths, heads, kv_heads, head_dim, window, sinks):
-    """Self-attention (each sequence's queries are its keys), causal, over ``lengths`` packed."""
+def varlen_case(lengths, heads, kv_heads, head_dim, window, sinks, end_sinks=0, causal=True):
+    """Self-attention (each sequence's queries are its keys) over ``lengths`` packed."""
     name = (f"n{len(lengths)}t{sum(lengths)}max{max(lengths)}h{heads}kv{kv_heads}d{head_dim}"
-            f"{_window_name(window)}k{sinks}")
+            f"{_window_name(window)}{_sinks_name(sinks, end_sinks)}" + ("" if causal else "nc"))
     return Case(name, dict(lengths=tuple(lengths), heads=heads, kv_heads=kv_heads, head_dim=head_dim, window=window,
-                           sinks=sinks, causal=True, softcap=0.0))
+                           sinks=sinks, end_sinks=end_sinks, causal=causal, softcap=0.0))
 
 
 def make_varlen_inputs(case: Case, dtype: torch.dtype, device: torch.device, seed: int) -> dict:
@@ -253,31 +269,35 @@ def make_varlen_inputs(case: Case, dtype: torch.dtype, device: torch.device, see
 
     return dict(q=randn(p["heads"]), k=randn(p["kv_heads"]), v=randn(p["kv_heads"]), cu_seqlens_q=offsets,
                 cu_seqlens_k=offsets, max_seqlen_q=max(p["lengths"]), max_seqlen_k=max(p["lengths"]),
-                window=p["window"], sinks=p["sinks"], causal=p["causal"], softcap=p["softcap"])
+                window=p["window"], sinks=p["sinks"], causal=p["causal"], softcap=p["softcap"],
+                end_sinks=p["end_sinks"])
 
 
 def varlen_cost(case: Case, mode: str, dtype: torch.dtype) -> Cost:
     p = case.params
-    pairs = sum(visible_pairs(n, n, p["window"], p["sinks"], p["causal"]) for n in p["lengths"])
+    pairs = sum(visible_pairs(n, n, p["window"], p["sinks"], p["causal"], p["end_sinks"]) for n in p["lengths"])
     tiles = sum(len(tiles) for n in p["lengths"]
-                for tiles in visited_key_tiles(n, n, p["window"], p["sinks"], p["causal"], *REPORTED_TILE))
+                for tiles in visited_key_tiles(n, n, p["window"], p["sinks"], p["causal"], *REPORTED_TILE,
+                                               p["end_sinks"]))
     total = sum(p["lengths"])
     return _cost(p["heads"] * pairs, p["heads"] * tiles, total, total, p, mode, dtype)
 
 
 def varlen_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window, sinks, causal,
-                     softcap):
+                     softcap, end_sinks):
     """The dense reference per sequence, in query chunks of 1024 as ``dense_reference``."""
     return sliding_window_attention_varlen_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                                      max_seqlen_k, window, sinks, causal, softcap,
-                                                     query_chunk=1024)
+                                                     query_chunk=1024, end_sinks=end_sinks)
 
 
-def padded_dense(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window, sinks, causal, softcap):
+def padded_dense(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window, sinks, causal, softcap,
+                 end_sinks):
     """What packing avoids: each sequence right-padded to the longest, the dense kernel, the real rows
-    gathered back. Causal self-attention only (a real query never sees a padded key then)."""
-    if not causal or cu_seqlens_q is not cu_seqlens_k:  # identity, not equality: no device sync per call
-        raise ValueError("padded_dense: causal self-attention only (one offsets tensor for queries and keys)")
+    gathered back. Causal self-attention without end sinks only (a real query never sees a padded key then)."""
+    if not causal or end_sinks or cu_seqlens_q is not cu_seqlens_k:  # identity, not equality: no device sync
+        raise ValueError("padded_dense: causal self-attention without end sinks only (one offsets tensor for "
+                         "queries and keys)")
     lengths = cu_seqlens_q.diff()
     batch, longest, total = lengths.numel(), max_seqlen_q, q.shape[0]
     sequence = torch.repeat_interleave(torch.arange(batch, device=q.device), lengths, output_size=total)
@@ -292,13 +312,13 @@ def padded_dense(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k
 
 
 def flex_attention_document_mask(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window, sinks,
-                                 causal, softcap):
+                                 causal, softcap, end_sinks):
     # Keyed by the offsets tensors' ids (no device sync per call), which stay theirs: the mask keeps them alive.
-    key = ("varlen", id(cu_seqlens_q), id(cu_seqlens_k), window_bounds(window), sinks, causal)
+    key = ("varlen", id(cu_seqlens_q), id(cu_seqlens_k), window_bounds(window), sinks, end_sinks, causal)
 
     def mask_mod():
         _flex_cache.setdefault("offsets", []).append((cu_seqlens_q, cu_seqlens_k))
-        return varlen_mask_mod(cu_seqlens_q, cu_seqlens_k, window, sinks, causal)
+        return varlen_mask_mod(cu_seqlens_q, cu_seqlens_k, window, sinks, causal, end_sinks)
 
     out = _flex(q.transpose(0, 1)[None], k.transpose(0, 1)[None], v.transpose(0, 1)[None], key, mask_mod,
                 q.shape[0], k.shape[0], softcap)
@@ -306,7 +326,7 @@ def flex_attention_document_mask(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen
 
 
 def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window, sinks, causal,
-                      softcap):
+                      softcap, end_sinks):
     from flash_attn import flash_attn_varlen_func
 
     return flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=causal,
@@ -317,22 +337,35 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
 # long ones, as packed pretraining batches hold.
 VARLEN_FULL = (8192, 5120, 3000, 2048, 2048, 1500, 1024, 1024, 777, 600, 512, 512, 300, 200, 129, 64, 1)
 VARLEN_SMALL = (4096, 2500, 1024, 1024, 600, 300, 200, 129, 64, 1)
+# A BERT batch of sentences and paragraphs up to its 512-token limit, packed instead of padded.
+VARLEN_BERT = (512, 384, 300, 256, 200, 128, 77, 64, 33, 9)
+
+
+def padded_skip(case, device, dtype, mode):
+    if not case.params["causal"] or case.params["end_sinks"]:
+        return ("padding to the longest sequence gives the same answer only for causal attention without end sinks "
+                "(a real query would see padded keys)")
+    return interpreted_bf16(case, device, dtype, mode)
+
 
 register(Benchmark(
     name="attention.varlen",
     description="packed sequences of mixed lengths, causal sliding window; q (total, H, D), k, v (total, Hkv, D)",
     cases={
         "tiny": [varlen_case((1, 20, 9), 2, 1, 32, window=8, sinks=2), varlen_case((17, 5), 2, 2, 16, window=(6, 0),
-                                                                                    sinks=0)],
+                                                                                    sinks=0),
+                 varlen_case((13, 6, 20), 2, 2, 16, window=3, sinks=1, end_sinks=1, causal=False)],
         "small": [varlen_case(VARLEN_SMALL, 16, 4, 128, window=1024, sinks=4),
-                  varlen_case(VARLEN_SMALL, 32, 8, 128, window=4096, sinks=0)],
+                  varlen_case(VARLEN_SMALL, 32, 8, 128, window=4096, sinks=0),
+                  varlen_case(VARLEN_BERT, 12, 12, 64, window=32, sinks=1, end_sinks=1, causal=False)],
         "full": [varlen_case(VARLEN_FULL, 16, 4, 128, window=1024, sinks=4),
-                 varlen_case(VARLEN_FULL, 32, 8, 128, window=4096, sinks=0)],
+                 varlen_case(VARLEN_FULL, 32, 8, 128, window=4096, sinks=0),
+                 varlen_case(VARLEN_BERT * 8, 12, 12, 64, window=32, sinks=1, end_sinks=1, causal=False)],
     },
     make_inputs=make_varlen_inputs, cost=varlen_cost,
     reference=Impl("torch_dense", varlen_reference, role="reference", note="the dense reference per sequence"),
     variants=[Impl("triton", sliding_window_attention_varlen, skip_reason=interpreted_bf16, triton=True),
-              Impl("triton_padded", padded_dense, skip_reason=interpreted_bf16, triton=True,
+              Impl("triton_padded", padded_dense, skip_reason=padded_skip, triton=True,
                    note="padded to the longest sequence, dense kernel, real rows gathered")],
     peers=[Impl("flex_attention", flex_attention_document_mask, role="peer", skip_reason=_flex_skip,
                 note="compiled, document mask over the packed sequence", poison=False),

@@ -70,11 +70,12 @@ def group_id(build: dict) -> str:
 # The worker: one architecture, in its own process
 # ----------------------------------------------------------------------------------------------
 
-def drive(benchmarks, size: str, dtypes: list[str], modes: list[str], recorder,
-          on_row: Callable[[int, int, str], None] = lambda done, total, label: None) -> list[dict]:
-    """Run every Triton row's call path once under the active compile-only driver."""
-    from menagerie.harness.runner import Prepared, dtype_name
+def compile_plan(benchmarks, size: str, dtypes: list[str], modes: list[str]) -> list[tuple]:
+    """``(benchmark, case, dtype, mode, impl)`` of every Triton row a GPU run would time: a row that the
+    implementation skips on a CUDA device (a case it does not apply to) is not compiled either."""
+    from menagerie.harness.runner import dtype_name
 
+    cuda = torch.device("cuda")
     plan = []
     for bench in benchmarks:
         impls = [impl for impl in bench.impls if impl.triton]
@@ -83,7 +84,17 @@ def drive(benchmarks, size: str, dtypes: list[str], modes: list[str], recorder,
         for case in bench.cases.get(size, ()):
             for dtype in chosen_dtypes:
                 for mode in chosen_modes:
-                    plan.extend((bench, case, dtype, mode, impl) for impl in impls)
+                    plan.extend((bench, case, dtype, mode, impl) for impl in impls
+                                if not (impl.skip_reason and impl.skip_reason(case, cuda, dtype, mode)))
+    return plan
+
+
+def drive(benchmarks, size: str, dtypes: list[str], modes: list[str], recorder,
+          on_row: Callable[[int, int, str], None] = lambda done, total, label: None) -> list[dict]:
+    """Run every Triton row's call path once under the active compile-only driver."""
+    from menagerie.harness.runner import Prepared, dtype_name
+
+    plan = compile_plan(benchmarks, size, dtypes, modes)
     rows = []
     for done, (bench, case, dtype, mode, impl) in enumerate(plan):
         label = f"{bench.name} {case.name} {dtype_name(dtype)} {mode} {impl.name}"

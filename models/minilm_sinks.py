@@ -17,10 +17,11 @@ query sees. The study reports:
   for each configuration the paired bootstrap CI of its difference from dense.
 
 Sink sets (``SINK_SETS``): ``none``; ``cls`` (the leading token: the kernel's ``sinks=1``);
-``cls+sep`` (also the trailing [SEP]); ``cls+sep+punct`` (also every punctuation token).
-``none`` and ``cls`` run through ``sliding_window_attention`` (or its reference); the sets
-with keys at other positions run through the reference's boolean-mask definition (the band
-of ``sliding_window_mask`` or'd with the sink keys, then SDPA), and are marked ``mask``.
+``cls+sep`` (also the trailing [SEP]: ``end_sinks=1``); ``cls+sep+punct`` (also every
+punctuation token). ``none``, ``cls`` and ``cls+sep`` run through ``sliding_window_attention``
+(or its reference), marked ``kernel``; punctuation sinks sit at arbitrary positions and run
+through the reference's boolean-mask definition (the band of ``sliding_window_mask`` or'd
+with the sink keys, then SDPA), marked ``mask``.
 
 The text is real English that ships with Python: paragraphs of the docstrings of
 standard-library modules, their classes and functions (module docstrings first).
@@ -58,7 +59,9 @@ BACKENDS = {"triton": sliding_window_attention, "reference": sliding_window_atte
 TOKEN_CLASSES = ("[CLS]", "[SEP]", "punctuation", "other")
 SINK_SETS = {"none": (), "cls": ("[CLS]",), "cls+sep": ("[CLS]", "[SEP]"),
              "cls+sep+punct": ("[CLS]", "[SEP]", "punctuation")}
-KERNEL_SINKS = {"none": 0, "cls": 1}  # the sets the kernel's leading sinks express
+# The sets the kernel's sinks express, as (sinks, end_sinks): one sentence per forward starts with [CLS] and ends
+# with [SEP] (the tokenizer adds both, truncating between them).
+KERNEL_SINKS = {"none": (0, 0), "cls": (1, 0), "cls+sep": (1, 1)}
 METRICS = ("recall@1", "recall@10", "mrr")
 
 
@@ -170,8 +173,14 @@ class WindowedAttention:
         if id(module) in self.dense:
             out = F.scaled_dot_product_attention(query, key, value, scale=scaling)
         elif config.path == "kernel":
-            out = self.kernel(query, key, value, window=config.window, sinks=KERNEL_SINKS[config.sinks],
-                              causal=False, scale=scaling)
+            sinks, end_sinks = KERNEL_SINKS[config.sinks]
+            length = key.shape[2]
+            expected = (torch.arange(length) < sinks) | (torch.arange(length) >= length - end_sinks)
+            if self.sink_keys is not None and not torch.equal(self.sink_keys.cpu(), expected):
+                raise ValueError(f"sink set {config.sinks!r}: its tokens are not the first {sinks} and last "
+                                 f"{end_sinks} keys of this input, which the kernel's sinks would make them")
+            out = self.kernel(query, key, value, window=config.window, sinks=sinks, causal=False, scale=scaling,
+                              end_sinks=end_sinks)
         else:
             length = query.shape[2]
             visible = sliding_window_mask(length, length, config.window, 0, causal=False, device=query.device)

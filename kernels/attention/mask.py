@@ -4,10 +4,13 @@ Query ``i`` sits at key position ``pos(i) = i + Sk - Sq`` (bottom-right alignmen
 ``window`` is an int ``W`` (the pair ``(W, W)``) or a pair ``(left, right)`` with
 FlashAttention's ``window_size`` meaning: key ``j`` is in the band when
 ``pos(i) - left <= j <= pos(i) + right``, ``-1`` leaving that side unbounded. Key ``j``
-is visible when it is in the band or ``j < sinks``, and, when causal, only if
-``j <= pos(i)`` (so causal turns ``right`` into 0, as FlashAttention does). One
-definition, shared by the reference, the tests and the peers (SDPA's boolean mask,
-FlexAttention's mask_mod, per sequence for packed batches).
+is visible when it is in the band, ``j < sinks`` (the first keys, such as [CLS]) or
+``j >= Sk - end_sinks`` (the last keys, such as a trailing [SEP]), and, when causal,
+only if ``j <= pos(i)`` (so causal turns ``right`` into 0, as FlashAttention does, and an
+end sink is seen only from its own position on). One definition, ``visible``, composed
+by the dense, FlexAttention and packed builders below and shared by the reference, the
+tests and the peers (SDPA's boolean mask, FlexAttention's mask_mod, per sequence for
+packed batches); the kernels' ``_visible`` mirrors it.
 """
 
 from __future__ import annotations
@@ -48,34 +51,39 @@ def effective_window(window, causal: bool, q_len: int, kv_len: int) -> tuple[int
     return left, 0 if causal else right
 
 
+def visible(position, key, kv_len, left: int, right: int, sinks: int, end_sinks: int, causal: bool):
+    """The predicate itself, on broadcasting tensors: True where the query at key ``position`` sees ``key``
+    of a sequence of ``kv_len`` keys (a tensor when it differs per pair). ``left`` and ``right`` are finite
+    (``effective_window``)."""
+    seen = ((key >= position - left) & (key <= position + right)) | (key < sinks) | (key >= kv_len - end_sinks)
+    return seen & (key <= position) if causal else seen
+
+
 def sliding_window_mask(q_len: int, kv_len: int, window, sinks: int = 0, causal: bool = True,
-                        device=None) -> torch.Tensor:
+                        device=None, end_sinks: int = 0) -> torch.Tensor:
     """Boolean ``(q_len, kv_len)`` mask, True where the query sees the key."""
-    left, right = effective_window(window, causal, q_len, kv_len)
     positions = torch.arange(q_len, device=device)[:, None] + (kv_len - q_len)
     keys = torch.arange(kv_len, device=device)[None, :]
-    visible = ((keys >= positions - left) & (keys <= positions + right)) | (keys < sinks)
-    return visible & (keys <= positions) if causal else visible
+    return visible(positions, keys, kv_len, *effective_window(window, causal, q_len, kv_len), sinks, end_sinks, causal)
 
 
-def sliding_window_mask_mod(q_len: int, kv_len: int, window, sinks: int = 0, causal: bool = True):
+def sliding_window_mask_mod(q_len: int, kv_len: int, window, sinks: int = 0, causal: bool = True,
+                            end_sinks: int = 0):
     """The same mask as a FlexAttention ``mask_mod(batch, head, q_idx, kv_idx)``, tensor ops only."""
     offset = kv_len - q_len
     left, right = effective_window(window, causal, q_len, kv_len)
 
     def mask_mod(batch, head, q_idx, kv_idx):
-        position = q_idx + offset
-        visible = ((kv_idx >= position - left) & (kv_idx <= position + right)) | (kv_idx < sinks)
-        return visible & (kv_idx <= position) if causal else visible
+        return visible(q_idx + offset, kv_idx, kv_len, left, right, sinks, end_sinks, causal)
 
     return mask_mod
 
 
 def varlen_mask_mod(cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor, window, sinks: int = 0,
-                    causal: bool = True):
+                    causal: bool = True, end_sinks: int = 0):
     """The mask of packed sequences (FlexAttention's document masking), over indices into the packed
     ``(total_q, total_k)`` scores: a query sees keys of its own sequence only, under that sequence's
-    mask (positions, alignment and sinks per sequence)."""
+    mask (positions, alignment, sinks and end sinks per sequence)."""
     cu_q, cu_k = cu_seqlens_q.long(), cu_seqlens_k.long()
     q_lens, k_lens = cu_q.diff(), cu_k.diff()
     longest_q, longest_k = (int(lens.max()) if lens.numel() else 0 for lens in (q_lens, k_lens))
@@ -87,37 +95,39 @@ def varlen_mask_mod(cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor, wind
     k_index = k_rows - cu_k[k_doc]
 
     def mask_mod(batch, head, q_idx, kv_idx):
-        position, key = q_position[q_idx], k_index[kv_idx]
-        visible = ((key >= position - left) & (key <= position + right)) | (key < sinks)
-        if causal:
-            visible = visible & (key <= position)
-        return visible & (q_doc[q_idx] == k_doc[kv_idx])
+        document = k_doc[kv_idx]
+        seen = visible(q_position[q_idx], k_index[kv_idx], k_lens[document], left, right, sinks, end_sinks, causal)
+        return seen & (q_doc[q_idx] == document)
 
     return mask_mod
 
 
 def varlen_mask(cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor, window, sinks: int = 0,
-                causal: bool = True) -> torch.Tensor:
+                causal: bool = True, end_sinks: int = 0) -> torch.Tensor:
     """Boolean ``(total_q, total_k)`` mask of packed sequences (block-diagonal), from ``varlen_mask_mod``."""
-    mod = varlen_mask_mod(cu_seqlens_q, cu_seqlens_k, window, sinks, causal)
+    mod = varlen_mask_mod(cu_seqlens_q, cu_seqlens_k, window, sinks, causal, end_sinks)
     q_idx = torch.arange(int(cu_seqlens_q[-1]), device=cu_seqlens_q.device)[:, None]
     kv_idx = torch.arange(int(cu_seqlens_k[-1]), device=cu_seqlens_k.device)[None, :]
     return mod(0, 0, q_idx, kv_idx)
 
 
-def visible_pairs(q_len: int, kv_len: int, window, sinks: int = 0, causal: bool = True) -> int:
-    """Number of visible (query, key) pairs, in O(q_len) memory: the useful work of the kernel."""
+def visible_pairs(q_len: int, kv_len: int, window, sinks: int = 0, causal: bool = True, end_sinks: int = 0) -> int:
+    """Number of visible (query, key) pairs, in O(q_len) memory: the useful work of the kernel.
+
+    Each query sees the union of three key intervals (sinks, band, end sinks), each cut at its
+    position when causal; the union's size by inclusion-exclusion over their intersections."""
     left, right = effective_window(window, causal, q_len, kv_len)
     positions = torch.arange(q_len, dtype=torch.int64) + (kv_len - q_len)
-    band_low = (positions - left).clamp(0, kv_len)
-    band_high = (positions + right + 1).clamp(0, kv_len)  # one past the last key of the band
-    band = (band_high - band_low).clamp(min=0)
-    # Sinks outside the band: keys [0, min(sinks, band_low)) before it, and (only without
-    # causality) keys [band_high, sinks) after it; causal sinks stop at the query's position.
-    sinks = min(sinks, kv_len)
-    before = torch.minimum(torch.full_like(band_low, sinks), band_low)
-    if causal:
-        before = torch.minimum(before, (positions + 1).clamp(min=0))
-        return int((band + before.clamp(min=0)).sum())
-    after = (sinks - band_high).clamp(min=0)
-    return int((band + before + after).sum())
+    stop = (positions + 1).clamp(0, kv_len) if causal else torch.full_like(positions, kv_len)  # past the last key seen
+    zeros = torch.zeros_like(positions)
+    intervals = [(zeros, torch.minimum(zeros + sinks, stop)),
+                 ((positions - left).clamp(0, kv_len), torch.minimum((positions + right + 1).clamp(0, kv_len), stop)),
+                 (zeros + max(kv_len - end_sinks, 0), stop)]
+
+    def size(chosen):
+        low = torch.stack([intervals[index][0] for index in chosen]).amax(0)
+        high = torch.stack([intervals[index][1] for index in chosen]).amin(0)
+        return (high - low).clamp(min=0)
+
+    union = (size([0]) + size([1]) + size([2]) - size([0, 1]) - size([0, 2]) - size([1, 2]) + size([0, 1, 2]))
+    return int(union.sum())

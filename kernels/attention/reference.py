@@ -6,7 +6,8 @@ compute dtype. With ``softcap > 0`` each scaled score ``s`` becomes
 ``softcap * tanh(s / softcap)`` before the mask and the softmax (the log-sum-exp is
 of the capped scores). Queries that see no key output 0 and have log-sum-exp -inf
 (and zero gradients). GQA repeats each key/value head over its group of query heads.
-Differentiable by autograd. ``query_chunk`` bounds memory to ``chunk x Sk`` scores
+Differentiable by autograd. ``end_sinks`` (the last keys, visible to every query; with
+causal, from their own position on) as in the kernel. ``query_chunk`` bounds memory to ``chunk x Sk`` scores
 per head, so the reference also runs at long sequence lengths on a GPU.
 
 ``sliding_window_attention_varlen_reference`` runs the dense reference once per packed
@@ -23,14 +24,14 @@ from menagerie.kernels.attention.mask import sliding_window_mask
 
 
 def sliding_window_attention_reference(q, k, v, window, sinks=0, causal=True, scale=None, return_lse=False,
-                                       query_chunk: int | None = None, softcap=0.0):
+                                       query_chunk: int | None = None, softcap=0.0, end_sinks=0):
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
     group = q.shape[1] // k.shape[1]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     keys = k.to(compute).repeat_interleave(group, dim=1)
     values = v.to(compute).repeat_interleave(group, dim=1)
     q_len, kv_len = q.shape[2], k.shape[2]
-    mask = sliding_window_mask(q_len, kv_len, window, sinks, causal, device=q.device)
+    mask = sliding_window_mask(q_len, kv_len, window, sinks, causal, device=q.device, end_sinks=end_sinks)
     outputs, lses = [], []
     chunk = query_chunk or max(q_len, 1)
     for start in range(0, q_len, chunk):
@@ -52,7 +53,7 @@ def sliding_window_attention_reference(q, k, v, window, sinks=0, causal=True, sc
 
 def sliding_window_attention_varlen_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                                               window, sinks=0, causal=True, softcap=0.0, scale=None,
-                                              return_lse=False, query_chunk: int | None = None):
+                                              return_lse=False, query_chunk: int | None = None, end_sinks=0):
     """Packed q ``(total_q, H, D)``, k, v ``(total_k, Hkv, D)``: the dense reference per sequence
     ``b`` on rows ``cu_seqlens[b]:cu_seqlens[b + 1]``. Returns ``(total_q, H, D)`` and, with
     ``return_lse``, the log-sum-exp ``(H, total_q)``. The max lengths are accepted for the
@@ -63,7 +64,8 @@ def sliding_window_attention_varlen_reference(q, k, v, cu_seqlens_q, cu_seqlens_
     for (q0, q1), (k0, k1) in zip(zip(bounds_q, bounds_q[1:]), zip(bounds_k, bounds_k[1:])):
         out, lse = sliding_window_attention_reference(
             q[q0:q1].transpose(0, 1)[None], k[k0:k1].transpose(0, 1)[None], v[k0:k1].transpose(0, 1)[None],
-            window, sinks, causal, scale, return_lse=True, query_chunk=query_chunk, softcap=softcap)
+            window, sinks, causal, scale, return_lse=True, query_chunk=query_chunk, softcap=softcap,
+            end_sinks=end_sinks)
         outputs.append(out[0].transpose(0, 1))
         lses.append(lse[0])
     out = torch.cat(outputs) if outputs else q.new_zeros(q.shape)

@@ -6,32 +6,36 @@ v ``(B, Hkv, Sk, D)`` with ``H % Hkv == 0`` (query head ``h`` reads key/value he
 (bottom-right alignment). ``window`` is an int ``W`` (the pair ``(W, W)``) or a pair
 ``(left, right)`` with FlashAttention's ``window_size`` meaning: key ``j`` is in the band
 of query ``i`` when ``pos(i) - left <= j <= pos(i) + right``, -1 leaving a side
-unbounded. Key ``j`` is visible when it is in the band or ``j < sinks``, and, when
-causal, only if ``j <= pos(i)`` (causal turns ``right`` into 0): ``window=W,
-causal=True`` shows ``W + 1`` keys, like FlashAttention's ``window_size=(W, 0)``. With
-``softcap > 0`` each scaled score ``s`` becomes ``softcap * tanh(s / softcap)`` before
-the softmax. A query that sees no key outputs 0, its log-sum-exp is -inf (log of an
-empty sum; FlashAttention 2 writes +inf there) and its gradients are 0. fp32, fp16 and
-bf16 (fp32 matmuls run in full IEEE precision, not TF32); D any multiple of 8 up to
-256 (padded inside the kernels to the next power of two, at least 16). Inputs may be
-strided along batch, heads and length; a tensor whose last dimension is not contiguous
-is copied first. The log-sum-exp output (natural log, float32) is differentiable too.
+unbounded. Key ``j`` is visible when it is in the band, ``j < sinks`` (the first keys)
+or ``j >= Sk - end_sinks`` (the last keys), and, when causal, only if ``j <= pos(i)``
+(causal turns ``right`` into 0, and an end sink is seen only by the queries at or after
+it): ``window=W, causal=True`` shows ``W + 1`` keys, like FlashAttention's
+``window_size=(W, 0)``. With ``softcap > 0`` each scaled score ``s`` becomes
+``softcap * tanh(s / softcap)`` before the softmax. A query that sees no key outputs 0,
+its log-sum-exp is -inf (log of an empty sum; FlashAttention 2 writes +inf there) and its
+gradients are 0. fp32, fp16 and bf16 (fp32 matmuls run in full IEEE precision, not
+TF32); D any multiple of 8 up to 256 (padded inside the kernels to the next power of
+two, at least 16). Inputs may be strided along batch, heads and length; a tensor whose
+last dimension is not contiguous is copied first. The log-sum-exp output (natural log,
+float32) is differentiable too.
 
 Packed sequences (``sliding_window_attention_varlen``, FlashAttention's varlen layout):
 q ``(total_q, H, D)``, k, v ``(total_k, Hkv, D)``, sequence ``b`` on rows
 ``cu_seqlens[b]:cu_seqlens[b + 1]``; each sequence is attended on its own, as if it were
-a batch element (positions, alignment and sinks per sequence). The same kernels run it
+a batch element (positions, alignment, sinks and end sinks per sequence: a padded BERT
+batch's trailing [SEP] is each sequence's last key). The same kernels run it
 (``IS_VARLEN``): a program reads its sequence's bounds from ``cu_seqlens``, so a tile
 never holds rows of two sequences, and programs past a shorter sequence's end exit.
 
 Work grows with the window, not with the square of the sequence: a query block
 visits the sink tiles that lie before its band (keys ``[0, sinks)``), then the key
-tiles of its band, and never a tile that no query of the block can see. Inside the
-band, tiles that every query of the block sees whole skip the element mask. The
-backward recomputes probabilities from the log-sum-exp saved by the forward
-(FlashAttention-2): a preprocessing kernel forms ``delta = rowsum(dO * O)``; a
-dk/dv kernel per key block visits the query blocks that see it (all of them for a
-block that holds sinks), looping over the query heads of its GQA group so that
+tiles of its band, then the end-sink tiles after it (keys ``[Sk - end_sinks, Sk)``),
+and never a tile that no query of the block can see. Inside the band, tiles that every
+query of the block sees whole skip the element mask. The backward recomputes
+probabilities from the log-sum-exp saved by the forward (FlashAttention-2): a
+preprocessing kernel forms ``delta = rowsum(dO * O)``; a dk/dv kernel per key block
+visits the query blocks that see it (all of them for a block that holds sinks or end
+sinks), looping over the query heads of its GQA group so that
 dk/dv are summed without atomics; a dq kernel per query block iterates like the
 forward. Softmax runs in base 2 with the scale folded into the scores.
 
@@ -133,8 +137,8 @@ else:
     DKDV_CONFIGS, DKDV_PRUNE = _tuning(DKDV_TILES, lambda m, n, stages, d, size: (2 * stages * m + 2 * n) * d * size)
     PREPROCESS_BLOCK = 64
 # Re-tune when the shape class changes; lengths only by power-of-two bucket. Dtypes are keyed automatically.
-AUTOTUNE_KEY = ["HEAD_DIM", "CAUSAL", "SOFTCAP", "IS_VARLEN", "window_left", "window_right", "sinks", "group",
-                "seq_bucket"]
+AUTOTUNE_KEY = ["HEAD_DIM", "CAUSAL", "SOFTCAP", "IS_VARLEN", "window_left", "window_right", "sinks", "end_sinks",
+                "group", "seq_bucket"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -158,10 +162,14 @@ def _sequence(cu_seqlens_q_ptr, cu_seqlens_k_ptr, batch, q_len, kv_len, IS_VARLE
 
 
 @triton.jit
-def _visible(pos, keys, window_left, window_right, sinks, kv_len, CAUSAL: tl.constexpr):
-    """Mask of the visible (position, key) pairs; ``pos`` and ``keys`` broadcast (either may be the column)."""
+def _visible(pos, keys, window_left, window_right, sinks, end_sinks, kv_len, CAUSAL: tl.constexpr,
+             HAS_END_SINKS: tl.constexpr):
+    """Mask of the visible (position, key) pairs; ``pos`` and ``keys`` broadcast (either may be the column).
+    Mirrors ``mask.visible``, the one definition of the predicate."""
     distance = pos - keys
     seen = ((distance <= window_left) & (distance >= -window_right)) | (keys < sinks)
+    if HAS_END_SINKS:
+        seen = seen | (keys >= kv_len - end_sinks)
     if CAUSAL:
         seen = seen & (distance >= 0)
     return seen & (keys < kv_len)
@@ -194,14 +202,17 @@ def _query_program(heads, group, q_len, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
-def _key_tile_ranges(first_pos, last_pos, window_left, window_right, sinks, kv_len, BLOCK_N: tl.constexpr,
-                     CAUSAL: tl.constexpr):
+def _key_tile_ranges(first_pos, last_pos, window_left, window_right, sinks, end_sinks, kv_len,
+                     BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr):
     """Key-tile loop bounds for a block of query positions ``[first_pos, last_pos]``.
 
-    Returns ``(sink_end, band_start, inner_start, inner_end, band_end)``: the sink tiles
-    start in ``[0, sink_end)`` and the band tiles in ``[band_start, band_end)``; the tiles
-    starting in ``[inner_start, inner_end)`` are seen whole by every query of the block.
-    ``sink_end <= band_start`` (tile-aligned), so no key is visited twice. Every quantity
+    Returns ``(sink_end, band_start, inner_start, inner_end, band_end, end_start, end_stop)``:
+    the sink tiles start in ``[0, sink_end)``, the band tiles in ``[band_start, band_end)``
+    and the end-sink tiles in ``[end_start, end_stop)``; the tiles starting in
+    ``[inner_start, inner_end)`` are seen whole by every query of the block. Each segment
+    starts past the tiles of the one before it (``sink_end <= band_start``, tile-aligned;
+    ``end_start`` past the band's last tile; end sinks that reach back before the band
+    stretch its start), so no key is visited twice. Every quantity
     is clamped to be >= 0 before it is divided. ``window_right`` is 0 when causal.
     Mirrored by ``key_tile_ranges``.
     """
@@ -212,29 +223,39 @@ def _key_tile_ranges(first_pos, last_pos, window_left, window_right, sinks, kv_l
         high = tl.maximum(high, sinks)  # sinks after the band: the band stretches over them
     high = tl.minimum(tl.maximum(high, 0), kv_len)
     inner_high = tl.minimum(tl.maximum(first_pos + window_right + 1, 0), kv_len)
+    end_low = tl.maximum(kv_len - end_sinks, 0)
     band_start = (low // BLOCK_N) * BLOCK_N
+    if HAS_END_SINKS:  # end sinks reaching back before the band: the band stretches back over them
+        band_start = (tl.minimum(low, end_low) // BLOCK_N) * BLOCK_N
     inner_start = tl.minimum(((inner_low + BLOCK_N - 1) // BLOCK_N) * BLOCK_N, high)
     inner_end = tl.maximum((inner_high // BLOCK_N) * BLOCK_N, inner_start)
     sink_end = tl.minimum(tl.minimum(sinks, band_start), high)  # causal: sinks past last_pos are unseen
-    return sink_end, band_start, inner_start, inner_end, high
+    band_tiles_end = tl.maximum(((high + BLOCK_N - 1) // BLOCK_N) * BLOCK_N, band_start)
+    end_start = tl.maximum((end_low // BLOCK_N) * BLOCK_N, band_tiles_end)
+    end_stop = kv_len  # visited only with HAS_END_SINKS
+    if CAUSAL:
+        end_stop = tl.minimum(end_stop, tl.maximum(last_pos + 1, 0))  # end sinks past last_pos are unseen
+    return sink_end, band_start, inner_start, inner_end, high, end_start, end_stop
 
 
 @triton.jit
-def _query_tile_ranges(start_n, last_key, offset, window_left, window_right, sinks, q_len, BLOCK_M: tl.constexpr,
-                       CAUSAL: tl.constexpr):
+def _query_tile_ranges(start_n, last_key, offset, window_left, window_right, sinks, end_sinks, q_len, kv_len,
+                       BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr):
     """Query-tile loop bounds for the keys ``[start_n, last_key]`` (``offset = Sk - Sq``).
 
     Returns ``(query_start, inner_start, inner_end, query_end)``: the query tiles start in
     ``[query_start, query_end)``, and those in ``[inner_start, inner_end)`` see every key
-    of the block. A block holding sinks is seen by every later query (every query when
-    not causal). Query ``i`` sees key ``j`` of the band when ``j - right <= pos(i) <= j + left``.
-    Mirrored by ``query_tile_ranges``.
+    of the block. A block holding sinks or end sinks is seen by every later query (every
+    query when not causal). Query ``i`` sees key ``j`` of the band when
+    ``j - right <= pos(i) <= j + left``. Mirrored by ``query_tile_ranges``.
     """
     low = start_n - window_right - offset  # the first query whose band reaches the block
     inner_low = last_key - window_right - offset
     high = last_key + window_left + 1 - offset
     inner_high = start_n + window_left + 1 - offset
     holds_sinks = start_n < sinks
+    if HAS_END_SINKS:
+        holds_sinks = holds_sinks | (last_key >= kv_len - end_sinks)
     high = tl.where(holds_sinks, q_len, high)
     if not CAUSAL:
         low = tl.where(holds_sinks, 0, low)
@@ -267,9 +288,10 @@ def _scores(a, b, qk_scale, tanh_scale, SOFTCAP: tl.constexpr, DOT_PRECISION: tl
 # ----------------------------------------------------------------------------------------------
 
 @triton.jit
-def _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_left, window_right, sinks, kv_len,
-              qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM: tl.constexpr,
-              CAUSAL: tl.constexpr, SOFTCAP: tl.constexpr, MASK: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_left, window_right, sinks, end_sinks,
+              kv_len, qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM: tl.constexpr,
+              CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr, SOFTCAP: tl.constexpr, MASK: tl.constexpr,
+              DOT_PRECISION: tl.constexpr):
     """One key tile of the online softmax. ``MASK=False`` only for tiles every query sees whole."""
     keys = start_n + offs_n
     load_mask = (keys[:, None] < kv_len) & (offs_d[None, :] < HEAD_DIM)
@@ -277,8 +299,9 @@ def _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_lef
     v = tl.load(v_base + keys[:, None] * stride_vn + offs_d[None, :], mask=load_mask, other=0.0)
     scores, _ = _scores(q, tl.trans(k), qk_scale, tanh_scale, SOFTCAP, DOT_PRECISION)
     if MASK:
-        scores = tl.where(_visible(pos[:, None], keys[None, :], window_left, window_right, sinks, kv_len, CAUSAL),
-                          scores, float("-inf"))
+        visible = _visible(pos[:, None], keys[None, :], window_left, window_right, sinks, end_sinks, kv_len, CAUSAL,
+                           HAS_END_SINKS)
+        scores = tl.where(visible, scores, float("-inf"))
     new_max = tl.maximum(row_max, tl.max(scores, axis=1))
     # A row that has seen nothing yet keeps max -inf: subtract 0 instead, so exp2 gives 0, not NaN.
     safe_max = tl.where(new_max == float("-inf"), 0.0, new_max)
@@ -295,8 +318,9 @@ def _fwd_kernel(
     q_ptr, k_ptr, v_ptr, out_ptr, lse2_ptr, cu_seqlens_q_ptr, cu_seqlens_k_ptr,
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_ob, stride_oh, stride_om, stride_lb, stride_lh,
-    heads, group, q_len, kv_len, window_left, window_right, sinks, qk_scale, tanh_scale, seq_bucket,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, SOFTCAP: tl.constexpr,
+    heads, group, q_len, kv_len, window_left, window_right, sinks, end_sinks, qk_scale, tanh_scale, seq_bucket,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr,
+    SOFTCAP: tl.constexpr,
     IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     start_m, batch, head, kv_head = _query_program(heads, group, q_len, BLOCK_M)
@@ -319,24 +343,34 @@ def _fwd_kernel(
     row_sum = tl.zeros((BLOCK_M,), dtype=tl.float32)
     first_pos = start_m + offset
     last_pos = tl.minimum(start_m + BLOCK_M, q_len) - 1 + offset
-    sink_end, band_start, inner_start, inner_end, band_end = _key_tile_ranges(
-        first_pos, last_pos, window_left, window_right, sinks, kv_len, BLOCK_N, CAUSAL)
+    sink_end, band_start, inner_start, inner_end, band_end, end_start, end_stop = _key_tile_ranges(
+        first_pos, last_pos, window_left, window_right, sinks, end_sinks, kv_len, BLOCK_N, CAUSAL, HAS_END_SINKS)
     for start_n in range(0, sink_end, BLOCK_N):  # sinks before the band
         acc, row_max, row_sum = _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_left,
-                                          window_right, sinks, kv_len, qk_scale, tanh_scale, stride_kn, stride_vn,
-                                          offs_n, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, True, DOT_PRECISION)
+                                          window_right, sinks, end_sinks, kv_len, qk_scale, tanh_scale, stride_kn,
+                                          stride_vn, offs_n, offs_d, HEAD_DIM,
+                                          CAUSAL, HAS_END_SINKS, SOFTCAP, True, DOT_PRECISION)
     for start_n in range(band_start, inner_start, BLOCK_N):  # leading edge of the band
         acc, row_max, row_sum = _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_left,
-                                          window_right, sinks, kv_len, qk_scale, tanh_scale, stride_kn, stride_vn,
-                                          offs_n, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, True, DOT_PRECISION)
+                                          window_right, sinks, end_sinks, kv_len, qk_scale, tanh_scale, stride_kn,
+                                          stride_vn, offs_n, offs_d, HEAD_DIM,
+                                          CAUSAL, HAS_END_SINKS, SOFTCAP, True, DOT_PRECISION)
     for start_n in range(inner_start, inner_end, BLOCK_N):  # interior: no mask needed
         acc, row_max, row_sum = _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_left,
-                                          window_right, sinks, kv_len, qk_scale, tanh_scale, stride_kn, stride_vn,
-                                          offs_n, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, False, DOT_PRECISION)
+                                          window_right, sinks, end_sinks, kv_len, qk_scale, tanh_scale, stride_kn,
+                                          stride_vn, offs_n, offs_d, HEAD_DIM,
+                                          CAUSAL, HAS_END_SINKS, SOFTCAP, False, DOT_PRECISION)
     for start_n in range(inner_end, band_end, BLOCK_N):  # trailing edge (the diagonal when causal)
         acc, row_max, row_sum = _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_left,
-                                          window_right, sinks, kv_len, qk_scale, tanh_scale, stride_kn, stride_vn,
-                                          offs_n, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, True, DOT_PRECISION)
+                                          window_right, sinks, end_sinks, kv_len, qk_scale, tanh_scale, stride_kn,
+                                          stride_vn, offs_n, offs_d, HEAD_DIM,
+                                          CAUSAL, HAS_END_SINKS, SOFTCAP, True, DOT_PRECISION)
+    if HAS_END_SINKS:  # end sinks after the band
+        for start_n in range(end_start, end_stop, BLOCK_N):
+            acc, row_max, row_sum = _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_left,
+                                              window_right, sinks, end_sinks, kv_len, qk_scale, tanh_scale, stride_kn,
+                                              stride_vn, offs_n, offs_d, HEAD_DIM,
+                                              CAUSAL, HAS_END_SINKS, SOFTCAP, True, DOT_PRECISION)
 
     # A row saw a key iff row_sum >= 1 (its maximum contributes exp2(0)); others output 0.
     seen_any = row_sum > 0
@@ -382,8 +416,9 @@ def _bwd_preprocess_kernel(out_ptr, do_ptr, grad_lse_ptr, delta_ptr, stride_ob, 
 
 @triton.jit
 def _dkdv_tile(dk, dv, k, v, q_base, do_base, lse2_base, delta_base, start_m, keys, offset, window_left,
-               window_right, sinks, q_len, kv_len, qk_scale, tanh_scale, stride_qm, stride_dom, offs_m, offs_d,
-               HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, SOFTCAP: tl.constexpr, MASK: tl.constexpr,
+               window_right, sinks, end_sinks, q_len, kv_len, qk_scale, tanh_scale, stride_qm, stride_dom, offs_m,
+               offs_d, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr,
+               SOFTCAP: tl.constexpr, MASK: tl.constexpr,
                DOT_PRECISION: tl.constexpr):
     """One query tile's contribution to a key block's dk, dv, in the transposed (key-major) layout.
 
@@ -400,7 +435,8 @@ def _dkdv_tile(dk, dv, k, v, q_base, do_base, lse2_base, delta_base, start_m, ke
     probs_t = tl.exp2(scores_t - lse2[None, :])
     if MASK:
         # Masked after exp2: a row that sees nothing has lse2 = -inf, so exp2 is inf there; where() drops it.
-        visible = _visible(rows[None, :] + offset, keys[:, None], window_left, window_right, sinks, kv_len, CAUSAL)
+        visible = _visible(rows[None, :] + offset, keys[:, None], window_left, window_right, sinks, end_sinks, kv_len,
+                           CAUSAL, HAS_END_SINKS)
         probs_t = tl.where(visible & (rows[None, :] < q_len), probs_t, 0.0)
     dv += tl.dot(probs_t.to(do.dtype), do, input_precision=DOT_PRECISION)
     dprobs_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
@@ -417,9 +453,10 @@ def _bwd_dkdv_kernel(
     q_ptr, k_ptr, v_ptr, do_ptr, lse2_ptr, delta_ptr, dk_ptr, dv_ptr, cu_seqlens_q_ptr, cu_seqlens_k_ptr,
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_dob, stride_doh, stride_dom, stride_lb, stride_lh, stride_dkb, stride_dkh, stride_dkn,
-    batch_kv_heads, heads, kv_heads, group, q_len, kv_len, window_left, window_right, sinks, qk_scale, tanh_scale,
-    sm_scale, seq_bucket,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, SOFTCAP: tl.constexpr,
+    batch_kv_heads, heads, kv_heads, group, q_len, kv_len, window_left, window_right, sinks, end_sinks, qk_scale,
+    tanh_scale, sm_scale, seq_bucket,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr,
+    SOFTCAP: tl.constexpr,
     IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     # The key block varies slowest, so the programs of block 0, the sink block that every query
@@ -445,7 +482,8 @@ def _bwd_dkdv_kernel(
     offset = kv_len - q_len
     last_key = tl.minimum(start_n + BLOCK_N, kv_len) - 1
     query_start, inner_start, inner_end, query_end = _query_tile_ranges(
-        start_n, last_key, offset, window_left, window_right, sinks, q_len, BLOCK_M, CAUSAL)
+        start_n, last_key, offset, window_left, window_right, sinks, end_sinks, q_len, kv_len, BLOCK_M, CAUSAL,
+        HAS_END_SINKS)
     for member in range(0, group):  # the query heads sharing this key/value head: dk, dv summed in registers
         head = kv_head * group + member
         q_base = q_ptr + batch * stride_qb + head * stride_qh + q_start * stride_qm
@@ -453,17 +491,22 @@ def _bwd_dkdv_kernel(
         row_base = batch * stride_lb + head * stride_lh + q_start
         for start_m in range(query_start, inner_start, BLOCK_M):
             dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, lse2_ptr + row_base, delta_ptr + row_base, start_m,
-                                keys, offset, window_left, window_right, sinks, q_len, kv_len, qk_scale, tanh_scale,
-                                stride_qm, stride_dom, offs_m, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, True, DOT_PRECISION)
+                                keys, offset, window_left, window_right, sinks, end_sinks, q_len, kv_len, qk_scale,
+                                tanh_scale, stride_qm, stride_dom, offs_m, offs_d, HEAD_DIM,
+                                CAUSAL, HAS_END_SINKS, SOFTCAP, True,
+                                DOT_PRECISION)
         for start_m in range(inner_start, inner_end, BLOCK_M):
             dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, lse2_ptr + row_base, delta_ptr + row_base, start_m,
-                                keys, offset, window_left, window_right, sinks, q_len, kv_len, qk_scale, tanh_scale,
-                                stride_qm, stride_dom, offs_m, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, False,
+                                keys, offset, window_left, window_right, sinks, end_sinks, q_len, kv_len, qk_scale,
+                                tanh_scale, stride_qm, stride_dom, offs_m, offs_d, HEAD_DIM,
+                                CAUSAL, HAS_END_SINKS, SOFTCAP, False,
                                 DOT_PRECISION)
         for start_m in range(inner_end, query_end, BLOCK_M):
             dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, lse2_ptr + row_base, delta_ptr + row_base, start_m,
-                                keys, offset, window_left, window_right, sinks, q_len, kv_len, qk_scale, tanh_scale,
-                                stride_qm, stride_dom, offs_m, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, True, DOT_PRECISION)
+                                keys, offset, window_left, window_right, sinks, end_sinks, q_len, kv_len, qk_scale,
+                                tanh_scale, stride_qm, stride_dom, offs_m, offs_d, HEAD_DIM,
+                                CAUSAL, HAS_END_SINKS, SOFTCAP, True,
+                                DOT_PRECISION)
 
     out_offsets = (batch * stride_dkb + kv_head * stride_dkh + (k_start + keys[:, None]) * stride_dkn
                    + offs_d[None, :])
@@ -472,9 +515,10 @@ def _bwd_dkdv_kernel(
 
 
 @triton.jit
-def _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, kv_len,
+def _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, end_sinks, kv_len,
              qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM: tl.constexpr,
-             CAUSAL: tl.constexpr, SOFTCAP: tl.constexpr, MASK: tl.constexpr, DOT_PRECISION: tl.constexpr):
+             CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr, SOFTCAP: tl.constexpr, MASK: tl.constexpr,
+             DOT_PRECISION: tl.constexpr):
     keys = start_n + offs_n
     load_mask = (keys[:, None] < kv_len) & (offs_d[None, :] < HEAD_DIM)
     k = tl.load(k_base + keys[:, None] * stride_kn + offs_d[None, :], mask=load_mask, other=0.0)
@@ -482,8 +526,9 @@ def _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, 
     scores, capped = _scores(q, tl.trans(k), qk_scale, tanh_scale, SOFTCAP, DOT_PRECISION)
     probs = tl.exp2(scores - lse2[:, None])
     if MASK:  # after exp2, as in _dkdv_tile
-        probs = tl.where(_visible(pos[:, None], keys[None, :], window_left, window_right, sinks, kv_len, CAUSAL),
-                         probs, 0.0)
+        visible = _visible(pos[:, None], keys[None, :], window_left, window_right, sinks, end_sinks, kv_len, CAUSAL,
+                           HAS_END_SINKS)
+        probs = tl.where(visible, probs, 0.0)
     dprobs = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
     dscores = probs * (dprobs - delta[:, None])
     if SOFTCAP:
@@ -497,8 +542,10 @@ def _bwd_dq_kernel(
     q_ptr, k_ptr, v_ptr, do_ptr, lse2_ptr, delta_ptr, dq_ptr, cu_seqlens_q_ptr, cu_seqlens_k_ptr,
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_dob, stride_doh, stride_dom, stride_lb, stride_lh, stride_dqb, stride_dqh, stride_dqm,
-    heads, group, q_len, kv_len, window_left, window_right, sinks, qk_scale, tanh_scale, sm_scale, seq_bucket,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, SOFTCAP: tl.constexpr,
+    heads, group, q_len, kv_len, window_left, window_right, sinks, end_sinks, qk_scale, tanh_scale, sm_scale,
+    seq_bucket,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr,
+    SOFTCAP: tl.constexpr,
     IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     start_m, batch, head, kv_head = _query_program(heads, group, q_len, BLOCK_M)
@@ -524,24 +571,29 @@ def _bwd_dq_kernel(
 
     first_pos = start_m + offset
     last_pos = tl.minimum(start_m + BLOCK_M, q_len) - 1 + offset
-    sink_end, band_start, inner_start, inner_end, band_end = _key_tile_ranges(
-        first_pos, last_pos, window_left, window_right, sinks, kv_len, BLOCK_N, CAUSAL)
+    sink_end, band_start, inner_start, inner_end, band_end, end_start, end_stop = _key_tile_ranges(
+        first_pos, last_pos, window_left, window_right, sinks, end_sinks, kv_len, BLOCK_N, CAUSAL, HAS_END_SINKS)
     for start_n in range(0, sink_end, BLOCK_N):
-        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, kv_len,
-                      qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, True,
-                      DOT_PRECISION)
+        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, end_sinks,
+                      kv_len, qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM,
+                      CAUSAL, HAS_END_SINKS, SOFTCAP, True, DOT_PRECISION)
     for start_n in range(band_start, inner_start, BLOCK_N):
-        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, kv_len,
-                      qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, True,
-                      DOT_PRECISION)
+        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, end_sinks,
+                      kv_len, qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM,
+                      CAUSAL, HAS_END_SINKS, SOFTCAP, True, DOT_PRECISION)
     for start_n in range(inner_start, inner_end, BLOCK_N):
-        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, kv_len,
-                      qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, False,
-                      DOT_PRECISION)
+        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, end_sinks,
+                      kv_len, qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM,
+                      CAUSAL, HAS_END_SINKS, SOFTCAP, False, DOT_PRECISION)
     for start_n in range(inner_end, band_end, BLOCK_N):
-        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, kv_len,
-                      qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM, CAUSAL, SOFTCAP, True,
-                      DOT_PRECISION)
+        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, end_sinks,
+                      kv_len, qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM,
+                      CAUSAL, HAS_END_SINKS, SOFTCAP, True, DOT_PRECISION)
+    if HAS_END_SINKS:
+        for start_n in range(end_start, end_stop, BLOCK_N):
+            dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks,
+                          end_sinks, kv_len, qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM,
+                          CAUSAL, HAS_END_SINKS, SOFTCAP, True, DOT_PRECISION)
     tl.store(dq_ptr + batch * stride_dqb + head * stride_dqh + (q_start + rows[:, None]) * stride_dqm
              + offs_d[None, :], (dq * sm_scale).to(dq_ptr.dtype.element_ty), mask=row_mask)
 
@@ -550,34 +602,43 @@ def _bwd_dq_kernel(
 # Python mirrors of the tile ranges (tests, cost model)
 # ----------------------------------------------------------------------------------------------
 
-def _clamped(q_len: int, kv_len: int, window, sinks: int, causal: bool) -> tuple[int, int, int]:
-    """The launcher's ``(window_left, window_right, sinks)``: finite, causal right 0, sinks at most
-    ``kv_len``; the mask is unchanged (``|pos - j| < Sq + Sk``) and the kernels' arithmetic int32-safe."""
-    return (*effective_window(window, causal, q_len, kv_len), min(sinks, kv_len))
+def _clamped(q_len: int, kv_len: int, window, sinks: int, causal: bool,
+             end_sinks: int = 0) -> tuple[int, int, int, int]:
+    """The launcher's ``(window_left, window_right, sinks, end_sinks)``: finite, causal right 0, sinks and
+    end sinks at most ``kv_len``; the mask is unchanged (``|pos - j| < Sq + Sk``) and the kernels' arithmetic
+    int32-safe."""
+    return (*effective_window(window, causal, q_len, kv_len), min(sinks, kv_len), min(end_sinks, kv_len))
 
 
-def key_tile_ranges(first_pos: int, last_pos: int, window_left: int, window_right: int, sinks: int, kv_len: int,
-                    block_n: int, causal: bool) -> tuple[int, int, int, int, int]:
-    """Python mirror of ``_key_tile_ranges``: ``(sink_end, band_start, inner_start, inner_end, band_end)``."""
+def key_tile_ranges(first_pos: int, last_pos: int, window_left: int, window_right: int, sinks: int, end_sinks: int,
+                    kv_len: int, block_n: int, causal: bool) -> tuple[int, int, int, int, int, int, int]:
+    """Python mirror of ``_key_tile_ranges``: ``(sink_end, band_start, inner_start, inner_end, band_end,
+    end_start, end_stop)``."""
     low, inner_low = max(first_pos - window_left, 0), max(last_pos - window_left, 0)
     high = last_pos + window_right + 1
     if not causal:
         high = max(high, sinks)
     high = min(max(high, 0), kv_len)
     inner_high = min(max(first_pos + window_right + 1, 0), kv_len)
-    band_start = low // block_n * block_n
+    end_low = max(kv_len - end_sinks, 0)
+    band_start = min(low, end_low) // block_n * block_n
     inner_start = min(-(-inner_low // block_n) * block_n, high)
     inner_end = max(inner_high // block_n * block_n, inner_start)
-    return min(sinks, band_start, high), band_start, inner_start, inner_end, high
+    band_tiles_end = max(-(-high // block_n) * block_n, band_start)
+    end_start = max(end_low // block_n * block_n, band_tiles_end)
+    end_stop = kv_len if end_low < kv_len else 0
+    if causal:
+        end_stop = min(end_stop, max(last_pos + 1, 0))
+    return min(sinks, band_start, high), band_start, inner_start, inner_end, high, end_start, end_stop
 
 
 def query_tile_ranges(start_n: int, last_key: int, q_len: int, kv_len: int, window_left: int, window_right: int,
-                      sinks: int, block_m: int, causal: bool) -> tuple[int, int, int, int]:
+                      sinks: int, end_sinks: int, block_m: int, causal: bool) -> tuple[int, int, int, int]:
     """Python mirror of ``_query_tile_ranges``: ``(query_start, inner_start, inner_end, query_end)``."""
     offset = kv_len - q_len
     low, inner_low = start_n - window_right - offset, last_key - window_right - offset
     high, inner_high = last_key + window_left + 1 - offset, start_n + window_left + 1 - offset
-    if start_n < sinks:
+    if start_n < sinks or last_key >= kv_len - end_sinks:
         high = q_len
         if not causal:
             low = 0
@@ -586,28 +647,31 @@ def query_tile_ranges(start_n: int, last_key: int, q_len: int, kv_len: int, wind
     return low // block_m * block_m, inner_start, max(inner_high // block_m * block_m, inner_start), high
 
 
-def visited_key_tiles(q_len: int, kv_len: int, window, sinks: int, causal: bool,
-                      block_m: int, block_n: int) -> list[list[int]]:
-    """Start of every key tile that each query block visits, forward and dq (sink tiles, then band tiles)."""
-    left, right, sinks = _clamped(q_len, kv_len, window, sinks, causal)
+def visited_key_tiles(q_len: int, kv_len: int, window, sinks: int, causal: bool, block_m: int, block_n: int,
+                      end_sinks: int = 0) -> list[list[int]]:
+    """Start of every key tile that each query block visits, forward and dq (sink tiles, band tiles, then
+    end-sink tiles)."""
+    left, right, sinks, end_sinks = _clamped(q_len, kv_len, window, sinks, causal, end_sinks)
     visited = []
     for start_m in range(0, q_len, block_m):
         first_pos = start_m + kv_len - q_len
         last_pos = min(start_m + block_m, q_len) - 1 + kv_len - q_len
-        sink_end, band_start, _, _, band_end = key_tile_ranges(first_pos, last_pos, left, right, sinks, kv_len,
-                                                                block_n, causal)
-        visited.append(list(range(0, sink_end, block_n)) + list(range(band_start, band_end, block_n)))
+        sink_end, band_start, _, _, band_end, end_start, end_stop = key_tile_ranges(
+            first_pos, last_pos, left, right, sinks, end_sinks, kv_len, block_n, causal)
+        visited.append(list(range(0, sink_end, block_n)) + list(range(band_start, band_end, block_n))
+                       + list(range(end_start, end_stop, block_n)))
     return visited
 
 
-def visited_query_tiles(q_len: int, kv_len: int, window, sinks: int, causal: bool,
-                        block_m: int, block_n: int) -> list[list[int]]:
+def visited_query_tiles(q_len: int, kv_len: int, window, sinks: int, causal: bool, block_m: int, block_n: int,
+                        end_sinks: int = 0) -> list[list[int]]:
     """Start of every query tile that each key block's dk/dv visits (per query head of its group)."""
-    left, right, sinks = _clamped(q_len, kv_len, window, sinks, causal)
+    left, right, sinks, end_sinks = _clamped(q_len, kv_len, window, sinks, causal, end_sinks)
     visited = []
     for start_n in range(0, kv_len, block_n):
         last_key = min(start_n + block_n, kv_len) - 1
-        start, _, _, end = query_tile_ranges(start_n, last_key, q_len, kv_len, left, right, sinks, block_m, causal)
+        start, _, _, end = query_tile_ranges(start_n, last_key, q_len, kv_len, left, right, sinks, end_sinks, block_m,
+                                             causal)
         visited.append(list(range(start, end, block_m)))
     return visited
 
@@ -654,10 +718,13 @@ def _check_tensors(q, k, v, packed: bool) -> None:
         raise ValueError(f"q: head_dim must be a multiple of 8 from 8 to {MAX_HEAD_DIM}, got {head_dim}")
 
 
-def _check_settings(window, sinks, scale, softcap) -> tuple[tuple[int, int], int, float | None, float]:
-    window, sinks = window_bounds(window), _as_index(sinks, "sinks")
-    if sinks < 0:
-        raise ValueError(f"sinks: expected an integer >= 0, got {sinks}")
+def _check_settings(window, sinks, scale, softcap, end_sinks) -> tuple:
+    """``((left, right), sinks, scale, softcap, end_sinks)`` normalized; errors name the argument."""
+    window = window_bounds(window)
+    sinks, end_sinks = _as_index(sinks, "sinks"), _as_index(end_sinks, "end_sinks")
+    for name, count in (("sinks", sinks), ("end_sinks", end_sinks)):
+        if count < 0:
+            raise ValueError(f"{name}: expected an integer >= 0, got {count}")
     if scale is not None:
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
             raise TypeError(f"scale: expected a real number, got {scale!r}")
@@ -668,14 +735,14 @@ def _check_settings(window, sinks, scale, softcap) -> tuple[tuple[int, int], int
         raise TypeError(f"softcap: expected a real number, got {softcap!r}")
     if not (math.isfinite(softcap) and softcap >= 0):
         raise ValueError(f"softcap: expected a finite number >= 0 (0: off), got {softcap!r}")
-    return window, sinks, scale, float(softcap)
+    return window, sinks, scale, float(softcap), end_sinks
 
 
-def check_attention_inputs(q, k, v, window, sinks, scale, softcap=0.0):
+def check_attention_inputs(q, k, v, window, sinks, scale, softcap=0.0, end_sinks=0):
     """Validate the dense arguments (errors name the argument); return ``((left, right), sinks, scale,
-    softcap)`` normalized."""
+    softcap, end_sinks)`` normalized."""
     _check_tensors(q, k, v, packed=False)
-    return _check_settings(window, sinks, scale, softcap)
+    return _check_settings(window, sinks, scale, softcap, end_sinks)
 
 
 def _check_cu_seqlens(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k) -> tuple[int, int]:
@@ -744,6 +811,7 @@ class _Problem(NamedTuple):
     window_left: int
     window_right: int
     sinks: int
+    end_sinks: int
     causal: bool
     scale: float
     softcap: float
@@ -754,12 +822,15 @@ def _kernel_args(q4, k4, problem: _Problem, packed: bool) -> dict:
     softcap = problem.softcap
     return dict(group=q4.shape[1] // k4.shape[1], q_len=problem.q_len, kv_len=problem.kv_len,
                 window_left=problem.window_left, window_right=problem.window_right, sinks=problem.sinks,
+                end_sinks=problem.end_sinks,
                 # Softcap folds the scale into the tanh's argument and log2(e) into its factor.
                 qk_scale=(softcap if softcap else problem.scale) * LOG2E,
                 tanh_scale=problem.scale / softcap if softcap else 1.0,
                 seq_bucket=triton.next_power_of_2(max(problem.q_len, problem.kv_len, 16)), HEAD_DIM=head_dim,
                 BLOCK_D=max(16, triton.next_power_of_2(head_dim)), CAUSAL=problem.causal, SOFTCAP=bool(softcap),
-                IS_VARLEN=packed, DOT_PRECISION="ieee" if q4.dtype == torch.float32 else "tf32")  # fp32 stays fp32
+                IS_VARLEN=packed, DOT_PRECISION="ieee" if q4.dtype == torch.float32 else "tf32",  # fp32 stays fp32
+                # Without end sinks their code is compiled out: those kernels are the ones built before end sinks.
+                HAS_END_SINKS=problem.end_sinks > 0)
 
 
 class _SlidingWindowAttention(torch.autograd.Function):
@@ -825,8 +896,10 @@ class _SlidingWindowAttention(torch.autograd.Function):
         return dq, dk, dv, None, None, None
 
 
-def sliding_window_attention(q, k, v, window, sinks=0, causal=True, scale=None, return_lse=False, softcap=0.0):
-    """Attention over a ``window`` band plus the first ``sinks`` keys; semantics in the module docstring.
+def sliding_window_attention(q, k, v, window, sinks=0, causal=True, scale=None, return_lse=False, softcap=0.0,
+                             end_sinks=0):
+    """Attention over a ``window`` band plus the first ``sinks`` and the last ``end_sinks`` keys; semantics in
+    the module docstring.
 
     q ``(B, H, Sq, D)``, k and v ``(B, Hkv, Sk, D)``, all fp32, fp16 or bf16 on one device, D a
     multiple of 8 up to 256; ``window`` an int ``W`` or a ``(left, right)`` pair (-1: unbounded);
@@ -835,30 +908,33 @@ def sliding_window_attention(q, k, v, window, sinks=0, causal=True, scale=None, 
     ``return_lse``, also the natural log-sum-exp of the (capped) scaled scores ``(B, H, Sq)`` in
     float32 (-inf where a query sees no key). Both are differentiable.
     """
-    window, sinks, scale, softcap = check_attention_inputs(q, k, v, window, sinks, scale, softcap)
+    window, sinks, scale, softcap, end_sinks = check_attention_inputs(q, k, v, window, sinks, scale, softcap,
+                                                                      end_sinks)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    problem = _Problem(q.shape[0], q.shape[2], k.shape[2], *_clamped(q.shape[2], k.shape[2], window, sinks, causal),
-                       bool(causal), scale, softcap)
+    problem = _Problem(q.shape[0], q.shape[2], k.shape[2],
+                       *_clamped(q.shape[2], k.shape[2], window, sinks, causal, end_sinks), bool(causal), scale, softcap)
     out, lse = _SlidingWindowAttention.apply(q, k, v, None, None, problem)
     return (out, lse) if return_lse else out
 
 
 def sliding_window_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window, sinks=0,
-                                    causal=True, softcap=0.0, scale=None, return_lse=False):
+                                    causal=True, softcap=0.0, scale=None, return_lse=False, end_sinks=0):
     """``sliding_window_attention`` over packed sequences (FlashAttention's varlen layout).
 
     q ``(total_q, H, D)``, k and v ``(total_k, Hkv, D)``; sequence ``b`` holds rows
     ``cu_seqlens[b]:cu_seqlens[b + 1]`` (int32 offsets from 0 to the packed length, never
     decreasing; ``max_seqlen_*`` at least the longest sequence). Each sequence is attended on its
-    own with the dense semantics (its own positions, bottom-right alignment and ``sinks``); no key
-    of another sequence is read. Returns ``(total_q, H, D)`` and, with ``return_lse``, the
+    own with the dense semantics (its own positions, bottom-right alignment, ``sinks`` and ``end_sinks``:
+    the last ``end_sinks`` keys of each sequence, such as a padded batch's trailing [SEP]); no key of
+    another sequence is read. Returns ``(total_q, H, D)`` and, with ``return_lse``, the
     log-sum-exp ``(H, total_q)`` in float32. Differentiable in q, k, v (and through the lse).
     """
     _check_tensors(q, k, v, packed=True)
-    window, sinks, scale, softcap = _check_settings(window, sinks, scale, softcap)
+    window, sinks, scale, softcap, end_sinks = _check_settings(window, sinks, scale, softcap, end_sinks)
     max_seqlen_q, max_seqlen_k = _check_cu_seqlens(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     problem = _Problem(cu_seqlens_q.numel() - 1, max_seqlen_q, max_seqlen_k,
-                       *_clamped(max_seqlen_q, max_seqlen_k, window, sinks, causal), bool(causal), scale, softcap)
+                       *_clamped(max_seqlen_q, max_seqlen_k, window, sinks, causal, end_sinks), bool(causal), scale,
+                       softcap)
     out, lse = _SlidingWindowAttention.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, problem)
     return (out, lse) if return_lse else out

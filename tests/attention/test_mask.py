@@ -152,3 +152,34 @@ def test_varlen_mask_is_block_diagonal_with_each_sequence_mask():
         expected = torch.block_diag(*[sliding_window_mask(q, k, window, sinks, causal).int()
                                       for q, k in zip(q_lens, k_lens)]).bool()
         assert torch.equal(varlen_mask(cu_q, cu_k, window, sinks, causal), expected)
+
+
+def test_end_sinks_are_the_last_keys_and_respect_causality():
+    # 6 keys, window 0 (each query sees its own position), one end sink: key 5.
+    non_causal = sliding_window_mask(6, 6, 0, causal=False, end_sinks=1)
+    assert non_causal[:, 5].all() and non_causal.sum() == 6 + 5
+    causal = sliding_window_mask(6, 6, 0, causal=True, end_sinks=2)  # keys 4, 5: only from their positions on
+    assert causal[:, 4].tolist() == [False] * 4 + [True] * 2 and causal[:, 5].tolist() == [False] * 5 + [True]
+    # Fewer queries: the end sinks are the last keys of the sequence, not of the queries.
+    assert sliding_window_mask(2, 9, 0, causal=False, end_sinks=1)[:, 8].all()
+    assert sliding_window_mask(4, 4, 0, causal=False, end_sinks=10).all()  # more end sinks than keys: dense
+
+
+def test_end_sinks_in_every_builder_and_the_pair_count():
+    for q_len, kv_len, window, sinks, end_sinks, causal in itertools.product(
+            [1, 9, 30], [1, 12, 30], [0, 2, (3, 1), (-1, 0)], [0, 2], [0, 1, 4, 40], [True, False]):
+        mask = sliding_window_mask(q_len, kv_len, window, sinks, causal, end_sinks=end_sinks)
+        mod = sliding_window_mask_mod(q_len, kv_len, window, sinks, causal, end_sinks=end_sinks)
+        assert torch.equal(mod(0, 0, torch.arange(q_len)[:, None], torch.arange(kv_len)[None, :]), mask)
+        assert visible_pairs(q_len, kv_len, window, sinks, causal, end_sinks) == int(mask.sum())
+
+
+def test_varlen_end_sinks_are_each_sequence_last_keys():
+    lengths = [5, 3, 7]
+    cu = torch.tensor([0, 5, 8, 15], dtype=torch.int32)
+    packed = varlen_mask(cu, cu, 0, causal=False, end_sinks=1)
+    for start, length in zip([0, 5, 8], lengths):
+        block = packed[start:start + length, start:start + length]
+        assert torch.equal(block, sliding_window_mask(length, length, 0, causal=False, end_sinks=1))
+    assert int(packed.sum()) == sum(int(sliding_window_mask(n, n, 0, causal=False, end_sinks=1).sum())
+                                    for n in lengths)

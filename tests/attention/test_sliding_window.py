@@ -52,24 +52,27 @@ def random_qkv(batch, heads, kv_heads, q_len, kv_len, head_dim, dtype, seed=0):
             make(batch, kv_heads, kv_len, head_dim), make(batch, heads, q_len, head_dim))
 
 
-def float64_reference(q, k, v, grad_out, window, sinks, causal, grad_lse=None, scale=None, softcap=0.0):
+def float64_reference(q, k, v, grad_out, window, sinks, causal, grad_lse=None, scale=None, softcap=0.0,
+                      end_sinks=0):
     """Output, lse and (dq, dk, dv) of the reference in float64 on the same (rounded) inputs."""
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
     out, lse = sliding_window_attention_reference(q64, k64, v64, window, sinks, causal, scale=scale,
-                                                  return_lse=True, softcap=softcap)
+                                                  return_lse=True, softcap=softcap, end_sinks=end_sinks)
     outputs, grads = (out,), (grad_out.double(),)
     if grad_lse is not None:
         outputs, grads = (out, lse), (grad_out.double(), grad_lse.double())
     return out.detach(), lse.detach(), torch.autograd.grad(outputs, (q64, k64, v64), grads)
 
 
-def check_against_reference(q, k, v, grad_out, window, sinks, causal, grad_lse=None, expected=None, softcap=0.0):
+def check_against_reference(q, k, v, grad_out, window, sinks, causal, grad_lse=None, expected=None, softcap=0.0,
+                            end_sinks=0):
     q, k, v = (t.clone().requires_grad_() for t in (q, k, v))
-    out, lse = sliding_window_attention(q, k, v, window, sinks, causal, return_lse=True, softcap=softcap)
+    out, lse = sliding_window_attention(q, k, v, window, sinks, causal, return_lse=True, softcap=softcap,
+                                        end_sinks=end_sinks)
     outputs, grads = ((out,), (grad_out,)) if grad_lse is None else ((out, lse), (grad_out, grad_lse))
     dq, dk, dv = torch.autograd.grad(outputs, (q, k, v), grads)
-    expected_out, expected_lse, expected_grads = expected or float64_reference(q, k, v, grad_out, window, sinks,
-                                                                               causal, grad_lse, softcap=softcap)
+    expected_out, expected_lse, expected_grads = expected or float64_reference(
+        q, k, v, grad_out, window, sinks, causal, grad_lse, softcap=softcap, end_sinks=end_sinks)
     tol = TOLERANCES[q.dtype]
     assert out.dtype == dq.dtype == dk.dtype == dv.dtype == q.dtype and lse.dtype == torch.float32
     assert out.shape == q.shape and lse.shape == q.shape[:3] and dk.shape == k.shape and dv.shape == v.shape
@@ -140,6 +143,39 @@ def test_softcap_changes_the_result():
 def test_sink_counts(sinks):
     q, k, v, grad_out = random_qkv(1, 2, 2, 70, 70, 16, torch.float32, seed=sinks)
     check_against_reference(q, k, v, grad_out, window=8, sinks=sinks, causal=True)
+
+
+# End sinks: the last keys, seen by every query (causal: from their own position on), as BERT's trailing [SEP].
+END_SINK_CASES = {
+    # name: (batch, heads, kv_heads, q_len, kv_len, head_dim, window, sinks, end_sinks, causal)
+    "cls-and-sep": (2, 2, 2, 70, 70, 16, 3, 1, 1, False),  # the band never reaches the last tile
+    "end-sinks-only-causal": (1, 2, 1, 70, 70, 16, 4, 0, 3, True),  # seen only by the last queries
+    "end-sinks-before-the-band": (1, 2, 2, 45, 45, 16, 2, 0, 30, True),  # they reach back past some bands
+    "end-sinks-beyond-kv": (1, 2, 2, 37, 37, 16, 1, 0, 100, False),  # every key is an end sink: dense
+    "end-sinks-overlap-sinks": (1, 2, 1, 20, 20, 16, 1, 12, 12, False),
+    "fewer-queries": (1, 4, 2, 33, 100, 32, (7, 2), 2, 5, False),
+    "more-queries-causal": (1, 2, 1, 60, 35, 16, 3, 1, 4, True),  # the first 25 queries see nothing
+    "softcap-asymmetric": (1, 2, 2, 45, 45, 16, (5, 0), 1, 2, False),
+}
+
+
+@pytest.mark.parametrize("case", list(END_SINK_CASES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=gpu_only)])
+def test_end_sinks_forward_and_gradients(case, dtype):
+    batch, heads, kv_heads, q_len, kv_len, head_dim, window, sinks, end_sinks, causal = END_SINK_CASES[case]
+    q, k, v, grad_out = random_qkv(batch, heads, kv_heads, q_len, kv_len, head_dim, dtype, seed=11)
+    softcap = 2.0 if case.startswith("softcap") else 0.0
+    check_against_reference(q, k, v, grad_out, window, sinks, causal, softcap=softcap, end_sinks=end_sinks)
+
+
+def test_end_sinks_change_the_result_only_where_they_are_seen():
+    q, k, v, _ = random_qkv(1, 2, 2, 40, 40, 16, torch.float32, seed=12)
+    without = sliding_window_attention(q, k, v, window=2, causal=True)
+    with_end = sliding_window_attention(q, k, v, window=2, causal=True, end_sinks=1)
+    # Causal: only the last query is at or after the last key, and it sees that key in its band already.
+    torch.testing.assert_close(with_end, without, rtol=0, atol=0)
+    far = sliding_window_attention(q, k, v, window=2, causal=False, end_sinks=1)
+    assert not torch.allclose(far[:, :, :30], sliding_window_attention(q, k, v, window=2, causal=False)[:, :, :30])
 
 
 @pytest.mark.parametrize("case", ["more-queries-empty-rows", "fewer-queries-non-causal"])
@@ -228,6 +264,24 @@ def test_forward_and_dq_never_load_key_tiles_outside_the_band_and_sinks(window, 
     assert bool((dk[:, :, 128:512] == 0).all() and (dv[:, :, 128:512] == 0).all())
 
 
+def test_forward_and_dq_never_load_key_tiles_between_the_band_and_the_end_sinks():
+    # 600 keys, window 8, one sink and 2 end sinks, non-causal: the first 64 queries see keys 0..71 and
+    # 598..599. Keys 256..511 lie in no tile they visit at any tiling up to 128, so poisoning them with NaN
+    # must leave those queries' outputs and dq right (the later queries see the NaN, as they should).
+    q, k, v, grad_out = random_qkv(1, 2, 1, 600, 600, 16, torch.float32, seed=13)
+    grad_out[:, :, 64:] = 0.0
+    expected_out, _, (expected_dq, _, _) = float64_reference(q, k, v, grad_out, 8, 1, False, end_sinks=2)
+    k_poisoned, v_poisoned = k.clone(), v.clone()
+    k_poisoned[:, :, 256:512] = float("nan")
+    v_poisoned[:, :, 256:512] = float("nan")
+    q = q.clone().requires_grad_()
+    out = sliding_window_attention(q, k_poisoned, v_poisoned, 8, 1, False, end_sinks=2)
+    (dq,) = torch.autograd.grad(out[:, :, :64], q, grad_out[:, :, :64])
+    tol = TOLERANCES[torch.float32]
+    torch.testing.assert_close(out[:, :, :64].double(), expected_out[:, :, :64], **tol)
+    torch.testing.assert_close(dq[:, :, :64].double(), expected_dq[:, :, :64], **tol)
+
+
 @pytest.mark.parametrize("causal", [True, False])
 def test_dkdv_never_loads_query_tiles_that_do_not_see_the_key_block(causal):
     # 600 queries over 16 keys: positions -584..15, so only queries from 576 on see a key.
@@ -267,6 +321,9 @@ def test_dkdv_never_loads_query_tiles_that_do_not_see_the_key_block(causal):
     (dict(softcap="50"), TypeError, "softcap: expected a real number"),
     (dict(sinks=-2), ValueError, "sinks: expected an integer >= 0"),
     (dict(sinks="4"), TypeError, "sinks: expected an integer"),
+    (dict(end_sinks=-1), ValueError, "end_sinks: expected an integer >= 0"),
+    (dict(end_sinks=1.0), TypeError, "end_sinks: expected an integer"),
+    (dict(end_sinks=True), TypeError, "end_sinks: expected an integer"),
     (dict(scale=0.0), ValueError, "scale: expected a positive"),
     (dict(scale=-1.0), ValueError, "scale: expected a positive"),
     (dict(scale=math.inf), ValueError, "scale: expected a positive finite"),

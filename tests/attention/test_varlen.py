@@ -33,16 +33,17 @@ def packed_inputs(q_lens, k_lens, heads, kv_heads, head_dim, dtype, seed=0):
             torch.randn(heads, sum(q_lens), generator=generator).to(DEVICE))
 
 
-def check_varlen(q_lens, k_lens, q, k, v, grad_out, grad_lse, window, sinks, causal, softcap):
+def check_varlen(q_lens, k_lens, q, k, v, grad_out, grad_lse, window, sinks, causal, softcap, end_sinks=0):
     cu_q, cu_k = offsets(q_lens), offsets(k_lens)
     max_q, max_k = max(q_lens), max(k_lens)
     q, k, v = (t.clone().requires_grad_() for t in (q, k, v))
     out, lse = sliding_window_attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, window, sinks, causal,
-                                               softcap=softcap, return_lse=True)
+                                               softcap=softcap, return_lse=True, end_sinks=end_sinks)
     grads = torch.autograd.grad((out, lse), (q, k, v), (grad_out, grad_lse))
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
     out64, lse64 = sliding_window_attention_varlen_reference(q64, k64, v64, cu_q, cu_k, max_q, max_k, window, sinks,
-                                                             causal, softcap=softcap, return_lse=True)
+                                                             causal, softcap=softcap, return_lse=True,
+                                                             end_sinks=end_sinks)
     grads64 = torch.autograd.grad((out64, lse64), (q64, k64, v64), (grad_out.double(), grad_lse.double()))
     tol = TOLERANCES[q.dtype]
     assert out.shape == q.shape and out.dtype == q.dtype and lse.shape == (q.shape[1], q.shape[0])
@@ -66,6 +67,24 @@ def test_half_precision_forward_and_gradients(case, dtype):
     q_lens, k_lens, heads, kv_heads, head_dim, window, sinks, causal, softcap = CASES[case]
     q, k, v, grad_out, grad_lse = packed_inputs(q_lens, k_lens, heads, kv_heads, head_dim, dtype, seed=1)
     check_varlen(q_lens, k_lens, q, k, v, grad_out, grad_lse, window, sinks, causal, softcap)
+
+
+# End sinks are each sequence's own last keys: a padded BERT batch's trailing [SEP] through varlen.
+END_SINK_CASES = {
+    # name: (query lengths, key lengths, heads, kv_heads, head_dim, window, sinks, end_sinks, causal)
+    "cls-and-sep-per-sequence": ([70, 3, 0, 45], [70, 3, 0, 45], 2, 2, 16, 3, 1, 1, False),
+    "causal-end-sinks": ([40, 17], [40, 17], 2, 1, 16, 2, 0, 4, True),
+    "queries-and-keys-differ": ([5, 50], [50, 5], 4, 2, 32, (4, 1), 1, 3, False),
+    "end-sinks-beyond-a-sequence": ([3, 20, 7], [3, 20, 7], 2, 2, 16, 1, 0, 10, False),
+}
+
+
+@pytest.mark.parametrize("case", list(END_SINK_CASES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=gpu_only)])
+def test_end_sinks_per_sequence(case, dtype):
+    q_lens, k_lens, heads, kv_heads, head_dim, window, sinks, end_sinks, causal = END_SINK_CASES[case]
+    q, k, v, grad_out, grad_lse = packed_inputs(q_lens, k_lens, heads, kv_heads, head_dim, dtype, seed=5)
+    check_varlen(q_lens, k_lens, q, k, v, grad_out, grad_lse, window, sinks, causal, 0.0, end_sinks)
 
 
 def test_no_sequence_reads_another():
@@ -134,6 +153,8 @@ def _arguments(**changes):
     (dict(q=torch.randn(12, 3, 16)), ValueError, "q: 3 heads is not a multiple of the 2 key/value heads"),
     (dict(window=(-2, 0)), ValueError, "window: expected integers >= -1"),
     (dict(sinks=-1), ValueError, "sinks: expected an integer >= 0"),
+    (dict(end_sinks=-3), ValueError, "end_sinks: expected an integer >= 0"),
+    (dict(end_sinks="1"), TypeError, "end_sinks: expected an integer"),
     (dict(softcap=-0.5), ValueError, "softcap: expected a finite number >= 0"),
 ])
 def test_bad_inputs_raise_clear_errors(changes, error, message):

@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from menagerie.harness import cli, compile_record, cubin, nvrtc
+from menagerie.harness import cli, compile_record, cubin, nvrtc, registry
 from menagerie.harness.gpu_archs import ARCHS, parse_archs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -270,6 +271,21 @@ def test_spot_checks_cover_every_kernel_and_the_fraction():
     assert choose_spot_checks(entries, list(entries), 0.03, "1") == chosen  # the seed decides
     assert len(choose_spot_checks(entries, list(entries)[:10], 0.03, "1")) == 1  # one per kernel at least
     assert choose_spot_checks(entries, list(entries), 0.0, "1") == []
+
+
+def test_rows_a_gpu_run_skips_are_not_compiled():
+    # The packed benchmark's padded variant applies to causal cases without end sinks only: a GPU run skips the
+    # BERT-like case for it, so the compile check must not drive it (it would raise), while the interpreter-only
+    # bf16 skip must not hide a row from a GPU build.
+    from menagerie.harness.compile_check import compile_plan
+    [varlen] = registry.select(["attention.varlen"])
+    plan = compile_plan([varlen], "small", [], ["fwd"])
+    padded = {(case.name, dtype) for _, case, dtype, _, impl in plan if impl.name == "triton_padded"}
+    packed = {(case.name, dtype) for _, case, dtype, _, impl in plan if impl.name == "triton"}
+    bert = [case.name for case in varlen.cases["small"] if case.params["end_sinks"]]
+    assert bert and not any(name in bert for name, _ in padded)
+    assert {name for name, _ in packed} == {case.name for case in varlen.cases["small"]}
+    assert torch.bfloat16 in {dtype for _, dtype in packed}
 
 
 def test_mma_class_names_the_strongest_tensor_core_instruction():

@@ -46,24 +46,40 @@ def test_token_classes(minilm):
 def test_triton_kernel_inside_the_model_matches_the_reference(minilm):
     tokenizer, model = minilm
     text = minilm_sinks.stdlib_paragraphs(1)
-    configuration = minilm_sinks.Configuration(window=4, sinks="cls")
+    configuration = minilm_sinks.Configuration(window=4, sinks="cls+sep")  # leading and trailing sinks
     embeddings = {backend: minilm_sinks.embed(model, tokenizer, text, 48,
                                               minilm_sinks.WindowedAttention(model, configuration, kernel))
                   for backend, kernel in minilm_sinks.BACKENDS.items()}
     torch.testing.assert_close(embeddings["triton"], embeddings["reference"], atol=1e-5, rtol=1e-5)
 
 
-def test_the_mask_path_agrees_with_the_kernel_on_the_leading_sink(minilm):
-    # The boolean-mask path ([SEP] and punctuation sinks) with only the first key a sink is the kernel's sinks=1.
+@pytest.mark.parametrize("sink_set, sinks, end_sinks", [("cls", 1, 0), ("cls+sep", 1, 1)])
+def test_the_mask_path_agrees_with_the_kernel_on_leading_and_trailing_sinks(minilm, sink_set, sinks, end_sinks):
+    # The boolean-mask path (punctuation sinks) with the first key, or the first and the last, as sinks is the
+    # kernel's sinks=1 (and end_sinks=1), the path that `cls` and `cls+sep` take.
     _, model = minilm
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, 13, 16, generator=generator) for _ in range(3))
+    attention = minilm_sinks.WindowedAttention(model, minilm_sinks.Configuration(3, "cls+sep+punct"),
+                                               minilm_sinks.BACKENDS["reference"])
+    attention.sink_keys = (torch.arange(13) < sinks) | (torch.arange(13) >= 13 - end_sinks)
+    through_mask, _ = attention(None, q, k, v, None, scaling=0.25)
+    kernel_path = minilm_sinks.WindowedAttention(model, minilm_sinks.Configuration(3, sink_set),
+                                                 minilm_sinks.BACKENDS["reference"])
+    kernel_path.sink_keys = attention.sink_keys
+    through_kernel, _ = kernel_path(None, q, k, v, None, scaling=0.25)
+    assert kernel_path.configuration.path == "kernel"
+    torch.testing.assert_close(through_mask, through_kernel, atol=1e-6, rtol=1e-5)
+
+
+def test_the_kernel_path_refuses_sinks_it_cannot_express(minilm):
+    _, model = minilm
     attention = minilm_sinks.WindowedAttention(model, minilm_sinks.Configuration(3, "cls+sep"),
                                                minilm_sinks.BACKENDS["reference"])
-    attention.sink_keys = torch.arange(13) == 0
-    through_mask, _ = attention(None, q, k, v, None, scaling=0.25)
-    kernel = minilm_sinks.sliding_window_attention_reference(q, k, v, window=3, sinks=1, causal=False, scale=0.25)
-    torch.testing.assert_close(through_mask, kernel.transpose(1, 2), atol=1e-6, rtol=1e-5)
+    attention.sink_keys = torch.arange(13) == 0  # no trailing [SEP], as a truncation that dropped it would give
+    q = torch.randn(1, 2, 13, 16)
+    with pytest.raises(ValueError, match="not the first 1 and last 1 keys"):
+        attention(None, q, q, q, None)
 
 
 def test_attention_shares_by_class_sum_to_one(small_study):
