@@ -235,8 +235,9 @@ def test_a_spot_check_that_differs_from_the_record_fails_naming_the_unit(recorde
 def test_a_planted_kernel_change_that_spills_is_compiled_and_caught(recorded, tmp_path):
     import shutil
     shutil.copytree(recorded / "record", tmp_path / "record")
-    # The same kernel with a 64 x 256 fp32 accumulator in one warp: a new unit, which spills.
-    code, output = planted_compile(tmp_path, 64, 256, "--frozen")
+    # The same kernel with a 32 x 256 fp32 accumulator in one warp (256 values a thread, past the 255 registers):
+    # a new unit, which spills.
+    code, output = planted_compile(tmp_path, 32, 256, "--frozen")
     assert code == 1, output
     assert "0 replayed from the record, 1 compiled" in output
     assert "no configuration is spill-free" in output and "missing from the record" in output
