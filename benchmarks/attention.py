@@ -23,14 +23,15 @@ log-sum-exp) forward, and read q, k, v, o, dO, lse and write dq, dk, dv backward
 tiling, masked elements and head-dim padding included.
 """
 
-import importlib.util
+import functools
 
 import torch
 import torch.nn.functional as F
 import triton
 
 from menagerie.benchmarks import interpreted_bf16
-from menagerie.harness.registry import Benchmark, Case, Cost, Impl, PublishedFigure, Tolerance, publish, register
+from menagerie.harness.registry import (Benchmark, Case, Cost, Impl, PublishedFigure, Tolerance, cost_of_mode,
+                                        first_reason, needs, publish, register)
 from menagerie.kernels.attention import (sliding_window_attention, sliding_window_attention_reference,
                                sliding_window_attention_varlen, sliding_window_attention_varlen_reference,
                                sliding_window_mask, sliding_window_mask_mod, varlen_mask_mod, visible_pairs,
@@ -60,7 +61,8 @@ def _sinks_name(sinks, end_sinks) -> str:
     return f"k{sinks}" + (f"e{end_sinks}" if end_sinks else "")
 
 
-def case(batch, heads, kv_heads, seqlen, head_dim, window, sinks, causal=True, q_len=None, softcap=0.0, end_sinks=0):
+def case(*, batch, heads, kv_heads, seqlen, head_dim, window, sinks, causal=True, q_len=None, softcap=0.0,
+         end_sinks=0):
     q_len = q_len or seqlen
     name = (f"b{batch}h{heads}kv{kv_heads}s{seqlen}d{head_dim}{_window_name(window)}{_sinks_name(sinks, end_sinks)}"
             + ("" if causal else "nc"))
@@ -100,7 +102,7 @@ def _cost(batch_pairs, executed_tiles, q_rows, kv_rows, p, mode, dtype) -> Cost:
                extra={"executed_tile_flops_128x64": executed})
     bwd = Cost(flops=BACKWARD_FLOP_FACTOR * fwd_flops, bytes=(5 * q_elems + 4 * kv_elems) * item + lse_bytes,
                exp=exps, extra={"executed_tile_flops_128x64": BACKWARD_FLOP_FACTOR * executed})
-    return {"fwd": fwd, "bwd": bwd, "fwd_bwd": fwd + bwd}[mode]
+    return cost_of_mode(mode, fwd, bwd)
 
 
 def cost(case: Case, mode: str, dtype: torch.dtype) -> Cost:
@@ -126,15 +128,22 @@ def sdpa_with_mask(q, k, v, window, sinks, causal, softcap, end_sinks):
 _flex_cache = {}
 
 
+@functools.cache
+def _compiled_flex_attention():
+    """FlexAttention under ``torch.compile``, wrapped once: each wrapper keeps its own compiled graphs."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
 def _flex(q, k, v, mask_key, mask_mod, q_len, kv_len, softcap):
     """Compiled FlexAttention with a cached block mask; softcap as a ``score_mod`` on the scaled score."""
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    from torch.nn.attention.flex_attention import create_block_mask
 
     if mask_key not in _flex_cache:
         _flex_cache[mask_key] = create_block_mask(mask_mod(), None, None, q_len, kv_len, device=q.device)
-    compiled = _flex_cache.setdefault("compiled", torch.compile(flex_attention, dynamic=False))
-    return compiled(q, k, v, score_mod=_softcap_mod(softcap) if softcap else None, block_mask=_flex_cache[mask_key],
-                    enable_gqa=q.shape[1] != k.shape[1])
+    return _compiled_flex_attention()(q, k, v, score_mod=_softcap_mod(softcap) if softcap else None,
+                                      block_mask=_flex_cache[mask_key], enable_gqa=q.shape[1] != k.shape[1])
 
 
 def _softcap_mod(softcap):
@@ -169,16 +178,15 @@ def _flex_skip(case, device, dtype, mode):
     return None
 
 
-def _flash_attn_skip(case, device, dtype, mode):
-    if importlib.util.find_spec("flash_attn") is None:
-        return "flash-attn is not installed"
-    if device.type != "cuda":
-        return "flash-attn runs on CUDA only"
+def _flash_attn_limits(case, device, dtype, mode):
     if dtype == torch.float32:
         return "flash-attn supports fp16 and bf16 only"
     if case.params["sinks"] or case.params["end_sinks"]:
         return "flash-attn has no sink tokens; it runs the cases without sinks"
     return None
+
+
+_flash_attn_skip = first_reason(needs("flash-attn", module="flash_attn", cuda=True), _flash_attn_limits)
 
 
 def _impls():
@@ -200,36 +208,41 @@ def _impls():
 COMMON = dict(tolerances=TOLERANCES, modes=("fwd", "bwd", "fwd_bwd"), grad_inputs=("q", "k", "v"))
 
 
-def mistral(batch, seqlen, window=4096):
-    """Mistral-7B-like: 32 query heads over 8 key/value heads, D 128, a causal 4096 window, no sinks."""
-    return case(batch, 32, 8, seqlen, 128, window=window, sinks=0)
-
-
-def bert_base(batch, seqlen=512, window=32):
-    """BERT-base-like encoder layer (12 heads, D 64, not causal): a band, [CLS] as a sink and the trailing [SEP]
-    as an end sink, the configuration the sink study (``menagerie study sinks``) runs through the kernel."""
-    return case(batch, 12, 12, seqlen, 64, window=window, sinks=1, causal=False, end_sinks=1)
-
-
-def gemma2(batch, seqlen, window=4096):
-    """Gemma-2-9B-like local layer: 16 query heads over 8, D 256, a causal 4096 window, logits capped at 50."""
-    return case(batch, 16, 8, seqlen, 256, window=window, sinks=0, softcap=50.0)
+# Model-shaped layers, as keywords of ``case`` and ``varlen_case``.
+# Mistral-7B-like: 32 query heads over 8 key/value heads, D 128, a causal 4096 window, no sinks.
+MISTRAL = dict(heads=32, kv_heads=8, head_dim=128, window=4096, sinks=0)
+# Gemma-2-9B-like local layer: 16 query heads over 8, D 256, a causal 4096 window, logits capped at 50.
+GEMMA2 = dict(heads=16, kv_heads=8, head_dim=256, window=4096, sinks=0, softcap=50.0)
+# BERT-base-like encoder layer (12 heads, D 64, not causal): a band of 32, [CLS] as a sink and the trailing [SEP]
+# as an end sink, the configuration the sink study (``menagerie study sinks``) runs through the kernel.
+BERT_BASE = dict(heads=12, kv_heads=12, head_dim=64, window=32, sinks=1, end_sinks=1, causal=False)
 
 
 register(Benchmark(
     name="attention.sliding_window",
     description="sliding-window attention with sink tokens; q (B, H, Sq, D), k, v (B, Hkv, Sk, D)",
     cases={
-        "tiny": [case(1, 2, 1, 67, 16, window=8, sinks=2), case(1, 2, 2, 40, 32, window=5, sinks=1, causal=False),
-                 case(1, 2, 1, 37, 40, window=(3, 9), sinks=2, causal=False, q_len=21),
-                 case(1, 2, 1, 21, 96, window=8, sinks=0), case(1, 2, 1, 19, 256, window=8, sinks=0, softcap=2.0),
-                 case(1, 2, 2, 45, 16, window=4, sinks=1, causal=False, end_sinks=1)],
-        "small": [case(4, 8, 8, 2048, 64, window=256, sinks=4), case(2, 16, 4, 4096, 128, window=1024, sinks=4),
-                  case(2, 16, 16, 4096, 128, window=1024, sinks=0), mistral(1, 8192), gemma2(1, 8192),
-                  case(2, 16, 16, 4096, 96, window=1024, sinks=4), bert_base(8)],
-        "full": [case(8, 16, 16, 8192, 128, window=window, sinks=4) for window in (256, 1024, 4096)]
-        + [case(8, 16, 16, 8192, 128, window=1024, sinks=0), case(1, 16, 16, 32768, 128, window=4096, sinks=4),
-           mistral(2, 16384), gemma2(2, 16384), case(8, 16, 16, 8192, 96, window=4096, sinks=4), bert_base(64)],
+        "tiny": [case(batch=1, heads=2, kv_heads=1, seqlen=67, head_dim=16, window=8, sinks=2),
+                 case(batch=1, heads=2, kv_heads=2, seqlen=40, head_dim=32, window=5, sinks=1, causal=False),
+                 case(batch=1, heads=2, kv_heads=1, seqlen=37, head_dim=40, window=(3, 9), sinks=2, causal=False,
+                      q_len=21),
+                 case(batch=1, heads=2, kv_heads=1, seqlen=21, head_dim=96, window=8, sinks=0),
+                 case(batch=1, heads=2, kv_heads=1, seqlen=19, head_dim=256, window=8, sinks=0, softcap=2.0),
+                 case(batch=1, heads=2, kv_heads=2, seqlen=45, head_dim=16, window=4, sinks=1, causal=False,
+                      end_sinks=1)],
+        "small": [case(batch=4, heads=8, kv_heads=8, seqlen=2048, head_dim=64, window=256, sinks=4),
+                  case(batch=2, heads=16, kv_heads=4, seqlen=4096, head_dim=128, window=1024, sinks=4),
+                  case(batch=2, heads=16, kv_heads=16, seqlen=4096, head_dim=128, window=1024, sinks=0),
+                  case(batch=1, seqlen=8192, **MISTRAL), case(batch=1, seqlen=8192, **GEMMA2),
+                  case(batch=2, heads=16, kv_heads=16, seqlen=4096, head_dim=96, window=1024, sinks=4),
+                  case(batch=8, seqlen=512, **BERT_BASE)],
+        "full": [case(batch=8, heads=16, kv_heads=16, seqlen=8192, head_dim=128, window=window, sinks=4)
+                 for window in (256, 1024, 4096)]
+        + [case(batch=8, heads=16, kv_heads=16, seqlen=8192, head_dim=128, window=1024, sinks=0),
+           case(batch=1, heads=16, kv_heads=16, seqlen=32768, head_dim=128, window=4096, sinks=4),
+           case(batch=2, seqlen=16384, **MISTRAL), case(batch=2, seqlen=16384, **GEMMA2),
+           case(batch=8, heads=16, kv_heads=16, seqlen=8192, head_dim=96, window=4096, sinks=4),
+           case(batch=64, seqlen=512, **BERT_BASE)],
     },
     make_inputs=make_inputs, cost=cost, **_impls(), **COMMON,
 ))
@@ -238,9 +251,9 @@ register(Benchmark(
     name="attention.dense_causal",
     description="causal attention with the window covering the whole sequence (the yardstick)",
     cases={
-        "tiny": [case(1, 2, 2, 67, 16, window=67, sinks=0)],
-        "small": [case(4, 16, 16, 2048, 128, window=2048, sinks=0)],
-        "full": [case(8, 16, 16, 8192, 128, window=8192, sinks=0)],
+        "tiny": [case(batch=1, heads=2, kv_heads=2, seqlen=67, head_dim=16, window=67, sinks=0)],
+        "small": [case(batch=4, heads=16, kv_heads=16, seqlen=2048, head_dim=128, window=2048, sinks=0)],
+        "full": [case(batch=8, heads=16, kv_heads=16, seqlen=8192, head_dim=128, window=8192, sinks=0)],
     },
     make_inputs=make_inputs, cost=cost, **_impls(), **COMMON,
 ))
@@ -250,7 +263,7 @@ register(Benchmark(
 # Packed sequences of mixed lengths
 # ----------------------------------------------------------------------------------------------
 
-def varlen_case(lengths, heads, kv_heads, head_dim, window, sinks, end_sinks=0, causal=True):
+def varlen_case(*, lengths, heads, kv_heads, head_dim, window, sinks, end_sinks=0, causal=True):
     """Self-attention (each sequence's queries are its keys) over ``lengths`` packed."""
     name = (f"n{len(lengths)}t{sum(lengths)}max{max(lengths)}h{heads}kv{kv_heads}d{head_dim}"
             f"{_window_name(window)}{_sinks_name(sinks, end_sinks)}" + ("" if causal else "nc"))
@@ -341,32 +354,31 @@ VARLEN_SMALL = (4096, 2500, 1024, 1024, 600, 300, 200, 129, 64, 1)
 VARLEN_BERT = (512, 384, 300, 256, 200, 128, 77, 64, 33, 9)
 
 
-def padded_skip(case, device, dtype, mode):
+def _padded_limits(case, device, dtype, mode):
     if not case.params["causal"] or case.params["end_sinks"]:
         return ("padding to the longest sequence gives the same answer only for causal attention without end sinks "
                 "(a real query would see padded keys)")
-    return interpreted_bf16(case, device, dtype, mode)
+    return None
 
 
 register(Benchmark(
     name="attention.varlen",
     description="packed sequences of mixed lengths, causal sliding window; q (total, H, D), k, v (total, Hkv, D)",
     cases={
-        "tiny": [varlen_case((1, 20, 9), 2, 1, 32, window=8, sinks=2), varlen_case((17, 5), 2, 2, 16, window=(6, 0),
-                                                                                    sinks=0),
-                 varlen_case((13, 6, 20), 2, 2, 16, window=3, sinks=1, end_sinks=1, causal=False)],
-        "small": [varlen_case(VARLEN_SMALL, 16, 4, 128, window=1024, sinks=4),
-                  varlen_case(VARLEN_SMALL, 32, 8, 128, window=4096, sinks=0),
-                  varlen_case(VARLEN_BERT, 12, 12, 64, window=32, sinks=1, end_sinks=1, causal=False)],
-        "full": [varlen_case(VARLEN_FULL, 16, 4, 128, window=1024, sinks=4),
-                 varlen_case(VARLEN_FULL, 32, 8, 128, window=4096, sinks=0),
-                 varlen_case(VARLEN_BERT * 8, 12, 12, 64, window=32, sinks=1, end_sinks=1, causal=False)],
+        "tiny": [varlen_case(lengths=(1, 20, 9), heads=2, kv_heads=1, head_dim=32, window=8, sinks=2),
+                 varlen_case(lengths=(17, 5), heads=2, kv_heads=2, head_dim=16, window=(6, 0), sinks=0),
+                 varlen_case(lengths=(13, 6, 20), heads=2, kv_heads=2, head_dim=16, window=3, sinks=1, end_sinks=1,
+                             causal=False)],
+        "small": [varlen_case(lengths=VARLEN_SMALL, heads=16, kv_heads=4, head_dim=128, window=1024, sinks=4),
+                  varlen_case(lengths=VARLEN_SMALL, **MISTRAL), varlen_case(lengths=VARLEN_BERT, **BERT_BASE)],
+        "full": [varlen_case(lengths=VARLEN_FULL, heads=16, kv_heads=4, head_dim=128, window=1024, sinks=4),
+                 varlen_case(lengths=VARLEN_FULL, **MISTRAL), varlen_case(lengths=VARLEN_BERT * 8, **BERT_BASE)],
     },
     make_inputs=make_varlen_inputs, cost=varlen_cost,
     reference=Impl("torch_dense", varlen_reference, role="reference", note="the dense reference per sequence"),
     variants=[Impl("triton", sliding_window_attention_varlen, skip_reason=interpreted_bf16, triton=True),
-              Impl("triton_padded", padded_dense, skip_reason=padded_skip, triton=True,
-                   note="padded to the longest sequence, dense kernel, real rows gathered")],
+              Impl("triton_padded", padded_dense, skip_reason=first_reason(_padded_limits, interpreted_bf16),
+                   triton=True, note="padded to the longest sequence, dense kernel, real rows gathered")],
     peers=[Impl("flex_attention", flex_attention_document_mask, role="peer", skip_reason=_flex_skip,
                 note="compiled, document mask over the packed sequence", poison=False),
            Impl("flash_attn", flash_attn_varlen, role="peer", skip_reason=_flash_attn_skip,

@@ -21,25 +21,22 @@ def pytest_addoption(parser):
     group.addoption("--menagerie-size", choices=registry.SIZES, default=None,
                     help="size preset (default: small on a GPU, tiny on the CPU)")
     group.addoption("--menagerie-device", default=None, help="cpu or cuda (default: cuda when available)")
-    group.addoption("--menagerie-dtype", action="append", default=[], choices=["fp32", "fp16", "bf16"],
+    group.addoption("--menagerie-dtype", action="append", default=[], choices=sorted(registry.DTYPES),
                     help="dtype (repeatable; default: bf16 on a GPU, fp32 on the CPU)")
     group.addoption("--menagerie-rounds", type=int, default=None,
                     help="timed rounds per test (default: 20 on a GPU, 5 on the CPU)")
-
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def _config(config) -> runner.RunConfig:
     device = parse_device(config.getoption("--menagerie-device")) if config.getoption(
         "--menagerie-device") else default_device()
     return runner.RunConfig(
-        size=config.getoption("--menagerie-size") or ("small" if device.type == "cuda" else "tiny"),
+        size=config.getoption("--menagerie-size") or registry.default_size(device),
         device=device,
         timer="events" if device.type == "cuda" else "cpu",
         budget=Budget(),
         seeds=1,
-        dtypes=tuple(DTYPES[name] for name in config.getoption("--menagerie-dtype")),
+        dtypes=tuple(registry.torch_dtype(name) for name in config.getoption("--menagerie-dtype")),
     )
 
 

@@ -4,10 +4,12 @@ Fused Triton bias + GELU against PyTorch's two unfused ops. Memory-bound: the
 roofline that matters is bytes over copy bandwidth.
 """
 
+import functools
+
 import torch
 
 from menagerie.benchmarks import interpreted_bf16
-from menagerie.harness.registry import Benchmark, Case, Cost, Impl, Tolerance, register
+from menagerie.harness.registry import Benchmark, Case, Cost, Impl, Tolerance, cost_of_mode, needs, register
 from menagerie.kernels.elementwise import bias_gelu, bias_gelu_reference
 
 # Per element: the bias add, the cubic polynomial (5), the sigmoid's non-exp part
@@ -17,8 +19,8 @@ FWD_FLOPS_PER_ELEMENT = 10
 BWD_FLOPS_PER_ELEMENT = 20
 
 
-def _cases(*shapes):
-    return [Case(f"{n}x{c}", {"rows": n, "cols": c}) for n, c in shapes]
+def bias_gelu_case(*, rows, cols):
+    return Case(f"{rows}x{cols}", {"rows": rows, "cols": cols})
 
 
 def make_inputs(case: Case, dtype: torch.dtype, device: torch.device, seed: int) -> dict:
@@ -37,27 +39,16 @@ def cost(case: Case, mode: str, dtype: torch.dtype) -> Cost:
     # Backward reads x, dy and bias, writes dx and dbias.
     bwd = Cost(flops=BWD_FLOPS_PER_ELEMENT * elements, bytes=(3 * elements + 2 * cols) * item, exp=elements,
                flop_ceiling="fp32")
-    if mode == "fwd":
-        return fwd
-    if mode == "bwd":
-        return bwd
-    return fwd + bwd
+    return cost_of_mode(mode, fwd, bwd)
 
 
-def _compiled_skip_reason(case, device, dtype, mode):
-    if device.type != "cuda":
-        return "torch.compile peer runs on CUDA only (on the CPU its compile time dominates tiny runs)"
-    return None
-
-
-_compiled = None
+@functools.cache
+def _compiled_bias_gelu():
+    return torch.compile(bias_gelu_reference)
 
 
 def bias_gelu_compiled(x, bias):
-    global _compiled
-    if _compiled is None:
-        _compiled = torch.compile(bias_gelu_reference)
-    return _compiled(x, bias)
+    return _compiled_bias_gelu()(x, bias)
 
 
 register(
@@ -65,15 +56,16 @@ register(
         name="elementwise.bias_gelu",
         description="y = gelu(x + bias) (tanh approximation), x (N, C), bias (C,)",
         cases={
-            "tiny": _cases((64, 257), (129, 1000)),
-            "small": _cases((4096, 4096), (8191, 4099)),
-            "full": _cases((16384, 8192), (32768, 16384)),
+            "tiny": [bias_gelu_case(rows=64, cols=257), bias_gelu_case(rows=129, cols=1000)],
+            "small": [bias_gelu_case(rows=4096, cols=4096), bias_gelu_case(rows=8191, cols=4099)],
+            "full": [bias_gelu_case(rows=16384, cols=8192), bias_gelu_case(rows=32768, cols=16384)],
         },
         make_inputs=make_inputs,
         reference=Impl("torch", bias_gelu_reference, role="reference", note="x + bias, then F.gelu"),
         variants=[Impl("triton_fused", bias_gelu, skip_reason=interpreted_bf16, triton=True)],
-        peers=[Impl("torch_compile", bias_gelu_compiled, role="peer", skip_reason=_compiled_skip_reason,
-                poison=False)],
+        peers=[Impl("torch_compile", bias_gelu_compiled, role="peer", poison=False,
+                    skip_reason=needs("torch.compile peer", cuda=True,
+                                      why="on the CPU its compile time dominates tiny runs"))],
         modes=("fwd", "bwd", "fwd_bwd"),
         grad_inputs=("x", "bias"),
         cost=cost,

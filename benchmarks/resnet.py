@@ -19,27 +19,29 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 
 import torch
 from torch import nn
 
-from menagerie.harness.registry import Benchmark, Case, Cost, Impl, PublishedFigure, Tolerance, publish, register
+from menagerie.harness.registry import (Benchmark, Case, Cost, Impl, PublishedFigure, Tolerance, cost_of_mode, needs,
+                                        publish, register)
 from menagerie.models.mlperf import PUBLISHED as MLPERF_ANCHORS
 from menagerie.models.resnet import build
 
-_SKELETONS: dict = {}
 
-
+@functools.cache
 def _skeleton(arch: str, classes: int, device: torch.device, memory_format) -> nn.Module:
     """A model whose parameters are replaced by functional_call; it keeps the BatchNorm running statistics."""
-    key = (arch, classes, str(device), memory_format)
-    if key not in _SKELETONS:
-        _SKELETONS[key] = build(arch, classes).to(device, memory_format=memory_format).train()
-    return _SKELETONS[key]
+    return build(arch, classes).to(device, memory_format=memory_format).train()
 
 
-def step_case(arch: str, batch: int, size: int, classes: int) -> Case:
+def step_case(*, arch: str, batch: int, size: int, classes: int) -> Case:
     return Case(f"{arch}_b{batch}_{size}px", {"arch": arch, "batch": batch, "size": size, "classes": classes})
+
+
+# ResNet-50 on ImageNet, as MLPerf trains it: 224-pixel images, 1000 classes.
+RESNET50_IMAGENET = dict(arch="resnet50", size=224, classes=1000)
 
 
 def make_inputs(case: Case, dtype: torch.dtype, device: torch.device, seed: int) -> dict:
@@ -57,7 +59,8 @@ def make_inputs(case: Case, dtype: torch.dtype, device: torch.device, seed: int)
 
 
 def _parameters(weights: torch.Tensor, model: nn.Module, dtype: torch.dtype, memory_format) -> dict:
-    """The flat ``weights`` cut into the model's named parameters (differentiably), in ``dtype`` and ``memory_format``."""
+    """The flat ``weights`` cut into the model's named parameters (differentiably), in ``dtype`` and
+    ``memory_format``."""
     named = list(model.named_parameters())
     pieces = torch.split(weights.to(dtype), [value.numel() for _, value in named])
     return {name: piece.view(value.shape).contiguous(memory_format=memory_format) if value.ndim == 4
@@ -82,18 +85,14 @@ def channels_last_autocast(images, weights, arch, classes):
     return logits.to(images.dtype)
 
 
-_compiled = {}
+@functools.cache
+def _compiled_step():
+    return torch.compile(channels_last_autocast)
 
 
 def compiled(images, weights, arch, classes):
     """``channels_last_autocast`` under ``torch.compile`` (compiled once, recompiled per new signature)."""
-    if "fn" not in _compiled:
-        _compiled["fn"] = torch.compile(channels_last_autocast)
-    return _compiled["fn"](images, weights, arch, classes)
-
-
-def _cpu_compile_skip(case, device, dtype, mode):
-    return "compiling a ResNet on the CPU takes minutes; measured on GPUs" if device.type == "cpu" else None
+    return _compiled_step()(images, weights, arch, classes)
 
 
 def forward_flops(case: Case) -> float:
@@ -104,13 +103,15 @@ def forward_flops(case: Case) -> float:
     def count(module, inputs, output):
         nonlocal total
         if isinstance(module, nn.Conv2d):
-            total += output.numel() * module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            height, width = module.kernel_size
+            total += output.numel() * module.in_channels // module.groups * height * width
         elif isinstance(module, nn.Linear):
             total += output.numel() * module.in_features
 
     with torch.device("meta"):
         model = build(p["arch"], p["classes"])
-    hooks = [module.register_forward_hook(count) for module in model.modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
+    hooks = [module.register_forward_hook(count) for module in model.modules()
+             if isinstance(module, (nn.Conv2d, nn.Linear))]
     model(torch.empty(p["batch"], 3, p["size"], p["size"], device="meta"))
     for hook in hooks:
         hook.remove()
@@ -125,13 +126,13 @@ def cost(case: Case, mode: str, dtype: torch.dtype) -> Cost:
     images = p["batch"] * 3 * p["size"] ** 2
     fwd = Cost(flops=forward_flops(case), bytes=(images + parameters) * dtype.itemsize)
     bwd = Cost(flops=2 * fwd.flops, bytes=2 * parameters * dtype.itemsize)
-    return dataclasses.replace({"fwd": fwd, "bwd": bwd, "fwd_bwd": fwd + bwd}[mode], extra={"images": p["batch"]})
+    return dataclasses.replace(cost_of_mode(mode, fwd, bwd), extra={"images": p["batch"]})
 
 
 CASES_BY_SIZE = {
-    "tiny": [step_case("resnet8", 4, 16, 10)],
-    "small": [step_case("resnet50", 64, 224, 1000)],
-    "full": [step_case("resnet50", 256, 224, 1000)],
+    "tiny": [step_case(arch="resnet8", batch=4, size=16, classes=10)],
+    "small": [step_case(batch=64, **RESNET50_IMAGENET)],
+    "full": [step_case(batch=256, **RESNET50_IMAGENET)],
 }
 
 register(Benchmark(
@@ -141,7 +142,9 @@ register(Benchmark(
     make_inputs=make_inputs,
     reference=Impl("eager_fp32", eager_fp32, role="reference", note="eager, float32, NCHW"),
     variants=[Impl("channels_last_autocast", channels_last_autocast, note="fp32 weights, autocast to the row's dtype"),
-              Impl("compiled", compiled, skip_reason=_cpu_compile_skip, poison=False, note="torch.compile")],
+              Impl("compiled", compiled, poison=False, note="torch.compile",
+                   skip_reason=needs("the compiled step", cuda=True,
+                                     why="compiling a ResNet on the CPU takes minutes"))],
     cost=cost,
     # Deep BatchNorm networks amplify rounding in the gradients: scale-aware absolute tolerances.
     tolerances={torch.float32: Tolerance(atol=1e-4, rtol=1e-3, atol_of_max=1e-3),

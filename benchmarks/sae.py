@@ -19,22 +19,22 @@ written once).
 import torch
 
 from menagerie.benchmarks import interpreted_bf16
-from menagerie.harness.registry import Benchmark, Case, Cost, Impl, Tolerance, register
+from menagerie.harness.registry import Benchmark, Case, Cost, Impl, Tolerance, cost_of_mode, register
 from menagerie.kernels.sae import (decode_dense, decode_embedding_bag, sparse_decode, sparse_decode_mse, topk_encode,
                          topk_encode_dense)
 
 ACCURACY_ROWS_PER_CHUNK = 256
 
 
-def sae_case(rows, dim, latents, k):
+def sae_case(*, rows, dim, latents, k):
     return Case(f"n{rows}d{dim}m{latents}k{k}", dict(rows=rows, dim=dim, latents=latents, k=k))
 
 
 CASES = {
     # Tiny: d large against k, so even at CPU sizes the planted latents stand clear of the rest.
-    "tiny": [sae_case(67, 256, 300, 4), sae_case(19, 128, 130, 1)],
-    "small": [sae_case(4096, 768, 16384, 32)],
-    "full": [sae_case(8192, 4096, 131072, 64), sae_case(8192, 768, 32768, 32)],
+    "tiny": [sae_case(rows=67, dim=256, latents=300, k=4), sae_case(rows=19, dim=128, latents=130, k=1)],
+    "small": [sae_case(rows=4096, dim=768, latents=16384, k=32)],
+    "full": [sae_case(rows=8192, dim=4096, latents=131072, k=64), sae_case(rows=8192, dim=768, latents=32768, k=32)],
 }
 
 
@@ -113,7 +113,8 @@ def _encode_bwd_cost(case, dtype):
 
 def _decode_cost(case, dtype):
     n, d, m, k = _counts(case)  # each used decoder row read once
-    return Cost(flops=2 * n * k * d, bytes=(min(m, n * k) * d + n * d + d) * dtype.itemsize + n * k * (dtype.itemsize + 8))
+    return Cost(flops=2 * n * k * d,
+                bytes=(min(m, n * k) * d + n * d + d) * dtype.itemsize + n * k * (dtype.itemsize + 8))
 
 
 def _decode_bwd_cost(case, dtype):
@@ -127,12 +128,12 @@ def encode_cost(case, mode, dtype):
 
 
 def decode_cost(case, mode, dtype):
-    return _decode_cost(case, dtype) + (_decode_bwd_cost(case, dtype) if mode == "fwd_bwd" else Cost())
+    return cost_of_mode(mode, _decode_cost(case, dtype), _decode_bwd_cost(case, dtype))
 
 
 def step_cost(case, mode, dtype):
-    forward = _encode_cost(case, dtype) + _decode_cost(case, dtype)
-    return forward if mode == "fwd" else forward + _decode_bwd_cost(case, dtype) + _encode_bwd_cost(case, dtype)
+    return cost_of_mode(mode, _encode_cost(case, dtype) + _decode_cost(case, dtype),
+                        _decode_bwd_cost(case, dtype) + _encode_bwd_cost(case, dtype))
 
 
 def _tolerances(float32_ulps: int = 128, half_ulps: int = 4) -> dict:

@@ -66,7 +66,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, special, stats
 
-from menagerie.harness.results import row_key
+from menagerie.harness.results import STATUS_RANK, row_key
 
 DEFAULT_THRESHOLD = 0.02
 DEFAULT_K = 0.5
@@ -82,8 +82,6 @@ UNIFORM_KEY = ("*", "*", "*", "*", "*")
 FAILING_ALWAYS = ("regression", "undecided", "underpowered", "error", "accuracy_failed")
 FAILING_UNLESS_ALLOW_MISSING = ("missing", "newly_skipped")
 FAILING_UNLESS_ALLOW_MISMATCH = ("params_changed", "missing_dtype")
-# Status precedence when a row's records on the NEW side disagree: the worst one wins.
-STATUS_RANK = {"ok": 0, "skipped": 1, "accuracy_failed": 2, "error": 3}
 
 
 @dataclass(frozen=True)
@@ -321,7 +319,7 @@ def _replicates_needed(limit: float, variance: float, df: float, n_old: float, n
     return int(n[np.argmax(enough)]) if enough.any() else None
 
 
-@functools.lru_cache(maxsize=64)
+@functools.cache
 def _quantiles_by_replicates(prior_df: float, level: float) -> tuple[np.ndarray, np.ndarray]:
     """Per count n of processes per side: n, and t_{1-level} + t_{POWER} at the test's degrees of freedom
     (2n - 2 plus the variance prior's); rows of one comparison share them."""

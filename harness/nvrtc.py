@@ -30,7 +30,7 @@ def _candidates() -> list[str]:
     return found + ([system] if system else [])
 
 
-@functools.lru_cache(maxsize=1)
+@functools.cache
 def _loaded() -> tuple[ctypes.CDLL, str | None]:
     """NVRTC and a folder of CUDA headers (``cuda_fp16.h``...), which NVRTC does not find alone."""
     errors = []

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
+import importlib
+import importlib.util
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -27,6 +30,21 @@ if TYPE_CHECKING:  # the contract names torch's types; `menagerie --help` and `l
 SIZES = ("tiny", "small", "full")
 MODES = ("fwd", "bwd", "fwd_bwd")
 ROLES = ("reference", "variant", "peer")
+# The dtype names commands and options take, and the torch dtype each stands for (by its name: no torch at import).
+DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16", "bf16": "bfloat16",
+          "bfloat16": "bfloat16"}
+
+
+def default_size(device: torch.device) -> str:
+    """The size preset when none is given: ``small`` on a GPU, ``tiny`` on the CPU (interpreted Triton)."""
+    return "small" if device.type == "cuda" else "tiny"
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a name in ``DTYPES``."""
+    import torch
+
+    return getattr(torch, DTYPES[name])
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,18 @@ class Cost:
         return Cost(self.flops + other.flops, self.bytes + other.bytes, self.exp + other.exp, self.flop_ceiling, extra)
 
 
+def cost_of_mode(mode: str, fwd: Cost, bwd: Cost) -> Cost:
+    """The work of ``mode`` from the forward's and the backward's: ``fwd``, ``bwd``, or both one after the other
+    for ``fwd_bwd``."""
+    if mode == "fwd":
+        return fwd
+    if mode == "bwd":
+        return bwd
+    if mode == "fwd_bwd":
+        return fwd + bwd
+    raise ValueError(f"cost_of_mode: mode must be one of {MODES}, got {mode!r}")
+
+
 @dataclass(frozen=True)
 class Tolerance:
     """Element-wise pass criterion: ``|out - ref| <= atol + atol_of_max * max|ref| + rtol * |ref|``.
@@ -82,6 +112,49 @@ class Tolerance:
 
 # Returns why an implementation cannot run for (case, device, dtype, mode), or None when it can.
 SkipReason = Callable[["Case", "torch.device", "torch.dtype", str], "str | None"]
+
+
+def needs(what: str, *, module: str | None = None, cuda: bool = False, why: str = "") -> SkipReason:
+    """The skip reason of an implementation that needs the package ``what``, imported as ``module``, and/or a CUDA
+    device. Without ``module``, ``what`` names the implementation and only the device is checked.
+
+    In this order: ``"<what> is not installed"`` (``module`` is not found), ``"<what> runs on CUDA only (<why>)"``
+    (``cuda`` and the device is another; ``why``, when given, says why), ``"<what> is installed but does not import
+    (<error>)"`` (e.g. its compiled extensions are missing; imported once per process); else None.
+    """
+    if module is None and not cuda:
+        raise ValueError(f"needs({what!r}): give the module to import, cuda=True, or both")
+    cuda_only = f"{what} runs on CUDA only" + (f" ({why})" if why else "")
+
+    def reason(case, device, dtype, mode):
+        if module is not None and importlib.util.find_spec(module) is None:
+            return f"{what} is not installed"
+        if cuda and device.type != "cuda":
+            return cuda_only
+        return None if module is None else _import_error(what, module)
+
+    return reason
+
+
+@functools.cache
+def _import_error(what: str, module: str) -> str | None:
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        return f"{what} is installed but does not import ({error})"
+    return None
+
+
+def first_reason(*reasons: SkipReason) -> SkipReason:
+    """The skip reason that gives the first of ``reasons`` that applies (None when none does)."""
+
+    def reason(case, device, dtype, mode):
+        for rule in reasons:
+            if text := rule(case, device, dtype, mode):
+                return text
+        return None
+
+    return reason
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,9 @@ from pathlib import Path
 from typing import Callable
 
 from menagerie.harness import runner
-from menagerie.harness.results import ResultError, load_run, row_key, write_json_atomically
+from menagerie.harness.results import STATUS_RANK, ResultError, load_run, row_key, write_json_atomically
 
 REPLICATE_ENV = "MENAGERIE_REPLICATE_OUT"
-STATUS_RANK = {"ok": 0, "skipped": 1, "accuracy_failed": 2, "error": 3}
 
 
 class ReplicateError(RuntimeError):

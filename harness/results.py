@@ -9,12 +9,12 @@ are written and read unvalidated, with one warning.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import tempfile
 import warnings
-from functools import lru_cache
 from pathlib import Path
 
 try:
@@ -26,13 +26,15 @@ SCHEMA_VERSION = 2
 READ_SCHEMA_VERSIONS = (1, 2)  # version 1: one process per record, no replicate fields
 SCHEMA_PATH = Path(__file__).with_name("result_schema.json")
 DEFAULT_RUNS_DIR = Path("results") / "runs"
+# A row's statuses, best first: where records of one row disagree (replicates, repeated runs), the worst wins.
+STATUS_RANK = {"ok": 0, "skipped": 1, "accuracy_failed": 2, "error": 3}
 
 
 class ResultError(ValueError):
     """A results file that cannot be read or does not match the schema."""
 
 
-@lru_cache(maxsize=1)
+@functools.cache
 def schema() -> dict:
     return json.loads(SCHEMA_PATH.read_text())
 

@@ -8,14 +8,14 @@ into ``assets/`` beside the pages, so that the site opens from ``file://`` with 
   latest verdict, the change points, and filters by family, device, dtype and mode.
 - ``benchmarks/<name>.html``: per (case, dtype, mode) a plot of the medians over commits
   (x: commit order; hover: sha, date, subject, versions), one line per implementation with a
-  95% band from the replicates, the change points of ``harness/history`` dashed, a toggle to
+  95% band from the replicates, the change points of ``harness/change_points`` dashed, a toggle to
   the speedup over the reference, and a click through to the run's HTML report.
 - ``devices/<device>.html``: the roofline of the device's latest run against the ceilings in
   its record, and the published anchors the suite compares against, each with its source.
 - ``comparisons/<device>-<size>.html``: the gate (``menagerie compare``) of the latest commit
   against the one before it (or against ``--baseline``), regressions first.
 
-Series, commits and change points are ``harness/history``'s (its SQLite index makes a second
+Series, commits and change points are ``harness/history_store``'s (its SQLite index makes a second
 build read only new files). Runs of different devices are refused unless ``by_device``: a site
 then has a section per device. A run's report is the folder ``menagerie report`` wrote
 (``<reports>/<run file stem>/report.html``); found ones are copied into ``runs/``.
@@ -40,8 +40,9 @@ from typing import Callable, Sequence
 
 from scipy import stats
 
-from menagerie.harness import history, registry
+from menagerie.harness import registry
 from menagerie.harness.formatting import format_seconds
+from menagerie.harness.history_store import ChangePoint, Commit, HistoryError, RowKey, Run, Series, Store, query
 from menagerie.harness.results import ResultError, load_run, write_text_atomically
 
 TEMPLATES = Path(__file__).with_name("site_templates")
@@ -84,12 +85,12 @@ def slug(text: str) -> str:
 
 # ---- reading ----
 
-def _contexts(runs: list[history.Run]) -> list[Context]:
+def _contexts(runs: list[Run]) -> list[Context]:
     return sorted({Context(run.device, run.size, run.timer) for run in runs},
                   key=lambda context: (context.device, context.size, str(context.timer)))
 
 
-def _messages(runs: list[history.Run]) -> dict[str, str]:
+def _messages(runs: list[Run]) -> dict[str, str]:
     """Subject lines by sha: from the records, else from git in this folder for records made before they were kept."""
     found = {run.sha: run.message for run in runs if run.sha and run.message}
     missing = sorted({run.sha for run in runs if run.sha and run.sha not in found})
@@ -105,7 +106,7 @@ def _messages(runs: list[history.Run]) -> dict[str, str]:
     return found
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _t_quantile(freedom: int) -> float:
     return float(stats.t.ppf(0.975, freedom))
 
@@ -124,7 +125,7 @@ def _band(values: Sequence[float]) -> tuple[float, float] | None:
 
 # ---- building blocks of the pages ----
 
-def _sparkline(series: list[history.Series], commits: list[history.Commit]) -> str:
+def _sparkline(series: list[Series], commits: list[Commit]) -> str:
     """SVG polyline points: per recent commit, the geometric mean over rows of median / the row's latest median."""
     logs: dict[int, list[float]] = {}  # per recent commit's position, log(median / latest median) of each row
     position = {id(commit): index for index, commit in enumerate(commits)}
@@ -143,7 +144,7 @@ def _sparkline(series: list[history.Series], commits: list[history.Commit]) -> s
                     for index, value in enumerate(ratios))
 
 
-def _change_text(change: history.ChangePoint, key: history.RowKey) -> str:
+def _change_text(change: ChangePoint, key: RowKey) -> str:
     direction = "slower" if change.ratio > 1 else "faster"
     return f"×{change.ratio:.3f} {direction} from {change.commit.label} ({key[2]} {key[1]})"
 
@@ -156,7 +157,7 @@ def _verdict_summary(verdicts: list[str]) -> tuple[str, str]:
     return " · ".join(f"{count} {verdict}" for verdict, count in counts.items()), next(iter(counts))
 
 
-def _figure(panel: list[history.Series], commits: list[history.Commit], reference: str | None,
+def _figure(panel: list[Series], commits: list[Commit], reference: str | None,
             reports: dict[str, str]) -> dict:
     """plotly traces and layout of one (case, dtype, mode) panel; hover text is filled in by site.js from COMMITS."""
     position = {commit: index for index, commit in enumerate(commits)}
@@ -198,7 +199,7 @@ def _figure(panel: list[history.Series], commits: list[history.Commit], referenc
     return {"data": traces, "layout": layout}
 
 
-def _commit_table(commits: list[history.Commit], runs: dict[str, history.Run], messages: dict[str, str]) -> list[dict]:
+def _commit_table(commits: list[Commit], runs: dict[str, Run], messages: dict[str, str]) -> list[dict]:
     table = []
     for commit in commits:
         run = runs[commit.runs[-1]]
@@ -345,7 +346,7 @@ def _copy_assets(writer: _Writer) -> None:
     writer.copy("assets/site.css", TEMPLATES / "site.css")
 
 
-def _copy_reports(runs: list[history.Run], reports: Path | None, writer: _Writer) -> dict[str, str]:
+def _copy_reports(runs: list[Run], reports: Path | None, writer: _Writer) -> dict[str, str]:
     """Copies each run's report folder (``<reports>/<run file stem>/``) into ``runs/``; per run path, the
     site-relative link to its ``report.html``."""
     links = {}
@@ -368,8 +369,8 @@ def build(folders: Sequence[Path], out: Path, *, by_device: bool = False, strict
     if recent < 2:
         raise SiteError(f"--recent must be at least 2, got {recent}")
     try:
-        store = history.Store(folders, cache_dir=cache_dir)
-    except history.HistoryError as error:
+        store = Store(folders, cache_dir=cache_dir)
+    except HistoryError as error:
         raise SiteError(str(error)) from None
     result = SiteResult(out=out)
     with store:
@@ -395,22 +396,22 @@ def build(folders: Sequence[Path], out: Path, *, by_device: bool = False, strict
         baseline_runs = []
         if baseline is not None:
             try:
-                with history.Store([baseline], cache_dir=cache_dir) as baseline_store:
+                with Store([baseline], cache_dir=cache_dir) as baseline_store:
                     result.warnings += baseline_store.sync()
                     baseline_runs = baseline_store.runs()
-            except history.HistoryError as error:
+            except HistoryError as error:
                 raise SiteError(f"--baseline: {error}") from None
 
         index_rows, benchmark_panels, comparisons, device_pages = [], {}, [], {}
         loaded: dict[str, dict] = {}  # run records read in full, by path
         for context in _contexts(runs):
             on_progress(f"series of {context.device} · size {context.size}")
-            found = history.query(store, device=context.device, size=context.size, timer=context.timer)
+            found = query(store, device=context.device, size=context.size, timer=context.timer)
             commits = found.commits
             runs_here = [run for run in runs if (run.device, run.size, run.timer) == (context.device, context.size,
                                                                                     context.timer)]
             # The latest commit against the one before it, or against --baseline's runs of this context.
-            verdicts: dict[history.RowKey, str] = {}
+            verdicts: dict[RowKey, str] = {}
             base = [run.path for run in baseline_runs
                     if (run.device, run.size, run.timer) == (context.device, context.size, context.timer)]
             against = "the baseline" if base else (commits[-2].label if len(commits) > 1 else None)
@@ -428,7 +429,7 @@ def build(folders: Sequence[Path], out: Path, *, by_device: bool = False, strict
                                 **_comparison_page(f"{context.device} · size {context.size}", against,
                                                    commits[-1].label, gated))
             recent_commits = commits[-recent:]
-            groups: dict[tuple[str, str, str], list[history.Series]] = {}
+            groups: dict[tuple[str, str, str], list[Series]] = {}
             for line in found.series:
                 benchmark, case, impl, dtype, mode = line.key
                 groups.setdefault((benchmark, dtype, mode), []).append(line)

@@ -56,7 +56,7 @@ class ReferenceHyperparameters:
         return math.ceil(self.schedule_epochs - 1e-9)
 
 
-@functools.lru_cache(maxsize=1)
+@functools.cache
 def reference_points() -> tuple[ReferencePoint, ...]:
     """The ResNet RCP table shipped with mlperf-logging, sorted by batch size."""
     table_file = resources.files("mlperf_logging") / "rcp_checker" / RULESET_FOLDER / "rcps_resnet.json"

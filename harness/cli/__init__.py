@@ -20,7 +20,8 @@ import sys
 from menagerie.harness import entry_points
 from menagerie.harness.cli.common import Interrupted, UsageError, errors
 
-ENGINE_COMMANDS = ("listing", "run", "merge", "cluster", "compare", "env", "profile", "report", "compile", "history",
+# Modules named after their commands; `list_`: a submodule named `list` would shadow the builtin in this package.
+ENGINE_COMMANDS = ("list_", "run", "merge", "cluster", "compare", "env", "profile", "report", "compile", "history",
                    "site")
 
 

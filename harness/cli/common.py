@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import sys
 from pathlib import Path
@@ -12,10 +13,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from menagerie.harness import registry
 from menagerie.harness.results import ResultError, load_run, write_json_atomically
-
-# The --dtype names and the torch dtype each stands for (torch_dtype), by its name: no torch at import.
-DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16", "bf16": "bfloat16",
-          "bfloat16": "bfloat16"}
 
 # Tables need room: a pipe or a CI log gets 160 columns instead of the 80 rich assumes there.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -43,6 +40,29 @@ def positive(kind):
     return parse
 
 
+def add_config_options(parser, config, options: dict[str, dict]) -> None:
+    """``--<field>`` for each field of the dataclass ``config`` named in ``options`` (which maps it to add_argument's
+    other keywords: type, choices, help), defaulting to the field's own default, so that a default is written once.
+    A field without a default is required; a boolean that defaults to True is ``--no-<field>``, one that defaults to
+    False ``--<field>``."""
+    defaults = {field.name: field.default for field in dataclasses.fields(config)}
+    for name, keywords in options.items():
+        flag, default = name.replace("_", "-"), defaults[name]
+        if isinstance(default, bool):
+            parser.add_argument(f"--no-{flag}" if default else f"--{flag}", dest=name,
+                                action="store_false" if default else "store_true", **keywords)
+        elif default is dataclasses.MISSING:
+            parser.add_argument(f"--{flag}", required=True, **keywords)
+        else:
+            parser.add_argument(f"--{flag}", default=default, **keywords)
+
+
+def config_from(args, config, **overrides):
+    """The dataclass ``config`` from the parsed options named after its fields, with ``overrides``."""
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(config) if hasattr(args, field.name)}
+    return config(**values | overrides)
+
+
 def fraction(text: str) -> float:
     """An argparse type: a non-negative number such as 0.05 (5%)."""
     try:
@@ -52,13 +72,6 @@ def fraction(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative fraction such as 0.05 (5%), got {text!r}")
     return value
-
-
-def torch_dtype(name: str):
-    """The torch dtype of a ``--dtype`` name."""
-    import torch
-
-    return getattr(torch, DTYPES[name])
 
 
 def requested_device(text: str | None):
@@ -88,7 +101,7 @@ def add_row_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--case", action="append", default=[], help="glob on case names (repeatable)")
     parser.add_argument("--impl", action="append", default=[], help="glob on implementation names (repeatable)")
     parser.add_argument("--size", choices=registry.SIZES, help="size preset (default: small on a GPU, tiny on the CPU)")
-    parser.add_argument("--dtype", action="append", choices=sorted(DTYPES), default=[],
+    parser.add_argument("--dtype", action="append", choices=sorted(registry.DTYPES), default=[],
                         help="dtype (repeatable; default: bf16 on a GPU, fp32 on the CPU)")
     parser.add_argument("--mode", action="append", choices=registry.MODES, default=[],
                         help="mode (repeatable; default: every mode the benchmark declares)")
@@ -100,9 +113,9 @@ def selected_rows(args, device, **settings):
     from menagerie.harness import runner
 
     return runner.RunConfig(
-        size=args.size or ("small" if device.type == "cuda" else "tiny"),
+        size=args.size or registry.default_size(device),
         device=device,
-        dtypes=tuple(dict.fromkeys(torch_dtype(name) for name in args.dtype)),
+        dtypes=tuple(dict.fromkeys(registry.torch_dtype(name) for name in args.dtype)),
         modes=tuple(dict.fromkeys(args.mode)),
         cases=tuple(args.case),
         impls=tuple(args.impl),

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from menagerie.harness import compile_record, registry
-from menagerie.harness.cli.common import DTYPES, UsageError, console, fraction, positive, progress_bar, select
+from menagerie.harness.cli.common import UsageError, console, fraction, positive, progress_bar, select
 from menagerie.harness.formatting import format_number
 from menagerie.harness.gpu_archs import ARCHS, DEFAULT_ARCHS, parse_archs
 from menagerie.harness.results import write_json_atomically
@@ -36,7 +36,7 @@ def add_parser(commands) -> None:
     comp.add_argument("--arch", default=",".join(DEFAULT_ARCHS),
                       help=f"comma-separated architectures, of {', '.join(ARCHS)} (default: %(default)s)")
     comp.add_argument("--size", choices=registry.SIZES, default="small", help="size preset whose cases are compiled")
-    comp.add_argument("--dtype", action="append", choices=sorted(DTYPES), default=[],
+    comp.add_argument("--dtype", action="append", choices=sorted(registry.DTYPES), default=[],
                       help="dtype (repeatable; default: every dtype each benchmark claims)")
     comp.add_argument("--mode", action="append", choices=registry.MODES, default=[],
                       help="mode (repeatable; default: every mode the benchmark declares)")
@@ -107,7 +107,7 @@ def cmd_compile(args) -> int:
             except (ImportError, ValueError) as error:  # ValueError: an empty or relative name
                 raise UsageError(f"--import {module!r}: {error}") from None
     benchmarks = select(args.names)
-    dtypes = [DTYPES[name] for name in args.dtype]
+    dtypes = [registry.DTYPES[name] for name in args.dtype]
     names = [bench.name for bench in benchmarks] if args.names else []
     version = importlib.metadata.version("triton")  # not imported here: the kernels must be imported first
     records = {arch.name: compile_record.record_path(version, arch.name, args.record_dir) for arch in archs}

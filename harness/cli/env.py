@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from menagerie.harness.cli.common import DTYPES, console, requested_device, torch_dtype
+from menagerie.harness import registry
+from menagerie.harness.cli.common import console, requested_device
 from menagerie.harness.registry import dtype_name
 
 
@@ -17,7 +18,7 @@ COMMANDS = {
 def add_parser(commands) -> None:
     env = commands.add_parser("env", help=COMMANDS["env"])
     env.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    env.add_argument("--dtype", action="append", choices=sorted(DTYPES), default=[],
+    env.add_argument("--dtype", action="append", choices=sorted(registry.DTYPES), default=[],
                      help="matmul dtype for the ceiling (repeatable)")
     env.add_argument("--remeasure", action="store_true", help="measure the ceilings again instead of using the cache")
     env.set_defaults(func=cmd_env)
@@ -35,7 +36,7 @@ def cmd_env(args) -> int:
         table.add_row(key, str(info[key]))
     git = info["git"]
     table.add_row("source", f"{git['sha'] or 'not a git checkout'}{' (dirty)' if git['dirty'] else ''}")
-    dtypes = [torch_dtype(name) for name in args.dtype] or [torch.bfloat16 if device.type == "cuda" else torch.float32]
+    dtypes = [registry.torch_dtype(name) for name in args.dtype] or [torch.bfloat16 if device.type == "cuda" else torch.float32]
     for dtype in dict.fromkeys(dtypes):
         with console.status(f"measuring ceilings ({dtype_name(dtype)})"):
             found = ceilings.get_ceilings(device, dtype, remeasure=args.remeasure)

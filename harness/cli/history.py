@@ -38,7 +38,7 @@ def add_parser(commands) -> None:
 
 
 def cmd_history(args) -> int:
-    from menagerie.harness import history
+    from menagerie.harness import change_points, history_plot, history_store
 
     stores = args.store or [path for path in (Path("results") / name for name in ("history", "baselines", "runs"))
                             if path.is_dir()]
@@ -47,11 +47,11 @@ def cmd_history(args) -> int:
                          "results/runs do not exist here)")
     filters = {name: getattr(args, name) for name in ("case", "impl", "dtype", "mode")}
     try:
-        with history.Store(stores, cache_dir=args.cache_dir) as store:
-            found = history.query(store, args.names, device=args.device, size=args.size, timer=args.timer,
-                                  threshold=history.DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
-                                  **filters)
-    except history.HistoryError as error:
+        with history_store.Store(stores, cache_dir=args.cache_dir) as store:
+            threshold = change_points.DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+            found = history_store.query(store, args.names, device=args.device, size=args.size, timer=args.timer,
+                                        threshold=threshold, **filters)
+    except history_store.HistoryError as error:
         raise UsageError(str(error)) from None
     for warning in found.warnings:
         errors.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
@@ -65,7 +65,7 @@ def cmd_history(args) -> int:
         table.add_column(commit.label, justify="right")
     steps = []
     column = {commit: index for index, commit in enumerate(found.commits)}
-    for key, points in history.table(found).items():
+    for key, points in history_plot.table(found).items():
         cells = ["-"] * len(found.commits)
         for commit, median, marker in points:
             cells[column[commit]] = format_seconds(median) + (" ◆" if marker else "")
@@ -79,7 +79,7 @@ def cmd_history(args) -> int:
         console.print("no change point")
     if args.plot:
         try:
-            path = history.plot(found, args.plot)
+            path = history_plot.plot(found, args.plot)
         except ImportError as error:
             raise UsageError(f"plots need matplotlib ({error}); install it with: pip install 'menagerie[report]'") from None
         console.print(f"wrote {path}")

@@ -833,7 +833,7 @@ def _kernel_args(q4, k4, problem: _Problem, packed: bool) -> dict:
                 HAS_END_SINKS=problem.end_sinks > 0)
 
 
-class _SlidingWindowAttention(torch.autograd.Function):
+class SlidingWindowAttentionFunction(torch.autograd.Function):
     """Dense ``(B, H, S, D)`` tensors, or packed ``(total, H, D)`` ones with their ``cu_seqlens``."""
 
     @staticmethod
@@ -913,7 +913,7 @@ def sliding_window_attention(q, k, v, window, sinks=0, causal=True, scale=None, 
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     problem = _Problem(q.shape[0], q.shape[2], k.shape[2],
                        *_clamped(q.shape[2], k.shape[2], window, sinks, causal, end_sinks), bool(causal), scale, softcap)
-    out, lse = _SlidingWindowAttention.apply(q, k, v, None, None, problem)
+    out, lse = SlidingWindowAttentionFunction.apply(q, k, v, None, None, problem)
     return (out, lse) if return_lse else out
 
 
@@ -936,5 +936,5 @@ def sliding_window_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seq
     problem = _Problem(cu_seqlens_q.numel() - 1, max_seqlen_q, max_seqlen_k,
                        *_clamped(max_seqlen_q, max_seqlen_k, window, sinks, causal, end_sinks), bool(causal), scale,
                        softcap)
-    out, lse = _SlidingWindowAttention.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, problem)
+    out, lse = SlidingWindowAttentionFunction.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, problem)
     return (out, lse) if return_lse else out

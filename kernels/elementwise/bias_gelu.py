@@ -73,7 +73,7 @@ def _grid(x: torch.Tensor) -> tuple[int, int]:
     return triton.cdiv(x.shape[0], BLOCK_ROWS), triton.cdiv(x.shape[1], BLOCK_COLS)
 
 
-class _BiasGelu(torch.autograd.Function):
+class BiasGeluFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, bias):
         x, bias = x.contiguous(), bias.contiguous()
@@ -101,4 +101,4 @@ class _BiasGelu(torch.autograd.Function):
 def bias_gelu(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``gelu(x + bias, approximate="tanh")`` in one Triton kernel, differentiable."""
     _check_inputs(x, bias)
-    return _BiasGelu.apply(x, bias)
+    return BiasGeluFunction.apply(x, bias)

@@ -1,7 +1,7 @@
 """State-space-model scans: the first-order linear recurrence, Mamba's selective scan and Mamba-2's SSD scan."""
 
 from menagerie.kernels.ssm.linear_scan import linear_scan
-from menagerie.kernels.ssm.reference import linear_scan_reference, linear_scan_sequential
+from menagerie.kernels.ssm.linear_scan_reference import linear_scan_reference, linear_scan_sequential
 from menagerie.kernels.ssm.selective_scan import selective_scan
 from menagerie.kernels.ssm.selective_scan_reference import selective_scan_reference, selective_scan_sequential
 from menagerie.kernels.ssm.ssd import ssd_scan

@@ -166,7 +166,7 @@ def unavailable_reason(device: torch.device) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernels(dtype: torch.dtype):
     import cupy
 

@@ -363,7 +363,7 @@ def _tiles(dim: int, n_states: int, group_sizes):
     return _block_d(dim, max(1, TILE_ELEMENTS // (block_n * block_l)), group_sizes), block_n, block_l
 
 
-class _SelectiveScan(torch.autograd.Function):
+class SelectiveScanFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         u, delta, A = u.contiguous(), delta.contiguous(), A.contiguous()
@@ -432,5 +432,5 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
                    return_last_state=False):
     """Mamba's selective scan (see the module docstring): ``out``, or ``(out, last_state)``."""
     check_selective_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
-    out, last_state = _SelectiveScan.apply(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
+    out, last_state = SelectiveScanFunction.apply(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
     return (out, last_state) if return_last_state else out

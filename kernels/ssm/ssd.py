@@ -694,7 +694,7 @@ def _chunk_scan(x, C, scores, D, z, dtp, cum, states, seq_idx, shapes, chunk_siz
     return out if dout is None else (dz, out)
 
 
-class _SSDScan(torch.autograd.Function):
+class SSDScanFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, chunk_size, dt_softplus):
         x, dt, A, B, C = (tensor.contiguous() for tensor in (x, dt, A, B, C))
@@ -821,6 +821,6 @@ def ssd_scan(x, dt, A, B, C, chunk_size=64, D=None, z=None, dt_bias=None, dt_sof
     """Mamba-2's SSD scan (see the module docstring): ``y``, or ``(y, final_states)``."""
     check_ssd_inputs(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states)
     seq_idx = packed_sequence_ids(x, seq_idx, cu_seqlens)
-    y, final = _SSDScan.apply(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, chunk_size,
+    y, final = SSDScanFunction.apply(x, dt, A, B, C, D, z, dt_bias, initial_states, seq_idx, chunk_size,
                               bool(dt_softplus))
     return (y, final) if return_final_states else y

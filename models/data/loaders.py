@@ -54,7 +54,7 @@ CENTRE_FRACTION = 0.875
 ASPECT = (3 / 4, 4 / 3)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _statistics(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The ImageNet mean and standard deviation as ``(1, 3, 1, 1)`` tensors on ``device``, made once."""
     return (torch.tensor(MEAN, device=device).view(1, 3, 1, 1), torch.tensor(STD, device=device).view(1, 3, 1, 1))

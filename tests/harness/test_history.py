@@ -1,4 +1,5 @@
-"""``menagerie.harness.history``: the SQLite-indexed store of run records, series per row key, change points, table and plot."""
+"""The results history: ``history_store`` (the SQLite-indexed store of run records, series per row key, their change
+points), ``history_plot`` (table and plot) and ``menagerie history``."""
 
 import json
 import math
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from menagerie.harness import history
+from menagerie.harness import change_points, history_plot, history_store
 
 H200, A100 = "NVIDIA H200", "NVIDIA A100-SXM4-80GB"
 START = datetime(2026, 12, 1, 10, tzinfo=timezone.utc)
@@ -58,12 +59,12 @@ def noisy_series(folder, commits: int, seed: int, step_at: int | None = None, st
         write(folder, f"run-{commit:03d}.json", run_record(medians, commit))
 
 
-def query(folder, *patterns, **options) -> history.History:
-    with history.Store([folder]) as store:
-        return history.query(store, patterns, **options)
+def query(folder, *patterns, **options) -> history_store.History:
+    with history_store.Store([folder]) as store:
+        return history_store.query(store, patterns, **options)
 
 
-def by_key(result: history.History) -> dict:
+def by_key(result: history_store.History) -> dict:
     return {series.key: series for series in result.series}
 
 
@@ -117,7 +118,8 @@ def test_patterns_and_filters(tmp_path):
     write(tmp_path, "scan-only.json", run_record({SCAN: 4e-3}, 1))
     assert len(query(tmp_path, "attention").commits) == 1  # no commit without a point
     assert [s.key for s in query(tmp_path, case="b4h8*", impl="ref*", dtype="bfloat16").series] == [SWA_REF]
-    with pytest.raises(history.HistoryError, match=r"'sae\*'.*there: attention.sliding_window, ssm.selective_scan"):
+    with pytest.raises(history_store.HistoryError,
+                       match=r"'sae\*'.*there: attention.sliding_window, ssm.selective_scan"):
         query(tmp_path, "attention", "sae*")
 
 
@@ -174,8 +176,8 @@ def test_files_that_are_not_run_records_are_skipped_with_a_warning(tmp_path):
 
 
 def test_missing_store_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(history.HistoryError, match="not found: .*nowhere"):
-        history.Store([tmp_path / "nowhere"])
+    with pytest.raises(history_store.HistoryError, match="not found: .*nowhere"):
+        history_store.Store([tmp_path / "nowhere"])
 
 
 # ---- the SQLite index ----
@@ -184,13 +186,13 @@ def test_missing_store_folder_is_a_clear_error(tmp_path):
 def reads(monkeypatch):
     """The paths of the run files the store reads (parses), in order."""
     seen = []
-    real = history.read_run_file
+    real = history_store.read_run_file
 
     def counting(path):
         seen.append(path.name)
         return real(path)
 
-    monkeypatch.setattr(history, "read_run_file", counting)
+    monkeypatch.setattr(history_store, "read_run_file", counting)
     return seen
 
 
@@ -200,7 +202,7 @@ def test_index_is_reused_and_refreshed_when_files_change(tmp_path, reads):
     write(tmp_path, "notes.json", {"not": "a run"})
     assert len(query(tmp_path).commits) == 3
     assert sorted(reads) == ["notes.json", "run-0.json", "run-1.json", "run-2.json"]
-    assert (tmp_path / history.INDEX_NAME).is_file()
+    assert (tmp_path / history_store.INDEX_NAME).is_file()
 
     reads.clear()
     again = query(tmp_path)  # a new Store on the same folder: everything comes from the index
@@ -216,7 +218,7 @@ def test_index_is_reused_and_refreshed_when_files_change(tmp_path, reads):
     assert [point.median_s for point in changed.series[0].points] == [7e-3, 3e-3, 4e-3]
 
     reads.clear()
-    (tmp_path / history.INDEX_NAME).unlink()  # safe to delete: rebuilt from the files
+    (tmp_path / history_store.INDEX_NAME).unlink()  # safe to delete: rebuilt from the files
     rebuilt = query(tmp_path)
     assert sorted(reads) == ["notes.json", "run-1.json", "run-2.json", "run-3.json"]
     assert [point.median_s for point in rebuilt.series[0].points] == [7e-3, 3e-3, 4e-3]
@@ -224,17 +226,17 @@ def test_index_is_reused_and_refreshed_when_files_change(tmp_path, reads):
 
 def test_corrupt_or_stale_index_is_rebuilt(tmp_path, reads):
     write(tmp_path, "run.json", run_record({SWA: 1e-3}, 0))
-    (tmp_path / history.INDEX_NAME).write_text("this is not a database" * 100)
+    (tmp_path / history_store.INDEX_NAME).write_text("this is not a database" * 100)
     assert query(tmp_path).series[0].points[0].median_s == 1e-3 and reads == ["run.json"]
-    with history.Store([tmp_path]) as store:  # an index of another version is rebuilt, too
-        store._indexes[0][1].execute(f"PRAGMA user_version = {history.INDEX_VERSION + 1}")
+    with history_store.Store([tmp_path]) as store:  # an index of another version is rebuilt, too
+        store._indexes[0][1].execute(f"PRAGMA user_version = {history_store.INDEX_VERSION + 1}")
     reads.clear()
     assert query(tmp_path).series[0].points[0].median_s == 1e-3 and reads == ["run.json"]
 
 
 def test_an_unusable_index_path_falls_back_to_memory_with_a_warning(tmp_path, reads):
     write(tmp_path, "run.json", run_record({SWA: 1e-3}, 0))
-    (tmp_path / history.INDEX_NAME).mkdir()  # sqlite cannot open a folder
+    (tmp_path / history_store.INDEX_NAME).mkdir()  # sqlite cannot open a folder
     for _ in range(2):
         result = query(tmp_path)
         assert result.series[0].points[0].median_s == 1e-3
@@ -247,12 +249,12 @@ def test_cache_dir_holds_the_index_of_each_folder(tmp_path, reads):
     write(baselines, "base.json", run_record({SWA: 1e-3}, 0))
     write(runs, "new.json", run_record({SWA: 2e-3}, 1))
     for _ in range(2):
-        with history.Store([baselines, runs], cache_dir=cache) as store:
-            result = history.query(store)
+        with history_store.Store([baselines, runs], cache_dir=cache) as store:
+            result = history_store.query(store)
     assert reads == ["base.json", "new.json"]  # read once, across two stores
     assert [point.median_s for point in result.series[0].points] == [1e-3, 2e-3]
     assert len(list(cache.glob("*.sqlite"))) == 2
-    assert not (baselines / history.INDEX_NAME).exists()
+    assert not (baselines / history_store.INDEX_NAME).exists()
 
 
 # ---- change points ----
@@ -270,29 +272,10 @@ def test_a_planted_10_percent_step_is_found_at_its_commit(tmp_path):
                 assert change.commit.timestamp == (START + timedelta(hours=12)).isoformat()
                 assert (change.before, change.after) == (12, 8)
                 assert change.ratio == pytest.approx(1.10, rel=0.03)
-                assert change.p_value < history.DEFAULT_ALPHA
+                assert change.p_value < change_points.DEFAULT_ALPHA
     # A run at the step that drew -2.7 sigma of noise is nearer the old level: the least-squares fit
     # then puts the step one commit late (measured: 1 of these 20).
     assert sum(index == 12 for index in located) >= 18 and all(abs(index - 12) <= 1 for index in located)
-
-
-def test_an_improvement_and_a_regression_are_both_found():
-    rng = np.random.default_rng(7)
-    medians = np.exp(rng.normal(0, 0.02, 30)) * np.r_[np.full(10, 1.0), np.full(10, 0.8), np.full(10, 0.9)]
-    steps = history.detect_steps(medians)
-    assert [step.index for step in steps] == [10, 20]
-    assert [step.ratio for step in steps] == pytest.approx([0.8, 1.125], rel=0.03)
-    assert [(step.before, step.after) for step in steps] == [(10, 10), (10, 10)]
-
-
-def test_flat_noisy_series_have_no_change_points():
-    rng = np.random.default_rng(2026)
-    false = sum(bool(history.detect_steps(np.exp(rng.normal(0, 0.02, length))))
-                for length in (6, 10, 20, 35, 50) for _ in range(50))
-    assert false <= 5  # of 250 series; measured: 0
-    # Statistics alone (threshold 0): 5% noise, the t-test keeps false alarms near alpha per series.
-    false = sum(bool(history.detect_steps(np.exp(rng.normal(0, 0.05, 30)), threshold=0)) for _ in range(200))
-    assert false <= 8  # expected about 2 of 200
 
 
 def test_flat_noisy_history_has_no_change_points(tmp_path):
@@ -302,30 +285,11 @@ def test_flat_noisy_history_has_no_change_points(tmp_path):
     assert sum(len(series.change_points) for series in result.series) <= 1
 
 
-def test_steps_below_the_threshold_or_one_outlier_are_not_change_points():
-    rng = np.random.default_rng(3)
-    small = np.exp(rng.normal(0, 0.002, 20)) * np.r_[np.ones(10), np.full(10, 1.03)]
-    assert history.detect_steps(small) == []  # clear but 3% < 5%
-    assert [step.index for step in history.detect_steps(small, threshold=0.02)] == [10]
-    outlier = np.exp(rng.normal(0, 0.02, 20))
-    outlier[9] *= 1.5
-    assert history.detect_steps(outlier) == []
-    assert history.detect_steps([1.0, 1.0, 1.0, 2.0, 2.0]) == []  # shorter than 2 * min_segment
-    assert [step.index for step in history.detect_steps([1.0, 1.0, 1.0, 2.0, 2.0, 2.0])] == [3]  # no noise at all
-
-
-@pytest.mark.parametrize("options, message", [
-    (dict(threshold=-0.1), "threshold"), (dict(alpha=0), "alpha"), (dict(min_segment=1), "min_segment")])
-def test_detect_steps_rejects_bad_options(options, message):
-    with pytest.raises(ValueError, match=message):
-        history.detect_steps([1.0] * 10, **options)
-
-
 # ---- output ----
 
 def test_table_marks_the_change_point_commit(tmp_path):
     noisy_series(tmp_path, commits=8, seed=0, step_at=4, step=1.5, keys=[SWA])
-    lines = history.table(query(tmp_path))[SWA]
+    lines = history_plot.table(query(tmp_path))[SWA]
     assert [line[0].label for line in lines] == [sha_of(commit)[:8] for commit in range(8)]
     assert lines[0][0].timestamp == START.isoformat() and lines[0][1] == pytest.approx(1e-3, rel=0.1)
     assert [bool(line[2]) for line in lines] == [False] * 4 + [True] + [False] * 3
@@ -346,7 +310,7 @@ def test_plot_writes_a_readable_png(tmp_path):
     noisy_series(tmp_path / "runs", commits=40, seed=5, step_at=25, keys=keys)
     result = query(tmp_path / "runs")
     assert sum(len(series.change_points) for series in result.series) >= len(keys) - 1
-    path = history.plot(result, tmp_path / "history.png")
+    path = history_plot.plot(result, tmp_path / "history.png")
     pixels = _decoded(path)
     assert pixels.shape[0] > 400 and pixels.shape[1] > 800
     assert pixels.std() > 10 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20  # not blank
@@ -355,7 +319,7 @@ def test_plot_writes_a_readable_png(tmp_path):
 def test_plot_of_an_empty_history_still_writes_a_png(tmp_path):
     result = query(tmp_path)
     assert result.series == []
-    pixels = _decoded(history.plot(result, tmp_path / "empty.png"))
+    pixels = _decoded(history_plot.plot(result, tmp_path / "empty.png"))
     assert pixels.std() > 0
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from menagerie.harness import history, site
+from menagerie.harness import history_store, site
 from menagerie.harness.cli import main
 from menagerie.harness.gate import gate
 from tests.harness.synthetic_history import ROOT, synthetic_run, write_history
@@ -122,8 +122,8 @@ def test_the_site_holds_the_change_points_and_verdicts_of_history(tmp_path):
         (folder / f"{index:03d}.json").write_text(json.dumps(record))
     built = site.build([folder], tmp_path / "site")
     index = (tmp_path / "site" / "index.html").read_text()
-    with history.Store([folder]) as store:
-        changes = [change for line in history.query(store).series for change in line.change_points]
+    with history_store.Store([folder]) as store:
+        changes = [change for line in history_store.query(store).series for change in line.change_points]
     assert changes and all(change.commit.sha == f"{6:08x}" + "a" * 32 for change in changes)
     assert len(re.findall(r"×1\.[45]\d\d slower from 00000006", index)) == len(changes)
     # The comparison page: the gate of the last commit against the one before, as `menagerie compare` decides it.

@@ -9,7 +9,7 @@ final states and every gradient with the float64 recurrence (``check_against_rec
 
 import pytest
 
-from tests.ssm.test_ssd import check_against_recurrence, make_inputs
+from tests.ssm.helpers import check_against_recurrence, ssd_inputs
 
 
 @pytest.mark.parametrize("z", [False, True])
@@ -17,7 +17,7 @@ from tests.ssm.test_ssd import check_against_recurrence, make_inputs
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("chunk_size", [16, 32])
 def test_chunk_sizes_groups_D_and_z(chunk_size, groups, D, z):
-    inputs = make_inputs(length=chunk_size + 5, heads=4, groups=groups, D=D, z=z, seed=chunk_size + groups)
+    inputs = ssd_inputs(length=chunk_size + 5, heads=4, groups=groups, D=D, z=z, seed=chunk_size + groups)
     check_against_recurrence(inputs, softplus=True, chunk_size=chunk_size)
 
 
@@ -26,5 +26,5 @@ def test_chunk_sizes_groups_D_and_z(chunk_size, groups, D, z):
 @pytest.mark.parametrize("softplus", [False, True])
 @pytest.mark.parametrize("bias", [False, True])
 def test_dt_bias_softplus_and_states(bias, softplus, initial, final):
-    inputs = make_inputs(length=2 * 16 + 3, bias=bias, softplus=softplus, initial=initial, seed=11)
+    inputs = ssd_inputs(length=2 * 16 + 3, bias=bias, softplus=softplus, initial=initial, seed=11)
     check_against_recurrence(inputs, softplus=softplus, return_final_states=final, chunk_size=16)

@@ -3,8 +3,8 @@ import torch
 
 from menagerie.kernels.ssm import linear_scan, linear_scan_reference, linear_scan_sequential
 from menagerie.kernels.ssm.linear_scan_cuda import linear_scan_cuda, unavailable_reason
+from tests.ssm.helpers import DEVICE
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # The state is float32 in every kernel; low-precision outputs carry one rounding of
 # the state and (for the gate gradient) one of the saved state: a few ulps of the dtype.
 TOLERANCES = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float16: dict(atol=4e-3, rtol=4e-3),

@@ -5,8 +5,7 @@ import torch.nn.functional as F
 import menagerie.kernels  # noqa: F401  (switches Triton to its interpreter when there is no GPU)
 from menagerie.kernels.ssm.selective_scan import selective_scan
 from menagerie.kernels.ssm.selective_scan_reference import selective_scan_reference, selective_scan_sequential
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+from tests.ssm.helpers import DEVICE, assert_matches
 
 # fp32: every result is a sum of up to L*N float32 products and decays (the float32 state,
 # a scan of depth log2(L)); 1e-4 of the result's largest magnitude is ~1000 float32 epsilons.
@@ -15,14 +14,6 @@ FP32_OF_SCALE = 1e-4
 # half an ulp (2**-11 relative for fp16, 2**-8 for bf16): allow one ulp on top of the above.
 ROUNDING = {torch.float32: 0.0, torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7}
 FLOAT64_OF_SCALE = 1e-10  # the vectorized reference in float64 against the definition in float64
-
-
-def assert_matches(actual, expected, of_scale, name):
-    """|actual - expected| <= of_scale * max|expected| + (one ulp of actual's dtype) * |expected|."""
-    assert actual.shape == expected.shape, f"{name}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    scale = expected.abs().max().item() if expected.numel() else 0.0
-    torch.testing.assert_close(actual.double(), expected.double(), atol=of_scale * scale + 1e-30,
-                               rtol=ROUNDING.get(actual.dtype, 0.0), msg=lambda m: f"{name}: {m}")
 
 
 def bc_shape(layout, batch, dim, n, length):
@@ -66,15 +57,15 @@ def check_against_definition(inputs, softplus, return_last_state=True, scan=sele
     out, last, grads, leaves = run(scan, inputs, softplus, return_last_state, dtype64=in_float64)
     expected, expected_last, expected_grads, _ = run(selective_scan_sequential, inputs, softplus, True, dtype64=True)
     assert out.dtype == leaves["u"].dtype
-    assert_matches(out, expected, of_scale, "out")
+    assert_matches(out, expected, of_scale, "out", rtol=ROUNDING.get(out.dtype, 0.0))
     if return_last_state:
         assert last.dtype == (torch.float64 if in_float64 else torch.float32)
         assert last.shape == (inputs["u"].shape[0], inputs["u"].shape[1], inputs["A"].shape[1])
         assert not last.requires_grad
-        assert_matches(last, expected_last, of_scale, "last_state")
+        assert_matches(last, expected_last, of_scale, "last_state", rtol=ROUNDING.get(last.dtype, 0.0))
     for name, grad in grads.items():
         assert grad.dtype == leaves[name].dtype, f"d{name}: dtype {grad.dtype} != {leaves[name].dtype}"
-        assert_matches(grad, expected_grads[name], of_scale, f"d{name}")
+        assert_matches(grad, expected_grads[name], of_scale, f"d{name}", rtol=ROUNDING.get(grad.dtype, 0.0))
 
 
 # A handful of combined configurations rather than the product: every option is on and off

@@ -5,7 +5,8 @@ import torch
 
 from menagerie.kernels.ssm.ssd import ssd_scan
 from menagerie.kernels.ssm.ssd_reference import ssd_chunked_reference, ssd_recurrence_reference
-from tests.ssm.test_ssd import CHUNK, DEVICE, FLOAT64_OF_SCALE, OF_SCALE, assert_matches, make_inputs
+from tests.ssm.helpers import (DEVICE, SSD_CHUNK, SSD_FLOAT64_OF_SCALE, SSD_OF_SCALE, assert_matches,
+                               ssd_inputs)
 
 
 def sequence_ids(lengths, batch=1):
@@ -31,21 +32,21 @@ def gradients(scan, inputs, seq_idx, in_float64=False, cotangents=None, **option
 def check(inputs, seq_idx, scan=ssd_scan, of_scale=None, in_float64=False, **options):
     y, final, grads = gradients(scan, inputs, seq_idx, in_float64, **options)
     expected, expected_final, expected_grads = gradients(ssd_recurrence_reference, inputs, seq_idx, in_float64=True)
-    of_scale = of_scale or OF_SCALE[inputs["x"].dtype]
+    of_scale = of_scale or SSD_OF_SCALE[inputs["x"].dtype]
     assert_matches(y, expected, of_scale, "y")
     assert_matches(final, expected_final, of_scale, "final_states")
     for name, grad in grads.items():
         assert_matches(grad, expected_grads[name], of_scale, f"d{name}")
 
 
-# Sequence lengths packed into one row of steps (chunk CHUNK = 16): boundaries inside a chunk, on
+# Sequence lengths packed into one row of steps (chunk SSD_CHUNK = 16): boundaries inside a chunk, on
 # a chunk's border, several in one chunk, a one-step sequence, a chunk wholly inside a sequence.
 PACKINGS = {
     "inside-a-chunk": dict(lengths=[5, 30]),
-    "on-a-chunk-border": dict(lengths=[CHUNK, CHUNK + 3]),
-    "several-in-a-chunk-and-one-step": dict(lengths=[3, 1, 4, 2 * CHUNK + 1], groups=2, heads=4),
-    "rows-differ": dict(lengths=[[7, 2 * CHUNK], [CHUNK + 9, 14]], batch=2, D="channel"),
-    "one-sequence": dict(lengths=[2 * CHUNK + 5]),
+    "on-a-chunk-border": dict(lengths=[SSD_CHUNK, SSD_CHUNK + 3]),
+    "several-in-a-chunk-and-one-step": dict(lengths=[3, 1, 4, 2 * SSD_CHUNK + 1], groups=2, heads=4),
+    "rows-differ": dict(lengths=[[7, 2 * SSD_CHUNK], [SSD_CHUNK + 9, 14]], batch=2, D="channel"),
+    "one-sequence": dict(lengths=[2 * SSD_CHUNK + 5]),
 }
 
 
@@ -53,35 +54,35 @@ PACKINGS = {
 def test_fp32_matches_the_recurrence_with_resets(name):
     options = dict(PACKINGS[name])
     lengths = options.pop("lengths")
-    inputs = make_inputs(length=sum(lengths[0] if isinstance(lengths[0], list) else lengths), **options)
-    check(inputs, sequence_ids(lengths, options.get("batch", 1)), chunk_size=CHUNK)
+    inputs = ssd_inputs(length=sum(lengths[0] if isinstance(lengths[0], list) else lengths), **options)
+    check(inputs, sequence_ids(lengths, options.get("batch", 1)), chunk_size=SSD_CHUNK)
 
 
 def test_chunk_32_with_wider_tiles():
     lengths = [20, 3, 47]
-    check(make_inputs(length=sum(lengths), head_dim=32, dstate=16), sequence_ids(lengths), chunk_size=32)
+    check(ssd_inputs(length=sum(lengths), head_dim=32, dstate=16), sequence_ids(lengths), chunk_size=32)
 
 
 def test_fp16_matches_the_recurrence_with_resets():
-    lengths = [9, 2 * CHUNK]
-    check(make_inputs(length=sum(lengths), dtype=torch.float16, heads=4, groups=2), sequence_ids(lengths),
-          chunk_size=CHUNK)
+    lengths = [9, 2 * SSD_CHUNK]
+    check(ssd_inputs(length=sum(lengths), dtype=torch.float16, heads=4, groups=2), sequence_ids(lengths),
+          chunk_size=SSD_CHUNK)
 
 
-@pytest.mark.parametrize("lengths", [[5, 30], [3, 1, 4, 2 * CHUNK + 1]])
+@pytest.mark.parametrize("lengths", [[5, 30], [3, 1, 4, 2 * SSD_CHUNK + 1]])
 def test_chunked_reference_matches_the_recurrence_in_float64(lengths):
-    check(make_inputs(length=sum(lengths), groups=2, heads=4), sequence_ids(lengths), scan=ssd_chunked_reference,
-          of_scale=FLOAT64_OF_SCALE, in_float64=True, chunk_size=CHUNK)
+    check(ssd_inputs(length=sum(lengths), groups=2, heads=4), sequence_ids(lengths), scan=ssd_chunked_reference,
+          of_scale=SSD_FLOAT64_OF_SCALE, in_float64=True, chunk_size=SSD_CHUNK)
 
 
 def test_packed_equals_each_sequence_on_its_own():
     """The meaning of packing: each sequence's outputs and gradients are those of a separate run
     (the initial states enter the first), and the final states are the last sequence's."""
-    lengths = [11, 1, 2 * CHUNK + 2]
-    inputs = make_inputs(length=sum(lengths), heads=4, groups=2)
+    lengths = [11, 1, 2 * SSD_CHUNK + 2]
+    inputs = ssd_inputs(length=sum(lengths), heads=4, groups=2)
     generator = torch.Generator().manual_seed(5)
     dy, dfinal = torch.randn(inputs["x"].shape, generator=generator), torch.randn((1, 4, 8, 8), generator=generator)
-    y, final, grads = gradients(ssd_scan, inputs, sequence_ids(lengths), cotangents=(dy, dfinal), chunk_size=CHUNK)
+    y, final, grads = gradients(ssd_scan, inputs, sequence_ids(lengths), cotangents=(dy, dfinal), chunk_size=SSD_CHUNK)
     start = 0
     for number, length in enumerate(lengths):
         part = {name: (value[:, start:start + length] if name in ("x", "dt", "B", "C", "z") else value)
@@ -91,24 +92,24 @@ def test_packed_equals_each_sequence_on_its_own():
         last = number == len(lengths) - 1  # only the last sequence's final state is the packed run's
         alone_y, alone_final, alone_grads = gradients(
             ssd_scan, part, None, cotangents=(dy[:, start:start + length], dfinal if last else dfinal * 0),
-            chunk_size=CHUNK)
-        assert_matches(y[:, start:start + length], alone_y, OF_SCALE[torch.float32], f"y of sequence {number}")
+            chunk_size=SSD_CHUNK)
+        assert_matches(y[:, start:start + length], alone_y, SSD_OF_SCALE[torch.float32], f"y of sequence {number}")
         for name in ("x", "dt", "B", "C", "z"):
-            assert_matches(grads[name][:, start:start + length], alone_grads[name], OF_SCALE[torch.float32],
+            assert_matches(grads[name][:, start:start + length], alone_grads[name], SSD_OF_SCALE[torch.float32],
                            f"d{name} of sequence {number}")
         start += length
-    assert_matches(final, alone_final, OF_SCALE[torch.float32], "final_states")
+    assert_matches(final, alone_final, SSD_OF_SCALE[torch.float32], "final_states")
 
 
 def test_cu_seqlens_says_what_seq_idx_says():
     lengths = [4, 0, 21, 6]  # an empty sequence too
-    inputs = make_inputs(length=sum(lengths))
+    inputs = ssd_inputs(length=sum(lengths))
     cu_seqlens = torch.tensor([0, 4, 4, 25, 31], device=DEVICE, dtype=torch.int32)
-    by_ids = ssd_scan(**inputs, dt_softplus=True, chunk_size=CHUNK, seq_idx=sequence_ids(lengths))
-    by_bounds = ssd_scan(**inputs, dt_softplus=True, chunk_size=CHUNK, cu_seqlens=cu_seqlens)
-    both = ssd_scan(**inputs, dt_softplus=True, chunk_size=CHUNK, cu_seqlens=cu_seqlens,
+    by_ids = ssd_scan(**inputs, dt_softplus=True, chunk_size=SSD_CHUNK, seq_idx=sequence_ids(lengths))
+    by_bounds = ssd_scan(**inputs, dt_softplus=True, chunk_size=SSD_CHUNK, cu_seqlens=cu_seqlens)
+    both = ssd_scan(**inputs, dt_softplus=True, chunk_size=SSD_CHUNK, cu_seqlens=cu_seqlens,
                     seq_idx=sequence_ids(lengths))
-    unpacked = ssd_scan(**inputs, dt_softplus=True, chunk_size=CHUNK)
+    unpacked = ssd_scan(**inputs, dt_softplus=True, chunk_size=SSD_CHUNK)
     assert torch.equal(by_ids, by_bounds) and torch.equal(by_ids, both)
     assert not torch.allclose(by_ids, unpacked)  # the boundaries do change the result
 
@@ -124,7 +125,7 @@ def test_cu_seqlens_says_what_seq_idx_says():
      "place the sequence boundaries differently"),
 ])
 def test_bad_packing_raises_clear_errors(changes, error, message):
-    inputs = make_inputs(length=20)
+    inputs = ssd_inputs(length=20)
     changes = {name: value.to(DEVICE) if isinstance(value, torch.Tensor) else value
                for name, value in changes.items()}
     with pytest.raises(error, match=message):
@@ -133,4 +134,4 @@ def test_bad_packing_raises_clear_errors(changes, error, message):
 
 def test_cu_seqlens_needs_batch_one():
     with pytest.raises(ValueError, match="cu_seqlens: packed sequences need x with batch 1, got batch 2"):
-        ssd_scan(**make_inputs(batch=2, length=8), cu_seqlens=torch.tensor([0, 3, 8], device=DEVICE))
+        ssd_scan(**ssd_inputs(batch=2, length=8), cu_seqlens=torch.tensor([0, 3, 8], device=DEVICE))

@@ -1,4 +1,4 @@
-"""Results history: each benchmark row's median over commits, and the commits where it stepped.
+"""Results history: each benchmark row's median over commits, read from an indexed store of run records.
 
 Store
     A store is one or more folders of run records (``menagerie run`` JSON files, found
@@ -12,11 +12,11 @@ Store
     and is rebuilt (also when it is corrupt or of another index version).
 
 Reading run records
-    schema_version 1 and 2 are read with ``json``, not validated (the schema is evolving).
-    A row enters the history when its status is ``ok`` and it has stats. Its replicate
-    medians are ``replicate_medians_s`` (v2, one per process-level replicate) or
-    ``[stats.median_s]`` (v1); its median is their geometric mean. A JSON file that is not
-    a readable run record (another schema version, a study's output, a malformed record) is
+    The schema versions ``results.READ_SCHEMA_VERSIONS`` (1 and 2) are read with ``json``, not
+    validated (the schema is evolving). A row enters the history when its status is ``ok`` and
+    it has stats. Its replicate medians are ``replicate_medians_s`` (v2, one per process-level
+    replicate) or ``[stats.median_s]`` (v1); its median is their geometric mean. A JSON file that
+    is not a readable run record (another schema version, a study's output, a malformed record) is
     skipped with a warning in ``History.warnings``, never an exception.
 
 Series
@@ -37,22 +37,8 @@ Series
     A row's params are not compared: a case whose shapes changed under the same name reads
     as a step.
 
-Change points (``detect_steps``)
-    On the log of a series' medians: ruptures' PELT search (``KernelCPD``, linear kernel,
-    i.e. the least-squares cost of a piecewise-constant fit) on the series scaled by a robust
-    noise estimate (1.4826 * median |first difference| / sqrt 2), with a BIC penalty of
-    2 log n per step, proposes steps with at least ``min_segment`` (3) points on each
-    side, so that one outlier run cannot form a segment whose median moves. A proposed step
-    is kept only when it is both
-      - statistically clear: a pooled two-sample t-test of the log medians of the two
-        segments it separates, Bonferroni-adjusted for the n - 2*min_segment + 1 places a
-        step could be put, gives p < ``alpha`` (0.01); and
-      - practically large: the ratio of the segments' medians is at least
-        ``1 + threshold`` (5%) or at most ``1 / (1 + threshold)``.
-    Failing steps are merged away one at a time, weakest (largest p) first, re-testing the
-    merged segments. A change point reports the first commit after the step, the ratio
-    after/before of the segments' medians (> 1 is slower) and both segment sizes.
-    A series shorter than 2 * min_segment has no change points.
+    Change points: each series' steps, found by ``change_points.detect_steps`` on its medians
+    (``threshold``, ``alpha`` and ``min_segment`` as there), each at the first commit after it.
 """
 
 from __future__ import annotations
@@ -60,7 +46,6 @@ from __future__ import annotations
 import fnmatch
 import functools
 import hashlib
-import io
 import json
 import math
 import sqlite3
@@ -69,24 +54,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-import ruptures
-from scipy import stats
-
-from menagerie.harness.formatting import format_seconds
-from menagerie.harness.results import row_key, write_bytes_atomically
+from menagerie.harness.change_points import (DEFAULT_ALPHA, DEFAULT_MIN_SEGMENT, DEFAULT_THRESHOLD, Step,
+                                             detect_steps)
+from menagerie.harness.results import READ_SCHEMA_VERSIONS, row_key
 
 RowKey = tuple[str, str, str, str, str]
 
-READ_SCHEMA_VERSIONS = (1, 2)
 INDEX_NAME = ".menagerie-index.sqlite"
 INDEX_VERSION = 2  # bump when the tables change: an index of another version is rebuilt
-DEFAULT_THRESHOLD = 0.05
-DEFAULT_ALPHA = 0.01
-DEFAULT_MIN_SEGMENT = 3
-NOISE_FLOOR = 1e-3  # log units; keeps PELT's scaling finite on a series without noise
-MAX_TICK_LABELS = 30
-WIDE_RANGE = 3.0  # a panel whose slowest/fastest point exceeds this gets a log y axis
 
 _TABLES = f"""
 DROP TABLE IF EXISTS rows;
@@ -147,15 +122,6 @@ class Point:
     commit: Commit
     median_s: float  # geometric mean of ``replicate_medians_s``
     replicate_medians_s: tuple[float, ...]
-
-
-@dataclass(frozen=True)
-class Step:
-    index: int  # position in the series of the first point after the step
-    ratio: float  # median of the segment after / median of the segment before; > 1 is slower
-    before: int  # points in the segment before the step
-    after: int  # points in the segment after it
-    p_value: float  # Bonferroni-adjusted, of the t-test between the two segments
 
 
 @dataclass(frozen=True)
@@ -351,63 +317,13 @@ class Store:
         """(run path, row key, median, replicate medians) of each timed row of the runs of this device, size, timer."""
         found = []
         for folder, db in self._indexes:
-            full = functools.lru_cache(maxsize=None)(lambda path: str(folder / path))  # once per run file, not per row
+            full = functools.cache(lambda path: str(folder / path))  # once per run file, not per row
             for path, *key, median, replicates in db.execute(
                     'SELECT r.path, benchmark, "case", impl, dtype, mode, median_s, replicate_medians_s '
                     "FROM rows r JOIN files f ON f.path = r.path WHERE device = ? AND size = ? AND timer IS ?",
                     (device, size, timer)):
                 found.append((full(path), tuple(key), median, [float(value) for value in replicates.split(",")]))
         return found
-
-
-# ---- change points ----
-
-def _robust_noise(values: np.ndarray) -> float:
-    """Standard deviation of the noise, from first differences: a few steps barely move their median."""
-    return 1.4826 * float(np.median(np.abs(np.diff(values)))) / math.sqrt(2)
-
-
-def _t_test(before: np.ndarray, after: np.ndarray) -> float:
-    """Two-sided p-value of the pooled two-sample t-test (equal noise on both sides, as on one machine)."""
-    freedom = len(before) + len(after) - 2
-    pooled = (((before - before.mean()) ** 2).sum() + ((after - after.mean()) ** 2).sum()) / freedom
-    difference = after.mean() - before.mean()
-    spread = math.sqrt(pooled * (1 / len(before) + 1 / len(after)))
-    if spread == 0:
-        return 0.0 if difference else 1.0
-    return float(2 * stats.t.sf(abs(difference) / spread, freedom))
-
-
-def detect_steps(medians_s: Sequence[float], threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA,
-                 min_segment: int = DEFAULT_MIN_SEGMENT) -> list[Step]:
-    """Steps in a series of positive medians (in order), as the module docstring describes."""
-    if threshold < 0:
-        raise ValueError(f"threshold must be >= 0, got {threshold}")
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    if min_segment < 2:
-        raise ValueError(f"min_segment must be >= 2 (a t-test needs two points a side), got {min_segment}")
-    values = np.log(np.asarray(medians_s, dtype=float))
-    count = len(values)
-    if count < 2 * min_segment:
-        return []
-    scaled = values / max(_robust_noise(values), NOISE_FLOOR)
-    # The linear kernel's cost is the least-squares cost; KernelCPD runs PELT on it in C (Pelt(model="l2") is Python).
-    search = ruptures.KernelCPD(kernel="linear", min_size=min_segment, jump=1).fit(scaled)
-    ends = search.predict(pen=2 * math.log(count))[:-1]
-    places = count - 2 * min_segment + 1  # where a step could have been put: the Bonferroni factor
-    while ends:
-        edges = [0, *ends, count]
-        segments = [values[start:end] for start, end in zip(edges, edges[1:])]
-        steps = [Step(index=end, ratio=math.exp(np.median(after) - np.median(before)), before=len(before),
-                      after=len(after), p_value=min(1.0, places * _t_test(before, after)))
-                 for end, before, after in zip(ends, segments, segments[1:])]
-        failing = [index for index, step in enumerate(steps)
-                   if step.p_value >= alpha or abs(math.log(step.ratio)) < math.log1p(threshold)]
-        if not failing:
-            return steps
-        ends.pop(max(failing, key=lambda index: steps[index].p_value))
-    return []
 
 
 # ---- queries ----
@@ -471,86 +387,3 @@ def query(store: Store, patterns: Sequence[str] = (), *, device: str | None = No
         series.append(Series(key, points, changes))
     plotted = {point.commit for line in series for point in line.points}  # no empty x positions
     return History(device, size, timer, [commit for commit in commits if commit in plotted], series, warnings)
-
-
-# ---- output ----
-
-def _marker(change: ChangePoint | None) -> str:
-    if change is None:
-        return ""
-    return f"step ×{change.ratio:.3f} ({'slower' if change.ratio > 1 else 'faster'})"
-
-
-def table(history: History) -> dict[RowKey, list[tuple[Commit, float, str]]]:
-    """Per row key: (commit, median_s, marker), the marker non-empty at a change point's commit. Commits, not
-    their labels: two dirty runs of one sha are two commits with one label."""
-    lines = {}
-    for series in history.series:
-        changes = {change.index: change for change in series.change_points}
-        lines[series.key] = [(point.commit, point.median_s, _marker(changes.get(index)))
-                             for index, point in enumerate(series.points)]
-    return lines
-
-
-def _mark_steps(ax, changes: dict[float, list[tuple[ChangePoint, str]]]) -> None:
-    """A dashed line at each step; one label per step, so that rows stepping together do not pile up labels."""
-    for x, marked in changes.items():
-        ratios = sorted(change.ratio for change, _ in marked)
-        colour = marked[0][1] if len(marked) == 1 else "0.3"
-        text = f"×{ratios[0]:.2f}" if len(marked) == 1 else f"×{ratios[0]:.2f}–{ratios[-1]:.2f}\n{len(marked)} rows"
-        ax.axvline(x, color=colour, linestyle="--", linewidth=1, alpha=0.8)
-        ax.annotate(text, xy=(x, 0.98), xycoords=("data", "axes fraction"), xytext=(3, 0), textcoords="offset points",
-                    ha="left", va="top", fontsize=7, color=colour,
-                    bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1))
-
-
-def plot(history: History, path: Path | str) -> Path:
-    """A PNG with one panel per benchmark, one line per row key over the commits, change points dashed."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazily: matplotlib is an optional extra
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    benchmarks: dict[str, list[Series]] = {}
-    for series in history.series:
-        benchmarks.setdefault(series.key[0], []).append(series)
-    position = {commit: index for index, commit in enumerate(history.commits)}
-    most_rows = max(map(len, benchmarks.values()), default=1)
-    width = min(max(8.0, 4 + 0.25 * len(history.commits)), 20.0)
-    height = max(3.6, 1.2 + 0.17 * most_rows)  # room for the legend beside each panel
-    figure = Figure(figsize=(width, height * max(len(benchmarks), 1)), layout="constrained")
-    axes = figure.subplots(max(len(benchmarks), 1), 1, squeeze=False).ravel()
-    if not benchmarks:
-        axes[0].text(0.5, 0.5, "no timed row in the store matches", ha="center", va="center")
-        axes[0].set_axis_off()
-    tick_step = math.ceil(len(history.commits) / MAX_TICK_LABELS) or 1
-    seconds = FuncFormatter(lambda value, _: format_seconds(value))
-    for ax, (benchmark, panel) in zip(axes, benchmarks.items()):
-        changes: dict[float, list[tuple[ChangePoint, str]]] = {}
-        # Slowest first, so that the legend lists the lines in the order they lie in.
-        for number, series in enumerate(sorted(panel, key=lambda series: -series.points[-1].median_s)):
-            colour = f"C{number % 10}"
-            ax.plot([position[point.commit] for point in series.points], [point.median_s for point in series.points],
-                    marker="os^vD"[number // 10 % 5], markersize=3.5, linewidth=1.2, color=colour,
-                    label=" · ".join(series.key[1:]))
-            for change in series.change_points:
-                changes.setdefault(position[change.commit] - 0.5, []).append((change, colour))
-        _mark_steps(ax, changes)
-        medians = [point.median_s for series in panel for point in series.points]
-        if max(medians) / min(medians) > WIDE_RANGE:
-            ax.set_yscale("log")
-            ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
-            ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.yaxis.set_major_formatter(seconds)
-        ticks = list(range(0, len(history.commits), tick_step))
-        ax.set_xticks(ticks, [history.commits[index].label for index in ticks], rotation=60, fontsize=7,
-                      family="monospace")
-        ax.set_xlim(-0.5, len(history.commits) - 0.5)
-        ax.set_title(benchmark, fontsize=10, loc="left")
-        ax.set_ylabel("median time per call")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    figure.suptitle(f"history on {history.device} · size {history.size} · timer {history.timer}\n"
-                    f"{len(history.commits)} commits (oldest left); dashed: change point, after/before", fontsize=10)
-    image = io.BytesIO()
-    FigureCanvasAgg(figure).print_png(image, metadata={"Software": "menagerie history"})
-    return write_bytes_atomically(image.getvalue(), Path(path))

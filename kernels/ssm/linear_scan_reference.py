@@ -1,4 +1,4 @@
-"""Plain-PyTorch references for the SSM scans.
+"""Plain-PyTorch references for the linear recurrence ``x_t = a_t x_{t-1} + b_t``.
 
 ``linear_scan_sequential`` is the definition, one step at a time (use it in float64
 for tests). ``linear_scan_reference`` computes the same recurrence with a
