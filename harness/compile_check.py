@@ -42,6 +42,7 @@ from typing import Callable
 import torch
 
 from menagerie.harness import compile_record
+from menagerie.harness.compile_record import specialization_label
 from menagerie.harness.results import write_json_atomically
 from menagerie.harness.gpu_archs import ARCHS, Arch
 from menagerie.harness.shapes_only import shapes_only
@@ -51,15 +52,6 @@ def _last_line(error: BaseException) -> str:
     """Triton's compile errors end with the message, after the source listing."""
     lines = [line for line in str(error).splitlines() if line.strip()]
     return f"{type(error).__name__}: {lines[-1].strip() if lines else ''}"[:400]
-
-
-def specialization_label(specialization: dict) -> str:
-    """``bf16 HEAD_DIM=128 CAUSAL=True div16×12``: the first pointer's element type, the constexprs,
-    and how many integer arguments were specialized as multiples of 16 (the record names them)."""
-    pointers = [kind for kind in specialization.values() if isinstance(kind, str) and kind.startswith("*")]
-    settings = [f"div16×{len(value.split(','))}" if name == "div16" else f"{name}={value}"
-                for name, value in specialization.items() if not (isinstance(value, str) and value.startswith("*"))]
-    return " ".join(([pointers[0][1:]] if pointers else []) + settings)
 
 
 def group_id(build: dict) -> str:

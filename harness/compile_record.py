@@ -57,6 +57,15 @@ def mma_class(tensor_core_ops: list[str]) -> str:
     return "none"
 
 
+def specialization_label(specialization: dict) -> str:
+    """``bf16 HEAD_DIM=128 CAUSAL=True div16×12``: the first pointer's element type, the constexprs,
+    and how many integer arguments were specialized as multiples of 16 (the record names them)."""
+    pointers = [kind for kind in specialization.values() if isinstance(kind, str) and kind.startswith("*")]
+    settings = [f"div16×{len(value.split(','))}" if name == "div16" else f"{name}={value}"
+                for name, value in specialization.items() if not (isinstance(value, str) and value.startswith("*"))]
+    return " ".join(([pointers[0][1:]] if pointers else []) + settings)
+
+
 def unit_digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 

@@ -17,8 +17,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from menagerie.harness import compile_record, registry
+from menagerie.harness.compile_record import specialization_label
 from menagerie.harness.cli.common import UsageError, console, fraction, positive, progress_bar, select
 from menagerie.harness.formatting import format_number
+from menagerie.harness.compile_diff import DEFAULT_MAX_OCCUPANCY_DROP
 from menagerie.harness.gpu_archs import ARCHS, DEFAULT_ARCHS, parse_archs
 from menagerie.harness.results import write_json_atomically
 
@@ -61,6 +63,18 @@ def add_parser(commands) -> None:
                         help="share of the recorded units compiled again and compared, at least one per kernel; "
                              "0 turns it off (default: %(default)s)")
     record.add_argument("--seed", type=int, help="seed of the spot check's draw (default: random, printed)")
+    diff = comp.add_argument_group(
+        "the record against another commit's", "--diff compiles nothing: it compares the record under --record-dir "
+                                               "with its version at a git ref, unit by unit; see "
+                                               "harness/compile_diff.py")
+    diff.add_argument("--diff", nargs="?", const="", metavar="REF",
+                      help="compare with the record at REF (default: the merge base with main); exit 1 on new "
+                           "spills, a weaker MMA class or an occupancy drop")
+    diff.add_argument("--max-occupancy-drop", type=int, default=DEFAULT_MAX_OCCUPANCY_DROP, metavar="BLOCKS",
+                      help="resident blocks per SM a unit may lose (default: %(default)s)")
+    diff.add_argument("--accept", action="append", default=[], metavar="PATTERN",
+                      help="a kernel name, or a glob over unit labels (kernel@version/arch [...] config), whose "
+                           "changes do not fail the diff (repeatable)")
     comp.set_defaults(func=cmd_compile)
 
 
@@ -92,6 +106,8 @@ def fraction_of_one(text: str) -> float:
 
 
 def cmd_compile(args) -> int:
+    if args.diff is not None:
+        return cmd_diff(args)
     import torch
 
     from menagerie.harness import compile_check, provenance
@@ -161,10 +177,50 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def cmd_diff(args) -> int:
+    """``--diff``: the changed units, worst first, and whether any fails."""
+    from menagerie.harness import compile_diff
+
+    if args.max_occupancy_drop < 0:
+        raise UsageError(f"--max-occupancy-drop: expected blocks >= 0, got {args.max_occupancy_drop}")
+    try:
+        base = args.diff or compile_diff.merge_base(args.record_dir)
+        result = compile_diff.diff(base, args.record_dir, args.max_occupancy_drop, tuple(args.accept))
+    except compile_diff.DiffError as error:
+        raise UsageError(str(error)) from None
+    table = Table(title=f"compile record: {args.record_dir} against {args.diff or 'the merge base with main'} "
+                        f"({base[:12]}), changed units, worst first", title_justify="left")
+    for column in ("unit", "regs", "stack B", "shared KiB", "MMA", "blocks/SM", "verdict"):
+        table.add_column(column, justify="left" if column in ("unit", "MMA", "verdict") else "right",
+                         overflow="fold")
+    for change in result.changes:
+        base_entry, tree_entry = change.base, change.tree
+        verdict = ("[red]FAIL: " if change.fails else "[yellow]accepted: " if change.failures else "") + "; ".join(
+            change.failures) if change.failures else tree_entry["verdict"]
+        table.add_row(escape(change.label), f"{base_entry['registers']} -> {tree_entry['registers']}",
+                      f"{base_entry['stack_bytes']} -> {tree_entry['stack_bytes']}",
+                      f"{base_entry['shared_bytes'] / 1024:.1f} -> {tree_entry['shared_bytes'] / 1024:.1f}",
+                      f"{base_entry['mma_class']} -> {tree_entry['mma_class']}",
+                      f"{change.base_blocks} -> {change.tree_blocks} ({change.warps} warps)", verdict)
+    if result.changes:
+        console.print(table)
+    console.print(f"{result.matched} units matched, {len(result.changes)} changed, {len(result.new)} new, "
+                  f"{len(result.gone)} gone", highlight=False)
+    for kind, labels in (("new", result.new), ("gone", result.gone)):
+        for label in labels[:20]:
+            console.print(f"  {kind}: {label}", highlight=False, markup=False)
+        if len(labels) > 20:
+            console.print(f"  ... and {len(labels) - 20} more {kind}", highlight=False)
+    if result.failing:
+        console.print(f"[red]FAIL[/] {len(result.failing)} unit(s) got worse: new spills, a weaker MMA class or "
+                      f"fewer resident blocks (accept one with --accept KERNEL)", highlight=False)
+        return 1
+    console.print("[green]no unit spills anew, loses its MMA class or occupancy")
+    return 0
+
+
 def print_record_summary(report, archs, known, records, args, seed) -> list[dict]:
     """Units replayed and compiled per arch, the spot check's outcome; returns the units the record lacked."""
-    from menagerie.harness.compile_check import specialization_label
-
     new_units = [build for build in report.compiled()
                  if build["fingerprint"] and build["fingerprint"] not in known.get(build["arch"], {})]
     for arch in archs:
@@ -192,7 +248,7 @@ def print_record_summary(report, archs, known, records, args, seed) -> list[dict
 
 
 def print_compile_report(report, show_all: bool) -> None:
-    from menagerie.harness.compile_check import chosen_build, specialization_label
+    from menagerie.harness.compile_check import chosen_build
 
     table = Table(title="compiled kernels" + ("" if show_all else
                                               " (one line per kernel and specialization: the configuration an "
