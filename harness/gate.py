@@ -48,7 +48,7 @@ under the limit (None when the threshold alone exceeds it).
 Fail closed. Verdicts that fail the gate: regression; undecided (fewer than
 ``MIN_REPLICATES`` observations on a side, so no spread can be estimated);
 underpowered;
-error and accuracy_failed in NEW (always); missing from NEW and newly_skipped
+error, accuracy_failed, wrong-after-timing and mutates-inputs in NEW (always); missing from NEW and newly_skipped
 (unless allow_missing); params_changed (the same key with different params in any
 record) and missing_dtype (a baseline row of a dtype that NEW did not run at
 all) (unless allow_mismatch). Record findings that fail unless allow_mismatch:
@@ -66,7 +66,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, special, stats
 
-from menagerie.harness.results import STATUS_RANK, row_key
+from menagerie.harness.results import FAILED_STATUSES, STATUS_RANK, row_key
 
 DEFAULT_THRESHOLD = 0.02
 DEFAULT_K = 0.5
@@ -79,7 +79,7 @@ MIN_ROWS_ACROSS = 10  # rows needed to estimate whole-run offsets and a variance
 CI_LEVEL = 0.95
 UNIFORM_KEY = ("*", "*", "*", "*", "*")
 
-FAILING_ALWAYS = ("regression", "undecided", "underpowered", "error", "accuracy_failed")
+FAILING_ALWAYS = ("regression", "undecided", "underpowered", *FAILED_STATUSES)
 FAILING_UNLESS_ALLOW_MISSING = ("missing", "newly_skipped")
 FAILING_UNLESS_ALLOW_MISMATCH = ("params_changed", "missing_dtype")
 
@@ -87,7 +87,7 @@ FAILING_UNLESS_ALLOW_MISMATCH = ("params_changed", "missing_dtype")
 @dataclass(frozen=True)
 class RowResult:
     key: tuple[str, str, str, str, str]
-    verdict: str  # regression | improvement | unchanged | undecided | underpowered | error | accuracy_failed
+    verdict: str  # regression | improvement | unchanged | undecided | underpowered | a failed status | ...
     #               | missing | missing_dtype | newly_skipped | params_changed | skipped | new
     failing: bool
     ratio: float | None = None  # new / baseline geometric mean, net of whole-run offsets; > 1 is slower
@@ -250,7 +250,7 @@ def _classify(olds: list[dict], news: list[dict], dtype: str, new_dtypes: set[st
         return "missing_dtype", f"in baseline, absent from new, which ran no {dtype} rows"
     status = max((row["status"] for row in news), key=STATUS_RANK.__getitem__)
     reason = next(row["reason"] for row in news if row["status"] == status)
-    if status in ("error", "accuracy_failed"):
+    if status in FAILED_STATUSES:
         return status, reason
     if not olds:
         return "new", f"only in new ({status})"

@@ -27,7 +27,9 @@ READ_SCHEMA_VERSIONS = (1, 2)  # version 1: one process per record, no replicate
 SCHEMA_PATH = Path(__file__).with_name("result_schema.json")
 DEFAULT_RUNS_DIR = Path("results") / "runs"
 # A row's statuses, best first: where records of one row disagree (replicates, repeated runs), the worst wins.
-STATUS_RANK = {"ok": 0, "skipped": 1, "accuracy_failed": 2, "error": 3}
+# wrong-after-timing and mutates-inputs: see harness/recheck.py.
+STATUS_RANK = {"ok": 0, "skipped": 1, "accuracy_failed": 2, "wrong-after-timing": 3, "mutates-inputs": 4, "error": 5}
+FAILED_STATUSES = ("accuracy_failed", "wrong-after-timing", "mutates-inputs", "error")
 
 
 class ResultError(ValueError):

@@ -4,7 +4,10 @@ check accuracy first, then time, then derive throughput and roofline.
 Accuracy is checked on ``seeds`` fresh inputs against the reference
 implementation run in float64 (float32 inputs) or float32 (half-precision
 inputs), with every output allocation poisoned. Timing uses the inputs of the
-first seed. A failing implementation is still timed, and its row says so.
+first seed, each implementation its own copy. A failing implementation is still timed,
+and its row says so. After timing, each timed implementation is checked once more
+(``menagerie.harness.recheck``): its timed inputs against the pristine ones, and its
+outputs on new values in the same tensors against the reference's.
 
 The implementations of one case are timed together: each is checked and warmed up
 (the configurations its Triton autotuners chose are recorded), then all take turns
@@ -28,7 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from menagerie.harness import accuracy, ceilings, provenance, shards, stats
+from menagerie.harness import accuracy, ceilings, provenance, recheck, shards, stats
 from menagerie.harness.autotune import chosen_configs
 from menagerie.harness.registry import Benchmark, Case, Impl, dtype_name
 from menagerie.harness.results import SCHEMA_VERSION
@@ -279,11 +282,31 @@ def check_accuracy(task: Task, impl: Impl, inputs_by_seed: dict[int, dict],
     records = []
     for seed, inputs in inputs_by_seed.items():
         with accuracy.poisoned_allocations() if impl.poison else contextlib.nullcontext():
-            outputs = Prepared(task.benchmark, impl, inputs, task.mode, seed).evaluate()
+            outputs = Prepared(task.benchmark, impl, recheck.cloned(inputs), task.mode, seed).evaluate()
         record = accuracy.check_outputs(outputs, expected[seed], tolerance, [seed])
         record.poisoned = impl.poison
         records.append(record)
     return accuracy.merge_records(records)
+
+
+def check_after_timing(task: Task, impl: Impl, prepared: Prepared, pristine: dict, fresh: dict,
+                       expected_fresh: dict[str, torch.Tensor]) -> tuple[str, str] | None:
+    """``(status, reason)`` when the timed implementation changed its inputs or is wrong on new values in its
+    timed tensors (``menagerie.harness.recheck``); None when it passes."""
+    changed = recheck.mutated_inputs(prepared.inputs, pristine)
+    if changed:
+        return recheck.MUTATES_INPUTS, f"it changed its input(s) {', '.join(changed)} while timed"
+    if recheck.refill(prepared.inputs, fresh):
+        if task.mode == "bwd":  # the backward of the new values' forward
+            prepared.outputs = prepared._forward()
+        outputs, where = prepared.evaluate(), "new values in the tensors it was timed on"
+    else:
+        outputs = Prepared(task.benchmark, impl, recheck.cloned(fresh), task.mode, 0).evaluate()
+        where = "new inputs"
+    record = accuracy.check_outputs(outputs, expected_fresh, task.benchmark.tolerances[task.dtype], [0])
+    if not record.passed:
+        return recheck.WRONG_AFTER_TIMING, f"after timing, on {where}: {record.message}"
+    return None
 
 
 def skip_reason(impl: Impl, task: Task, device: torch.device) -> str | None:
@@ -294,7 +317,7 @@ def run_task(task: Task, config: RunConfig, device_ceilings: dict,
              on_row: Callable[[dict], None] | None = None) -> list[dict]:
     inputs_by_seed = inputs_for_seeds(task, config.device, config.seeds)
     expected = expected_outputs(task, inputs_by_seed)
-    rows, timed = [], []  # timed: (row, prepared step, timer, seconds per sample)
+    rows, timed = [], []  # timed: (row, implementation, prepared, timer, seconds per sample)
     for impl in task.impls:
         row = _empty_row(task, impl, device_ceilings)
         rows.append(row)
@@ -307,12 +330,12 @@ def run_task(task: Task, config: RunConfig, device_ceilings: dict,
             row["accuracy"] = record.to_dict()
             if not record.passed:
                 row.update(status="accuracy_failed", reason=record.message)
-            prepared = Prepared(task.benchmark, impl, inputs_by_seed[0], task.mode, 0)
+            prepared = Prepared(task.benchmark, impl, recheck.cloned(inputs_by_seed[0]), task.mode, 0)
             timer = make_timer(prepared.step, config.budget, config.device, config.timer)
             with chosen_configs() as chosen:
                 seconds_per_sample = timer.warm_up()
             row["autotune"] = [chosen]
-            timed.append((row, prepared.step, timer, seconds_per_sample))
+            timed.append((row, impl, prepared, timer, seconds_per_sample))
         except TimerError as error:
             row.update(status="skipped", reason=str(error))
         except Exception as error:  # an implementation that crashes is a finding, not a harness crash
@@ -321,15 +344,24 @@ def run_task(task: Task, config: RunConfig, device_ceilings: dict,
     def crashed(index: int, error: Exception) -> None:
         timed[index][0].update(status="error", reason=f"{type(error).__name__}: {error}")
 
-    samples = interleave([timer for _, _, timer, _ in timed], [seconds for *_, seconds in timed], config.budget,
+    samples = interleave([timer for *_, timer, _ in timed], [seconds for *_, seconds in timed], config.budget,
                          on_error=crashed)
-    for (row, step, timer, _), taken in zip(timed, samples):
+    fresh = expected_fresh = None  # another seed's inputs and the reference's outputs on them, for the recheck
+    for (row, impl, prepared, timer, _), taken in zip(timed, samples):
         if not taken:
             continue
         set_timing(row, [taken])
         row["calls_per_sample"] = [timer.calls_per_sample]
         try:
-            row["metrics"]["peak_memory_bytes"] = _peak_memory(step, config.device)
+            row["metrics"]["peak_memory_bytes"] = _peak_memory(prepared.step, config.device)
+            if row["status"] != "ok":
+                continue
+            if fresh is None:
+                fresh = task.benchmark.make_inputs(task.case, task.dtype, config.device, config.seeds)
+                expected_fresh = expected_outputs(task, {0: fresh})[0]
+            found = check_after_timing(task, impl, prepared, inputs_by_seed[0], fresh, expected_fresh)
+            if found:
+                row.update(status=found[0], reason=found[1])
         except Exception as error:
             row.update(status="error", reason=f"{type(error).__name__}: {error}")
     set_speedups(rows)

@@ -50,8 +50,9 @@ MANIFEST = ".menagerie-site.json"
 DEFAULT_RECENT = 30
 SPARK_WIDTH, SPARK_HEIGHT = 120, 24
 # Worst first: the order of verdicts on the index and of rows on a comparison page.
-VERDICT_ORDER = ("regression", "error", "accuracy_failed", "missing", "missing_dtype", "newly_skipped",
-                 "params_changed", "undecided", "underpowered", "improvement", "unchanged", "skipped", "new")
+VERDICT_ORDER = ("regression", "error", "mutates-inputs", "wrong-after-timing", "accuracy_failed", "missing",
+                 "missing_dtype", "newly_skipped", "params_changed", "undecided", "underpowered", "improvement",
+                 "unchanged", "skipped", "new")
 
 
 class SiteError(ValueError):

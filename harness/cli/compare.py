@@ -21,7 +21,8 @@ from menagerie.harness.results import ResultError, load_runs, write_json_atomica
 if TYPE_CHECKING:
     from menagerie.harness.gate import GateResult
 
-COLOURS = {"regression": "red", "undecided": "red", "underpowered": "red", "error": "red", "accuracy_failed": "red", "missing": "red",
+COLOURS = {"regression": "red", "undecided": "red", "underpowered": "red", "error": "red", "accuracy_failed": "red",
+           "wrong-after-timing": "red", "mutates-inputs": "red", "missing": "red",
            "missing_dtype": "red", "newly_skipped": "red", "params_changed": "red", "improvement": "green",
            "unchanged": "white", "new": "cyan", "skipped": "yellow"}
 

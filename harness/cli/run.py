@@ -22,7 +22,7 @@ from menagerie.harness.cli.common import (Interrupted, UsageError, add_row_selec
                                 requested_device, select, selected_rows)
 from menagerie.harness.cli.compare import add_gate_options, gate_against, load_side, print_gate
 from menagerie.harness.formatting import format_number, format_seconds
-from menagerie.harness.results import DEFAULT_RUNS_DIR, write_run
+from menagerie.harness.results import DEFAULT_RUNS_DIR, FAILED_STATUSES, write_run
 
 GATING_REPEAT = 3
 
@@ -125,9 +125,10 @@ def cmd_run(args) -> int:
         for warning in replicate["warnings"]:
             errors.print(f"warning: replicate {number}: {warning}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {path}")
-    failed = [row for row in record["rows"] if row["status"] in ("accuracy_failed", "error")]
+    failed = [row for row in record["rows"] if row["status"] in FAILED_STATUSES]
     if failed:
-        console.print(f"[red]{len(failed)} row(s) failed: accuracy or errors (see the status column)")
+        console.print(f"[red]{len(failed)} row(s) failed: accuracy, a recheck after timing or errors (see the status "
+                      f"column)")
     if baseline is not None:
         result = gate_against(baseline, [record], args)
         print_gate(result)
@@ -163,6 +164,7 @@ def print_run_table(record: dict) -> None:
         for row in (row for row in record["rows"] if row["benchmark"] == bench):
             stats, metrics, acc = row["stats"], row["metrics"], row["accuracy"]
             status = {"ok": "[green]ok", "accuracy_failed": "[red]ACCURACY", "error": "[red]ERROR",
+                      "wrong-after-timing": "[red]WRONG AFTER TIMING", "mutates-inputs": "[red]MUTATES INPUTS",
                       "skipped": "[yellow]skipped"}[row["status"]]
             if row["reason"]:
                 notes.append(f"{bench} {row['case']} {row['dtype']} {row['mode']} {row['impl']}: {row['reason']}")
