@@ -66,7 +66,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize, special, stats
 
-from menagerie.harness.results import FAILED_STATUSES, STATUS_RANK, row_key
+from menagerie.harness.results import FAILED_STATUSES, MEASURED_STATUSES, STATUS_RANK, row_key
 
 DEFAULT_THRESHOLD = 0.02
 DEFAULT_K = 0.5
@@ -160,7 +160,7 @@ def _side_matrix(records: list[dict], keys: list[tuple]) -> np.ndarray:
     columns = []
     for record in records:
         observed = {row_key(row): _observations(record, row) for row in record["rows"]
-                    if row["status"] == "ok" and row_key(row) in index}
+                    if row["status"] in MEASURED_STATUSES and row_key(row) in index}
         for replicate in range(max((len(values) for values in observed.values()), default=0)):
             column = np.full(len(keys), np.nan)
             for key, values in observed.items():
@@ -257,7 +257,7 @@ def _classify(olds: list[dict], news: list[dict], dtype: str, new_dtypes: set[st
     params = sorted({repr(sorted(row["params"].items())) for row in olds + news})
     if len(params) > 1:
         return "params_changed", f"params differ between records: {', '.join(params)}"
-    measured = any(row["status"] == "ok" for row in olds)
+    measured = any(row["status"] in MEASURED_STATUSES for row in olds)
     if status == "skipped":
         return ("newly_skipped" if measured else "skipped"), f"skipped in new: {reason}"
     if not measured:

@@ -13,7 +13,7 @@ Store
 
 Reading run records
     The schema versions ``results.READ_SCHEMA_VERSIONS`` (1 and 2) are read with ``json``, not
-    validated (the schema is evolving). A row enters the history when its status is ``ok`` and
+    validated (the schema is evolving). A row enters the history when its status is ``ok`` or ``noisy`` and
     it has stats. Its replicate medians are ``replicate_medians_s`` (v2, one per process-level
     replicate) or ``[stats.median_s]`` (v1); its median is their geometric mean. A JSON file that
     is not a readable run record (another schema version, a study's output, a malformed record) is
@@ -56,7 +56,7 @@ from typing import Sequence
 
 from menagerie.harness.change_points import (DEFAULT_ALPHA, DEFAULT_MIN_SEGMENT, DEFAULT_THRESHOLD, Step,
                                              detect_steps)
-from menagerie.harness.results import READ_SCHEMA_VERSIONS, row_key
+from menagerie.harness.results import MEASURED_STATUSES, READ_SCHEMA_VERSIONS, row_key
 
 RowKey = tuple[str, str, str, str, str]
 
@@ -162,7 +162,7 @@ def _geometric_mean(values: Sequence[float]) -> float:
 
 
 def _timed_row(row: dict) -> tuple[RowKey, float, list[float]] | None:
-    if row["status"] != "ok" or not row["stats"]:
+    if row["status"] not in MEASURED_STATUSES or not row["stats"]:
         return None
     replicates = [float(value) for value in row.get("replicate_medians_s") or [row["stats"]["median_s"]]]
     if not all(math.isfinite(value) and value > 0 for value in replicates):

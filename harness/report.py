@@ -253,7 +253,7 @@ body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; font-size: 13px; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.ok td.status { color: #17803d; } tr.skipped td.status { color: #a06b00; }
+tr.ok td.status { color: #17803d; } tr.skipped td.status, tr.noisy td.status { color: #a06b00; }
 tr.accuracy_failed td.status, tr.error td.status, tr.wrong-after-timing td.status,
 tr.mutates-inputs td.status { color: #c0182b; font-weight: bold; }
 tr.regression td.verdict, tr.undecided td.verdict, tr.missing td.verdict, tr.newly_skipped td.verdict,

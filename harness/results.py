@@ -27,8 +27,11 @@ READ_SCHEMA_VERSIONS = (1, 2)  # version 1: one process per record, no replicate
 SCHEMA_PATH = Path(__file__).with_name("result_schema.json")
 DEFAULT_RUNS_DIR = Path("results") / "runs"
 # A row's statuses, best first: where records of one row disagree (replicates, repeated runs), the worst wins.
-# wrong-after-timing and mutates-inputs: see harness/recheck.py.
-STATUS_RANK = {"ok": 0, "skipped": 1, "accuracy_failed": 2, "wrong-after-timing": 3, "mutates-inputs": 4, "error": 5}
+# noisy: timed, above --max-noise when its time ran out (harness/timing.py); wrong-after-timing and mutates-inputs:
+# harness/recheck.py.
+STATUS_RANK = {"ok": 0, "noisy": 1, "skipped": 2, "accuracy_failed": 3, "wrong-after-timing": 4, "mutates-inputs": 5,
+               "error": 6}
+MEASURED_STATUSES = ("ok", "noisy")  # timed rows that the gate compares and the history keeps
 FAILED_STATUSES = ("accuracy_failed", "wrong-after-timing", "mutates-inputs", "error")
 
 

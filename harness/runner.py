@@ -34,9 +34,9 @@ import torch
 from menagerie.harness import accuracy, ceilings, provenance, recheck, shards, stats
 from menagerie.harness.autotune import chosen_configs
 from menagerie.harness.registry import Benchmark, Case, Impl, dtype_name
-from menagerie.harness.results import SCHEMA_VERSION
+from menagerie.harness.results import MEASURED_STATUSES, SCHEMA_VERSION
 from menagerie.harness.shards import Shard
-from menagerie.harness.timing import Budget, TimerError, interleave, make_timer
+from menagerie.harness.timing import Budget, TimerError, interleave, make_timer, relative_noise
 
 GRAD_OUTPUT_SEED_OFFSET = 1_000_003
 
@@ -352,9 +352,13 @@ def run_task(task: Task, config: RunConfig, device_ceilings: dict,
             continue
         set_timing(row, [taken])
         row["calls_per_sample"] = [timer.calls_per_sample]
+        noise = relative_noise(taken)
+        if config.budget.max_noise and noise > config.budget.max_noise and row["status"] == "ok":
+            row.update(status="noisy", reason=f"noise {noise:.2%} is above --max-noise {config.budget.max_noise:.2%} "
+                                              f"after {len(taken)} samples, when its --max-time or --max-reps ran out")
         try:
             row["metrics"]["peak_memory_bytes"] = _peak_memory(prepared.step, config.device)
-            if row["status"] != "ok":
+            if row["status"] not in MEASURED_STATUSES:
                 continue
             if fresh is None:
                 fresh = task.benchmark.make_inputs(task.case, task.dtype, config.device, config.seeds)

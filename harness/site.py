@@ -43,7 +43,7 @@ from scipy import stats
 from menagerie.harness import registry
 from menagerie.harness.formatting import format_seconds
 from menagerie.harness.history_store import ChangePoint, Commit, HistoryError, RowKey, Run, Series, Store, query
-from menagerie.harness.results import ResultError, load_run, write_text_atomically
+from menagerie.harness.results import MEASURED_STATUSES, ResultError, load_run, write_text_atomically
 
 TEMPLATES = Path(__file__).with_name("site_templates")
 MANIFEST = ".menagerie-site.json"
@@ -214,7 +214,7 @@ def _commit_table(commits: list[Commit], runs: dict[str, Run], messages: dict[st
 
 def _roofline(record: dict) -> dict:
     """plotly traces of the run's timed rows with FLOPs and bytes (one trace per benchmark), and its ceilings."""
-    placed = [row for row in record["rows"] if row["status"] == "ok" and row.get("stats")
+    placed = [row for row in record["rows"] if row["status"] in MEASURED_STATUSES and row.get("stats")
               and row["cost"]["flops"] and row["cost"]["bytes"]]
     traces, shapes, notes = [], [], []
     by_benchmark: dict[str, list[dict]] = {}

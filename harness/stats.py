@@ -57,8 +57,8 @@ def summarize(samples) -> dict:
 
 def summarize_replicates(samples_by_replicate: list) -> dict:
     """``summarize`` of the pooled samples, with the median and its 95% interval taken across
-    replicates when there are several (see the module docstring); ``replicates`` counts them and
-    ``ci95_from`` says which interval it is."""
+    replicates when there are several (see the module docstring); ``replicates`` counts them,
+    ``ci95_from`` says which interval it is, and ``noise`` is its half-width over the median."""
     if not samples_by_replicate:
         raise ValueError("need at least one replicate's samples")
     pooled = summarize(np.concatenate([_as_array(samples) for samples in samples_by_replicate]))
@@ -67,10 +67,12 @@ def summarize_replicates(samples_by_replicate: list) -> dict:
     if logs.size == 1:
         pooled.update(median_s=float(np.exp(logs[0])), ci95_s=list(bootstrap_median_ci(samples_by_replicate[0])),
                       ci95_from="samples")
-        return pooled
-    half_width = scipy_stats.t.ppf(0.975, logs.size - 1) * logs.std(ddof=1) / np.sqrt(logs.size)
-    centre = logs.mean()
-    pooled.update(median_s=float(np.exp(centre)),
-                  ci95_s=[float(np.exp(centre - half_width)), float(np.exp(centre + half_width))],
-                  ci95_from="replicates")
+    else:
+        half_width = scipy_stats.t.ppf(0.975, logs.size - 1) * logs.std(ddof=1) / np.sqrt(logs.size)
+        centre = logs.mean()
+        pooled.update(median_s=float(np.exp(centre)),
+                      ci95_s=[float(np.exp(centre - half_width)), float(np.exp(centre + half_width))],
+                      ci95_from="replicates")
+    low, high = pooled["ci95_s"]
+    pooled["noise"] = (high - low) / 2 / pooled["median_s"] if pooled["median_s"] > 0 else None
     return pooled

@@ -24,6 +24,14 @@ take turns block by block, and each block owns a slot of ``measure_s / blocks``
 seconds that untimed calls fill once its samples are taken. Samples so cover the
 whole budget, and drift over it (clocks, temperature, other tenants) reaches every
 implementation alike instead of whichever happened to be timed first.
+
+Stopping on noise (``Budget.max_noise`` > 0), as nvbench's ``--max-noise`` does: the
+timers still take turns in blocks of the same size, but each leaves the rotation once
+it has ``min_reps`` samples and its *noise*, the half-width of the bootstrap 95% CI of
+its median relative to the median (``relative_noise``), is at most ``max_noise``. A
+timer that reaches ``max_time_s`` of sampling (its blocks and their slots) or
+``max_reps`` samples first stops there (once it has ``min_reps``), with the noise it
+has; the runner records it as ``noisy``. ``max_noise`` 0 is the fixed budget above.
 """
 
 from __future__ import annotations
@@ -33,7 +41,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
+
+from menagerie.harness.stats import bootstrap_median_ci
 
 TIMERS = ("events", "graph", "cpu")
 L2_FLUSH_BYTES = 256 * 1024 * 1024
@@ -53,10 +64,14 @@ class Budget:
     min_reps: int = 5
     max_reps: int = 500
     blocks: int = 10
+    max_noise: float = 0.0  # stop each timer once its noise is at most this (0: sample for measure_s)
+    max_time_s: float | None = None  # with max_noise, the most sampling time per timer (None: 3 x measure_s)
 
     def __post_init__(self):
         if self.warmup_s < 0 or self.measure_s <= 0:
             raise ValueError(f"budget times must be positive, got {self}")
+        if self.max_noise < 0 or (self.max_time_s is not None and self.max_time_s <= 0):
+            raise ValueError(f"max_noise must be >= 0 and max_time_s positive, got {self}")
         if not 1 <= self.min_reps <= self.max_reps:
             raise ValueError(f"need 1 <= min_reps <= max_reps, got {self}")
         if self.blocks < 1:
@@ -222,9 +237,19 @@ def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (index < total % parts) for index in range(parts)]
 
 
+def relative_noise(samples: list[float]) -> float:
+    """Half the width of the median's bootstrap 95% CI, over the median (inf for no samples or a zero median)."""
+    median = float(np.median(samples)) if samples else 0.0
+    if median <= 0:
+        return math.inf
+    low, high = bootstrap_median_ci(samples)
+    return (high - low) / 2 / median
+
+
 def interleave(timers: list[Timer], seconds_per_sample: list[float], budget: Budget,
                on_error: Callable[[int, Exception], None] | None = None) -> list[list[float]]:
-    """Samples of each warmed-up timer, taken block by block in turns (see the module docstring).
+    """Samples of each warmed-up timer, taken block by block in turns, for the budget or until quiet (see the
+    module docstring).
 
     A timer whose block raises is reported to ``on_error(index, error)`` and dropped; its samples
     so far are discarded.
@@ -234,15 +259,23 @@ def interleave(timers: list[Timer], seconds_per_sample: list[float], budget: Bud
         reps = budget.repetitions(seconds)
         plans.append(_split(reps, min(budget.blocks, reps)))
     samples: list[list[float]] = [[] for _ in timers]
+    spent = [0.0 for _ in timers]  # seconds of blocks and their slots
     active = set(range(len(timers)))
     slot = budget.measure_s / budget.blocks
-    for block in range(max((len(plan) for plan in plans), default=0)):
+    max_time = budget.max_time_s or 3 * budget.measure_s
+    block = 0
+    while active:
         for index in sorted(active):
-            if block >= len(plans[index]):
+            if budget.max_noise:
+                reps = plans[index][0]  # blocks of one size, for as long as the timer stays
+            elif block < len(plans[index]):
+                reps = plans[index][block]
+            else:
+                active.discard(index)
                 continue
             started = time.perf_counter()
             try:
-                samples[index] += timers[index].block(plans[index][block])
+                samples[index] += timers[index].block(reps)
                 while time.perf_counter() - started < slot:
                     timers[index].untimed_call()
             except Exception as error:
@@ -251,7 +284,19 @@ def interleave(timers: list[Timer], seconds_per_sample: list[float], budget: Bud
                 on_error(index, error)
                 active.discard(index)
                 samples[index] = []
+                continue
+            spent[index] += time.perf_counter() - started
+            if budget.max_noise and _done(samples[index], spent[index], max_time, budget):
+                active.discard(index)
+        block += 1
     return samples
+
+
+def _done(samples: list[float], spent: float, max_time: float, budget: Budget) -> bool:
+    """At least ``min_reps`` samples, and quiet enough or out of time or samples."""
+    if len(samples) < budget.min_reps:
+        return False
+    return relative_noise(samples) <= budget.max_noise or spent >= max_time or len(samples) >= budget.max_reps
 
 
 def measure(fn: Callable[[], object], budget: Budget, device: torch.device, timer: str) -> list[float]:
