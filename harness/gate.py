@@ -46,7 +46,8 @@ a regression and whose detectable slowdown exceeds ``max_undetectable`` (10%) is
 under the limit (None when the threshold alone exceeds it).
 
 Fail closed. Verdicts that fail the gate: regression; undecided (fewer than
-``MIN_REPLICATES`` observations on a side, so no spread can be estimated);
+``MIN_REPLICATES`` observations on a side, so no spread can be estimated, or a row
+``throttled`` in NEW: timed partly while the GPU slowed down);
 underpowered;
 error, accuracy_failed, wrong-after-timing and mutates-inputs in NEW (always); missing from NEW and newly_skipped
 (unless allow_missing); params_changed (the same key with different params in any
@@ -252,6 +253,8 @@ def _classify(olds: list[dict], news: list[dict], dtype: str, new_dtypes: set[st
     reason = next(row["reason"] for row in news if row["status"] == status)
     if status in FAILED_STATUSES:
         return status, reason
+    if status == "throttled":  # timed partly while the GPU slowed down: no verdict on its speed
+        return "undecided", f"throttled in new: {reason}"
     if not olds:
         return "new", f"only in new ({status})"
     params = sorted({repr(sorted(row["params"].items())) for row in olds + news})

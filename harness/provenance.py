@@ -76,7 +76,7 @@ SLOWDOWN_REASONS = {
 }
 
 
-def _nvml_handle(pynvml, device: torch.device):
+def nvml_handle(pynvml, device: torch.device):
     """The NVML handle of a torch CUDA device, matched by UUID (CUDA_VISIBLE_DEVICES renumbers devices)."""
     index = device.index if device.index is not None else torch.cuda.current_device()
     uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
@@ -99,7 +99,7 @@ def gpu_state(device: torch.device) -> dict | None:
     except pynvml.NVMLError:
         return None
     try:
-        handle = _nvml_handle(pynvml, device)
+        handle = nvml_handle(pynvml, device)
         clock = lambda kind: pynvml.nvmlDeviceGetClockInfo(handle, kind)  # noqa: E731
         max_clock = lambda kind: pynvml.nvmlDeviceGetMaxClockInfo(handle, kind)  # noqa: E731
         read_reasons = (getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)

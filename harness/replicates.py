@@ -142,8 +142,8 @@ def merge(records: list[dict], provenance: dict) -> dict:
         row.update(status=worst["status"], reason=worst["reason"])
         checked = [version["accuracy"] for version in versions if version["accuracy"]]
         row["accuracy"] = min(checked, key=lambda found: (found["passed"], -found["max_abs_err"]), default=None)
-        for field in ("calls_per_sample", "autotune"):
-            row[field] = [entry for version in versions for entry in version[field]]
+        for field in ("calls_per_sample", "autotune", "throttle"):
+            row[field] = [entry for version in versions for entry in version.get(field, [])]
         samples = [taken for version in versions for taken in _replicate_samples(version)]
         if samples and all(samples) and len(samples) == len(merged["replicates"]):
             runner.set_timing(row, samples)

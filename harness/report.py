@@ -255,7 +255,7 @@ th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr.ok td.status { color: #17803d; } tr.skipped td.status, tr.noisy td.status { color: #a06b00; }
 tr.accuracy_failed td.status, tr.error td.status, tr.wrong-after-timing td.status,
-tr.mutates-inputs td.status { color: #c0182b; font-weight: bold; }
+tr.mutates-inputs td.status, tr.throttled td.status { color: #c0182b; font-weight: bold; }
 tr.regression td.verdict, tr.undecided td.verdict, tr.missing td.verdict, tr.newly_skipped td.verdict,
 tr.params_changed td.verdict, tr.missing_dtype td.verdict { color: #c0182b; font-weight: bold; }
 tr.improvement td.verdict { color: #17803d; }

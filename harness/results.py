@@ -27,10 +27,10 @@ READ_SCHEMA_VERSIONS = (1, 2)  # version 1: one process per record, no replicate
 SCHEMA_PATH = Path(__file__).with_name("result_schema.json")
 DEFAULT_RUNS_DIR = Path("results") / "runs"
 # A row's statuses, best first: where records of one row disagree (replicates, repeated runs), the worst wins.
-# noisy: timed, above --max-noise when its time ran out (harness/timing.py); wrong-after-timing and mutates-inputs:
-# harness/recheck.py.
-STATUS_RANK = {"ok": 0, "noisy": 1, "skipped": 2, "accuracy_failed": 3, "wrong-after-timing": 4, "mutates-inputs": 5,
-               "error": 6}
+# noisy: timed, above --max-noise when its time ran out (harness/timing.py); throttled: blocks timed while the GPU
+# slowed down were kept (harness/throttle.py); wrong-after-timing and mutates-inputs: harness/recheck.py.
+STATUS_RANK = {"ok": 0, "noisy": 1, "throttled": 2, "skipped": 3, "accuracy_failed": 4, "wrong-after-timing": 5,
+               "mutates-inputs": 6, "error": 7}
 MEASURED_STATUSES = ("ok", "noisy")  # timed rows that the gate compares and the history keeps
 FAILED_STATUSES = ("accuracy_failed", "wrong-after-timing", "mutates-inputs", "error")
 

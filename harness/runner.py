@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from menagerie.harness import accuracy, ceilings, provenance, recheck, shards, stats
+from menagerie.harness import accuracy, ceilings, provenance, recheck, shards, stats, throttle
 from menagerie.harness.autotune import chosen_configs
 from menagerie.harness.registry import Benchmark, Case, Impl, dtype_name
 from menagerie.harness.results import MEASURED_STATUSES, SCHEMA_VERSION
@@ -217,6 +217,7 @@ def _empty_row(task: Task, impl: Impl, device_ceilings: dict) -> dict:
         "replicate_sample_counts": [],
         "calls_per_sample": [],
         "autotune": [],
+        "throttle": [],
         "stats": None,
         "accuracy": None,
         "cost": {"flops": float(cost.flops), "bytes": float(cost.bytes), "exp": float(cost.exp),
@@ -318,6 +319,8 @@ def run_task(task: Task, config: RunConfig, device_ceilings: dict,
     inputs_by_seed = inputs_for_seeds(task, config.device, config.seeds)
     expected = expected_outputs(task, inputs_by_seed)
     rows, timed = [], []  # timed: (row, implementation, prepared, timer, seconds per sample)
+    reader = throttle.nvml_reader(config.device)
+    watch = throttle.BlockWatch(reader, config.budget.min_clock) if reader else None
     for impl in task.impls:
         row = _empty_row(task, impl, device_ceilings)
         rows.append(row)
@@ -334,6 +337,8 @@ def run_task(task: Task, config: RunConfig, device_ceilings: dict,
             timer = make_timer(prepared.step, config.budget, config.device, config.timer)
             with chosen_configs() as chosen:
                 seconds_per_sample = timer.warm_up()
+            if watch:
+                watch.calibrate()
             row["autotune"] = [chosen]
             timed.append((row, impl, prepared, timer, seconds_per_sample))
         except TimerError as error:
@@ -345,13 +350,14 @@ def run_task(task: Task, config: RunConfig, device_ceilings: dict,
         timed[index][0].update(status="error", reason=f"{type(error).__name__}: {error}")
 
     samples = interleave([timer for *_, timer, _ in timed], [seconds for *_, seconds in timed], config.budget,
-                         on_error=crashed)
+                         on_error=crashed, watch=watch)
     fresh = expected_fresh = None  # another seed's inputs and the reference's outputs on them, for the recheck
-    for (row, impl, prepared, timer, _), taken in zip(timed, samples):
+    for index, ((row, impl, prepared, timer, _), taken) in enumerate(zip(timed, samples)):
         if not taken:
             continue
         set_timing(row, [taken])
         row["calls_per_sample"] = [timer.calls_per_sample]
+        row["throttle"] = [watch.summary(index)] if watch else []
         noise = relative_noise(taken)
         if config.budget.max_noise and noise > config.budget.max_noise and row["status"] == "ok":
             row.update(status="noisy", reason=f"noise {noise:.2%} is above --max-noise {config.budget.max_noise:.2%} "
@@ -366,6 +372,10 @@ def run_task(task: Task, config: RunConfig, device_ceilings: dict,
             found = check_after_timing(task, impl, prepared, inputs_by_seed[0], fresh, expected_fresh)
             if found:
                 row.update(status=found[0], reason=found[1])
+            elif watch and watch.kept_throttled.get(index):
+                row.update(status="throttled", reason=f"{watch.kept_throttled[index]} block(s) still throttled after "
+                                                      f"{watch.retaken.get(index, 0)} retakes: "
+                                                      f"{', '.join(sorted(watch.reasons_seen[index]))}")
         except Exception as error:
             row.update(status="error", reason=f"{type(error).__name__}: {error}")
     set_speedups(rows)

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from menagerie.harness.stats import bootstrap_median_ci
+from menagerie.harness.throttle import DEFAULT_MIN_CLOCK, BlockWatch
 
 TIMERS = ("events", "graph", "cpu")
 L2_FLUSH_BYTES = 256 * 1024 * 1024
@@ -66,12 +67,15 @@ class Budget:
     blocks: int = 10
     max_noise: float = 0.0  # stop each timer once its noise is at most this (0: sample for measure_s)
     max_time_s: float | None = None  # with max_noise, the most sampling time per timer (None: 3 x measure_s)
+    min_clock: float = DEFAULT_MIN_CLOCK  # on a GPU, a block below this share of the warm-up clock is throttled
 
     def __post_init__(self):
         if self.warmup_s < 0 or self.measure_s <= 0:
             raise ValueError(f"budget times must be positive, got {self}")
         if self.max_noise < 0 or (self.max_time_s is not None and self.max_time_s <= 0):
             raise ValueError(f"max_noise must be >= 0 and max_time_s positive, got {self}")
+        if not 0 <= self.min_clock <= 1:
+            raise ValueError(f"min_clock must be a share of the warm-up clock in [0, 1], got {self}")
         if not 1 <= self.min_reps <= self.max_reps:
             raise ValueError(f"need 1 <= min_reps <= max_reps, got {self}")
         if self.blocks < 1:
@@ -247,9 +251,10 @@ def relative_noise(samples: list[float]) -> float:
 
 
 def interleave(timers: list[Timer], seconds_per_sample: list[float], budget: Budget,
-               on_error: Callable[[int, Exception], None] | None = None) -> list[list[float]]:
+               on_error: Callable[[int, Exception], None] | None = None,
+               watch: BlockWatch | None = None) -> list[list[float]]:
     """Samples of each warmed-up timer, taken block by block in turns, for the budget or until quiet (see the
-    module docstring).
+    module docstring). With a ``watch`` (``menagerie.harness.throttle``), a throttled block is taken again.
 
     A timer whose block raises is reported to ``on_error(index, error)`` and dropped; its samples
     so far are discarded.
@@ -260,22 +265,25 @@ def interleave(timers: list[Timer], seconds_per_sample: list[float], budget: Bud
         plans.append(_split(reps, min(budget.blocks, reps)))
     samples: list[list[float]] = [[] for _ in timers]
     spent = [0.0 for _ in timers]  # seconds of blocks and their slots
+    taken_blocks = [0 for _ in timers]
     active = set(range(len(timers)))
     slot = budget.measure_s / budget.blocks
     max_time = budget.max_time_s or 3 * budget.measure_s
-    block = 0
     while active:
         for index in sorted(active):
-            if budget.max_noise:
-                reps = plans[index][0]  # blocks of one size, for as long as the timer stays
-            elif block < len(plans[index]):
-                reps = plans[index][block]
-            else:
+            if not budget.max_noise and taken_blocks[index] >= len(plans[index]):
                 active.discard(index)
                 continue
+            # Stopping on noise: blocks of one size, for as long as the timer stays.
+            reps = plans[index][0 if budget.max_noise else taken_blocks[index]]
             started = time.perf_counter()
             try:
-                samples[index] += timers[index].block(reps)
+                before = watch.read() if watch else None
+                block = timers[index].block(reps)
+                retake = watch is not None and watch.throttled(index, before, watch.read()) and watch.retake(index)
+                if not retake:
+                    samples[index] += block
+                    taken_blocks[index] += 1
                 while time.perf_counter() - started < slot:
                     timers[index].untimed_call()
             except Exception as error:
@@ -288,7 +296,6 @@ def interleave(timers: list[Timer], seconds_per_sample: list[float], budget: Bud
             spent[index] += time.perf_counter() - started
             if budget.max_noise and _done(samples[index], spent[index], max_time, budget):
                 active.discard(index)
-        block += 1
     return samples
 
 

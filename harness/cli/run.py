@@ -23,6 +23,7 @@ from menagerie.harness.cli.common import (Interrupted, UsageError, add_row_selec
 from menagerie.harness.cli.compare import add_gate_options, gate_against, load_side, print_gate
 from menagerie.harness.formatting import format_number, format_seconds
 from menagerie.harness.results import DEFAULT_RUNS_DIR, FAILED_STATUSES, write_run
+from menagerie.harness.throttle import DEFAULT_MIN_CLOCK
 
 GATING_REPEAT = 3
 # nvbench's default: on a GPU, each row samples until its median is known to 0.5%. CPU timings here exist to check
@@ -56,6 +57,10 @@ def add_parser(commands) -> None:
     run.add_argument("--max-time", type=positive(float), metavar="SECONDS",
                      help="with --max-noise, the most sampling time per row; a row still noisier is 'noisy' "
                           "(default: 3 x --budget)")
+    run.add_argument("--min-clock", type=fraction, default=DEFAULT_MIN_CLOCK, metavar="FRACTION",
+                     help="on a GPU, a block timed below this share of the SM clock seen after the warm-ups (or with "
+                          "a thermal or power slowdown) is taken again; kept after 20 retakes, the row is 'throttled' "
+                          "(default: %(default)s)")
     run.add_argument("--seeds", type=positive(int), default=3, help="fresh inputs for the accuracy check")
     run.add_argument("--out", type=Path, default=DEFAULT_RUNS_DIR, help="folder (or .json path) for the record")
     run.add_argument("--repeat", type=positive(int),
@@ -100,7 +105,7 @@ def cmd_run(args) -> int:
     config = selected_rows(
         args, device, timer=timer, seeds=args.seeds, shard=args.shard,
         budget=Budget(warmup_s=args.warmup, measure_s=args.budget, min_reps=args.min_reps, max_reps=args.max_reps,
-                      blocks=args.blocks, max_time_s=args.max_time,
+                      blocks=args.blocks, max_time_s=args.max_time, min_clock=args.min_clock,
                       max_noise=DEFAULT_MAX_NOISE if args.max_noise is None and device.type == "cuda" else
                       args.max_noise or 0.0))
     benchmarks = select(args.names)
@@ -174,7 +179,8 @@ def print_run_table(record: dict) -> None:
             table.add_column(column, justify="left" if column in ("case dtype mode", "impl", "status") else "right")
         for row in (row for row in record["rows"] if row["benchmark"] == bench):
             stats, metrics, acc = row["stats"], row["metrics"], row["accuracy"]
-            status = {"ok": "[green]ok", "noisy": "[yellow]noisy", "accuracy_failed": "[red]ACCURACY",
+            status = {"ok": "[green]ok", "noisy": "[yellow]noisy", "throttled": "[red]THROTTLED",
+                      "accuracy_failed": "[red]ACCURACY",
                       "error": "[red]ERROR",
                       "wrong-after-timing": "[red]WRONG AFTER TIMING", "mutates-inputs": "[red]MUTATES INPUTS",
                       "skipped": "[yellow]skipped"}[row["status"]]
