@@ -11,11 +11,12 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
 from menagerie.harness.cli.common import UsageError, console, errors, fraction
-from menagerie.harness.formatting import GATE_COLUMNS, gate_cells, gate_rule
+from menagerie.harness.formatting import format_number, gate_rule
 from menagerie.harness.results import ResultError, load_runs, write_json_atomically
 
 if TYPE_CHECKING:
@@ -62,6 +63,10 @@ def add_gate_options(parser) -> None:
                         help="pass rows missing from NEW or newly skipped there")
     parser.add_argument("--allow-mismatch", action="store_true",
                         help="pass a different device, timer, size preset, dtype set or case params")
+    parser.add_argument("--all", dest="show_all", action="store_true",
+                        help="list every compared row, not only the failing ones and the improvements")
+    parser.add_argument("--sort", choices=sorted(ROW_ORDERS), default="ratio",
+                        help="order of the rows in each section: ratio (slowest first), name or q (default: ratio)")
 
 
 def load_side(path: Path, what: str) -> list[dict]:
@@ -99,23 +104,81 @@ def gate_against(baseline: list[dict], new: list[dict], args) -> GateResult:
         raise UsageError(str(error)) from None
 
 
-def print_gate(result: GateResult) -> None:
-    table = Table(title=gate_rule(result), title_justify="left")
-    for column in GATE_COLUMNS:
-        table.add_column(column, overflow="fold")
-    for row, cells in zip(result.all_rows, gate_cells(result)):
-        table.add_row(*(escape(cell) for cell in cells[:-1]),
-                      f"[{COLOURS[row.verdict]}]{escape(cells[-1])}[/]")
-    console.print(table)
+ROW_COLUMN_WIDTH = 40  # the names of a row in the terminal view; the numbers and the verdict take the rest
+# --sort: the order of rows within each section of the terminal view.
+ROW_ORDERS = {
+    "ratio": lambda row: (row.ratio is None, -(row.ratio or 0.0)),  # slowest first
+    "name": lambda row: row.key,
+    "q": lambda row: (row.q_value is None, row.q_value or 0.0),
+}
+
+
+def _uniform_line(uniform) -> str:
+    ci = f", 95% CI {uniform.ci[0]:.3f}-{uniform.ci[1]:.3f}" if uniform.ci else ""
+    detectable = f", detectable {uniform.detectable:.1%}" if uniform.detectable is not None else ""
+    ratio = f"{uniform.ratio:.3f}" if uniform.ratio is not None else "-"
+    return f"uniform shift of whole runs: new/base {ratio}{ci}{detectable}: {uniform.verdict}"
+
+
+def _rows_table(title: str, rows: list) -> Table:
+    """One row a cell of three lines, never wrapped: the benchmark; the implementation, dtype and mode; the case
+    (cut with an ellipsis when it is longer than the column). ``ratio`` is new/base; only the verdict folds."""
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("row", no_wrap=True, overflow="ellipsis", max_width=ROW_COLUMN_WIDTH)
+    for column in ("ratio", "95% CI", "detectable", "q"):
+        table.add_column(column, no_wrap=True, justify="right")
+    table.add_column("verdict", overflow="fold", ratio=1)
+    for row in rows:
+        benchmark, case, impl, dtype, mode = row.key
+        verdict = row.verdict + (f": {row.detail}" if row.detail and not row.ci else
+                                 f" (needs {row.replicates_needed} per side)" if row.replicates_needed else "")
+        table.add_row(escape(f"{benchmark}\n{impl} {dtype} {mode}\n{case}"), format_number(row.ratio, ".3f"),
+                      f"{row.ci[0]:.3f}-{row.ci[1]:.3f}" if row.ci else "-", format_number(row.detectable, ".1%"),
+                      format_number(row.q_value, ".2g"), f"[{COLOURS[row.verdict]}]{escape(verdict)}[/]")
+    return table
+
+
+def print_gate(result: GateResult, show_all: bool = False, sort: str = "ratio") -> None:
+    """The answer first: the verdict, the uniform shift and the record findings; then the failing rows, then the
+    improvements, and the other rows as one count line unless ``show_all``; then why the gate failed."""
+    if result.passed:
+        console.print("[green]gate passed: no regression, nothing missing, undecided or underpowered")
+    else:
+        console.print(f"[red]gate failed: {len(result.reasons)} reason(s), listed at the end")
+    if result.uniform:
+        console.print(_uniform_line(result.uniform), highlight=False, markup=False)
     for finding in result.findings:
         console.print(f"{'[red]' if finding.failing else '[yellow]'}{finding.kind}[/] {escape(finding.detail)}",
                       highlight=False)
+    console.print(f"[dim]{escape(gate_rule(result))}", highlight=False)
+    order = ROW_ORDERS[sort]
+    failing = sorted((row for row in result.rows if row.failing), key=order)
+    improved = sorted((row for row in result.rows if row.verdict == "improvement" and not row.failing), key=order)
+    others = sorted((row for row in result.rows if not row.failing and row.verdict != "improvement"), key=order)
+    if failing:
+        console.print(_rows_table(f"failing: {len(failing)} row(s)", failing))
+    if improved:
+        console.print(_rows_table(f"improvements: {len(improved)} row(s)", improved))
+    if others and show_all:
+        console.print(_rows_table(f"other rows: {len(others)}", others))
+    elif others:
+        counts = {}
+        for row in others:
+            counts[row.verdict] = counts.get(row.verdict, 0) + 1
+        console.print(f"{len(others)} other row(s): " + ", ".join(f"{count} {verdict}" for verdict, count in
+                                                                  sorted(counts.items())) + " (--all lists them)",
+                      highlight=False)
     if result.passed:
-        console.print("[green]gate passed: no regression, nothing missing, undecided or underpowered")
         return
-    console.print(f"[red]gate failed: {len(result.reasons)} reason(s)")
-    for reason in result.reasons:
-        console.print(f"  {reason}", markup=False, highlight=False)
+    console.print("why the gate failed:")
+    for finding in result.findings:
+        if finding.failing:
+            console.print(f"  {finding.kind}: {finding.detail}", markup=False, highlight=False)
+    for row in result.failures:  # the name on a line of its own, never wrapped; the long case last, cut if need be
+        benchmark, case, impl, dtype, mode = row.key
+        console.print(f"  {benchmark} {impl} {dtype} {mode} {case}", markup=False, highlight=False, no_wrap=True,
+                      overflow="ellipsis")
+        console.print(f"    {row.verdict}: {row.detail}", markup=False, highlight=False)
 
 
 def gate_json(result: GateResult) -> dict:
@@ -129,7 +192,7 @@ def gate_json(result: GateResult) -> dict:
 
 def cmd_compare(args) -> int:
     result = gate_against(load_side(args.baseline, "baseline"), load_side(args.new, "new"), args)
-    print_gate(result)
+    print_gate(result, args.show_all, args.sort)
     if args.json:
         write_json_atomically(gate_json(result), args.json)
         console.print(f"wrote {args.json}")

@@ -147,7 +147,7 @@ def cmd_run(args) -> int:
                       f"column)")
     if baseline is not None:
         result = gate_against(baseline, [record], args)
-        print_gate(result)
+        print_gate(result, args.show_all, args.sort)
         return 1 if failed or not result.passed else 0
     return 1 if failed else 0
 
