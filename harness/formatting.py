@@ -1,5 +1,7 @@
 """How numbers read in tables (terminal, HTML, Markdown): one spelling everywhere."""
 
+import re
+
 
 def format_seconds(seconds: float | None) -> str:
     """``1.23 ms``-style, three significant digits; ``-`` for a missing value."""
@@ -40,3 +42,8 @@ def gate_rule(result) -> str:
             f"spread), with the false discovery rate across rows held at {result.fdr:.0%} (Benjamini–Hochberg) and "
             f"the uniform shift tested at {result.fdr:.0%} on its own; underpowered: a slowdown of "
             f"{result.max_undetectable:.0%} would be caught with less than 80% power")
+
+
+def slug(text: str) -> str:
+    """A name as a file name of the results site (``benchmarks/<slug>.html``)."""
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-") or "x"

@@ -31,7 +31,6 @@ import functools
 import hashlib
 import json
 import math
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from typing import Callable, Sequence
 from scipy import stats
 
 from menagerie.harness import registry
-from menagerie.harness.formatting import format_seconds
+from menagerie.harness.formatting import format_seconds, slug
 from menagerie.harness.history_store import ChangePoint, Commit, HistoryError, RowKey, Run, Series, Store, query
 from menagerie.harness.results import MEASURED_STATUSES, ResultError, load_run, write_text_atomically
 
@@ -78,10 +77,6 @@ class Context:
     @property
     def slug(self) -> str:
         return slug(f"{self.device}-{self.size}")
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-") or "x"
 
 
 # ---- reading ----

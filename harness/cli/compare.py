@@ -43,6 +43,12 @@ def add_parser(commands) -> None:
     add_gate_options(compare)
     compare.add_argument("--json", type=Path, metavar="PATH",
                          help="also write every verdict (ratio, interval, threshold, detectable slowdown, q) as JSON")
+    compare.add_argument("--markdown", type=Path, metavar="PATH",
+                         help="also write a pull-request comment (at most 60 lines); with GITHUB_STEP_SUMMARY set, "
+                              "it goes to the job summary too")
+    compare.add_argument("--junit", type=Path, metavar="PATH",
+                         help="also write a JUnit XML report: one test case per row, a failing verdict a failure")
+    compare.add_argument("--site-url", metavar="URL", help="the results site the Markdown links benchmarks to")
     compare.set_defaults(func=cmd_compare)
 
 
@@ -196,4 +202,21 @@ def cmd_compare(args) -> int:
     if args.json:
         write_json_atomically(gate_json(result), args.json)
         console.print(f"wrote {args.json}")
+    write_ci_outputs(result, args)
     return 0 if result.passed else 1
+
+
+def write_ci_outputs(result: GateResult, args) -> None:
+    """``--markdown``, ``--junit``, and under GitHub Actions the job summary and ``::error`` annotations."""
+    from menagerie.harness import gate_outputs
+    from menagerie.harness.results import write_text_atomically
+
+    comment = gate_outputs.markdown(result, args.site_url)
+    if args.markdown:
+        write_text_atomically(comment, args.markdown)
+        console.print(f"wrote {args.markdown}")
+    if args.junit:
+        write_text_atomically(gate_outputs.junit(result), args.junit)
+        console.print(f"wrote {args.junit}")
+    for annotation in gate_outputs.github(result, comment):
+        print(annotation)  # plain stdout: GitHub reads the workflow command from the start of the line
