@@ -68,6 +68,16 @@ class Suite:
                       repeat=replicates)
 
 
+def planted_comparison() -> tuple[list[dict], list[dict]]:
+    """A 300-row comparison for the gate's views: BASELINE three one-replicate runs, NEW one run of three
+    replicates with rows 0-4 30% slower and rows 10 and 11 30% faster."""
+    suite = Suite(rows=300, seed=3)
+    baseline = suite.runs(3, replicates=1, samples=50, seed=0)
+    new = suite.runs(1, replicates=3, samples=50, seed=1,
+                     slowdowns={**dict.fromkeys(range(5), 0.3), 10: -0.3, 11: -0.3})
+    return baseline, new
+
+
 def synthetic_row(index: int, samples: list[float], replicate_medians: list[float], median_s: float) -> dict:
     return {
         "benchmark": "synthetic.op", "case": f"row{index:03d}", "params": {"index": index}, "impl": "triton",

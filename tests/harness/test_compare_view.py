@@ -6,7 +6,7 @@ from rich.console import Console
 
 from menagerie.harness.cli import compare
 from menagerie.harness.gate import gate
-from tests.harness.noise import Suite
+from tests.harness.noise import planted_comparison
 
 LONG_NAME, LONG_IMPL = "attention.sliding_window_with_sinks", "triton_fused_persistent"
 
@@ -14,10 +14,7 @@ LONG_NAME, LONG_IMPL = "attention.sliding_window_with_sinks", "triton_fused_pers
 @pytest.fixture(scope="module")
 def result():
     """300 rows, 5 of them 30% slower and 2 of them 30% faster, under long benchmark and implementation names."""
-    suite = Suite(rows=300, seed=3)
-    baseline = suite.runs(3, replicates=1, samples=50, seed=0)
-    new = suite.runs(1, replicates=3, samples=50, seed=1,
-                     slowdowns={**dict.fromkeys(range(5), 0.3), 10: -0.3, 11: -0.3})
+    baseline, new = planted_comparison()
     for record in baseline + new:
         for row in record["rows"]:
             row["benchmark"], row["impl"] = LONG_NAME, LONG_IMPL

@@ -7,17 +7,13 @@ import pytest
 from menagerie.harness import gate_outputs
 from menagerie.harness.cli import main
 from menagerie.harness.gate import gate
-from tests.harness.noise import Suite
+from tests.harness.noise import planted_comparison
 
 
 @pytest.fixture(scope="module")
 def sides():
     """A 300-row comparison: 5 rows 30% slower, 2 faster, three runs a side."""
-    suite = Suite(rows=300, seed=3)
-    baseline = suite.runs(3, replicates=1, samples=50, seed=0)
-    new = suite.runs(1, replicates=3, samples=50, seed=1,
-                     slowdowns={**dict.fromkeys(range(5), 0.3), 10: -0.3, 11: -0.3})
-    return baseline, new
+    return planted_comparison()
 
 
 def test_the_markdown_fits_its_budget_and_names_the_regressions(sides):
