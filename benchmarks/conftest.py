@@ -18,18 +18,31 @@ from menagerie.harness.timing import Budget
 
 def pytest_addoption(parser):
     group = parser.getgroup("menagerie")
-    group.addoption("--menagerie-size", choices=registry.SIZES, default=None,
-                    help="size preset (default: small on a GPU, tiny on the CPU)")
+    group.addoption(
+        "--menagerie-size",
+        choices=registry.SIZES,
+        default=None,
+        help="size preset (default: small on a GPU, tiny on the CPU)",
+    )
     group.addoption("--menagerie-device", default=None, help="cpu or cuda (default: cuda when available)")
-    group.addoption("--menagerie-dtype", action="append", default=[], choices=sorted(registry.DTYPES),
-                    help="dtype (repeatable; default: bf16 on a GPU, fp32 on the CPU)")
-    group.addoption("--menagerie-rounds", type=int, default=None,
-                    help="timed rounds per test (default: 20 on a GPU, 5 on the CPU)")
+    group.addoption(
+        "--menagerie-dtype",
+        action="append",
+        default=[],
+        choices=sorted(registry.DTYPES),
+        help="dtype (repeatable; default: bf16 on a GPU, fp32 on the CPU)",
+    )
+    group.addoption(
+        "--menagerie-rounds", type=int, default=None, help="timed rounds per test (default: 20 on a GPU, 5 on the CPU)"
+    )
 
 
 def _config(config) -> runner.RunConfig:
-    device = parse_device(config.getoption("--menagerie-device")) if config.getoption(
-        "--menagerie-device") else default_device()
+    device = (
+        parse_device(config.getoption("--menagerie-device"))
+        if config.getoption("--menagerie-device")
+        else default_device()
+    )
     return runner.RunConfig(
         size=config.getoption("--menagerie-size") or registry.default_size(device),
         device=device,
@@ -48,7 +61,9 @@ def pytest_generate_tests(metafunc):
     for task in runner.plan(registry.select(), config):
         for impl in task.impls:
             params.append((task, impl, config))
-            ids.append(f"{task.benchmark.name}-{task.case.name}-{runner.dtype_name(task.dtype)}-{task.mode}-{impl.name}")
+            ids.append(
+                f"{task.benchmark.name}-{task.case.name}-{runner.dtype_name(task.dtype)}-{task.mode}-{impl.name}"
+            )
     metafunc.parametrize("menagerie_case", params, ids=ids)
 
 

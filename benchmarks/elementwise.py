@@ -34,11 +34,16 @@ def make_inputs(case: Case, dtype: torch.dtype, device: torch.device, seed: int)
 def cost(case: Case, mode: str, dtype: torch.dtype) -> Cost:
     rows, cols = case.params["rows"], case.params["cols"]
     elements, item = rows * cols, dtype.itemsize
-    fwd = Cost(flops=FWD_FLOPS_PER_ELEMENT * elements, bytes=(2 * elements + cols) * item, exp=elements,
-               flop_ceiling="fp32")
+    fwd = Cost(
+        flops=FWD_FLOPS_PER_ELEMENT * elements, bytes=(2 * elements + cols) * item, exp=elements, flop_ceiling="fp32"
+    )
     # Backward reads x, dy and bias, writes dx and dbias.
-    bwd = Cost(flops=BWD_FLOPS_PER_ELEMENT * elements, bytes=(3 * elements + 2 * cols) * item, exp=elements,
-               flop_ceiling="fp32")
+    bwd = Cost(
+        flops=BWD_FLOPS_PER_ELEMENT * elements,
+        bytes=(3 * elements + 2 * cols) * item,
+        exp=elements,
+        flop_ceiling="fp32",
+    )
     return cost_of_mode(mode, fwd, bwd)
 
 
@@ -63,9 +68,17 @@ register(
         make_inputs=make_inputs,
         reference=Impl("torch", bias_gelu_reference, role="reference", note="x + bias, then F.gelu"),
         variants=[Impl("triton_fused", bias_gelu, skip_reason=interpreted_bf16, triton=True)],
-        peers=[Impl("torch_compile", bias_gelu_compiled, role="peer", poison=False,
-                    skip_reason=needs("torch.compile peer", cuda=True,
-                                      why="on the CPU its compile time dominates tiny runs"))],
+        peers=[
+            Impl(
+                "torch_compile",
+                bias_gelu_compiled,
+                role="peer",
+                poison=False,
+                skip_reason=needs(
+                    "torch.compile peer", cuda=True, why="on the CPU its compile time dominates tiny runs"
+                ),
+            )
+        ],
         modes=("fwd", "bwd", "fwd_bwd"),
         grad_inputs=("x", "bias"),
         cost=cost,

@@ -24,8 +24,18 @@ import functools
 import torch
 from torch import nn
 
-from menagerie.harness.registry import (Benchmark, Case, Cost, Impl, PublishedFigure, Tolerance, cost_of_mode, needs,
-                                        publish, register)
+from menagerie.harness.registry import (
+    Benchmark,
+    Case,
+    Cost,
+    Impl,
+    PublishedFigure,
+    Tolerance,
+    cost_of_mode,
+    needs,
+    publish,
+    register,
+)
 from menagerie.models.mlperf import PUBLISHED as MLPERF_ANCHORS
 from menagerie.models.resnet import build
 
@@ -54,8 +64,12 @@ def make_inputs(case: Case, dtype: torch.dtype, device: torch.device, seed: int)
             nn.init.uniform_(module.weight, 0.5, 1.5)
     images = torch.randn(p["batch"], 3, p["size"], p["size"], generator=torch.Generator().manual_seed(seed))
     weights = torch.cat([value.detach().flatten() for value in model.parameters()])
-    return {"images": images.to(device, dtype), "weights": weights.to(device, dtype),
-            "arch": p["arch"], "classes": p["classes"]}
+    return {
+        "images": images.to(device, dtype),
+        "weights": weights.to(device, dtype),
+        "arch": p["arch"],
+        "classes": p["classes"],
+    }
 
 
 def _parameters(weights: torch.Tensor, model: nn.Module, dtype: torch.dtype, memory_format) -> dict:
@@ -63,8 +77,12 @@ def _parameters(weights: torch.Tensor, model: nn.Module, dtype: torch.dtype, mem
     ``memory_format``."""
     named = list(model.named_parameters())
     pieces = torch.split(weights.to(dtype), [value.numel() for _, value in named])
-    return {name: piece.view(value.shape).contiguous(memory_format=memory_format) if value.ndim == 4
-            else piece.view(value.shape) for (name, value), piece in zip(named, pieces)}
+    return {
+        name: piece.view(value.shape).contiguous(memory_format=memory_format)
+        if value.ndim == 4
+        else piece.view(value.shape)
+        for (name, value), piece in zip(named, pieces)
+    }
 
 
 def eager_fp32(images, weights, arch, classes):
@@ -110,8 +128,9 @@ def forward_flops(case: Case) -> float:
 
     with torch.device("meta"):
         model = build(p["arch"], p["classes"])
-    hooks = [module.register_forward_hook(count) for module in model.modules()
-             if isinstance(module, (nn.Conv2d, nn.Linear))]
+    hooks = [
+        module.register_forward_hook(count) for module in model.modules() if isinstance(module, (nn.Conv2d, nn.Linear))
+    ]
     model(torch.empty(p["batch"], 3, p["size"], p["size"], device="meta"))
     for hook in hooks:
         hook.remove()
@@ -135,27 +154,53 @@ CASES_BY_SIZE = {
     "full": [step_case(batch=256, **RESNET50_IMAGENET)],
 }
 
-register(Benchmark(
-    name="resnet.train_step",
-    description="ResNet forward + backward (BatchNorm in training mode) on synthetic (N, 3, S, S) images",
-    cases=CASES_BY_SIZE,
-    make_inputs=make_inputs,
-    reference=Impl("eager_fp32", eager_fp32, role="reference", note="eager, float32, NCHW"),
-    variants=[Impl("channels_last_autocast", channels_last_autocast, note="fp32 weights, autocast to the row's dtype"),
-              Impl("compiled", compiled, poison=False, note="torch.compile",
-                   skip_reason=needs("the compiled step", cuda=True,
-                                     why="compiling a ResNet on the CPU takes minutes"))],
-    cost=cost,
-    # Deep BatchNorm networks amplify rounding in the gradients: scale-aware absolute tolerances.
-    tolerances={torch.float32: Tolerance(atol=1e-4, rtol=1e-3, atol_of_max=1e-3),
-                torch.bfloat16: Tolerance(atol=5e-2, rtol=5e-2, atol_of_max=5e-2)},
-    modes=("fwd", "fwd_bwd"),
-    grad_inputs=("images", "weights"),
-))
+register(
+    Benchmark(
+        name="resnet.train_step",
+        description="ResNet forward + backward (BatchNorm in training mode) on synthetic (N, 3, S, S) images",
+        cases=CASES_BY_SIZE,
+        make_inputs=make_inputs,
+        reference=Impl("eager_fp32", eager_fp32, role="reference", note="eager, float32, NCHW"),
+        variants=[
+            Impl("channels_last_autocast", channels_last_autocast, note="fp32 weights, autocast to the row's dtype"),
+            Impl(
+                "compiled",
+                compiled,
+                poison=False,
+                note="torch.compile",
+                skip_reason=needs("the compiled step", cuda=True, why="compiling a ResNet on the CPU takes minutes"),
+            ),
+        ],
+        cost=cost,
+        # Deep BatchNorm networks amplify rounding in the gradients: scale-aware absolute tolerances.
+        tolerances={
+            torch.float32: Tolerance(atol=1e-4, rtol=1e-3, atol_of_max=1e-3),
+            torch.bfloat16: Tolerance(atol=5e-2, rtol=5e-2, atol_of_max=5e-2),
+        },
+        modes=("fwd", "fwd_bwd"),
+        grad_inputs=("images", "weights"),
+    )
+)
 
 # The MLPerf anchors `menagerie mlperf` scores against, set beside this family's results on a device's site page.
 for anchor in MLPERF_ANCHORS.values():
-    publish(PublishedFigure("ResNet-50 training (MLPerf)", anchor.device.upper(), f"time to train, {anchor.system}",
-                            anchor.minutes, "minutes", anchor.source))
-    publish(PublishedFigure("ResNet-50 training (MLPerf)", anchor.device.upper(), "tracked throughput per accelerator",
-                            anchor.img_per_s_per_accelerator, "images/s", anchor.source))
+    publish(
+        PublishedFigure(
+            "ResNet-50 training (MLPerf)",
+            anchor.device.upper(),
+            f"time to train, {anchor.system}",
+            anchor.minutes,
+            "minutes",
+            anchor.source,
+        )
+    )
+    publish(
+        PublishedFigure(
+            "ResNet-50 training (MLPerf)",
+            anchor.device.upper(),
+            "tracked throughput per accelerator",
+            anchor.img_per_s_per_accelerator,
+            "images/s",
+            anchor.source,
+        )
+    )

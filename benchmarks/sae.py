@@ -20,8 +20,14 @@ import torch
 
 from menagerie.benchmarks import interpreted_bf16
 from menagerie.harness.registry import Benchmark, Case, Cost, Impl, Tolerance, cost_of_mode, register
-from menagerie.kernels.sae import (decode_dense, decode_embedding_bag, sparse_decode, sparse_decode_mse, topk_encode,
-                         topk_encode_dense)
+from menagerie.kernels.sae import (
+    decode_dense,
+    decode_embedding_bag,
+    sparse_decode,
+    sparse_decode_mse,
+    topk_encode,
+    topk_encode_dense,
+)
 
 ACCURACY_ROWS_PER_CHUNK = 256
 
@@ -56,15 +62,18 @@ def _planted(case: Case, seed: int):
     # residual is orthogonal to each chosen row and the gradients are tiny differences.
     W_enc_rows = torch.randn(latents, dim, generator=generator)
     W_enc_rows = W_dec + 0.5 * W_enc_rows / W_enc_rows.norm(dim=1, keepdim=True)
-    return dict(x=x, W_dec=W_dec, W_enc_rows=W_enc_rows, b_enc=b_enc, b_dec=b_dec, indices=indices,
-                weights=weights)
+    return dict(x=x, W_dec=W_dec, W_enc_rows=W_enc_rows, b_enc=b_enc, b_dec=b_dec, indices=indices, weights=weights)
 
 
 def _encoder_inputs(case, planted, dtype, device):
     # W_enc is (d, M) as the transpose of an (M, d) tensor, the layout models/sae.py keeps.
-    return {"x": planted["x"].to(device, dtype), "W_enc": planted["W_enc_rows"].to(device, dtype).t(),
-            "b_enc": planted["b_enc"].to(device, dtype), "b_dec": planted["b_dec"].to(device, dtype),
-            "k": case.params["k"]}
+    return {
+        "x": planted["x"].to(device, dtype),
+        "W_enc": planted["W_enc_rows"].to(device, dtype).t(),
+        "b_enc": planted["b_enc"].to(device, dtype),
+        "b_dec": planted["b_dec"].to(device, dtype),
+        "k": case.params["k"],
+    }
 
 
 def make_encoder_inputs(case, dtype, device, seed):
@@ -73,8 +82,12 @@ def make_encoder_inputs(case, dtype, device, seed):
 
 def make_decoder_inputs(case, dtype, device, seed):
     planted = _planted(case, seed)
-    return {"values": planted["weights"].to(device, dtype), "indices": planted["indices"].to(device),
-            "W_dec": planted["W_dec"].to(device, dtype), "b_dec": planted["b_dec"].to(device, dtype)}
+    return {
+        "values": planted["weights"].to(device, dtype),
+        "indices": planted["indices"].to(device),
+        "W_dec": planted["W_dec"].to(device, dtype),
+        "b_dec": planted["b_dec"].to(device, dtype),
+    }
 
 
 def make_step_inputs(case, dtype, device, seed):
@@ -89,9 +102,9 @@ def selection_view(named: dict, inputs: dict) -> dict:
     x, W_enc, b_enc, b_dec = (inputs[name].double() for name in ("x", "W_enc", "b_enc", "b_dec"))
     chosen = []
     for start in range(0, x.shape[0], ACCURACY_ROWS_PER_CHUNK):
-        block = indices[start:start + ACCURACY_ROWS_PER_CHUNK]
+        block = indices[start : start + ACCURACY_ROWS_PER_CHUNK]
         columns = W_enc.t()[block]  # (rows, k, d)
-        pre = torch.einsum("nd,nkd->nk", x[start:start + block.shape[0]] - b_dec, columns) + b_enc[block]
+        pre = torch.einsum("nd,nkd->nk", x[start : start + block.shape[0]] - b_dec, columns) + b_enc[block]
         chosen.append(pre.clamp_min(0))
     return {"values": values, "chosen_pre_activations": torch.cat(chosen)}
 
@@ -113,14 +126,17 @@ def _encode_bwd_cost(case, dtype):
 
 def _decode_cost(case, dtype):
     n, d, m, k = _counts(case)  # each used decoder row read once
-    return Cost(flops=2 * n * k * d,
-                bytes=(min(m, n * k) * d + n * d + d) * dtype.itemsize + n * k * (dtype.itemsize + 8))
+    return Cost(
+        flops=2 * n * k * d, bytes=(min(m, n * k) * d + n * d + d) * dtype.itemsize + n * k * (dtype.itemsize + 8)
+    )
 
 
 def _decode_bwd_cost(case, dtype):
     n, d, m, k = _counts(case)  # dvalues (k dots per row) and dW_dec (k rows per token)
-    return Cost(flops=4 * n * k * d, bytes=(n * d + min(m, n * k) * d + m * d + d) * dtype.itemsize
-                + n * k * (2 * dtype.itemsize + 8))
+    return Cost(
+        flops=4 * n * k * d,
+        bytes=(n * d + min(m, n * k) * d + m * d + d) * dtype.itemsize + n * k * (2 * dtype.itemsize + 8),
+    )
 
 
 def encode_cost(case, mode, dtype):
@@ -132,8 +148,11 @@ def decode_cost(case, mode, dtype):
 
 
 def step_cost(case, mode, dtype):
-    return cost_of_mode(mode, _encode_cost(case, dtype) + _decode_cost(case, dtype),
-                        _decode_bwd_cost(case, dtype) + _encode_bwd_cost(case, dtype))
+    return cost_of_mode(
+        mode,
+        _encode_cost(case, dtype) + _decode_cost(case, dtype),
+        _decode_bwd_cost(case, dtype) + _encode_bwd_cost(case, dtype),
+    )
 
 
 def _tolerances(float32_ulps: int = 128, half_ulps: int = 4) -> dict:
@@ -162,50 +181,76 @@ def triton_step(x, W_enc, b_enc, b_dec, W_dec, k):
     return loss
 
 
-register(Benchmark(
-    name="sae.encode",
-    description="(values, indices) = topk(relu((x - b_dec) @ W_enc + b_enc), k); x (N, d), W_enc (d, M)",
-    cases=CASES,
-    make_inputs=make_encoder_inputs,
-    reference=Impl("dense_topk", topk_encode_dense, role="reference", note="matmul + torch.topk"),
-    variants=[Impl("triton_fused", topk_encode, skip_reason=interpreted_bf16,
-                   note="GEMM + ReLU + top-k in one kernel", triton=True)],
-    cost=encode_cost,
-    tolerances=_tolerances(),
-    # Forward only: a backward from a random gradient per output position depends on the order
-    # of near-equal values; sae.train_step times the encoder's backward under an order-free loss.
-    modes=("fwd",),
-    accuracy_view=selection_view,
-))
+register(
+    Benchmark(
+        name="sae.encode",
+        description="(values, indices) = topk(relu((x - b_dec) @ W_enc + b_enc), k); x (N, d), W_enc (d, M)",
+        cases=CASES,
+        make_inputs=make_encoder_inputs,
+        reference=Impl("dense_topk", topk_encode_dense, role="reference", note="matmul + torch.topk"),
+        variants=[
+            Impl(
+                "triton_fused",
+                topk_encode,
+                skip_reason=interpreted_bf16,
+                note="GEMM + ReLU + top-k in one kernel",
+                triton=True,
+            )
+        ],
+        cost=encode_cost,
+        tolerances=_tolerances(),
+        # Forward only: a backward from a random gradient per output position depends on the order
+        # of near-equal values; sae.train_step times the encoder's backward under an order-free loss.
+        modes=("fwd",),
+        accuracy_view=selection_view,
+    )
+)
 
-register(Benchmark(
-    name="sae.decode",
-    description="recon = sum_j values[:, j] * W_dec[indices[:, j]] + b_dec; values, indices (N, k), W_dec (M, d)",
-    cases=CASES,
-    make_inputs=make_decoder_inputs,
-    reference=Impl("dense", decode_dense, role="reference", note="scatter to (N, M) + matmul"),
-    variants=[Impl("triton_gather", sparse_decode, skip_reason=interpreted_bf16, triton=True)],
-    peers=[Impl("embedding_bag", decode_embedding_bag, role="peer", note="baseline: F.embedding_bag")],
-    cost=decode_cost,
-    tolerances=_tolerances(),
-    modes=("fwd", "fwd_bwd"),
-    grad_inputs=("values", "W_dec", "b_dec"),
-))
+register(
+    Benchmark(
+        name="sae.decode",
+        description="recon = sum_j values[:, j] * W_dec[indices[:, j]] + b_dec; values, indices (N, k), W_dec (M, d)",
+        cases=CASES,
+        make_inputs=make_decoder_inputs,
+        reference=Impl("dense", decode_dense, role="reference", note="scatter to (N, M) + matmul"),
+        variants=[Impl("triton_gather", sparse_decode, skip_reason=interpreted_bf16, triton=True)],
+        peers=[Impl("embedding_bag", decode_embedding_bag, role="peer", note="baseline: F.embedding_bag")],
+        cost=decode_cost,
+        tolerances=_tolerances(),
+        modes=("fwd", "fwd_bwd"),
+        grad_inputs=("values", "W_dec", "b_dec"),
+    )
+)
 
-register(Benchmark(
-    name="sae.train_step",
-    description="MSE of a TopK SAE's reconstruction of x, forward and backward to W_enc, b_enc, b_dec, W_dec",
-    cases=CASES,
-    make_inputs=make_step_inputs,
-    reference=Impl("dense", dense_step, role="reference", note="matmuls + torch.topk"),
-    variants=[Impl("triton", triton_step, skip_reason=interpreted_bf16,
-                   note="fused encoder, decoder fused with the MSE, sparse backward", triton=True)],
-    peers=[Impl("topk_embedding_bag", embedding_bag_step, role="peer",
-                note="baseline: matmul + torch.topk + F.embedding_bag")],
-    cost=step_cost,
-    # The step chains about eight roundings of the dtype (x - b_dec, values, residual, its
-    # gradient, dvalues, the weight-gradient sums), each up to an ulp of the largest gradient.
-    tolerances=_tolerances(half_ulps=8),
-    modes=("fwd_bwd",),
-    grad_inputs=("W_enc", "b_enc", "b_dec", "W_dec"),
-))
+register(
+    Benchmark(
+        name="sae.train_step",
+        description="MSE of a TopK SAE's reconstruction of x, forward and backward to W_enc, b_enc, b_dec, W_dec",
+        cases=CASES,
+        make_inputs=make_step_inputs,
+        reference=Impl("dense", dense_step, role="reference", note="matmuls + torch.topk"),
+        variants=[
+            Impl(
+                "triton",
+                triton_step,
+                skip_reason=interpreted_bf16,
+                note="fused encoder, decoder fused with the MSE, sparse backward",
+                triton=True,
+            )
+        ],
+        peers=[
+            Impl(
+                "topk_embedding_bag",
+                embedding_bag_step,
+                role="peer",
+                note="baseline: matmul + torch.topk + F.embedding_bag",
+            )
+        ],
+        cost=step_cost,
+        # The step chains about eight roundings of the dtype (x - b_dec, values, residual, its
+        # gradient, dvalues, the weight-gradient sums), each up to an ulp of the largest gradient.
+        tolerances=_tolerances(half_ulps=8),
+        modes=("fwd_bwd",),
+        grad_inputs=("W_enc", "b_enc", "b_dec", "W_dec"),
+    )
+)

@@ -19,9 +19,18 @@ def test_registered(benchmark, menagerie_case, rounds):
     cost = task.benchmark.cost(task.case, task.mode, task.dtype)
     benchmark.group = f"{task.benchmark.name} {task.case.name} {runner.dtype_name(task.dtype)} {task.mode}"
     benchmark.extra_info.update(
-        benchmark=task.benchmark.name, case=task.case.name, params=dict(task.case.params), impl=impl.name,
-        role=impl.role, dtype=runner.dtype_name(task.dtype), mode=task.mode, device=str(config.device),
-        flops=cost.flops, bytes=cost.bytes, exp=cost.exp, max_abs_err=record.max_abs_err,
+        benchmark=task.benchmark.name,
+        case=task.case.name,
+        params=dict(task.case.params),
+        impl=impl.name,
+        role=impl.role,
+        dtype=runner.dtype_name(task.dtype),
+        mode=task.mode,
+        device=str(config.device),
+        flops=cost.flops,
+        bytes=cost.bytes,
+        exp=cost.exp,
+        max_abs_err=record.max_abs_err,
     )
     prepared = runner.Prepared(task.benchmark, impl, inputs_by_seed[0], task.mode, 0)
     flush = L2Flush(config.device) if config.device.type == "cuda" else None
@@ -36,5 +45,6 @@ def test_registered(benchmark, menagerie_case, rounds):
         prepared.step()
         synchronize(config.device)
 
-    benchmark.pedantic(synchronized_step, setup=flushed if flush else None, rounds=rounds, warmup_rounds=1,
-                       iterations=1)
+    benchmark.pedantic(
+        synchronized_step, setup=flushed if flush else None, rounds=rounds, warmup_rounds=1, iterations=1
+    )

@@ -71,8 +71,7 @@ def _errors(name: str, out: torch.Tensor, ref: torch.Tensor, tol: Tolerance) -> 
         raise ValueError(f"output {name}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}")
     if not (out.dtype.is_floating_point or ref.dtype.is_floating_point):
         mismatched = int((out.cpu() != ref.cpu()).sum())
-        return dict(max_abs=float(mismatched > 0), rel_l2=float(mismatched > 0), nan=0, inf=0,
-                    mismatched=mismatched)
+        return dict(max_abs=float(mismatched > 0), rel_l2=float(mismatched > 0), nan=0, inf=0, mismatched=mismatched)
     out64, ref64 = out.detach().double().cpu(), ref.detach().double().cpu()
     ref_finite = torch.isfinite(ref64)
     nan = int((torch.isnan(out64) & ~torch.isnan(ref64)).sum())
@@ -109,12 +108,17 @@ def check_outputs(
         raise ValueError(f"outputs {sorted(outputs)} do not match the reference's {sorted(expected)}")
     per_output = {name: _errors(name, outputs[name], expected[name], tol) for name in expected}
     totals = {key: sum(errors[key] for errors in per_output.values()) for key in ("nan", "inf", "mismatched")}
-    worst_name = max(per_output, key=lambda name: (per_output[name]["mismatched"], per_output[name]["rel_l2"]),
-                     default="")
+    worst_name = max(
+        per_output, key=lambda name: (per_output[name]["mismatched"], per_output[name]["rel_l2"]), default=""
+    )
     passed = totals["mismatched"] == 0 and totals["nan"] == 0 and totals["inf"] == 0
-    message = "" if passed else (
-        f"{totals['mismatched']} elements outside atol={tol.atol:g} (+{tol.atol_of_max:g} of max) rtol={tol.rtol:g}, "
-        f"{totals['nan']} NaN, {totals['inf']} Inf (worst output: {worst_name})"
+    message = (
+        ""
+        if passed
+        else (
+            f"{totals['mismatched']} elements outside atol={tol.atol:g} (+{tol.atol_of_max:g} of max) rtol={tol.rtol:g}, "
+            f"{totals['nan']} NaN, {totals['inf']} Inf (worst output: {worst_name})"
+        )
     )
     return AccuracyRecord(
         passed=passed,

@@ -10,7 +10,7 @@ its keyword arguments plus ``num_warps``, ``num_stages`` and ``num_ctas``.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 
 def _kernel_name(tuner) -> str:
@@ -22,8 +22,10 @@ def _kernel_name(tuner) -> str:
 
 def describe(config) -> dict:
     """An autotune ``Config`` as plain JSON values."""
-    return {key: value if isinstance(value, (bool, int, float, str)) or value is None else str(value)
-            for key, value in config.all_kwargs().items()}
+    return {
+        key: value if isinstance(value, (bool, int, float, str)) or value is None else str(value)
+        for key, value in config.all_kwargs().items()
+    }
 
 
 @contextlib.contextmanager

@@ -30,16 +30,51 @@ from menagerie.harness.timing import Budget, measure
 # name; the first match wins. The exp rate is derived, not printed: SMs x 16
 # special-function results per clock x boost clock.
 DATASHEET = [
-    ("H200", dict(copy_gbps=4800.0, fp32_tflops=66.9, exp_tops=3.9,
-                  matmul_tflops={"bfloat16": 989.4, "float16": 989.4, "float32": 66.9})),
-    ("H100 PCIe", dict(copy_gbps=2000.0, fp32_tflops=51.2, exp_tops=3.2,
-                       matmul_tflops={"bfloat16": 756.0, "float16": 756.0, "float32": 51.2})),
-    ("H100", dict(copy_gbps=3350.0, fp32_tflops=66.9, exp_tops=3.9,
-                  matmul_tflops={"bfloat16": 989.4, "float16": 989.4, "float32": 66.9})),
-    ("A100-SXM4-80GB", dict(copy_gbps=2039.0, fp32_tflops=19.5, exp_tops=2.4,
-                            matmul_tflops={"bfloat16": 312.0, "float16": 312.0, "float32": 19.5})),
-    ("A100", dict(copy_gbps=1555.0, fp32_tflops=19.5, exp_tops=2.4,
-                  matmul_tflops={"bfloat16": 312.0, "float16": 312.0, "float32": 19.5})),
+    (
+        "H200",
+        dict(
+            copy_gbps=4800.0,
+            fp32_tflops=66.9,
+            exp_tops=3.9,
+            matmul_tflops={"bfloat16": 989.4, "float16": 989.4, "float32": 66.9},
+        ),
+    ),
+    (
+        "H100 PCIe",
+        dict(
+            copy_gbps=2000.0,
+            fp32_tflops=51.2,
+            exp_tops=3.2,
+            matmul_tflops={"bfloat16": 756.0, "float16": 756.0, "float32": 51.2},
+        ),
+    ),
+    (
+        "H100",
+        dict(
+            copy_gbps=3350.0,
+            fp32_tflops=66.9,
+            exp_tops=3.9,
+            matmul_tflops={"bfloat16": 989.4, "float16": 989.4, "float32": 66.9},
+        ),
+    ),
+    (
+        "A100-SXM4-80GB",
+        dict(
+            copy_gbps=2039.0,
+            fp32_tflops=19.5,
+            exp_tops=2.4,
+            matmul_tflops={"bfloat16": 312.0, "float16": 312.0, "float32": 19.5},
+        ),
+    ),
+    (
+        "A100",
+        dict(
+            copy_gbps=1555.0,
+            fp32_tflops=19.5,
+            exp_tops=2.4,
+            matmul_tflops={"bfloat16": 312.0, "float16": 312.0, "float32": 19.5},
+        ),
+    ),
 ]
 UNITS = {"copy_gbps": "GB/s", "matmul_tflops": "TFLOP/s", "fp32_tflops": "TFLOP/s", "exp_tops": "T exp/s"}
 
@@ -68,12 +103,20 @@ def _measure_copy(device: torch.device) -> Ceiling:
     nbytes = (512 if device.type == "cuda" else 128) * 1024 * 1024
     src = torch.randint(0, 255, (nbytes,), dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    samples = measure(lambda: dst.copy_(src), Budget(warmup_s=0.2, measure_s=1.0, min_reps=10),
-                      device, "events" if device.type == "cuda" else "cpu")
+    samples = measure(
+        lambda: dst.copy_(src),
+        Budget(warmup_s=0.2, measure_s=1.0, min_reps=10),
+        device,
+        "events" if device.type == "cuda" else "cpu",
+    )
     median = sorted(samples)[len(samples) // 2]
-    return Ceiling(2 * nbytes / median / 1e9, "GB/s", "measured",
-                   f"median of {len(samples)} copies of {nbytes >> 20} MiB, read + write bytes, "
-                   f"measured {datetime.date.today().isoformat()}")
+    return Ceiling(
+        2 * nbytes / median / 1e9,
+        "GB/s",
+        "measured",
+        f"median of {len(samples)} copies of {nbytes >> 20} MiB, read + write bytes, "
+        f"measured {datetime.date.today().isoformat()}",
+    )
 
 
 def _measure_matmul(device: torch.device, dtype: torch.dtype) -> Ceiling:
@@ -83,12 +126,20 @@ def _measure_matmul(device: torch.device, dtype: torch.dtype) -> Ceiling:
         n = 1024 if dtype == torch.float32 else 512
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    samples = measure(lambda: torch.matmul(a, b), Budget(warmup_s=0.3, measure_s=1.0, min_reps=5),
-                      device, "events" if device.type == "cuda" else "cpu")
+    samples = measure(
+        lambda: torch.matmul(a, b),
+        Budget(warmup_s=0.3, measure_s=1.0, min_reps=5),
+        device,
+        "events" if device.type == "cuda" else "cpu",
+    )
     median = sorted(samples)[len(samples) // 2]
-    return Ceiling(2 * n**3 / median / 1e12, "TFLOP/s", "measured",
-                   f"median of {len(samples)} {n}x{n}x{n} {dtype_name(dtype)} matmuls, "
-                   f"measured {datetime.date.today().isoformat()}")
+    return Ceiling(
+        2 * n**3 / median / 1e12,
+        "TFLOP/s",
+        "measured",
+        f"median of {len(samples)} {n}x{n}x{n} {dtype_name(dtype)} matmuls, "
+        f"measured {datetime.date.today().isoformat()}",
+    )
 
 
 def _measure_microkernel(device: torch.device, label: str) -> Ceiling:
@@ -111,17 +162,23 @@ def _measure_microkernel(device: torch.device, label: str) -> Ceiling:
     samples = measure(launch, Budget(warmup_s=0.2, measure_s=0.5, min_reps=5), device, "events")
     median = sorted(samples)[len(samples) // 2]
     operations = per_step * iterations * microkernels.CHAINS * numel
-    return Ceiling(operations / median / unit_scale, UNITS[label], "measured",
-                   f"median of {len(samples)} register-resident Triton chains, "
-                   f"measured {datetime.date.today().isoformat()}")
+    return Ceiling(
+        operations / median / unit_scale,
+        UNITS[label],
+        "measured",
+        f"median of {len(samples)} register-resident Triton chains, measured {datetime.date.today().isoformat()}",
+    )
 
 
 def _datasheet(name: str, dtype: torch.dtype) -> dict[str, Ceiling]:
     for pattern, peaks in DATASHEET:
         if pattern in name:
             values = {**peaks, "matmul_tflops": peaks["matmul_tflops"].get(dtype_name(dtype))}
-            return {label: Ceiling(value, UNITS[label], "datasheet", f"{pattern} datasheet peak")
-                    for label, value in values.items() if value is not None}
+            return {
+                label: Ceiling(value, UNITS[label], "datasheet", f"{pattern} datasheet peak")
+                for label, value in values.items()
+                if value is not None
+            }
     return {}
 
 
@@ -146,10 +203,12 @@ def get_ceilings(device: torch.device, dtype: torch.dtype, remeasure: bool = Fal
     key = f"{name} | torch {torch.__version__}"
     cache = _load_cache()
     entry = cache.setdefault(key, {})
-    wanted = {"copy_gbps": ("copy_gbps", lambda: _measure_copy(device)),
-              "matmul_tflops": (f"matmul_tflops/{dtype_name(dtype)}", lambda: _measure_matmul(device, dtype)),
-              "fp32_tflops": ("fp32_tflops", lambda: _measure_microkernel(device, "fp32_tflops")),
-              "exp_tops": ("exp_tops", lambda: _measure_microkernel(device, "exp_tops"))}
+    wanted = {
+        "copy_gbps": ("copy_gbps", lambda: _measure_copy(device)),
+        "matmul_tflops": (f"matmul_tflops/{dtype_name(dtype)}", lambda: _measure_matmul(device, dtype)),
+        "fp32_tflops": ("fp32_tflops", lambda: _measure_microkernel(device, "fp32_tflops")),
+        "exp_tops": ("exp_tops", lambda: _measure_microkernel(device, "exp_tops")),
+    }
     result, changed = {}, False
     for label, (slot, measure_it) in wanted.items():
         if slot in entry and not remeasure:
@@ -171,8 +230,9 @@ def get_ceilings(device: torch.device, dtype: torch.dtype, remeasure: bool = Fal
     return result
 
 
-def roofline(flops: float, nbytes: float, exp: float, ceilings: dict[str, Ceiling],
-             flop_ceiling: str = "matmul") -> float | None:
+def roofline(
+    flops: float, nbytes: float, exp: float, ceilings: dict[str, Ceiling], flop_ceiling: str = "matmul"
+) -> float | None:
     """The shortest time, in seconds, that the work allows on these ceilings.
 
     The largest of FLOPs over the matmul (or FP32) rate, bytes over the copy

@@ -20,8 +20,8 @@ a change point). A series shorter than 2 * min_segment has no steps.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import ruptures
@@ -58,8 +58,12 @@ def _t_test(before: np.ndarray, after: np.ndarray) -> float:
     return float(2 * stats.t.sf(abs(difference) / spread, freedom))
 
 
-def detect_steps(medians_s: Sequence[float], threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA,
-                 min_segment: int = DEFAULT_MIN_SEGMENT) -> list[Step]:
+def detect_steps(
+    medians_s: Sequence[float],
+    threshold: float = DEFAULT_THRESHOLD,
+    alpha: float = DEFAULT_ALPHA,
+    min_segment: int = DEFAULT_MIN_SEGMENT,
+) -> list[Step]:
     """Steps in a series of positive medians (in order), as the module docstring describes."""
     if threshold < 0:
         raise ValueError(f"threshold must be >= 0, got {threshold}")
@@ -79,11 +83,21 @@ def detect_steps(medians_s: Sequence[float], threshold: float = DEFAULT_THRESHOL
     while ends:
         edges = [0, *ends, count]
         segments = [values[start:end] for start, end in zip(edges, edges[1:])]
-        steps = [Step(index=end, ratio=math.exp(np.median(after) - np.median(before)), before=len(before),
-                      after=len(after), p_value=min(1.0, places * _t_test(before, after)))
-                 for end, before, after in zip(ends, segments, segments[1:])]
-        failing = [index for index, step in enumerate(steps)
-                   if step.p_value >= alpha or abs(math.log(step.ratio)) < math.log1p(threshold)]
+        steps = [
+            Step(
+                index=end,
+                ratio=math.exp(np.median(after) - np.median(before)),
+                before=len(before),
+                after=len(after),
+                p_value=min(1.0, places * _t_test(before, after)),
+            )
+            for end, before, after in zip(ends, segments, segments[1:])
+        ]
+        failing = [
+            index
+            for index, step in enumerate(steps)
+            if step.p_value >= alpha or abs(math.log(step.ratio)) < math.log1p(threshold)
+        ]
         if not failing:
             return steps
         ends.pop(max(failing, key=lambda index: steps[index].p_value))

@@ -20,9 +20,10 @@ import json
 import os
 import shutil
 import subprocess
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import tomllib
 
 from menagerie.harness.results import ResultError, load_run, write_json_atomically
 
@@ -61,8 +62,10 @@ def configured_options(pyproject: Path = Path("pyproject.toml")) -> dict:
         raise ClusterError(f"{pyproject}: {error}") from None
     unknown = set(table) - set(SlurmOptions.__dataclass_fields__)
     if unknown:
-        raise ClusterError(f"{pyproject}: [tool.menagerie.slurm] has unknown keys {sorted(unknown)}; "
-                           f"known: {sorted(SlurmOptions.__dataclass_fields__)}")
+        raise ClusterError(
+            f"{pyproject}: [tool.menagerie.slurm] has unknown keys {sorted(unknown)}; "
+            f"known: {sorted(SlurmOptions.__dataclass_fields__)}"
+        )
     return table
 
 
@@ -86,15 +89,20 @@ def train_task(argv: list[str]) -> None:
         raise RuntimeError(f"menagerie train {' '.join(argv)} exited with {code}")
 
 
-def submit_training(argv: list[str], nodes: int, tasks_per_node: int, gpus_per_node: int | None,
-                    options: SlurmOptions, folder: Path) -> str:
+def submit_training(
+    argv: list[str], nodes: int, tasks_per_node: int, gpus_per_node: int | None, options: SlurmOptions, folder: Path
+) -> str:
     """Submits ``menagerie train ARGV`` as one job of ``nodes x tasks_per_node`` processes; its job id."""
     import submitit
     from submitit.core.utils import FailedJobError
 
     executor = submitit.SlurmExecutor(folder=folder / "submitit")
-    executor.update_parameters(**_slurm_parameters(options, gpus_per_node=gpus_per_node), job_name="menagerie-train",
-                               nodes=nodes, ntasks_per_node=tasks_per_node)
+    executor.update_parameters(
+        **_slurm_parameters(options, gpus_per_node=gpus_per_node),
+        job_name="menagerie-train",
+        nodes=nodes,
+        ntasks_per_node=tasks_per_node,
+    )
     try:
         with contextlib.redirect_stderr(io.StringIO()):
             return executor.submit(train_task, argv).job_id
@@ -123,9 +131,14 @@ def _executor(kind: str, folder: Path, options: SlurmOptions):
 def _slurm_parameters(options: SlurmOptions, **gpus) -> dict:
     """submitit's SLURM parameters for ``options`` (and the GPUs asked for, per task or per node), leaving out
     what is not set so that the cluster's defaults apply."""
-    wanted = dict(partition=options.partition, account=options.account, constraint=options.constraint,
-                  cpus_per_task=options.cpus_per_task, **gpus,
-                  mem=None if options.mem_gb is None else f"{int(options.mem_gb * 1024)}M")
+    wanted = dict(
+        partition=options.partition,
+        account=options.account,
+        constraint=options.constraint,
+        cpus_per_task=options.cpus_per_task,
+        **gpus,
+        mem=None if options.mem_gb is None else f"{int(options.mem_gb * 1024)}M",
+    )
     return {"time": options.time_min, **{name: value for name, value in wanted.items() if value is not None}}
 
 
@@ -145,9 +158,17 @@ class Submission:
         return self.folder / "records" / f"shard-{index}.json"
 
     def save(self) -> None:
-        write_json_atomically({"executor": self.executor, "argv": self.argv, "count": self.count,
-                               "options": asdict(self.options), "jobs": {str(k): v for k, v in self.jobs.items()},
-                               "submitted": self.submitted}, self.folder / MANIFEST)
+        write_json_atomically(
+            {
+                "executor": self.executor,
+                "argv": self.argv,
+                "count": self.count,
+                "options": asdict(self.options),
+                "jobs": {str(k): v for k, v in self.jobs.items()},
+                "submitted": self.submitted,
+            },
+            self.folder / MANIFEST,
+        )
 
     @classmethod
     def load(cls, where: str | Path) -> Submission:
@@ -157,9 +178,15 @@ class Submission:
             folder = CLUSTER_DIR / str(where)
         try:
             data = json.loads((folder / MANIFEST).read_text())
-            return cls(folder=folder, executor=data["executor"], argv=data["argv"], count=data["count"],
-                       options=SlurmOptions(**data["options"]),
-                       jobs={int(index): job for index, job in data["jobs"].items()}, submitted=data["submitted"])
+            return cls(
+                folder=folder,
+                executor=data["executor"],
+                argv=data["argv"],
+                count=data["count"],
+                options=SlurmOptions(**data["options"]),
+                jobs={int(index): job for index, job in data["jobs"].items()},
+                submitted=data["submitted"],
+            )
         except FileNotFoundError:
             raise ClusterError(f"{where}: no submission there (no {MANIFEST}), nor under {CLUSTER_DIR}/") from None
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
@@ -173,8 +200,13 @@ class Submission:
 
         try:
             with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's errors; they go in ours
-                jobs = executor.map_array(run_shard, [self.argv] * len(indices), indices, [self.count] * len(indices),
-                                          [str(self.record_path(index).resolve()) for index in indices])
+                jobs = executor.map_array(
+                    run_shard,
+                    [self.argv] * len(indices),
+                    indices,
+                    [self.count] * len(indices),
+                    [str(self.record_path(index).resolve()) for index in indices],
+                )
         except (OSError, FailedJobError) as error:  # no sbatch, or sbatch refused the array
             raise ClusterError(f"submitting to {self.executor} failed: {_one_line(error)}") from None
         for index, job in zip(indices, jobs):
@@ -190,8 +222,14 @@ def submit(argv: list[str], count: int, executor: str, options: SlurmOptions, fo
     if (staging / MANIFEST).exists():
         raise ClusterError(f"{staging} already holds a submission: collect it, or choose another --folder")
     staging.mkdir(parents=True, exist_ok=True)
-    submission = Submission(folder=staging, executor=executor, argv=argv, count=count, options=options,
-                            submitted=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    submission = Submission(
+        folder=staging,
+        executor=executor,
+        argv=argv,
+        count=count,
+        options=options,
+        submitted=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
     try:
         job_ids = submission.launch(list(range(1, count + 1)))
     except ClusterError:
@@ -200,8 +238,9 @@ def submit(argv: list[str], count: int, executor: str, options: SlurmOptions, fo
     if folder is None:  # named after the array's job id, now that it has one
         final = CLUSTER_DIR / job_ids[0].split("_")[0]
         if final.exists():
-            raise ClusterError(f"{final} exists already (job ids restart on a fresh cluster): the submission "
-                               f"stays in {staging}")
+            raise ClusterError(
+                f"{final} exists already (job ids restart on a fresh cluster): the submission stays in {staging}"
+            )
         staging.rename(final)
         submission.folder = final
         submission.save()
@@ -253,8 +292,10 @@ def _ask(command: list[str]) -> str | None:
 def _slurm_state(job_id: str) -> str:
     """A task's state: squeue while it is queued or running, then sacct (where the cluster keeps
     accounting); UNKNOWN when neither knows it."""
-    for command in (["squeue", "-h", "-r", "-j", job_id.split("_")[0], "-o", "%i|%T"],
-                    ["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "JobID,State"]):
+    for command in (
+        ["squeue", "-h", "-r", "-j", job_id.split("_")[0], "-o", "%i|%T"],
+        ["sacct", "-n", "-P", "-X", "-j", job_id, "-o", "JobID,State"],
+    ):
         for line in (_ask(command) or "").splitlines():
             task, _, state = line.partition("|")
             if task.strip() == job_id and state.strip():

@@ -35,16 +35,16 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from menagerie.harness import compile_record
 from menagerie.harness.compile_record import specialization_label
-from menagerie.harness.results import write_json_atomically
 from menagerie.harness.gpu_archs import ARCHS, Arch
+from menagerie.harness.results import write_json_atomically
 from menagerie.harness.shapes_only import shapes_only
 
 
@@ -62,6 +62,7 @@ def group_id(build: dict) -> str:
 # The worker: one architecture, in its own process
 # ----------------------------------------------------------------------------------------------
 
+
 def compile_plan(benchmarks, size: str, dtypes: list[str], modes: list[str]) -> list[tuple]:
     """``(benchmark, case, dtype, mode, impl)`` of every Triton row a GPU run would time: a row that the
     implementation skips on a CUDA device (a case it does not apply to) is not compiled either."""
@@ -76,13 +77,22 @@ def compile_plan(benchmarks, size: str, dtypes: list[str], modes: list[str]) -> 
         for case in bench.cases.get(size, ()):
             for dtype in chosen_dtypes:
                 for mode in chosen_modes:
-                    plan.extend((bench, case, dtype, mode, impl) for impl in impls
-                                if not (impl.skip_reason and impl.skip_reason(case, cuda, dtype, mode)))
+                    plan.extend(
+                        (bench, case, dtype, mode, impl)
+                        for impl in impls
+                        if not (impl.skip_reason and impl.skip_reason(case, cuda, dtype, mode))
+                    )
     return plan
 
 
-def drive(benchmarks, size: str, dtypes: list[str], modes: list[str], recorder,
-          on_row: Callable[[int, int, str], None] = lambda done, total, label: None) -> list[dict]:
+def drive(
+    benchmarks,
+    size: str,
+    dtypes: list[str],
+    modes: list[str],
+    recorder,
+    on_row: Callable[[int, int, str], None] = lambda done, total, label: None,
+) -> list[dict]:
     """Run every Triton row's call path once under the active compile-only driver."""
     from menagerie.harness.runner import Prepared, dtype_name
 
@@ -101,16 +111,36 @@ def drive(benchmarks, size: str, dtypes: list[str], modes: list[str], recorder,
             error = _last_line(exc)
         position = {id(build): index for index, build in enumerate(recorder.builds)}
         launched = dict.fromkeys(position[id(build)] for build in recorder.launched[first:])
-        rows.append({"benchmark": bench.name, "case": case.name, "params": dict(case.params),
-                     "dtype": dtype_name(dtype), "mode": mode, "impl": impl.name, "arch": recorder.arch.name,
-                     "error": error, "launched": list(launched)})
+        rows.append(
+            {
+                "benchmark": bench.name,
+                "case": case.name,
+                "params": dict(case.params),
+                "dtype": dtype_name(dtype),
+                "mode": mode,
+                "impl": impl.name,
+                "arch": recorder.arch.name,
+                "error": error,
+                "launched": list(launched),
+            }
+        )
     for bench in benchmarks:  # CUDA C: one program per dtype, whatever the case
         for impl in (impl for impl in bench.impls if impl.cuda_c):
             for dtype in (d for d in bench.dtypes if not dtypes or dtype_name(d) in dtypes):
                 builds = recorder.add_cuda_c(impl.cuda_c(dtype))
-                rows.append({"benchmark": bench.name, "case": "*", "params": {}, "dtype": dtype_name(dtype),
-                             "mode": "*", "impl": impl.name, "arch": recorder.arch.name, "error": "",
-                             "launched": [recorder.builds.index(build) for build in builds]})
+                rows.append(
+                    {
+                        "benchmark": bench.name,
+                        "case": "*",
+                        "params": {},
+                        "dtype": dtype_name(dtype),
+                        "mode": "*",
+                        "impl": impl.name,
+                        "arch": recorder.arch.name,
+                        "error": "",
+                        "launched": [recorder.builds.index(build) for build in builds],
+                    }
+                )
     on_row(len(plan), len(plan), "done")
     return rows
 
@@ -126,7 +156,7 @@ def choose_spot_checks(entries: dict[str, dict], replayed: list[str], fraction: 
     chosen = [rng.choice(fingerprints) for _, fingerprints in sorted(by_kernel.items())]
     rest = sorted(set(replayed) - set(chosen))
     rng.shuffle(rest)
-    return chosen + rest[:max(0, math.ceil(fraction * len(replayed)) - len(chosen))]
+    return chosen + rest[: max(0, math.ceil(fraction * len(replayed)) - len(chosen))]
 
 
 def _worker(argv: list[str]) -> int:
@@ -155,7 +185,8 @@ def _worker(argv: list[str]) -> int:
             importlib.import_module(module)
         benchmarks = registry.select(args.names)
         progress = lambda done, total, label: print(  # noqa: E731
-            json.dumps({"done": done, "total": total, "row": label}), flush=True)
+            json.dumps({"done": done, "total": total, "row": label}), flush=True
+        )
         rows = drive(benchmarks, args.size, args.dtype, args.mode, recorder, progress)
         chosen = choose_spot_checks(known, list(recorder.rebuild), args.spot_check, f"{args.seed}:{args.arch}")
         spot_checks = []
@@ -171,6 +202,7 @@ def _worker(argv: list[str]) -> int:
 # The parent: workers per architecture, verdicts
 # ----------------------------------------------------------------------------------------------
 
+
 @dataclass
 class CompileReport:
     archs: list[Arch]
@@ -182,17 +214,29 @@ class CompileReport:
 
     def units(self, arch: str) -> dict[str, dict]:
         """This run's units for ``arch`` as record entries, by fingerprint (failed compiles have none)."""
-        return {build["fingerprint"]: compile_record.entry_of(build) for build in self.builds
-                if build["arch"] == arch and build["fingerprint"]}
+        return {
+            build["fingerprint"]: compile_record.entry_of(build)
+            for build in self.builds
+            if build["arch"] == arch and build["fingerprint"]
+        }
 
     def compiled(self) -> list[dict]:
         """The builds compiled in this run (not replayed from the record), one per unit."""
-        return list({build["fingerprint"] or id(build): build for build in self.builds
-                     if build["origin"] == "compiled"}.values())
+        return list(
+            {
+                build["fingerprint"] or id(build): build for build in self.builds if build["origin"] == "compiled"
+            }.values()
+        )
 
     def to_dict(self) -> dict:
-        return {"archs": [arch.to_dict() for arch in self.archs], "rows": self.rows, "builds": self.builds,
-                "groups": self.groups, "spot_checks": self.spot_checks, "failures": self.failures}
+        return {
+            "archs": [arch.to_dict() for arch in self.archs],
+            "rows": self.rows,
+            "builds": self.builds,
+            "groups": self.groups,
+            "spot_checks": self.spot_checks,
+            "failures": self.failures,
+        }
 
 
 def chosen_build(builds: list[dict]) -> dict | None:
@@ -223,24 +267,38 @@ def judge(report: CompileReport) -> None:
             report.failures.append(
                 f"spot check: {check['kernel']}@{check['arch']} {_config_label(check['config'])} "
                 f"(unit {check['fingerprint']}) differs from its record entry ({'; '.join(check['differences'])}): "
-                f"the fingerprint misses an input or the toolchain is not deterministic")
+                f"the fingerprint misses an input or the toolchain is not deterministic"
+            )
     for row in report.rows:
         if row["error"]:
-            report.failures.append(f"{row['arch']} {row['benchmark']} {row['case']} {row['dtype']} {row['mode']} "
-                                   f"{row['impl']}: {row['error']}")
+            report.failures.append(
+                f"{row['arch']} {row['benchmark']} {row['case']} {row['dtype']} {row['mode']} "
+                f"{row['impl']}: {row['error']}"
+            )
         elif not row["launched"]:
-            report.failures.append(f"{row['arch']} {row['benchmark']} {row['case']} {row['dtype']} {row['mode']} "
-                                   f"{row['impl']}: launched no Triton kernel (is triton=True right?)")
+            report.failures.append(
+                f"{row['arch']} {row['benchmark']} {row['case']} {row['dtype']} {row['mode']} "
+                f"{row['impl']}: launched no Triton kernel (is triton=True right?)"
+            )
 
 
 def _config_label(config: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in config.items())
 
 
-def check(names: list[str], archs: list[Arch], size: str, dtypes: list[str] = (), modes: list[str] = (),
-          imports: list[str] = (), jobs: int | None = None, records: dict[str, Path] | None = None,
-          spot_check: float = 0.0, seed: str = "0",
-          on_progress: Callable[[str, int, int, str], None] = lambda arch, done, total, row: None) -> CompileReport:
+def check(
+    names: list[str],
+    archs: list[Arch],
+    size: str,
+    dtypes: list[str] = (),
+    modes: list[str] = (),
+    imports: list[str] = (),
+    jobs: int | None = None,
+    records: dict[str, Path] | None = None,
+    spot_check: float = 0.0,
+    seed: str = "0",
+    on_progress: Callable[[str, int, int, str], None] = lambda arch, done, total, row: None,
+) -> CompileReport:
     """Compile for every arch (workers in parallel, ``jobs`` at a time) and judge the builds.
 
     ``records``: per arch name, the compile record whose units are replayed rather than compiled;
@@ -250,18 +308,33 @@ def check(names: list[str], archs: list[Arch], size: str, dtypes: list[str] = ()
     results: dict[str, dict] = {}
     errors: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as scratch:
+
         def work(arch: Arch) -> None:
             out = Path(scratch) / f"{arch.name}.json"
-            command = [sys.executable, "-m", "menagerie.harness.compile_check", *names, "--arch", arch.name, "--size", size,
-                       "--out", str(out)]
+            command = [
+                sys.executable,
+                "-m",
+                "menagerie.harness.compile_check",
+                *names,
+                "--arch",
+                arch.name,
+                "--size",
+                size,
+                "--out",
+                str(out),
+            ]
             for flag, values in (("--dtype", dtypes), ("--mode", modes), ("--import", imports)):
                 for value in values:
                     command += [flag, value]
             if arch.name in records:
                 command += ["--record", str(records[arch.name]), "--spot-check", str(spot_check), "--seed", seed]
             # A fresh Triton cache: what is compiled is compiled, never loaded from an earlier run's cache.
-            env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(Path(scratch) / f"cache-{arch.name}"),
-                   "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
+            env = {
+                **os.environ,
+                "TRITON_INTERPRET": "0",
+                "TRITON_CACHE_DIR": str(Path(scratch) / f"cache-{arch.name}"),
+                "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs)),
+            }
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
             stderr = []
             reader = threading.Thread(target=lambda: stderr.extend(process.stderr), daemon=True)

@@ -110,13 +110,15 @@ def _identities(entries: dict[str, dict], other: dict[str, dict]) -> dict[tuple,
         if "div16" in kept:
             divisible = divisible_elsewhere.get(entry["kernel"], set())
             kept["div16"] = ",".join(name for name in _div16(special) if name in divisible)
-        identities[(entry["kernel"], json.dumps(entry["config"], sort_keys=True),
-                    json.dumps(kept, sort_keys=True))] = fingerprint
+        identities[(entry["kernel"], json.dumps(entry["config"], sort_keys=True), json.dumps(kept, sort_keys=True))] = (
+            fingerprint
+        )
     return identities
 
 
-def _change(base: dict, tree: dict, where: str, arch: str, max_occupancy_drop: int,
-            accept: tuple[str, ...]) -> UnitChange | None:
+def _change(
+    base: dict, tree: dict, where: str, arch: str, max_occupancy_drop: int, accept: tuple[str, ...]
+) -> UnitChange | None:
     compared = ("verdict", "registers", "stack_bytes", "local_bytes", "shared_bytes", "mma_class")
     if all(base.get(name) == tree.get(name) for name in compared):
         return None
@@ -136,9 +138,14 @@ def _change(base: dict, tree: dict, where: str, arch: str, max_occupancy_drop: i
     return UnitChange(label, tree["kernel"], base, tree, base_blocks, tree_blocks, warps, tuple(failures), accepted)
 
 
-def diff_records(base: dict[str, dict], tree: dict[str, dict], where: str, arch: str,
-                 max_occupancy_drop: int = DEFAULT_MAX_OCCUPANCY_DROP,
-                 accept: tuple[str, ...] = ()) -> tuple[list[UnitChange], int, list[str], list[str]]:
+def diff_records(
+    base: dict[str, dict],
+    tree: dict[str, dict],
+    where: str,
+    arch: str,
+    max_occupancy_drop: int = DEFAULT_MAX_OCCUPANCY_DROP,
+    accept: tuple[str, ...] = (),
+) -> tuple[list[UnitChange], int, list[str], list[str]]:
     """One record file's two versions: (changed units, matched count, new labels, gone labels). A fingerprint in
     both is the same unit, unchanged; the others are matched by identity."""
     same = base.keys() & tree.keys()
@@ -191,8 +198,9 @@ def _record_at(ref: str, path: Path, top: Path) -> dict[str, dict]:
     return entries
 
 
-def diff(base_ref: str, record_dir: Path, max_occupancy_drop: int = DEFAULT_MAX_OCCUPANCY_DROP,
-         accept: tuple[str, ...] = ()) -> Diff:
+def diff(
+    base_ref: str, record_dir: Path, max_occupancy_drop: int = DEFAULT_MAX_OCCUPANCY_DROP, accept: tuple[str, ...] = ()
+) -> Diff:
     """Every record under ``record_dir`` (``<triton version>/<arch>.json``) against its version at ``base_ref``."""
     record_dir = Path(record_dir)
     if not record_dir.is_dir():
@@ -209,8 +217,9 @@ def diff(base_ref: str, record_dir: Path, max_occupancy_drop: int = DEFAULT_MAX_
         except RecordError as error:
             raise DiffError(str(error)) from None
         where = f"{path.parent.name}/{arch}"
-        changes, matched, new, gone = diff_records(_record_at(base_ref, path, top), tree, where, arch,
-                                                   max_occupancy_drop, accept)
+        changes, matched, new, gone = diff_records(
+            _record_at(base_ref, path, top), tree, where, arch, max_occupancy_drop, accept
+        )
         result.changes += changes
         result.matched += matched
         result.new += new

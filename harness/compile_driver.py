@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from typing import Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -68,15 +68,27 @@ class KernelBuild:
 
     def to_dict(self) -> dict:
         res = self.resources
-        return {"kernel": self.kernel, "arch": self.arch, "config": self.config,
-                "specialization": self.specialization, "autotuned": self.autotuned,
-                "shared_bytes": self.shared_bytes,
-                "registers": res and res.registers, "stack_bytes": res and res.stack_bytes,
-                "local_bytes": res and res.local_bytes, "static_shared_bytes": res and res.static_shared_bytes,
-                "spills": res.spills if res else None, "tensor_core_ops": self.tensor_core_ops,
-                "max_threads": self.max_threads, "occupancy_blocks": self.occupancy_blocks,
-                "occupancy": self.occupancy, "error": self.error, "launches": self.launches,
-                "fingerprint": self.fingerprint, "origin": self.origin}
+        return {
+            "kernel": self.kernel,
+            "arch": self.arch,
+            "config": self.config,
+            "specialization": self.specialization,
+            "autotuned": self.autotuned,
+            "shared_bytes": self.shared_bytes,
+            "registers": res and res.registers,
+            "stack_bytes": res and res.stack_bytes,
+            "local_bytes": res and res.local_bytes,
+            "static_shared_bytes": res and res.static_shared_bytes,
+            "spills": res.spills if res else None,
+            "tensor_core_ops": self.tensor_core_ops,
+            "max_threads": self.max_threads,
+            "occupancy_blocks": self.occupancy_blocks,
+            "occupancy": self.occupancy,
+            "error": self.error,
+            "launches": self.launches,
+            "fingerprint": self.fingerprint,
+            "origin": self.origin,
+        }
 
 
 def _value(value):
@@ -97,8 +109,11 @@ def _split_constants(src, tuned_names: set[str]) -> tuple[dict, dict]:
         if kind != "constexpr" and str(kind).startswith("*"):
             special[name] = str(kind)
     # Integer arguments specialized as multiples of 16: each combination is its own build.
-    aligned = [names[path[0]] for path, attributes in src.attrs.items()
-               if ["tt.divisibility", 16] in [list(a) for a in attributes] and not kinds[names[path[0]]].startswith("*")]
+    aligned = [
+        names[path[0]]
+        for path, attributes in src.attrs.items()
+        if ["tt.divisibility", 16] in [list(a) for a in attributes] and not kinds[names[path[0]]].startswith("*")
+    ]
     if aligned:
         special["div16"] = ",".join(aligned)
     return config, special
@@ -107,7 +122,7 @@ def _split_constants(src, tuned_names: set[str]) -> tuple[dict, dict]:
 class _Launcher:
     """One per compiled (or replayed) kernel; records its launches."""
 
-    def __init__(self, recorder: "Recorder", build: KernelBuild):
+    def __init__(self, recorder: Recorder, build: KernelBuild):
         self.recorder, self.build = recorder, build
 
     def __call__(self, *args, **kwargs):
@@ -123,7 +138,7 @@ class _ReplayedKernel:
     function = None
     packed_metadata = None
 
-    def __init__(self, recorder: "Recorder", src, options, fingerprint: str, entry: dict):
+    def __init__(self, recorder: Recorder, src, options, fingerprint: str, entry: dict):
         self.src, self.name = src, entry["kernel"]
         self._recorder, self._options, self._fingerprint, self._entry = recorder, options, fingerprint, entry
         self._launcher: _Launcher | None = None
@@ -142,23 +157,31 @@ class _ReplayedKernel:
                 from triton.runtime.errors import OutOfResources
 
                 arch = self._recorder.arch
-                self._error = (OutOfResources(build.shared_bytes, arch.max_shared_per_block, "shared memory")
-                               if build.shared_bytes > arch.max_shared_per_block else
-                               OutOfResources(build.config["num_warps"] * 32, build.max_threads, "threads"))
+                self._error = (
+                    OutOfResources(build.shared_bytes, arch.max_shared_per_block, "shared memory")
+                    if build.shared_bytes > arch.max_shared_per_block
+                    else OutOfResources(build.config["num_warps"] * 32, build.max_threads, "threads")
+                )
                 raise self._error
             self._launcher = _Launcher(self._recorder, build)
         return self._launcher
 
 
 class _Utils:
-    def __init__(self, arch: Arch, recorder: "Recorder"):
+    def __init__(self, arch: Arch, recorder: Recorder):
         self.arch, self.recorder = arch, recorder
 
     def get_device_properties(self, device):
         arch = self.arch
-        return {"max_shared_mem": arch.max_shared_per_block, "max_num_regs": arch.registers_per_sm,
-                "multiprocessor_count": arch.multiprocessors, "warpSize": 32, "sm_clock_rate": 0,
-                "mem_clock_rate": 0, "mem_bus_width": 0}
+        return {
+            "max_shared_mem": arch.max_shared_per_block,
+            "max_num_regs": arch.registers_per_sm,
+            "multiprocessor_count": arch.multiprocessors,
+            "warpSize": 32,
+            "sm_clock_rate": 0,
+            "mem_clock_rate": 0,
+            "mem_bus_width": 0,
+        }
 
     def load_binary(self, name, kernel, shared, device):
         registers = self.recorder.attach_binary(name, kernel)
@@ -209,16 +232,24 @@ class Recorder:
         """A build's identity and shared memory, from its source and compile metadata."""
         config, special = _split_constants(src, self._tuning)
         config.update(num_warps=metadata.num_warps, num_stages=metadata.num_stages)
-        build = KernelBuild(kernel=metadata.name, arch=self.arch.name, config=config, specialization=special,
-                            autotuned=bool(self._tuning), shared_bytes=int(metadata.shared),
-                            fingerprint=getattr(src, "menagerie_fingerprint", ""))
+        build = KernelBuild(
+            kernel=metadata.name,
+            arch=self.arch.name,
+            config=config,
+            specialization=special,
+            autotuned=bool(self._tuning),
+            shared_bytes=int(metadata.shared),
+            fingerprint=getattr(src, "menagerie_fingerprint", ""),
+        )
         if build.shared_bytes > self.arch.max_shared_per_block:
             build.error = self._shared_error(build.shared_bytes)
         return build
 
     def _shared_error(self, shared_bytes: int) -> str:
-        return (f"shared memory {shared_bytes} B over the {self.arch.name} limit of "
-                f"{self.arch.max_shared_per_block} B per block")
+        return (
+            f"shared memory {shared_bytes} B over the {self.arch.name} limit of "
+            f"{self.arch.max_shared_per_block} B per block"
+        )
 
     def new_build(self, src, metadata) -> KernelBuild:
         """A kernel Triton compiled here: described now, measured when its binary is loaded."""
@@ -231,8 +262,15 @@ class Recorder:
         """A unit the record knows, as its compiled self: identity from the source, resources from the entry."""
         config, special = _split_constants(src, self._tuning)
         config.update(num_warps=options.num_warps, num_stages=options.num_stages)
-        build = KernelBuild(kernel=entry["kernel"], arch=self.arch.name, config=config, specialization=special,
-                            autotuned=bool(self._tuning), fingerprint=fingerprint, origin="record")
+        build = KernelBuild(
+            kernel=entry["kernel"],
+            arch=self.arch.name,
+            config=config,
+            specialization=special,
+            autotuned=bool(self._tuning),
+            fingerprint=fingerprint,
+            origin="record",
+        )
         self._restore(build, entry, config["num_warps"])
         self.builds.append(build)
         return build
@@ -241,9 +279,12 @@ class Recorder:
         build.shared_bytes = entry["shared_bytes"]
         build.tensor_core_ops = list(entry["tensor_core_ops"])
         if entry["registers"] is not None:
-            build.resources = cubin.Resources(registers=entry["registers"], stack_bytes=entry["stack_bytes"],
-                                              local_bytes=entry["local_bytes"],
-                                              static_shared_bytes=entry["static_shared_bytes"])
+            build.resources = cubin.Resources(
+                registers=entry["registers"],
+                stack_bytes=entry["stack_bytes"],
+                local_bytes=entry["local_bytes"],
+                static_shared_bytes=entry["static_shared_bytes"],
+            )
             self._occupancy(build, warps)
         build.error = entry["error"]
 
@@ -262,12 +303,15 @@ class Recorder:
         warps = warps or build.config["num_warps"]
         self._occupancy(build, warps)
         if warps * 32 > build.max_threads:
-            build.error = f"{warps * 32} threads per block, but {build.resources.registers} registers allow {build.max_threads}"
+            build.error = (
+                f"{warps * 32} threads per block, but {build.resources.registers} registers allow {build.max_threads}"
+            )
 
     def _occupancy(self, build: KernelBuild, warps: int) -> None:
         build.max_threads = self.arch.max_threads_for(build.resources.registers)
-        build.occupancy_blocks, build.occupancy = self.arch.occupancy(build.resources.registers, build.shared_bytes,
-                                                                      warps)
+        build.occupancy_blocks, build.occupancy = self.arch.occupancy(
+            build.resources.registers, build.shared_bytes, warps
+        )
 
     # -- CUDA C units (NVRTC) -----------------------------------------------------------------
 
@@ -277,8 +321,9 @@ class Recorder:
         from menagerie.harness import nvrtc
 
         warps = program.threads_per_block // 32
-        program_fingerprint = compile_record.cuda_c_fingerprint(program.source, program.options,
-                                                                self.arch.capability, nvrtc.version())
+        program_fingerprint = compile_record.cuda_c_fingerprint(
+            program.source, program.options, self.arch.capability, nvrtc.version()
+        )
         builds = [self._cuda_c_build(program, function, program_fingerprint) for function in program.functions]
         missing = [build for build in builds if build.fingerprint not in self.known]
         if missing:
@@ -287,16 +332,21 @@ class Recorder:
             if build.fingerprint in self.known:
                 build.origin = "record"
                 self._restore(build, self.known[build.fingerprint], warps)
-                self.rebuild[build.fingerprint] = (
-                    lambda function=build.kernel, fingerprint=build.fingerprint: self._fresh_cuda_c_build(
-                        program, function, fingerprint, warps))
+                self.rebuild[build.fingerprint] = lambda function=build.kernel, fingerprint=build.fingerprint: (
+                    self._fresh_cuda_c_build(program, function, fingerprint, warps)
+                )
         self.builds.extend(builds)
         return builds
 
     def _cuda_c_build(self, program, function: str, program_fingerprint: str) -> KernelBuild:
-        return KernelBuild(kernel=function, arch=self.arch.name, config={"threads": program.threads_per_block},
-                           specialization={"program": program.name}, autotuned=False,
-                           fingerprint=compile_record.unit_digest(program_fingerprint, function))
+        return KernelBuild(
+            kernel=function,
+            arch=self.arch.name,
+            config={"threads": program.threads_per_block},
+            specialization={"program": program.name},
+            autotuned=False,
+            fingerprint=compile_record.unit_digest(program_fingerprint, function),
+        )
 
     def _compile_cuda_c(self, program, builds: list[KernelBuild], warps: int) -> None:
         from menagerie.harness import nvrtc
@@ -328,18 +378,35 @@ class Recorder:
                 changed = compile_record.differences(entry, fresh)
             except Exception as error:  # a recorded unit that no longer compiles differs too
                 changed = [f"compile: {type(error).__name__}: {error}"[:400]]
-            checks.append({"fingerprint": fingerprint, "kernel": entry["kernel"], "arch": self.arch.name,
-                           "config": entry["config"], "differences": changed})
+            checks.append(
+                {
+                    "fingerprint": fingerprint,
+                    "kernel": entry["kernel"],
+                    "arch": self.arch.name,
+                    "config": entry["config"],
+                    "differences": changed,
+                }
+            )
         return checks
 
     def failed_config(self, kernel: str, config: triton.Config, error: Exception) -> None:
         """A configuration the autotuner tried that did not compile."""
-        settings = {**{k: _value(v) for k, v in config.kwargs.items()}, "num_warps": config.num_warps,
-                    "num_stages": config.num_stages}
+        settings = {
+            **{k: _value(v) for k, v in config.kwargs.items()},
+            "num_warps": config.num_warps,
+            "num_stages": config.num_stages,
+        }
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        self.builds.append(KernelBuild(kernel=kernel, arch=self.arch.name, config=settings,
-                                       specialization={"failed": "to compile"}, autotuned=True,
-                                       error=f"{type(error).__name__}: {lines[-1] if lines else ''}"[:400]))
+        self.builds.append(
+            KernelBuild(
+                kernel=kernel,
+                arch=self.arch.name,
+                config=settings,
+                specialization={"failed": "to compile"},
+                autotuned=True,
+                error=f"{type(error).__name__}: {lines[-1] if lines else ''}"[:400],
+            )
+        )
 
     def benchmark(self, kernel_call, quantiles=None, **_ignored):
         """The autotuner's benchmarker: compile and record this configuration; spill-free ones win."""

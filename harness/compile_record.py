@@ -36,9 +36,11 @@ RECORD_DIR = Path("results") / "compile"
 COMPARED_FIELDS = ("verdict", "registers", "stack_bytes", "local_bytes", "shared_bytes", "tensor_core_ops")
 
 # Tensor-core instruction classes, strongest first: Blackwell tcgen05, Hopper warpgroup MMA, mma.sync.
-MMA_CLASSES = (("tcgen05", ("UTCHMMA", "UTCQMMA", "UTCIMMA", "UTCOMMA")),
-               ("wgmma", ("HGMMA", "IGMMA", "QGMMA")),
-               ("mma", ("HMMA", "IMMA", "DMMA")))
+MMA_CLASSES = (
+    ("tcgen05", ("UTCHMMA", "UTCQMMA", "UTCIMMA", "UTCOMMA")),
+    ("wgmma", ("HGMMA", "IGMMA", "QGMMA")),
+    ("mma", ("HMMA", "IMMA", "DMMA")),
+)
 
 
 class RecordError(ValueError):
@@ -61,8 +63,11 @@ def specialization_label(specialization: dict) -> str:
     """``bf16 HEAD_DIM=128 CAUSAL=True div16×12``: the first pointer's element type, the constexprs,
     and how many integer arguments were specialized as multiples of 16 (the record names them)."""
     pointers = [kind for kind in specialization.values() if isinstance(kind, str) and kind.startswith("*")]
-    settings = [f"div16×{len(value.split(','))}" if name == "div16" else f"{name}={value}"
-                for name, value in specialization.items() if not (isinstance(value, str) and value.startswith("*"))]
+    settings = [
+        f"div16×{len(value.split(','))}" if name == "div16" else f"{name}={value}"
+        for name, value in specialization.items()
+        if not (isinstance(value, str) and value.startswith("*"))
+    ]
     return " ".join(([pointers[0][1:]] if pointers else []) + settings)
 
 
@@ -77,6 +82,7 @@ def triton_fingerprint(src, backend, options) -> str:
 
     try:
         from triton.runtime.cache import get_cache_invalidating_env_vars
+
         env = str(sorted(get_cache_invalidating_env_vars().items()))
     except ImportError:  # older Triton: no such variables
         env = ""
@@ -96,17 +102,29 @@ def verdict(build: dict) -> str:
 
 def entry_of(build: dict) -> dict:
     """A build (``KernelBuild.to_dict()``) as a record entry."""
-    return {"kernel": build["kernel"], "config": build["config"], "specialization": build["specialization"],
-            "verdict": verdict(build), "registers": build["registers"], "stack_bytes": build["stack_bytes"],
-            "local_bytes": build["local_bytes"], "shared_bytes": build["shared_bytes"],
-            "static_shared_bytes": build["static_shared_bytes"], "tensor_core_ops": build["tensor_core_ops"],
-            "mma_class": mma_class(build["tensor_core_ops"]), "error": build["error"]}
+    return {
+        "kernel": build["kernel"],
+        "config": build["config"],
+        "specialization": build["specialization"],
+        "verdict": verdict(build),
+        "registers": build["registers"],
+        "stack_bytes": build["stack_bytes"],
+        "local_bytes": build["local_bytes"],
+        "shared_bytes": build["shared_bytes"],
+        "static_shared_bytes": build["static_shared_bytes"],
+        "tensor_core_ops": build["tensor_core_ops"],
+        "mma_class": mma_class(build["tensor_core_ops"]),
+        "error": build["error"],
+    }
 
 
 def differences(entry: dict, fresh: dict) -> list[str]:
     """What a fresh build of a recorded unit changed, as ``field: recorded -> fresh``."""
-    return [f"{name}: {entry.get(name)!r} -> {fresh.get(name)!r}" for name in COMPARED_FIELDS
-            if entry.get(name) != fresh.get(name)]
+    return [
+        f"{name}: {entry.get(name)!r} -> {fresh.get(name)!r}"
+        for name in COMPARED_FIELDS
+        if entry.get(name) != fresh.get(name)
+    ]
 
 
 def load(path: Path) -> dict[str, dict]:
@@ -117,21 +135,28 @@ def load(path: Path) -> dict[str, dict]:
     try:
         entries = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise RecordError(f"{path}: not valid JSON at line {error.lineno}, column {error.colno}: {error.msg}; "
-                          f"restore it from git or rebuild it with `menagerie compile --full --update`") from None
+        raise RecordError(
+            f"{path}: not valid JSON at line {error.lineno}, column {error.colno}: {error.msg}; "
+            f"restore it from git or rebuild it with `menagerie compile --full --update`"
+        ) from None
     except OSError as error:
         raise RecordError(f"{path}: cannot be read: {error.strerror}") from None
-    if not isinstance(entries, dict) or not all(isinstance(value, dict) and "verdict" in value
-                                                for value in entries.values()):
-        raise RecordError(f"{path}: expected an object of fingerprint -> entry (with a verdict); "
-                          f"restore it from git or rebuild it with `menagerie compile --full --update`")
+    if not isinstance(entries, dict) or not all(
+        isinstance(value, dict) and "verdict" in value for value in entries.values()
+    ):
+        raise RecordError(
+            f"{path}: expected an object of fingerprint -> entry (with a verdict); "
+            f"restore it from git or rebuild it with `menagerie compile --full --update`"
+        )
     return entries
 
 
 def dumps(entries: dict[str, dict]) -> str:
     """Sorted, one entry a line: diffs show units, not reflowed JSON."""
-    lines = [f"{json.dumps(fingerprint)}: {json.dumps(entries[fingerprint], sort_keys=True)}"
-             for fingerprint in sorted(entries)]
+    lines = [
+        f"{json.dumps(fingerprint)}: {json.dumps(entries[fingerprint], sort_keys=True)}"
+        for fingerprint in sorted(entries)
+    ]
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 

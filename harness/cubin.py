@@ -54,7 +54,9 @@ def _run(args: list[str], cubin: bytes) -> str:
         handle.flush()
         done = subprocess.run([*args, handle.name], capture_output=True, text=True)
     if done.returncode:
-        raise ToolError(f"{Path(args[0]).name} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}")
+        raise ToolError(
+            f"{Path(args[0]).name} failed ({done.returncode}): {done.stderr.strip() or done.stdout.strip()}"
+        )
     return done.stdout
 
 

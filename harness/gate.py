@@ -160,8 +160,11 @@ def _side_matrix(records: list[dict], keys: list[tuple]) -> np.ndarray:
     index = {key: i for i, key in enumerate(keys)}
     columns = []
     for record in records:
-        observed = {row_key(row): _observations(record, row) for row in record["rows"]
-                    if row["status"] in MEASURED_STATUSES and row_key(row) in index}
+        observed = {
+            row_key(row): _observations(record, row)
+            for row in record["rows"]
+            if row["status"] in MEASURED_STATUSES and row_key(row) in index
+        }
         for replicate in range(max((len(values) for values in observed.values()), default=0)):
             column = np.full(len(keys), np.nan)
             for key, values in observed.items():
@@ -173,8 +176,7 @@ def _side_matrix(records: list[dict], keys: list[tuple]) -> np.ndarray:
 
 def _column_medians(matrix: np.ndarray) -> np.ndarray:
     """Median of each column's observations; 0 (no offset known) for a column without any."""
-    return np.array([np.median(column[~np.isnan(column)]) if np.any(~np.isnan(column)) else 0.0
-                     for column in matrix.T])
+    return np.array([np.median(column[~np.isnan(column)]) if np.any(~np.isnan(column)) else 0.0 for column in matrix.T])
 
 
 def _moments(old: np.ndarray, fresh: np.ndarray):
@@ -217,17 +219,28 @@ def _benjamini_hochberg(p: np.ndarray) -> np.ndarray:
 
 def _record_findings(baseline, new, allow_mismatch) -> list[Finding]:
     findings = []
-    fields = {"device": lambda r: r["provenance"].get("device"), "timer": lambda r: r["config"].get("timer"),
-              "size": lambda r: r["config"].get("size")}
+    fields = {
+        "device": lambda r: r["provenance"].get("device"),
+        "timer": lambda r: r["config"].get("timer"),
+        "size": lambda r: r["config"].get("size"),
+    }
     for name, read in fields.items():
         old, fresh = {read(r) for r in baseline}, {read(r) for r in new}
         if len(old | fresh) > 1:
-            findings.append(Finding(f"{name}_mismatch", not allow_mismatch,
-                                    f"baseline has {sorted(old, key=str)}, new has {sorted(fresh, key=str)}"))
+            findings.append(
+                Finding(
+                    f"{name}_mismatch",
+                    not allow_mismatch,
+                    f"baseline has {sorted(old, key=str)}, new has {sorted(fresh, key=str)}",
+                )
+            )
     old, fresh = _dtypes(baseline), _dtypes(new)
     if old != fresh:
-        findings.append(Finding("dtype_mismatch", not allow_mismatch,
-                                f"baseline rows have {sorted(old)}, new rows have {sorted(fresh)}"))
+        findings.append(
+            Finding(
+                "dtype_mismatch", not allow_mismatch, f"baseline rows have {sorted(old)}, new rows have {sorted(fresh)}"
+            )
+        )
     return findings
 
 
@@ -268,9 +281,16 @@ def _classify(olds: list[dict], news: list[dict], dtype: str, new_dtypes: set[st
     return None
 
 
-def gate(baseline: list[dict], new: list[dict], threshold: float = DEFAULT_THRESHOLD,
-         spread_factor: float = DEFAULT_K, fdr: float = DEFAULT_FDR, allow_missing: bool = False,
-         allow_mismatch: bool = False, max_undetectable: float = DEFAULT_MAX_UNDETECTABLE) -> GateResult:
+def gate(
+    baseline: list[dict],
+    new: list[dict],
+    threshold: float = DEFAULT_THRESHOLD,
+    spread_factor: float = DEFAULT_K,
+    fdr: float = DEFAULT_FDR,
+    allow_missing: bool = False,
+    allow_mismatch: bool = False,
+    max_undetectable: float = DEFAULT_MAX_UNDETECTABLE,
+) -> GateResult:
     """Compares the run records of NEW with those of BASELINE; see the module docstring."""
     if not baseline or not new:
         raise ValueError("baseline and new must each hold at least one run record")
@@ -281,9 +301,11 @@ def gate(baseline: list[dict], new: list[dict], threshold: float = DEFAULT_THRES
     if not max_undetectable > 0:
         raise ValueError(f"max_undetectable must be > 0, got {max_undetectable}")
 
-    failing_flags = {**dict.fromkeys(FAILING_ALWAYS, True),
-                     **dict.fromkeys(FAILING_UNLESS_ALLOW_MISSING, not allow_missing),
-                     **dict.fromkeys(FAILING_UNLESS_ALLOW_MISMATCH, not allow_mismatch)}
+    failing_flags = {
+        **dict.fromkeys(FAILING_ALWAYS, True),
+        **dict.fromkeys(FAILING_UNLESS_ALLOW_MISSING, not allow_missing),
+        **dict.fromkeys(FAILING_UNLESS_ALLOW_MISMATCH, not allow_mismatch),
+    }
 
     def result(key, verdict, **fields):
         return RowResult(key, verdict, failing_flags.get(verdict, False), **fields)
@@ -301,8 +323,9 @@ def gate(baseline: list[dict], new: list[dict], threshold: float = DEFAULT_THRES
     compared, uniform = _compare(baseline, new, comparable, threshold, spread_factor, fdr, max_undetectable, result)
     verdicts.update(compared)
     rows = [verdicts[key] for key in sorted(verdicts)]
-    return GateResult(rows, uniform, _record_findings(baseline, new, allow_mismatch), threshold, spread_factor, fdr,
-                      max_undetectable)
+    return GateResult(
+        rows, uniform, _record_findings(baseline, new, allow_mismatch), threshold, spread_factor, fdr, max_undetectable
+    )
 
 
 def _detectable(limit, variance, n_old, n_new, df, level):
@@ -312,8 +335,9 @@ def _detectable(limit, variance, n_old, n_new, df, level):
     return np.expm1(limit + (stats.t.ppf(1 - level, df) + stats.t.ppf(POWER, df)) * se)
 
 
-def _replicates_needed(limit: float, variance: float, df: float, n_old: float, n_new: float, level: float,
-                       max_undetectable: float) -> int | None:
+def _replicates_needed(
+    limit: float, variance: float, df: float, n_old: float, n_new: float, level: float, max_undetectable: float
+) -> int | None:
     """Processes per side that bring the detectable slowdown under ``max_undetectable``; None if none can."""
     if math.expm1(limit) >= max_undetectable:
         return None  # the threshold alone is over the limit
@@ -338,7 +362,10 @@ def _compare(baseline, new, keys, threshold, spread_factor, fdr, max_undetectabl
     old, fresh = _side_matrix(baseline, keys), _side_matrix(new, keys)
     raw_d, n_old, n_new = _moments(old, fresh)[:3]
     with np.errstate(invalid="ignore", divide="ignore"):
-        levels = {"baseline_s": np.exp(np.nansum(old, axis=1) / n_old), "new_s": np.exp(np.nansum(fresh, axis=1) / n_new)}
+        levels = {
+            "baseline_s": np.exp(np.nansum(old, axis=1) / n_old),
+            "new_s": np.exp(np.nansum(fresh, axis=1) / n_new),
+        }
     decidable = (n_old >= MIN_REPLICATES) & (n_new >= MIN_REPLICATES)
     across = np.sum(decidable) >= MIN_ROWS_ACROSS
     if across:
@@ -353,8 +380,9 @@ def _compare(baseline, new, keys, threshold, spread_factor, fdr, max_undetectabl
             variance[positive], df[positive] = _moderated(variance[positive], df[positive])
         # The uniform shift joins as one more entry, whose observations are the processes' offsets.
         shift = _moments(old_offsets[None, :], new_offsets[None, :])
-        d, n_old, n_new, spread, variance, df = (np.append(rows, one) for rows, one in
-                                                   zip((d, n_old, n_new, spread, variance, df), shift))
+        d, n_old, n_new, spread, variance, df = (
+            np.append(rows, one) for rows, one in zip((d, n_old, n_new, spread, variance, df), shift)
+        )
         keys, raw_d = keys + [UNIFORM_KEY], np.append(raw_d, shift[0])
         decidable = (n_old >= MIN_REPLICATES) & (n_new >= MIN_REPLICATES)
     row_threshold = np.maximum(threshold, spread_factor * np.nan_to_num(spread))
@@ -384,9 +412,16 @@ def _compare(baseline, new, keys, threshold, spread_factor, fdr, max_undetectabl
             ratio.update({name: float(level[i]) for name, level in levels.items()})
         if not decidable[i]:
             ratio = {name: value if math.isfinite(value) else None for name, value in ratio.items()}
-            compared[key] = result(key, "undecided", **counts, **ratio, detail=(
-                f"{n_old[i]} baseline and {n_new[i]} new observations; at least {MIN_REPLICATES} on each "
-                "side are needed to estimate the run-to-run spread"))
+            compared[key] = result(
+                key,
+                "undecided",
+                **counts,
+                **ratio,
+                detail=(
+                    f"{n_old[i]} baseline and {n_new[i]} new observations; at least {MIN_REPLICATES} on each "
+                    "side are needed to estimate the run-to-run spread"
+                ),
+            )
             continue
         verdict = "regression" if q_slower[i] <= fdr else "improvement" if q_faster[i] <= fdr else "unchanged"
         p, q = (p_slower[i], q_slower[i]) if d[i] >= 0 else (p_faster[i], q_faster[i])
@@ -395,17 +430,33 @@ def _compare(baseline, new, keys, threshold, spread_factor, fdr, max_undetectabl
         if verdict == "unchanged" and detectable[i] > max_undetectable:
             verdict = "underpowered"
             needed = _replicates_needed(limit[i], variance[i], df[i], n_old[i], n_new[i], level[i], max_undetectable)
-        power = (f", detectable slowdown {detectable[i]:.1%} (80% power)" + (
-            "" if verdict != "underpowered" else
-            f" over the {max_undetectable:.0%} limit: " + (f"{needed} replicates per side would bring it under"
-                                                          if needed else "no replicate count brings it under "
-                                                          "(the row threshold alone is over the limit)")))
+        power = f", detectable slowdown {detectable[i]:.1%} (80% power)" + (
+            ""
+            if verdict != "underpowered"
+            else f" over the {max_undetectable:.0%} limit: "
+            + (
+                f"{needed} replicates per side would bring it under"
+                if needed
+                else "no replicate count brings it under (the row threshold alone is over the limit)"
+            )
+        )
         compared[key] = result(
-            key, verdict, **counts, **ratio, ci=ci, p_value=float(p), q_value=float(q),
-            threshold=float(row_threshold[i]), spread=float(spread[i]), detectable=float(detectable[i]),
-            replicates_needed=needed, detail=(
+            key,
+            verdict,
+            **counts,
+            **ratio,
+            ci=ci,
+            p_value=float(p),
+            q_value=float(q),
+            threshold=float(row_threshold[i]),
+            spread=float(spread[i]),
+            detectable=float(detectable[i]),
+            replicates_needed=needed,
+            detail=(
                 f"ratio {ratio['ratio']:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}"
                 f"{', net of whole-run offsets' if across and key != UNIFORM_KEY else ''}), "
                 f"threshold {row_threshold[i]:.1%} (baseline spread {spread[i]:.1%}), "
-                f"{n_old[i]} vs {n_new[i]} observations, p={p:.2g} q={q:.2g}{power}"))
+                f"{n_old[i]} vs {n_new[i]} observations, p={p:.2g} q={q:.2g}{power}"
+            ),
+        )
     return compared, compared.pop(UNIFORM_KEY, None)

@@ -32,9 +32,12 @@ def _name(row, site_url: str | None) -> str:
 def _table(title: str, rows: list, site_url: str | None) -> list[str]:
     if not rows:
         return []
-    lines = [f"**{title}** ({len(rows)})", "",
-             "| benchmark | impl | case | dtype, mode | new/base | 95% CI | verdict |",
-             "|---|---|---|---|---:|---:|---|"]
+    lines = [
+        f"**{title}** ({len(rows)})",
+        "",
+        "| benchmark | impl | case | dtype, mode | new/base | 95% CI | verdict |",
+        "|---|---|---|---|---:|---:|---|",
+    ]
     for row in rows[:TABLE_ROWS]:
         ci = f"{row.ci[0]:.3f}–{row.ci[1]:.3f}" if row.ci else "-"
         lines.append(f"| {_name(row, site_url)} | {format_number(row.ratio, '.3f')} | {ci} | {row.verdict} |")
@@ -49,8 +52,11 @@ def markdown(result, site_url: str | None = None) -> str:
     if result.uniform and result.uniform.ratio is not None:
         uniform = result.uniform
         ci = f" (95% CI {uniform.ci[0]:.3f}–{uniform.ci[1]:.3f})" if uniform.ci else ""
-        lines += [f"Uniform shift of whole runs: new/base {uniform.ratio:.3f}{ci}, "
-                  f"detectable {format_number(uniform.detectable, '.1%')}: **{uniform.verdict}**", ""]
+        lines += [
+            f"Uniform shift of whole runs: new/base {uniform.ratio:.3f}{ci}, "
+            f"detectable {format_number(uniform.detectable, '.1%')}: **{uniform.verdict}**",
+            "",
+        ]
     lines += [f"- **{finding.kind}**: {finding.detail}" for finding in result.findings if finding.failing]
     underpowered = [row for row in result.rows if row.verdict == "underpowered"]
     failing = [row for row in result.rows if row.failing and row.verdict != "underpowered"]
@@ -58,29 +64,39 @@ def markdown(result, site_url: str | None = None) -> str:
     lines += _table("Failing", sorted(failing, key=lambda row: -(row.ratio or 0)), site_url)
     lines += _table("Improvements", sorted(improved, key=lambda row: row.ratio or 0), site_url)
     if underpowered:
-        lines += [f"**Underpowered** ({len(underpowered)}): a slowdown of {result.max_undetectable:.0%} could go "
-                  f"unseen there", ""]
+        lines += [
+            f"**Underpowered** ({len(underpowered)}): a slowdown of {result.max_undetectable:.0%} could go "
+            f"unseen there",
+            "",
+        ]
         for row in underpowered[:TABLE_ROWS]:
-            needs = (f"{row.replicates_needed} replicates per side would do" if row.replicates_needed else
-                     "no replicate count brings it under the limit")
+            needs = (
+                f"{row.replicates_needed} replicates per side would do"
+                if row.replicates_needed
+                else "no replicate count brings it under the limit"
+            )
             lines.append(f"- {'/'.join(row.key)}: detectable {format_number(row.detectable, '.1%')}; {needs}")
         if len(underpowered) > TABLE_ROWS:
             lines.append(f"- … and {len(underpowered) - TABLE_ROWS} more")
         lines.append("")
     rest = len(result.rows) - len(failing) - len(improved) - len(underpowered)
-    lines.append(f"{len(result.rows)} rows compared: {len(failing) + len(underpowered)} failing, {len(improved)} "
-                 f"improved, {rest} other.")
+    lines.append(
+        f"{len(result.rows)} rows compared: {len(failing) + len(underpowered)} failing, {len(improved)} "
+        f"improved, {rest} other."
+    )
     return "\n".join(lines[:MARKDOWN_LINES]) + "\n"
 
 
 def junit(result) -> str:
     """JUnit XML: one test case per row and one for the uniform shift; a failing verdict is a failure."""
-    suite = ElementTree.Element("testsuite", name="menagerie gate", tests=str(len(result.all_rows)),
-                                failures=str(len(result.failures)))
+    suite = ElementTree.Element(
+        "testsuite", name="menagerie gate", tests=str(len(result.all_rows)), failures=str(len(result.failures))
+    )
     for row in result.all_rows:
         benchmark, case, impl, dtype, mode = row.key
-        case_element = ElementTree.SubElement(suite, "testcase", classname=benchmark,
-                                              name=f"{impl} {case} {dtype} {mode}")
+        case_element = ElementTree.SubElement(
+            suite, "testcase", classname=benchmark, name=f"{impl} {case} {dtype} {mode}"
+        )
         if row.failing:
             failure = ElementTree.SubElement(case_element, "failure", message=row.verdict)
             failure.text = row.detail
@@ -99,5 +115,7 @@ def github(result, text: str) -> list[str]:
     if os.environ.get("GITHUB_ACTIONS") != "true":
         return []
     escape = lambda message: message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")  # noqa: E731
-    return [f"::error title=menagerie gate: {row.verdict}::{escape('/'.join(row.key) + ': ' + row.detail)}"
-            for row in result.failures]
+    return [
+        f"::error title=menagerie gate: {row.verdict}::{escape('/'.join(row.key) + ': ' + row.detail)}"
+        for row in result.failures
+    ]

@@ -39,15 +39,24 @@ class Arch:
         threads = warps * 32
         by_threads = self.max_threads_per_sm // threads
         by_registers = self.registers_per_sm // (_registers_per_warp(registers) * warps)
-        by_shared = (self.shared_per_sm // (shared_bytes + self.shared_reserved_per_block)
-                     if shared_bytes else self.max_blocks_per_sm)
+        by_shared = (
+            self.shared_per_sm // (shared_bytes + self.shared_reserved_per_block)
+            if shared_bytes
+            else self.max_blocks_per_sm
+        )
         blocks = max(0, min(self.max_blocks_per_sm, by_threads, by_registers, by_shared))
         return blocks, blocks * threads / self.max_threads_per_sm
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "capability": self.capability, "part": self.part,
-                "multiprocessors": self.multiprocessors, "max_shared_per_block": self.max_shared_per_block,
-                "shared_per_sm": self.shared_per_sm, "registers_per_sm": self.registers_per_sm}
+        return {
+            "name": self.name,
+            "capability": self.capability,
+            "part": self.part,
+            "multiprocessors": self.multiprocessors,
+            "max_shared_per_block": self.max_shared_per_block,
+            "shared_per_sm": self.shared_per_sm,
+            "registers_per_sm": self.registers_per_sm,
+        }
 
 
 def _registers_per_warp(registers: int) -> int:
@@ -56,13 +65,35 @@ def _registers_per_warp(registers: int) -> int:
 
 
 ARCHS = {
-    arch.name: arch for arch in (
-        Arch("sm_80", 80, "A100", 108, max_shared_per_block=163 * 1024, shared_per_sm=164 * 1024,
-             tensor_core_sass=("HMMA", "IMMA", "DMMA")),
-        Arch("sm_90", 90, "H100 SXM", 132, max_shared_per_block=227 * 1024, shared_per_sm=228 * 1024,
-             tensor_core_sass=("HGMMA", "IGMMA", "QGMMA", "HMMA", "IMMA", "DMMA")),
-        Arch("sm_100", 100, "B200", 148, max_shared_per_block=227 * 1024, shared_per_sm=228 * 1024,
-             tensor_core_sass=("UTCHMMA", "UTCQMMA", "UTCIMMA", "UTCOMMA", "HMMA", "IMMA", "DMMA")),
+    arch.name: arch
+    for arch in (
+        Arch(
+            "sm_80",
+            80,
+            "A100",
+            108,
+            max_shared_per_block=163 * 1024,
+            shared_per_sm=164 * 1024,
+            tensor_core_sass=("HMMA", "IMMA", "DMMA"),
+        ),
+        Arch(
+            "sm_90",
+            90,
+            "H100 SXM",
+            132,
+            max_shared_per_block=227 * 1024,
+            shared_per_sm=228 * 1024,
+            tensor_core_sass=("HGMMA", "IGMMA", "QGMMA", "HMMA", "IMMA", "DMMA"),
+        ),
+        Arch(
+            "sm_100",
+            100,
+            "B200",
+            148,
+            max_shared_per_block=227 * 1024,
+            shared_per_sm=228 * 1024,
+            tensor_core_sass=("UTCHMMA", "UTCQMMA", "UTCIMMA", "UTCOMMA", "HMMA", "IMMA", "DMMA"),
+        ),
     )
 }
 DEFAULT_ARCHS = ("sm_80", "sm_90")

@@ -33,8 +33,9 @@ def table(history: History) -> dict[RowKey, list[tuple[Commit, float, str]]]:
     lines = {}
     for series in history.series:
         changes = {change.index: change for change in series.change_points}
-        lines[series.key] = [(point.commit, point.median_s, _marker(changes.get(index)))
-                             for index, point in enumerate(series.points)]
+        lines[series.key] = [
+            (point.commit, point.median_s, _marker(changes.get(index))) for index, point in enumerate(series.points)
+        ]
     return lines
 
 
@@ -45,9 +46,18 @@ def _mark_steps(ax, changes: dict[float, list[tuple[ChangePoint, str]]]) -> None
         colour = marked[0][1] if len(marked) == 1 else "0.3"
         text = f"×{ratios[0]:.2f}" if len(marked) == 1 else f"×{ratios[0]:.2f}–{ratios[-1]:.2f}\n{len(marked)} rows"
         ax.axvline(x, color=colour, linestyle="--", linewidth=1, alpha=0.8)
-        ax.annotate(text, xy=(x, 0.98), xycoords=("data", "axes fraction"), xytext=(3, 0), textcoords="offset points",
-                    ha="left", va="top", fontsize=7, color=colour,
-                    bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1))
+        ax.annotate(
+            text,
+            xy=(x, 0.98),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, 0),
+            textcoords="offset points",
+            ha="left",
+            va="top",
+            fontsize=7,
+            color=colour,
+            bbox=dict(facecolor="white", alpha=0.8, edgecolor="none", pad=1),
+        )
 
 
 def plot(history: History, path: Path | str) -> Path:
@@ -75,9 +85,15 @@ def plot(history: History, path: Path | str) -> Path:
         # Slowest first, so that the legend lists the lines in the order they lie in.
         for number, series in enumerate(sorted(panel, key=lambda series: -series.points[-1].median_s)):
             colour = f"C{number % 10}"
-            ax.plot([position[point.commit] for point in series.points], [point.median_s for point in series.points],
-                    marker="os^vD"[number // 10 % 5], markersize=3.5, linewidth=1.2, color=colour,
-                    label=" · ".join(series.key[1:]))
+            ax.plot(
+                [position[point.commit] for point in series.points],
+                [point.median_s for point in series.points],
+                marker="os^vD"[number // 10 % 5],
+                markersize=3.5,
+                linewidth=1.2,
+                color=colour,
+                label=" · ".join(series.key[1:]),
+            )
             for change in series.change_points:
                 changes.setdefault(position[change.commit] - 0.5, []).append((change, colour))
         _mark_steps(ax, changes)
@@ -88,15 +104,19 @@ def plot(history: History, path: Path | str) -> Path:
             ax.yaxis.set_minor_formatter(NullFormatter())
         ax.yaxis.set_major_formatter(seconds)
         ticks = list(range(0, len(history.commits), tick_step))
-        ax.set_xticks(ticks, [history.commits[index].label for index in ticks], rotation=60, fontsize=7,
-                      family="monospace")
+        ax.set_xticks(
+            ticks, [history.commits[index].label for index in ticks], rotation=60, fontsize=7, family="monospace"
+        )
         ax.set_xlim(-0.5, len(history.commits) - 0.5)
         ax.set_title(benchmark, fontsize=10, loc="left")
         ax.set_ylabel("median time per call")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    figure.suptitle(f"history on {history.device} · size {history.size} · timer {history.timer}\n"
-                    f"{len(history.commits)} commits (oldest left); dashed: change point, after/before", fontsize=10)
+    figure.suptitle(
+        f"history on {history.device} · size {history.size} · timer {history.timer}\n"
+        f"{len(history.commits)} commits (oldest left); dashed: change point, after/before",
+        fontsize=10,
+    )
     image = io.BytesIO()
     FigureCanvasAgg(figure).print_png(image, metadata={"Software": "menagerie history"})
     return write_bytes_atomically(image.getvalue(), Path(path))

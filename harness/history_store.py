@@ -49,13 +49,12 @@ import hashlib
 import json
 import math
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 
-from menagerie.harness.change_points import (DEFAULT_ALPHA, DEFAULT_MIN_SEGMENT, DEFAULT_THRESHOLD, Step,
-                                             detect_steps)
+from menagerie.harness.change_points import DEFAULT_ALPHA, DEFAULT_MIN_SEGMENT, DEFAULT_THRESHOLD, Step, detect_steps
 from menagerie.harness.results import MEASURED_STATUSES, READ_SCHEMA_VERSIONS, row_key
 
 RowKey = tuple[str, str, str, str, str]
@@ -148,6 +147,7 @@ class History:
 
 # ---- reading run files ----
 
+
 def _epoch(timestamp: str) -> float:
     moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))  # Python 3.10 does not read "Z"
     if moment.tzinfo is None:
@@ -184,14 +184,23 @@ def read_run_file(path: Path) -> tuple[dict, list[tuple[RowKey, float, list[floa
     if not isinstance(record, dict) or "provenance" not in record or "rows" not in record:
         raise NotARun("not a menagerie run record")
     if record.get("schema_version") not in READ_SCHEMA_VERSIONS:
-        raise NotARun(f"schema_version {record.get('schema_version')!r}; this menagerie reads "
-                      f"{', '.join(map(str, READ_SCHEMA_VERSIONS))}")
+        raise NotARun(
+            f"schema_version {record.get('schema_version')!r}; this menagerie reads "
+            f"{', '.join(map(str, READ_SCHEMA_VERSIONS))}"
+        )
     try:
         provenance, config = record["provenance"], record["config"]
-        run = dict(sha=provenance["git"]["sha"], dirty=provenance["git"]["dirty"],
-                   timestamp=provenance["timestamp"], time=_epoch(provenance["timestamp"]),
-                   device=str(provenance["device"]), size=str(config["size"]), timer=config.get("timer"),
-                   message=provenance["git"].get("message"), versions=_versions(provenance))
+        run = dict(
+            sha=provenance["git"]["sha"],
+            dirty=provenance["git"]["dirty"],
+            timestamp=provenance["timestamp"],
+            time=_epoch(provenance["timestamp"]),
+            device=str(provenance["device"]),
+            size=str(config["size"]),
+            timer=config.get("timer"),
+            message=provenance["git"].get("message"),
+            versions=_versions(provenance),
+        )
         rows = [timed for timed in map(_timed_row, record["rows"]) if timed]
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise NotARun(f"malformed run record ({type(error).__name__}: {error})") from None
@@ -199,6 +208,7 @@ def read_run_file(path: Path) -> tuple[dict, list[tuple[RowKey, float, list[floa
 
 
 # ---- the store ----
+
 
 def _open_index(path: Path) -> tuple[sqlite3.Connection, str | None]:
     """The index at ``path`` (rebuilt when corrupt or stale), or an in-memory one, with a warning, when unwritable."""
@@ -212,8 +222,10 @@ def _open_index(path: Path) -> tuple[sqlite3.Connection, str | None]:
             if version != INDEX_VERSION or not {"files", "rows"} <= tables:
                 db.executescript(_TABLES)
                 if tables and notice is None:  # not a new file: an index of another layout
-                    notice = (f"rebuilt the index {path} from the run files: it had another layout "
-                              f"(version {version}, tables {', '.join(sorted(tables))})")
+                    notice = (
+                        f"rebuilt the index {path} from the run files: it had another layout "
+                        f"(version {version}, tables {', '.join(sorted(tables))})"
+                    )
             return db, notice
         except sqlite3.DatabaseError as error:
             problem = error
@@ -276,16 +288,20 @@ class Store:
                     stat = path.stat()
                     on_disk[path.relative_to(folder).as_posix()] = (stat.st_mtime_ns, stat.st_size)
             with db:  # one transaction per folder
-                known = {path: (mtime, size)
-                         for path, mtime, size in db.execute("SELECT path, mtime_ns, bytes FROM files")}
+                known = {
+                    path: (mtime, size) for path, mtime, size in db.execute("SELECT path, mtime_ns, bytes FROM files")
+                }
                 for path in known.keys() - on_disk.keys():
                     db.execute("DELETE FROM files WHERE path = ?", (path,))
                 for path, stamp in on_disk.items():
                     if known.get(path) != stamp:
                         self._index_file(db, folder, path, stamp)
-            warnings += [f"skipped {folder / path}: {warning}"
-                         for path, warning in db.execute("SELECT path, warning FROM files WHERE warning IS NOT NULL"
-                                                         " ORDER BY path")]
+            warnings += [
+                f"skipped {folder / path}: {warning}"
+                for path, warning in db.execute(
+                    "SELECT path, warning FROM files WHERE warning IS NOT NULL ORDER BY path"
+                )
+            ]
         return warnings
 
     @staticmethod
@@ -294,22 +310,39 @@ class Store:
         try:
             run, rows = read_run_file(folder / path)
         except NotARun as error:
-            db.execute("INSERT INTO files (path, mtime_ns, bytes, warning) VALUES (?, ?, ?, ?)",
-                       (path, *stamp, str(error)))
+            db.execute(
+                "INSERT INTO files (path, mtime_ns, bytes, warning) VALUES (?, ?, ?, ?)", (path, *stamp, str(error))
+            )
             return
-        db.execute("INSERT INTO files VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (path, *stamp, run["sha"], run["dirty"], run["timestamp"], run["time"], run["device"], run["size"],
-                    run["timer"], run["message"], run["versions"]))
-        db.executemany("INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       [(path, *key, median, ",".join(map(repr, replicates))) for key, median, replicates in rows])
+        db.execute(
+            "INSERT INTO files VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                path,
+                *stamp,
+                run["sha"],
+                run["dirty"],
+                run["timestamp"],
+                run["time"],
+                run["device"],
+                run["size"],
+                run["timer"],
+                run["message"],
+                run["versions"],
+            ),
+        )
+        db.executemany(
+            "INSERT INTO rows VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(path, *key, median, ",".join(map(repr, replicates))) for key, median, replicates in rows],
+        )
 
     def runs(self) -> list[Run]:
         """Every indexed run record (call ``sync`` first), oldest first."""
         runs = []
         for folder, db in self._indexes:
             for path, sha, dirty, *rest in db.execute(
-                    "SELECT path, sha, dirty, timestamp, time, device, size, timer, message, versions FROM files "
-                    "WHERE warning IS NULL"):
+                "SELECT path, sha, dirty, timestamp, time, device, size, timer, message, versions FROM files "
+                "WHERE warning IS NULL"
+            ):
                 runs.append(Run(str(folder / path), sha, None if dirty is None else bool(dirty), *rest))
         return sorted(runs, key=lambda run: (run.time, run.path))
 
@@ -319,14 +352,16 @@ class Store:
         for folder, db in self._indexes:
             full = functools.cache(lambda path: str(folder / path))  # once per run file, not per row
             for path, *key, median, replicates in db.execute(
-                    'SELECT r.path, benchmark, "case", impl, dtype, mode, median_s, replicate_medians_s '
-                    "FROM rows r JOIN files f ON f.path = r.path WHERE device = ? AND size = ? AND timer IS ?",
-                    (device, size, timer)):
+                'SELECT r.path, benchmark, "case", impl, dtype, mode, median_s, replicate_medians_s '
+                "FROM rows r JOIN files f ON f.path = r.path WHERE device = ? AND size = ? AND timer IS ?",
+                (device, size, timer),
+            ):
                 found.append((full(path), tuple(key), median, [float(value) for value in replicates.split(",")]))
         return found
 
 
 # ---- queries ----
+
 
 def _commits(runs: list[Run]) -> dict[str, Commit]:
     """The commit of each run path; runs of one clean sha share one."""
@@ -346,32 +381,49 @@ def _chosen_benchmarks(patterns: Sequence[str], names: set[str], where: str) -> 
         return names
     chosen = set()
     for pattern in patterns:
-        hits = {name for name in names
-                if fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(name.split(".")[0], pattern)}
+        hits = {
+            name for name in names if fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(name.split(".")[0], pattern)
+        }
         if not hits:
-            raise HistoryError(f"no benchmark matches {pattern!r} in {where}; "
-                               f"there: {', '.join(sorted(names)) or 'none'}")
+            raise HistoryError(
+                f"no benchmark matches {pattern!r} in {where}; there: {', '.join(sorted(names)) or 'none'}"
+            )
         chosen |= hits
     return chosen
 
 
-def query(store: Store, patterns: Sequence[str] = (), *, device: str | None = None, size: str | None = None,
-          timer: str | None = None, case: str | None = None, impl: str | None = None, dtype: str | None = None,
-          mode: str | None = None, threshold: float = DEFAULT_THRESHOLD, alpha: float = DEFAULT_ALPHA,
-          min_segment: int = DEFAULT_MIN_SEGMENT) -> History:
+def query(
+    store: Store,
+    patterns: Sequence[str] = (),
+    *,
+    device: str | None = None,
+    size: str | None = None,
+    timer: str | None = None,
+    case: str | None = None,
+    impl: str | None = None,
+    dtype: str | None = None,
+    mode: str | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    alpha: float = DEFAULT_ALPHA,
+    min_segment: int = DEFAULT_MIN_SEGMENT,
+) -> History:
     """The series of every matching row key, with change points; syncs the store first. See the module docstring."""
     warnings = store.sync()
     wanted = dict(device=device, size=size, timer=timer)
-    matching = [run for run in store.runs()
-                if all(value is None or getattr(run, field) == value for field, value in wanted.items())]
+    matching = [
+        run
+        for run in store.runs()
+        if all(value is None or getattr(run, field) == value for field, value in wanted.items())
+    ]
     if not matching:
         return History(device, size, timer, [], [], warnings)
     latest = matching[-1]
     device, size, timer = device or latest.device, size or latest.size, timer or latest.timer
     commit_of = _commits([run for run in matching if (run.device, run.size, run.timer) == (device, size, timer)])
     rows = store.rows(device, size, timer)
-    benchmarks = _chosen_benchmarks(patterns, {key[0] for _, key, _, _ in rows},
-                                    f"the runs of {device} (size {size}, timer {timer})")
+    benchmarks = _chosen_benchmarks(
+        patterns, {key[0] for _, key, _, _ in rows}, f"the runs of {device} (size {size}, timer {timer})"
+    )
     filters = [(position, pattern) for position, pattern in enumerate((case, impl, dtype, mode), start=1) if pattern]
     replicates_of: dict[RowKey, dict[str, list[float]]] = {}  # per row key, per run path
     for path, key, _, replicates in rows:

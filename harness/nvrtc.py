@@ -24,8 +24,11 @@ def _candidates() -> list[str]:
     found = []
     for root in dict.fromkeys(roots):
         for pattern in ("nvidia/cu*/lib/libnvrtc.so*", "nvidia/cuda_nvrtc/lib/libnvrtc.so*"):
-            found += sorted(path for path in glob.glob(os.path.join(root, pattern))
-                            if "builtins" not in path and ".alt." not in path)
+            found += sorted(
+                path
+                for path in glob.glob(os.path.join(root, pattern))
+                if "builtins" not in path and ".alt." not in path
+            )
     system = ctypes.util.find_library("nvrtc")
     return found + ([system] if system else [])
 
@@ -41,8 +44,10 @@ def _loaded() -> tuple[ctypes.CDLL, str | None]:
             errors.append(str(error))
             continue
         return lib, _headers(os.path.join(os.path.dirname(os.path.dirname(path)), "include"))
-    raise NvrtcError("NVRTC not found: install the CUDA build of torch or `pip install nvidia-cuda-nvrtc`"
-                     + (f" ({'; '.join(errors)})" if errors else ""))
+    raise NvrtcError(
+        "NVRTC not found: install the CUDA build of torch or `pip install nvidia-cuda-nvrtc`"
+        + (f" ({'; '.join(errors)})" if errors else "")
+    )
 
 
 def _headers(beside_library: str) -> str | None:
@@ -75,8 +80,11 @@ def compile_cubin(source: str, name: str, options: tuple[str, ...], capability: 
     """The cubin of ``source`` for ``sm_<capability>``, compiled with ``options`` (as CuPy passes them)."""
     lib = library()
     program = ctypes.c_void_p()
-    _check(lib, lib.nvrtcCreateProgram(ctypes.byref(program), source.encode(), f"{name}.cu".encode(), 0, None, None),
-           "nvrtcCreateProgram")
+    _check(
+        lib,
+        lib.nvrtcCreateProgram(ctypes.byref(program), source.encode(), f"{name}.cu".encode(), 0, None, None),
+        "nvrtcCreateProgram",
+    )
     try:
         include = _loaded()[1]
         flags = [f"--gpu-architecture=sm_{capability}", *options, *([f"-I{include}"] if include else [])]
@@ -87,7 +95,9 @@ def compile_cubin(source: str, name: str, options: tuple[str, ...], capability: 
             lib.nvrtcGetProgramLogSize(program, ctypes.byref(size))
             log = ctypes.create_string_buffer(size.value)
             lib.nvrtcGetProgramLog(program, log)
-            raise NvrtcError(f"{name} did not compile for sm_{capability}: {log.value.decode(errors='replace').strip()}")
+            raise NvrtcError(
+                f"{name} did not compile for sm_{capability}: {log.value.decode(errors='replace').strip()}"
+            )
         size = ctypes.c_size_t()
         _check(lib, lib.nvrtcGetCUBINSize(program, ctypes.byref(size)), "nvrtcGetCUBINSize")
         binary = ctypes.create_string_buffer(size.value)

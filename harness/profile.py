@@ -21,9 +21,9 @@ import contextlib
 import datetime
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.profiler import ProfilerActivity, record_function, tensorboard_trace_handler
@@ -86,9 +86,14 @@ def _stacks_are_cheap() -> bool:
 
 def _top_ops(profiler: torch.profiler.profile, own_range: str, top: int, on_cuda: bool) -> tuple[OpTime, ...]:
     ops = [
-        OpTime(name=event.key, calls=event.count, self_cpu_s=event.self_cpu_time_total * 1e-6,
-               cpu_total_s=event.cpu_time_total * 1e-6, self_device_s=event.self_device_time_total * 1e-6,
-               self_cpu_memory_bytes=int(event.self_cpu_memory_usage))
+        OpTime(
+            name=event.key,
+            calls=event.count,
+            self_cpu_s=event.self_cpu_time_total * 1e-6,
+            cpu_total_s=event.cpu_time_total * 1e-6,
+            self_device_s=event.self_device_time_total * 1e-6,
+            self_cpu_memory_bytes=int(event.self_cpu_memory_usage),
+        )
         for event in profiler.key_averages()
         if event.key != own_range
     ]
@@ -103,8 +108,9 @@ def _range_call_s(profiler: torch.profiler.profile, own_range: str) -> float | N
     return None
 
 
-def profile_row(task: runner.Task, impl: Impl, device: torch.device, run_dir: Path, steps: int,
-                top: int) -> ProfiledRow:
+def profile_row(
+    task: runner.Task, impl: Impl, device: torch.device, run_dir: Path, steps: int, top: int
+) -> ProfiledRow:
     """Warms ``impl`` up once, then profiles ``steps`` calls into ``run_dir``."""
     label = row_label(task, impl)
     reason = runner.skip_reason(impl, task, device)
@@ -118,9 +124,13 @@ def profile_row(task: runner.Task, impl: Impl, device: torch.device, run_dir: Pa
         prepared = runner.Prepared(task.benchmark, impl, inputs, task.mode, seed=0)
         prepared.step()
         synchronize(device)
-        with torch.profiler.profile(activities=activities, record_shapes=True, profile_memory=True,
-                                    with_stack=_stacks_are_cheap(),
-                                    on_trace_ready=tensorboard_trace_handler(str(run_dir), worker_name=label)) as prof:
+        with torch.profiler.profile(
+            activities=activities,
+            record_shapes=True,
+            profile_memory=True,
+            with_stack=_stacks_are_cheap(),
+            on_trace_ready=tensorboard_trace_handler(str(run_dir), worker_name=label),
+        ) as prof:
             for _ in range(steps):
                 with nvtx(label), record_function(label):
                     prepared.step()
@@ -128,12 +138,24 @@ def profile_row(task: runner.Task, impl: Impl, device: torch.device, run_dir: Pa
     except Exception as error:  # a crashing implementation is a finding, not a harness crash
         return ProfiledRow(label, impl.name, "error", f"{type(error).__name__}: {error}")
     traces = sorted(run_dir.glob(f"{label}.*.pt.trace.json"))
-    return ProfiledRow(label, impl.name, "profiled", trace=traces[-1] if traces else None,
-                       call_s=_range_call_s(prof, label), ops=_top_ops(prof, label, top, on_cuda))
+    return ProfiledRow(
+        label,
+        impl.name,
+        "profiled",
+        trace=traces[-1] if traces else None,
+        call_s=_range_call_s(prof, label),
+        ops=_top_ops(prof, label, top, on_cuda),
+    )
 
 
-def profile(tasks: list[runner.Task], device: torch.device, run_dir: Path, steps: int = 3, top: int = 10,
-            on_row: Callable[[ProfiledRow], None] | None = None) -> list[ProfiledRow]:
+def profile(
+    tasks: list[runner.Task],
+    device: torch.device,
+    run_dir: Path,
+    steps: int = 3,
+    top: int = 10,
+    on_row: Callable[[ProfiledRow], None] | None = None,
+) -> list[ProfiledRow]:
     """Profiles every implementation of every task (from ``runner.plan``) into ``run_dir``."""
     if steps < 1 or top < 1:
         raise ValueError(f"steps and top must be positive, got steps={steps}, top={top}")

@@ -28,9 +28,7 @@ SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 def _git(*args: str) -> str | None:
     try:
-        result = subprocess.run(
-            ["git", "-C", str(SOURCE_ROOT), *args], capture_output=True, text=True, timeout=10
-        )
+        result = subprocess.run(["git", "-C", str(SOURCE_ROOT), *args], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout.strip() if result.returncode == 0 else None
@@ -40,8 +38,11 @@ def git_state() -> dict:
     """Commit SHA, its subject line, and whether the working tree differs from it (None outside a checkout)."""
     sha = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no") if sha else None
-    return {"sha": sha, "dirty": bool(status) if status is not None else None,
-            "message": _git("show", "-s", "--format=%s", "HEAD") if sha else None}
+    return {
+        "sha": sha,
+        "dirty": bool(status) if status is not None else None,
+        "message": _git("show", "-s", "--format=%s", "HEAD") if sha else None,
+    }
 
 
 def _package_version(name: str) -> str | None:
@@ -57,7 +58,9 @@ def _driver_version() -> str | None:
     try:
         result = subprocess.run(
             ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -102,8 +105,10 @@ def gpu_state(device: torch.device) -> dict | None:
         handle = nvml_handle(pynvml, device)
         clock = lambda kind: pynvml.nvmlDeviceGetClockInfo(handle, kind)  # noqa: E731
         max_clock = lambda kind: pynvml.nvmlDeviceGetMaxClockInfo(handle, kind)  # noqa: E731
-        read_reasons = (getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
-                        or pynvml.nvmlDeviceGetCurrentClocksThrottleReasons)
+        read_reasons = (
+            getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+            or pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
+        )
         reasons = read_reasons(handle)
         uuid = pynvml.nvmlDeviceGetUUID(handle)
         return {
@@ -128,8 +133,10 @@ def clock_warnings(states: list[dict]) -> list[str]:
     warnings = []
     clocks = [state["sm_clock_mhz"] for state in states]
     if clocks and max(clocks) > (1 + CLOCK_VARIATION) * min(clocks):
-        warnings.append(f"SM clock under load varied from {min(clocks)} to {max(clocks)} MHz "
-                        f"(max {states[0]['max_sm_clock_mhz']} MHz): lock clocks (nvidia-smi -lgc) for steadier times")
+        warnings.append(
+            f"SM clock under load varied from {min(clocks)} to {max(clocks)} MHz "
+            f"(max {states[0]['max_sm_clock_mhz']} MHz): lock clocks (nvidia-smi -lgc) for steadier times"
+        )
     slowdowns = sorted({reason for state in states for reason in state["slowdowns"]})
     if slowdowns:
         warnings.append(f"clocks held down during the run by: {', '.join(slowdowns)}")
@@ -140,12 +147,15 @@ def load_summary(states: list[dict]) -> dict | None:
     """The GPU states read after each timed case, summarized (None when there are none)."""
     if not states:
         return None
+
     def span(field):
         return [min(state[field] for state in states), max(state[field] for state in states)]
 
-    return {"readings": len(states), **{field: span(field) for field in
-                                        ("sm_clock_mhz", "memory_clock_mhz", "temperature_c", "power_draw_w")},
-            "slowdowns": sorted({reason for state in states for reason in state["slowdowns"]})}
+    return {
+        "readings": len(states),
+        **{field: span(field) for field in ("sm_clock_mhz", "memory_clock_mhz", "temperature_c", "power_draw_w")},
+        "slowdowns": sorted({reason for state in states for reason in state["slowdowns"]}),
+    }
 
 
 def collect(device: torch.device, command: list[str] | None = None) -> dict:

@@ -45,8 +45,9 @@ def _same(seen: torch.Tensor, pristine: torch.Tensor) -> bool:
 
 def mutated_inputs(seen: dict, pristine: dict) -> list[str]:
     """The names of the tensors in ``seen`` that no longer equal their ``pristine`` originals."""
-    return [name for name, value in seen.items()
-            if isinstance(value, torch.Tensor) and not _same(value, pristine[name])]
+    return [
+        name for name, value in seen.items() if isinstance(value, torch.Tensor) and not _same(value, pristine[name])
+    ]
 
 
 def refill(seen: dict, fresh: dict) -> bool:

@@ -19,8 +19,9 @@ import fnmatch
 import functools
 import importlib
 import importlib.util
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from menagerie.harness import entry_points
 
@@ -31,8 +32,14 @@ SIZES = ("tiny", "small", "full")
 MODES = ("fwd", "bwd", "fwd_bwd")
 ROLES = ("reference", "variant", "peer")
 # The dtype names commands and options take, and the torch dtype each stands for (by its name: no torch at import).
-DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16", "bf16": "bfloat16",
-          "bfloat16": "bfloat16"}
+DTYPES = {
+    "fp32": "float32",
+    "float32": "float32",
+    "fp16": "float16",
+    "float16": "float16",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+}
 
 
 def default_size(device: torch.device) -> str:
@@ -77,7 +84,7 @@ class Cost:
         if self.flop_ceiling not in ("matmul", "fp32"):
             raise ValueError(f"Cost.flop_ceiling must be 'matmul' or 'fp32', got {self.flop_ceiling!r}")
 
-    def __add__(self, other: "Cost") -> "Cost":
+    def __add__(self, other: Cost) -> Cost:
         """Work of two steps run one after the other (e.g. forward then backward)."""
         if other.flop_ceiling != self.flop_ceiling:
             raise ValueError("cannot add costs bound by different FLOP ceilings")
@@ -283,8 +290,9 @@ def load_all() -> dict[str, Benchmark]:
         try:
             entry.load()
         except ImportError as error:
-            raise ImportError(f"benchmark family {entry.name!r} ({entry.value}) does not import: {error}",
-                              name=error.name) from error
+            raise ImportError(
+                f"benchmark family {entry.name!r} ({entry.value}) does not import: {error}", name=error.name
+            ) from error
     return dict(_REGISTRY)
 
 
@@ -304,10 +312,13 @@ def select(patterns: Sequence[str] = ()) -> list[Benchmark]:
             if fnmatch.fnmatch(name, pattern) or fnmatch.fnmatch(bench.family, pattern)
         ]
         if not hits:
-            close = difflib.get_close_matches(pattern, [*registry, *{bench.family for bench in registry.values()}],
-                                              n=3, cutoff=0.5)
-            raise ValueError(f"no benchmark matches {pattern!r}"
-                             + (f"; did you mean {' or '.join(map(repr, close))}?" if close else "")
-                             + f" (known: {', '.join(sorted(registry))})")
+            close = difflib.get_close_matches(
+                pattern, [*registry, *{bench.family for bench in registry.values()}], n=3, cutoff=0.5
+            )
+            raise ValueError(
+                f"no benchmark matches {pattern!r}"
+                + (f"; did you mean {' or '.join(map(repr, close))}?" if close else "")
+                + f" (known: {', '.join(sorted(registry))})"
+            )
         chosen.update({name: registry[name] for name in hits})
     return [chosen[name] for name in sorted(chosen)]

@@ -27,8 +27,8 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from menagerie.harness import runner
 from menagerie.harness.results import STATUS_RANK, ResultError, load_run, row_key, write_json_atomically
@@ -51,12 +51,13 @@ class WorkFolder:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, out: Path, argv: list[str], count: int, provenance: dict) -> "WorkFolder":
+    def create(cls, out: Path, argv: list[str], count: int, provenance: dict) -> WorkFolder:
         parent = out if out.suffix != ".json" else out.parent
         parent.mkdir(parents=True, exist_ok=True)
         folder = cls(Path(tempfile.mkdtemp(prefix=".replicates-", dir=parent)))
-        write_json_atomically({"argv": argv, "repeat": count, "out": str(out), "provenance": provenance},
-                              folder.path / MANIFEST)
+        write_json_atomically(
+            {"argv": argv, "repeat": count, "out": str(out), "provenance": provenance}, folder.path / MANIFEST
+        )
         return folder
 
     def manifest(self) -> dict:
@@ -68,8 +69,9 @@ class WorkFolder:
                 raise ValueError("argv or repeat")
             return manifest
         except FileNotFoundError:
-            raise ReplicateError(f"{self.path} is not a replicate folder of `menagerie run --repeat` "
-                                 f"(no {MANIFEST})") from None
+            raise ReplicateError(
+                f"{self.path} is not a replicate folder of `menagerie run --repeat` (no {MANIFEST})"
+            ) from None
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ReplicateError(f"{path} cannot be read ({error}); start the run again") from None
 
@@ -88,8 +90,7 @@ class WorkFolder:
         return done
 
 
-def spawn(argv: list[str], count: int, folder: WorkFolder,
-          on_start: Callable[[int], None] | None = None) -> list[dict]:
+def spawn(argv: list[str], count: int, folder: WorkFolder, on_start: Callable[[int], None] | None = None) -> list[dict]:
     """Runs ``menagerie ARGV`` in fresh processes, one after another, for each replicate that ``folder`` does
     not hold yet; the records of all ``count`` replicates."""
     kept = set(folder.recorded(count))
@@ -99,13 +100,19 @@ def spawn(argv: list[str], count: int, folder: WorkFolder,
         if on_start:
             on_start(index)
         out = folder.replicate(index)
-        done = subprocess.run([sys.executable, "-m", "menagerie.harness.cli", *argv],
-                              env={**os.environ, REPLICATE_ENV: str(out)}, stdout=subprocess.DEVNULL, stderr=None)
+        done = subprocess.run(
+            [sys.executable, "-m", "menagerie.harness.cli", *argv],
+            env={**os.environ, REPLICATE_ENV: str(out)},
+            stdout=subprocess.DEVNULL,
+            stderr=None,
+        )
         if done.returncode < 0 or done.returncode == 130:
             raise KeyboardInterrupt  # the replicate was interrupted (Ctrl-C reaches the whole process group)
         if not out.exists():
-            raise ReplicateError(f"replicate {index + 1} of {count} exited with code {done.returncode} "
-                                 "without writing its record (its error is above)")
+            raise ReplicateError(
+                f"replicate {index + 1} of {count} exited with code {done.returncode} "
+                "without writing its record (its error is above)"
+            )
     return [load_run(folder.replicate(index)) for index in range(count)]
 
 
@@ -119,7 +126,7 @@ def _replicate_samples(row: dict) -> list[list[float]]:
     """A row's samples, split by replicate."""
     split, start = [], 0
     for count in row["replicate_sample_counts"]:
-        split.append(row["samples_s"][start:start + count])
+        split.append(row["samples_s"][start : start + count])
         start += count
     return split
 
@@ -151,8 +158,11 @@ def merge(records: list[dict], provenance: dict) -> dict:
             row.update(samples_s=[], replicate_medians_s=[], replicate_sample_counts=[], stats=None)
             row["metrics"].update(tflops=None, gbps=None, gexp_per_s=None, roofline_pct=None)
         row["metrics"]["speedup_vs_reference"] = None
-        peaks = [version["metrics"]["peak_memory_bytes"] for version in versions
-                 if version["metrics"]["peak_memory_bytes"] is not None]
+        peaks = [
+            version["metrics"]["peak_memory_bytes"]
+            for version in versions
+            if version["metrics"]["peak_memory_bytes"] is not None
+        ]
         row["metrics"]["peak_memory_bytes"] = max(peaks, default=None)
     runner.set_speedups(merged["rows"])
     return merged

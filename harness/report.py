@@ -39,8 +39,21 @@ from menagerie.harness.formatting import GATE_COLUMNS, format_number, format_sec
 from menagerie.harness.gate import GateResult
 from menagerie.harness.results import write_bytes_atomically, write_text_atomically
 
-COLUMNS = ("benchmark", "case", "impl", "dtype", "mode", "status", "median", "95% CI", "× ref", "TFLOP/s",
-           "GB/s", "% roof", "accuracy")
+COLUMNS = (
+    "benchmark",
+    "case",
+    "impl",
+    "dtype",
+    "mode",
+    "status",
+    "median",
+    "95% CI",
+    "× ref",
+    "TFLOP/s",
+    "GB/s",
+    "% roof",
+    "accuracy",
+)
 PANEL_COLUMNS = 3
 
 
@@ -66,13 +79,25 @@ def row_cells(row: dict) -> tuple[str, ...]:
     """One row's values for ``COLUMNS``, formatted."""
     stats, metrics = row["stats"], row["metrics"]
     interval = f"{format_seconds(stats['ci95_s'][0])} – {format_seconds(stats['ci95_s'][1])}" if stats else "-"
-    return (row["benchmark"], row["case"], row["impl"], row["dtype"], row["mode"], row["status"],
-            format_seconds(stats and stats["median_s"]), interval, format_number(metrics["speedup_vs_reference"], ".3g"),
-            format_number(metrics["tflops"], ".3g"), format_number(metrics["gbps"], ".3g"),
-            format_number(metrics["roofline_pct"], ".1f"), _accuracy(row["accuracy"]))
+    return (
+        row["benchmark"],
+        row["case"],
+        row["impl"],
+        row["dtype"],
+        row["mode"],
+        row["status"],
+        format_seconds(stats and stats["median_s"]),
+        interval,
+        format_number(metrics["speedup_vs_reference"], ".3g"),
+        format_number(metrics["tflops"], ".3g"),
+        format_number(metrics["gbps"], ".3g"),
+        format_number(metrics["roofline_pct"], ".1f"),
+        _accuracy(row["accuracy"]),
+    )
 
 
 # ---- plots ----
+
 
 def _timed(rows: list[dict]) -> list[dict]:
     return [row for row in rows if row["stats"]]
@@ -149,8 +174,14 @@ def plot_latency(record: dict, path: Path) -> Path:
             xs = [index for index, case in enumerate(cases) if case in mine]
             stats = [mine[cases[x]] for x in xs]
             ax.plot(xs, [s["median_s"] for s in stats], marker="o", color=colours[impl], label=impl)
-            ax.fill_between(xs, [s["ci95_s"][0] for s in stats], [s["ci95_s"][1] for s in stats],
-                            color=colours[impl], alpha=0.25, linewidth=0)
+            ax.fill_between(
+                xs,
+                [s["ci95_s"][0] for s in stats],
+                [s["ci95_s"][1] for s in stats],
+                color=colours[impl],
+                alpha=0.25,
+                linewidth=0,
+            )
         ax.set_yscale("log")
         ax.set_xticks(range(len(cases)), cases, rotation=20, fontsize=8)
         ax.set_title(f"{bench} · {dtype} · {mode}", fontsize=9)
@@ -162,8 +193,11 @@ def plot_latency(record: dict, path: Path) -> Path:
 
 
 def plot_speedup(record: dict, path: Path) -> Path:
-    panels = {key: rows for key, rows in _panels(record["rows"]).items()
-              if any(row["metrics"]["speedup_vs_reference"] and row["role"] != "reference" for row in rows)}
+    panels = {
+        key: rows
+        for key, rows in _panels(record["rows"]).items()
+        if any(row["metrics"]["speedup_vs_reference"] and row["role"] != "reference" for row in rows)
+    }
     colours = _colours(record["rows"])
     figure, axes = _grid(len(panels))
     if not panels:
@@ -177,8 +211,14 @@ def plot_speedup(record: dict, path: Path) -> Path:
             mine = {row["case"]: row["metrics"]["speedup_vs_reference"] for row in compared if row["impl"] == impl}
             xs = [index for index, case in enumerate(cases) if case in mine]
             # Bars grow from 1 (parity): up for faster, down for slower.
-            ax.bar([x - 0.4 + width * (offset + 0.5) for x in xs], [mine[cases[x]] - 1 for x in xs], width,
-                   bottom=1.0, color=colours[impl], label=impl)
+            ax.bar(
+                [x - 0.4 + width * (offset + 0.5) for x in xs],
+                [mine[cases[x]] - 1 for x in xs],
+                width,
+                bottom=1.0,
+                color=colours[impl],
+                label=impl,
+            )
         ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
         ax.set_yscale("log")
         speedups = [row["metrics"]["speedup_vs_reference"] for row in compared] + [1.0]
@@ -213,28 +253,60 @@ def plot_roofline(record: dict, path: Path) -> Path:
             if ceiling:
                 rate = ceiling["value"] * 1e12
                 ax.axhline(rate, color="grey", linestyle="--" if name.startswith("FP32") else "-", linewidth=1)
-                ax.annotate(f"{name}: {ceiling['value']:.3g} TFLOP/s [{ceiling['source']}]", (low * 1.3, rate),
-                            fontsize=7, va="bottom", color="dimgrey")
+                ax.annotate(
+                    f"{name}: {ceiling['value']:.3g} TFLOP/s [{ceiling['source']}]",
+                    (low * 1.3, rate),
+                    fontsize=7,
+                    va="bottom",
+                    color="dimgrey",
+                )
         if "copy_gbps" in ceilings:
             bandwidth = ceilings["copy_gbps"]["value"] * 1e9
             # The bandwidth slope rises until it meets the highest plateau (the ridge point).
             top = max((c["value"] * 1e12 for c in plateaus.values() if c), default=bandwidth * high)
-            ax.plot([low, min(high, top / bandwidth)], [bandwidth * low, min(bandwidth * high, top)],
-                    color="grey", linewidth=1)
-            ax.annotate(f"copy {ceilings['copy_gbps']['value']:.3g} GB/s [{ceilings['copy_gbps']['source']}]",
-                        (low * 1.3, bandwidth * low * 1.3), fontsize=7, va="bottom", color="dimgrey")
+            ax.plot(
+                [low, min(high, top / bandwidth)],
+                [bandwidth * low, min(bandwidth * high, top)],
+                color="grey",
+                linewidth=1,
+            )
+            ax.annotate(
+                f"copy {ceilings['copy_gbps']['value']:.3g} GB/s [{ceilings['copy_gbps']['source']}]",
+                (low * 1.3, bandwidth * low * 1.3),
+                fontsize=7,
+                va="bottom",
+                color="dimgrey",
+            )
         for row, x, y in zip(rows, intensities, rates):
             ax.scatter([x], [y], color=colours[row["benchmark"]], marker=markers[row["impl"]], s=28, zorder=3)
         # Two legends: colour names the benchmark, shape the implementation.
         shown = lambda field: list(dict.fromkeys(row[field] for row in rows))  # noqa: E731
-        by_colour = [Line2D([], [], color=colours[name], marker="o", linestyle="", label=name)
-                     for name in shown("benchmark")]
-        by_shape = [Line2D([], [], color="dimgrey", marker=markers[name], linestyle="", label=name)
-                    for name in shown("impl")]
-        ax.add_artist(ax.legend(handles=by_colour, title="benchmark (colour)", fontsize=6, title_fontsize=7,
-                                loc="upper left", bbox_to_anchor=(1.01, 1.0), ncols=1 + len(by_colour) // 25))
-        ax.legend(handles=by_shape, title="implementation (shape)", fontsize=6, title_fontsize=7,
-                  loc="lower left", bbox_to_anchor=(1.01, 0.0), ncols=1 + len(by_shape) // 25)
+        by_colour = [
+            Line2D([], [], color=colours[name], marker="o", linestyle="", label=name) for name in shown("benchmark")
+        ]
+        by_shape = [
+            Line2D([], [], color="dimgrey", marker=markers[name], linestyle="", label=name) for name in shown("impl")
+        ]
+        ax.add_artist(
+            ax.legend(
+                handles=by_colour,
+                title="benchmark (colour)",
+                fontsize=6,
+                title_fontsize=7,
+                loc="upper left",
+                bbox_to_anchor=(1.01, 1.0),
+                ncols=1 + len(by_colour) // 25,
+            )
+        )
+        ax.legend(
+            handles=by_shape,
+            title="implementation (shape)",
+            fontsize=6,
+            title_fontsize=7,
+            loc="lower left",
+            bbox_to_anchor=(1.01, 0.0),
+            ncols=1 + len(by_shape) // 25,
+        )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlim(low, high)
@@ -262,18 +334,37 @@ tr.improvement td.verdict { color: #17803d; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 code { background: #f4f4f4; padding: 1px 4px; }
 """
-NUMERIC = {"median", "95% CI", "× ref", "TFLOP/s", "GB/s", "% roof", "baseline", "new", "new/base", "spread",
-           "threshold", "runs", "q"}
+NUMERIC = {
+    "median",
+    "95% CI",
+    "× ref",
+    "TFLOP/s",
+    "GB/s",
+    "% roof",
+    "baseline",
+    "new",
+    "new/base",
+    "spread",
+    "threshold",
+    "runs",
+    "q",
+}
 
 
-def _html_table(columns: tuple[str, ...], lines: list[tuple[str, ...]], table_id: str,
-                classes: list[str] | None = None, notes: list[str] | None = None) -> str:
+def _html_table(
+    columns: tuple[str, ...],
+    lines: list[tuple[str, ...]],
+    table_id: str,
+    classes: list[str] | None = None,
+    notes: list[str] | None = None,
+) -> str:
     head = "".join(f"<th>{html.escape(column)}</th>" for column in columns) + ("<th>reason</th>" if notes else "")
     body = []
     for index, cells in enumerate(lines):
         tds = "".join(
             f'<td class="{"num" if column in NUMERIC else column.replace(" ", "_")}">{html.escape(cell)}</td>'
-            for column, cell in zip(columns, cells))
+            for column, cell in zip(columns, cells)
+        )
         if notes:
             tds += f"<td>{html.escape(notes[index])}</td>"
         css = f' class="{classes[index]}"' if classes else ""
@@ -289,33 +380,49 @@ def write_html(record: dict, plots: dict[str, Path], gated: GateResult | None, p
     prov, config = record["provenance"], record["config"]
     git = prov["git"]
     facts = {
-        "device": prov["device"], "date (UTC)": prov["timestamp"], "command": prov["command"],
+        "device": prov["device"],
+        "date (UTC)": prov["timestamp"],
+        "command": prov["command"],
         "source": f"{git['sha'] or 'not a git checkout'}{' (dirty)' if git['dirty'] else ''}",
         "versions": f"Python {prov['python']} · torch {prov['torch']} · Triton {prov['triton']} · "
-                    f"CUDA {prov['cuda']} · driver {prov['driver']}",
+        f"CUDA {prov['cuda']} · driver {prov['driver']}",
         "config": f"size {config['size']} · timer {config['timer']} · seeds {config['seeds']}",
     }
-    ceilings = [(dtype, name, f"{c['value']:.4g} {c['unit']}", c["source"], c["detail"])
-                for dtype, found in record["ceilings"].items() for name, c in found.items()]
+    ceilings = [
+        (dtype, name, f"{c['value']:.4g} {c['unit']}", c["source"], c["detail"])
+        for dtype, found in record["ceilings"].items()
+        for name, c in found.items()
+    ]
     parts = [
-        "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         f"<title>menagerie report — {html.escape(prov['device'])}</title><style>{STYLE}</style></head><body>",
         f"<h1>menagerie report — {html.escape(prov['device'])}</h1>",
-        '<table id="provenance">' + "".join(f"<tr><th>{html.escape(key)}</th><td>{html.escape(value)}</td></tr>"
-                            for key, value in facts.items()) + "</table>",
+        '<table id="provenance">'
+        + "".join(f"<tr><th>{html.escape(key)}</th><td>{html.escape(value)}</td></tr>" for key, value in facts.items())
+        + "</table>",
         "<h2>Device ceilings</h2>",
         _html_table(("dtype", "ceiling", "value", "source", "how"), ceilings, "ceilings"),
         "<h2>Plots</h2>",
-        *(f'<figure><img alt="{name}" src="{_data_uri(plot)}"><figcaption>{name}</figcaption></figure>'
-          for name, plot in plots.items()),
+        *(
+            f'<figure><img alt="{name}" src="{_data_uri(plot)}"><figcaption>{name}</figcaption></figure>'
+            for name, plot in plots.items()
+        ),
         f"<h2>Every row ({len(record['rows'])})</h2>",
-        _html_table(COLUMNS, [row_cells(row) for row in record["rows"]], "rows",
-                    classes=[row["status"] for row in record["rows"]], notes=[row["reason"] for row in record["rows"]]),
+        _html_table(
+            COLUMNS,
+            [row_cells(row) for row in record["rows"]],
+            "rows",
+            classes=[row["status"] for row in record["rows"]],
+            notes=[row["reason"] for row in record["rows"]],
+        ),
     ]
     if gated is not None:
-        parts += [f"<h2>Against the baseline ({html.escape(gate_rule(gated))})</h2>",
-                  *(f"<p class=\"finding\">{html.escape(finding)}</p>" for finding in _findings(gated)),
-                  _html_table(GATE_COLUMNS, gate_cells(gated), "comparison", classes=[row.verdict for row in gated.all_rows])]
+        parts += [
+            f"<h2>Against the baseline ({html.escape(gate_rule(gated))})</h2>",
+            *(f'<p class="finding">{html.escape(finding)}</p>' for finding in _findings(gated)),
+            _html_table(GATE_COLUMNS, gate_cells(gated), "comparison", classes=[row.verdict for row in gated.all_rows]),
+        ]
     parts.append("</body></html>")
     write_text_atomically("\n".join(parts) + "\n", path)
     return path
@@ -331,23 +438,37 @@ def _markdown_table(columns: tuple[str, ...], lines: list[tuple[str, ...]]) -> s
 
 def _findings(gated: GateResult) -> list[str]:
     """Record-level findings (device, timer, size, dtype mismatches), each said with whether it fails."""
-    return [f"{finding.kind}{' (fails the gate)' if finding.failing else ''}: {finding.detail}"
-            for finding in gated.findings]
+    return [
+        f"{finding.kind}{' (fails the gate)' if finding.failing else ''}: {finding.detail}"
+        for finding in gated.findings
+    ]
 
 
 def write_markdown(record: dict, gated: GateResult | None, path: Path) -> Path:
     prov = record["provenance"]
-    parts = [f"Measured on {prov['device']} (torch {prov['torch']}, Triton {prov['triton']}) on "
-             f"{prov['timestamp'][:10]} with `{prov['command']}`, git "
-             f"{(prov['git']['sha'] or 'none')[:8]}{' (dirty)' if prov['git']['dirty'] else ''}:",
-             "", _markdown_table(COLUMNS, [row_cells(row) for row in record["rows"]])]
-    reasons = [f"- {row['benchmark']} {row['case']} {row['dtype']} {row['mode']} {row['impl']}: {row['reason']}"
-               for row in record["rows"] if row["reason"]]
+    parts = [
+        f"Measured on {prov['device']} (torch {prov['torch']}, Triton {prov['triton']}) on "
+        f"{prov['timestamp'][:10]} with `{prov['command']}`, git "
+        f"{(prov['git']['sha'] or 'none')[:8]}{' (dirty)' if prov['git']['dirty'] else ''}:",
+        "",
+        _markdown_table(COLUMNS, [row_cells(row) for row in record["rows"]]),
+    ]
+    reasons = [
+        f"- {row['benchmark']} {row['case']} {row['dtype']} {row['mode']} {row['impl']}: {row['reason']}"
+        for row in record["rows"]
+        if row["reason"]
+    ]
     if reasons:
         parts += ["", "Skips and failures:", "", *reasons]
     if gated is not None:
-        parts += ["", f"Against the baseline ({gate_rule(gated)}):", "", *(f"- {line}" for line in _findings(gated)),
-                  "", _markdown_table(GATE_COLUMNS, gate_cells(gated))]
+        parts += [
+            "",
+            f"Against the baseline ({gate_rule(gated)}):",
+            "",
+            *(f"- {line}" for line in _findings(gated)),
+            "",
+            _markdown_table(GATE_COLUMNS, gate_cells(gated)),
+        ]
     write_text_atomically("\n".join(parts) + "\n", path)
     return path
 
@@ -359,8 +480,13 @@ def build_report(record: dict, out: Path, gated: GateResult | None = None) -> Re
         raise ReportError("the run has no rows: nothing to report")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plots = {"latency": plot_latency(record, out / "latency.png"),
-             "speedup": plot_speedup(record, out / "speedup.png"),
-             "roofline": plot_roofline(record, out / "roofline.png")}
-    return ReportFiles(html=write_html(record, plots, gated, out / "report.html"),
-                       markdown=write_markdown(record, gated, out / "report.md"), plots=plots)
+    plots = {
+        "latency": plot_latency(record, out / "latency.png"),
+        "speedup": plot_speedup(record, out / "speedup.png"),
+        "roofline": plot_roofline(record, out / "roofline.png"),
+    }
+    return ReportFiles(
+        html=write_html(record, plots, gated, out / "report.html"),
+        markdown=write_markdown(record, gated, out / "report.md"),
+        plots=plots,
+    )

@@ -29,8 +29,16 @@ DEFAULT_RUNS_DIR = Path("results") / "runs"
 # A row's statuses, best first: where records of one row disagree (replicates, repeated runs), the worst wins.
 # noisy: timed, above --max-noise when its time ran out (harness/timing.py); throttled: blocks timed while the GPU
 # slowed down were kept (harness/throttle.py); wrong-after-timing and mutates-inputs: harness/recheck.py.
-STATUS_RANK = {"ok": 0, "noisy": 1, "throttled": 2, "skipped": 3, "accuracy_failed": 4, "wrong-after-timing": 5,
-               "mutates-inputs": 6, "error": 7}
+STATUS_RANK = {
+    "ok": 0,
+    "noisy": 1,
+    "throttled": 2,
+    "skipped": 3,
+    "accuracy_failed": 4,
+    "wrong-after-timing": 5,
+    "mutates-inputs": 6,
+    "error": 7,
+}
 MEASURED_STATUSES = ("ok", "noisy")  # timed rows that the gate compares and the history keeps
 FAILED_STATUSES = ("accuracy_failed", "wrong-after-timing", "mutates-inputs", "error")
 
@@ -125,8 +133,10 @@ def load_run(path: Path | str) -> dict:
     except ValueError as error:
         raise ResultError(f"{path} is not JSON: {error}") from None
     if isinstance(record, dict) and record.get("schema_version") not in (None, *READ_SCHEMA_VERSIONS):
-        raise ResultError(f"{path} has schema_version {record.get('schema_version')}; this menagerie reads "
-                          f"{', '.join(map(str, READ_SCHEMA_VERSIONS))}")
+        raise ResultError(
+            f"{path} has schema_version {record.get('schema_version')}; this menagerie reads "
+            f"{', '.join(map(str, READ_SCHEMA_VERSIONS))}"
+        )
     try:
         validate(record)
     except ResultError as error:
@@ -151,8 +161,9 @@ def load_runs(path: Path | str) -> tuple[list[dict], list[str]]:
         except ResultError as error:
             passed_over.append(str(error))
     if not records:
-        raise ResultError(f"{path}: no run record in this folder" + (f" ({len(passed_over)} other JSON files)"
-                                                                    if passed_over else ""))
+        raise ResultError(
+            f"{path}: no run record in this folder" + (f" ({len(passed_over)} other JSON files)" if passed_over else "")
+        )
     return records, passed_over
 
 

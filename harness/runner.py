@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -103,8 +103,9 @@ def _planned(benchmarks: list[Benchmark], config: RunConfig) -> tuple[list[Task]
 def _every_task(benchmarks: list[Benchmark], config: RunConfig) -> list[Task]:
     tasks = []
     for bench in benchmarks:
-        dtypes = [d for d in config.dtypes if d in bench.dtypes] if config.dtypes else default_dtypes(
-            bench, config.device)
+        dtypes = (
+            [d for d in config.dtypes if d in bench.dtypes] if config.dtypes else default_dtypes(bench, config.device)
+        )
         modes = [m for m in config.modes if m in bench.modes] if config.modes else list(bench.modes)
         impls = tuple(impl for impl in bench.impls if _matches(impl.name, config.impls))
         for case in bench.cases.get(config.size, ()):
@@ -133,9 +134,7 @@ def _grad_outputs(outputs: tuple[torch.Tensor, ...], seed: int) -> list[torch.Te
     # the implementation under test receive the same upstream gradient.
     generator = torch.Generator().manual_seed(seed + GRAD_OUTPUT_SEED_OFFSET)
     return [
-        torch.randn(out.shape, generator=generator).to(out.device, out.dtype)
-        for out in outputs
-        if out.requires_grad
+        torch.randn(out.shape, generator=generator).to(out.device, out.dtype) for out in outputs if out.requires_grad
     ]
 
 
@@ -148,9 +147,11 @@ class Prepared:
 
     def __init__(self, bench: Benchmark, impl: Impl, inputs: dict, mode: str, seed: int):
         self.fn, self.mode, self.seed, self.accuracy_view = impl.fn, mode, seed, bench.accuracy_view
-        self.leaves = {} if mode == "fwd" else {
-            name: inputs[name].detach().clone().requires_grad_(True) for name in bench.grad_inputs
-        }
+        self.leaves = (
+            {}
+            if mode == "fwd"
+            else {name: inputs[name].detach().clone().requires_grad_(True) for name in bench.grad_inputs}
+        )
         self.inputs = {**inputs, **self.leaves}
         self.outputs = self._forward() if mode == "bwd" else None
         self.grad_outputs = _grad_outputs(self.outputs, seed) if mode == "bwd" else None
@@ -162,8 +163,9 @@ class Prepared:
         if self.grad_outputs is None:
             self.grad_outputs = _grad_outputs(outputs, self.seed)
         differentiable = [out for out in outputs if out.requires_grad]
-        grads = torch.autograd.grad(differentiable, list(self.leaves.values()), self.grad_outputs,
-                                    retain_graph=retain, allow_unused=True)
+        grads = torch.autograd.grad(
+            differentiable, list(self.leaves.values()), self.grad_outputs, retain_graph=retain, allow_unused=True
+        )
         return [torch.zeros_like(leaf) if grad is None else grad for leaf, grad in zip(self.leaves.values(), grads)]
 
     def step(self):
@@ -220,10 +222,22 @@ def _empty_row(task: Task, impl: Impl, device_ceilings: dict) -> dict:
         "throttle": [],
         "stats": None,
         "accuracy": None,
-        "cost": {"flops": float(cost.flops), "bytes": float(cost.bytes), "exp": float(cost.exp),
-                 "flop_ceiling": cost.flop_ceiling, "extra": {k: float(v) for k, v in cost.extra.items()}},
-        "metrics": {"speedup_vs_reference": None, "tflops": None, "gbps": None, "gexp_per_s": None,
-                    "roofline_floor_s": floor, "roofline_pct": None, "peak_memory_bytes": None},
+        "cost": {
+            "flops": float(cost.flops),
+            "bytes": float(cost.bytes),
+            "exp": float(cost.exp),
+            "flop_ceiling": cost.flop_ceiling,
+            "extra": {k: float(v) for k, v in cost.extra.items()},
+        },
+        "metrics": {
+            "speedup_vs_reference": None,
+            "tflops": None,
+            "gbps": None,
+            "gexp_per_s": None,
+            "roofline_floor_s": floor,
+            "roofline_pct": None,
+            "peak_memory_bytes": None,
+        },
     }
 
 
@@ -255,8 +269,11 @@ def set_timing(row: dict, samples_by_replicate: list[list[float]]) -> None:
 
 def set_speedups(rows: list[dict]) -> None:
     """Each timed row's speedup over the timed reference row of its (benchmark, case, dtype, mode)."""
-    references = {(row["benchmark"], row["case"], row["dtype"], row["mode"]): row["stats"]["median_s"]
-                  for row in rows if row["role"] == "reference" and row["stats"]}
+    references = {
+        (row["benchmark"], row["case"], row["dtype"], row["mode"]): row["stats"]["median_s"]
+        for row in rows
+        if row["role"] == "reference" and row["stats"]
+    }
     for row in rows:
         reference = references.get((row["benchmark"], row["case"], row["dtype"], row["mode"]))
         if row["stats"] and reference:
@@ -276,8 +293,9 @@ def expected_outputs(task: Task, inputs_by_seed: dict[int, dict]) -> dict[int, d
     }
 
 
-def check_accuracy(task: Task, impl: Impl, inputs_by_seed: dict[int, dict],
-                   expected: dict[int, dict[str, torch.Tensor]]) -> accuracy.AccuracyRecord:
+def check_accuracy(
+    task: Task, impl: Impl, inputs_by_seed: dict[int, dict], expected: dict[int, dict[str, torch.Tensor]]
+) -> accuracy.AccuracyRecord:
     """Runs ``impl`` on every seed with poisoned allocations and compares with ``expected``."""
     tolerance = task.benchmark.tolerances[task.dtype]
     records = []
@@ -290,8 +308,9 @@ def check_accuracy(task: Task, impl: Impl, inputs_by_seed: dict[int, dict],
     return accuracy.merge_records(records)
 
 
-def check_after_timing(task: Task, impl: Impl, prepared: Prepared, pristine: dict, fresh: dict,
-                       expected_fresh: dict[str, torch.Tensor]) -> tuple[str, str] | None:
+def check_after_timing(
+    task: Task, impl: Impl, prepared: Prepared, pristine: dict, fresh: dict, expected_fresh: dict[str, torch.Tensor]
+) -> tuple[str, str] | None:
     """``(status, reason)`` when the timed implementation changed its inputs or is wrong on new values in its
     timed tensors (``menagerie.harness.recheck``); None when it passes."""
     changed = recheck.mutated_inputs(prepared.inputs, pristine)
@@ -314,8 +333,9 @@ def skip_reason(impl: Impl, task: Task, device: torch.device) -> str | None:
     return impl.skip_reason(task.case, device, task.dtype, task.mode) if impl.skip_reason else None
 
 
-def run_task(task: Task, config: RunConfig, device_ceilings: dict,
-             on_row: Callable[[dict], None] | None = None) -> list[dict]:
+def run_task(
+    task: Task, config: RunConfig, device_ceilings: dict, on_row: Callable[[dict], None] | None = None
+) -> list[dict]:
     inputs_by_seed = inputs_for_seeds(task, config.device, config.seeds)
     expected = expected_outputs(task, inputs_by_seed)
     rows, timed = [], []  # timed: (row, implementation, prepared, timer, seconds per sample)
@@ -349,8 +369,13 @@ def run_task(task: Task, config: RunConfig, device_ceilings: dict,
     def crashed(index: int, error: Exception) -> None:
         timed[index][0].update(status="error", reason=f"{type(error).__name__}: {error}")
 
-    samples = interleave([timer for *_, timer, _ in timed], [seconds for *_, seconds in timed], config.budget,
-                         on_error=crashed, watch=watch)
+    samples = interleave(
+        [timer for *_, timer, _ in timed],
+        [seconds for *_, seconds in timed],
+        config.budget,
+        on_error=crashed,
+        watch=watch,
+    )
     fresh = expected_fresh = None  # another seed's inputs and the reference's outputs on them, for the recheck
     for index, ((row, impl, prepared, timer, _), taken) in enumerate(zip(timed, samples)):
         if not taken:
@@ -360,8 +385,11 @@ def run_task(task: Task, config: RunConfig, device_ceilings: dict,
         row["throttle"] = [watch.summary(index)] if watch else []
         noise = relative_noise(taken)
         if config.budget.max_noise and noise > config.budget.max_noise and row["status"] == "ok":
-            row.update(status="noisy", reason=f"noise {noise:.2%} is above --max-noise {config.budget.max_noise:.2%} "
-                                              f"after {len(taken)} samples, when its --max-time or --max-reps ran out")
+            row.update(
+                status="noisy",
+                reason=f"noise {noise:.2%} is above --max-noise {config.budget.max_noise:.2%} "
+                f"after {len(taken)} samples, when its --max-time or --max-reps ran out",
+            )
         try:
             row["metrics"]["peak_memory_bytes"] = _peak_memory(prepared.step, config.device)
             if row["status"] not in MEASURED_STATUSES:
@@ -373,9 +401,12 @@ def run_task(task: Task, config: RunConfig, device_ceilings: dict,
             if found:
                 row.update(status=found[0], reason=found[1])
             elif watch and watch.kept_throttled.get(index):
-                row.update(status="throttled", reason=f"{watch.kept_throttled[index]} block(s) still throttled after "
-                                                      f"{watch.retaken.get(index, 0)} retakes: "
-                                                      f"{', '.join(sorted(watch.reasons_seen[index]))}")
+                row.update(
+                    status="throttled",
+                    reason=f"{watch.kept_throttled[index]} block(s) still throttled after "
+                    f"{watch.retaken.get(index, 0)} retakes: "
+                    f"{', '.join(sorted(watch.reasons_seen[index]))}",
+                )
         except Exception as error:
             row.update(status="error", reason=f"{type(error).__name__}: {error}")
     set_speedups(rows)
@@ -385,8 +416,13 @@ def run_task(task: Task, config: RunConfig, device_ceilings: dict,
     return rows
 
 
-def run(benchmarks: list[Benchmark], config: RunConfig, command: list[str] | None = None,
-        on_row: Callable[[dict], None] | None = None, on_task: Callable[[Task], None] | None = None) -> dict:
+def run(
+    benchmarks: list[Benchmark],
+    config: RunConfig,
+    command: list[str] | None = None,
+    on_row: Callable[[dict], None] | None = None,
+    on_task: Callable[[Task], None] | None = None,
+) -> dict:
     """Runs every planned task and returns the run record (not yet written)."""
     tasks, shard_groups = _planned(benchmarks, config)
     ceilings_by_dtype = {}
@@ -409,7 +445,12 @@ def run(benchmarks: list[Benchmark], config: RunConfig, command: list[str] | Non
         "provenance": started,
         "config": run_config,
         "ceilings": {name: {key: c.to_dict() for key, c in found.items()} for name, found in ceilings_by_dtype.items()},
-        "replicates": [{"timestamp": started["timestamp"], "gpu_under_load": provenance.load_summary(gpu_states),
-                        "warnings": provenance.clock_warnings(gpu_states)}],
+        "replicates": [
+            {
+                "timestamp": started["timestamp"],
+                "gpu_under_load": provenance.load_summary(gpu_states),
+                "warnings": provenance.clock_warnings(gpu_states),
+            }
+        ],
         "rows": rows,
     }

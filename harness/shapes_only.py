@@ -17,10 +17,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 _aten = torch.ops.aten
-SHAPE_ONLY_OPS = frozenset({
-    _aten.mm.default, _aten.addmm.default, _aten.bmm.default, _aten.baddbmm.default,
-    _aten.convolution.default, _aten.convolution_backward.default,
-})
+SHAPE_ONLY_OPS = frozenset(
+    {
+        _aten.mm.default,
+        _aten.addmm.default,
+        _aten.bmm.default,
+        _aten.baddbmm.default,
+        _aten.convolution.default,
+        _aten.convolution_backward.default,
+    }
+)
 
 
 def _to_meta(value):

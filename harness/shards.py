@@ -102,15 +102,19 @@ def merge(records: list[dict], allow_partial: bool = False) -> dict:
     if unsharded:
         raise ShardError(f"{len(unsharded)} of the records are not shards (run without --shard)")
     first = records[0]
-    for what, read in (("commit", lambda record: record["provenance"]["git"]["sha"]),
-                       ("device", lambda record: record["provenance"]["device"]),
-                       ("configuration", lambda record: _without_shard(record["config"])),
-                       ("number of shards", lambda record: record["config"]["shard"]["count"])):
+    for what, read in (
+        ("commit", lambda record: record["provenance"]["git"]["sha"]),
+        ("device", lambda record: record["provenance"]["device"]),
+        ("configuration", lambda record: _without_shard(record["config"])),
+        ("number of shards", lambda record: record["config"]["shard"]["count"]),
+    ):
         values = [read(record) for record in records]
         if any(value != values[0] for value in values):
             different = next(record for record, value in zip(records, values) if value != values[0])
-            raise ShardError(f"the shards differ in {what}: shard {_label(first)} has {values[0]!r}, "
-                             f"shard {_label(different)} {read(different)!r}")
+            raise ShardError(
+                f"the shards differ in {what}: shard {_label(first)} has {values[0]!r}, "
+                f"shard {_label(different)} {read(different)!r}"
+            )
     count = first["config"]["shard"]["count"]
     by_index: dict[int, dict] = {}
     for record in records:
@@ -120,15 +124,21 @@ def merge(records: list[dict], allow_partial: bool = False) -> dict:
         by_index[index] = record
     missing = [index for index in range(1, count + 1) if index not in by_index]
     if missing and not allow_partial:
-        raise ShardError(f"shard{'s' if len(missing) > 1 else ''} {', '.join(f'{i}/{count}' for i in missing)} "
-                         "missing (--allow-partial merges the others and marks the record partial)")
+        raise ShardError(
+            f"shard{'s' if len(missing) > 1 else ''} {', '.join(f'{i}/{count}' for i in missing)} "
+            "missing (--allow-partial merges the others and marks the record partial)"
+        )
     ordered = [by_index[index] for index in sorted(by_index)]
-    positions = {(bench, case): position for record in ordered
-                 for position, bench, case in record["config"]["shard"]["groups"]}
-    rows = sorted((row for record in ordered for row in record["rows"]),
-                  key=lambda row: positions[row["benchmark"], row["case"]])  # stable: a group's own order stays
-    config = {**_without_shard(first["config"]),
-              "merged_shards": {"count": count, "merged": sorted(by_index), "missing": missing}}
+    positions = {
+        (bench, case): position for record in ordered for position, bench, case in record["config"]["shard"]["groups"]
+    }
+    rows = sorted(
+        (row for record in ordered for row in record["rows"]), key=lambda row: positions[row["benchmark"], row["case"]]
+    )  # stable: a group's own order stays
+    config = {
+        **_without_shard(first["config"]),
+        "merged_shards": {"count": count, "merged": sorted(by_index), "missing": missing},
+    }
     if missing:
         config["partial"] = True
     ceilings = {}
@@ -137,12 +147,17 @@ def merge(records: list[dict], allow_partial: bool = False) -> dict:
             ceilings.setdefault(dtype, found)
     replicates = []
     for number, entries in enumerate(zip(*(record.get("replicates", []) for record in ordered))):
-        replicates.append({
-            "timestamp": min(entry["timestamp"] for entry in entries),
-            "gpu_under_load": next((entry["gpu_under_load"] for entry in entries if entry["gpu_under_load"]), None),
-            "warnings": [f"shard {index}: {warning}" for index, entry in zip(sorted(by_index), entries)
-                         for warning in entry["warnings"]],
-        })
+        replicates.append(
+            {
+                "timestamp": min(entry["timestamp"] for entry in entries),
+                "gpu_under_load": next((entry["gpu_under_load"] for entry in entries if entry["gpu_under_load"]), None),
+                "warnings": [
+                    f"shard {index}: {warning}"
+                    for index, entry in zip(sorted(by_index), entries)
+                    for warning in entry["warnings"]
+                ],
+            }
+        )
     return {**first, "config": config, "ceilings": ceilings, "replicates": replicates, "rows": rows}
 
 

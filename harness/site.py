@@ -33,9 +33,9 @@ import json
 import math
 import shutil
 import subprocess
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from scipy import stats
 
@@ -49,9 +49,23 @@ MANIFEST = ".menagerie-site.json"
 DEFAULT_RECENT = 30
 SPARK_WIDTH, SPARK_HEIGHT = 120, 24
 # Worst first: the order of verdicts on the index and of rows on a comparison page.
-VERDICT_ORDER = ("regression", "error", "mutates-inputs", "wrong-after-timing", "accuracy_failed", "missing",
-                 "missing_dtype", "newly_skipped", "params_changed", "undecided", "underpowered", "improvement",
-                 "unchanged", "skipped", "new")
+VERDICT_ORDER = (
+    "regression",
+    "error",
+    "mutates-inputs",
+    "wrong-after-timing",
+    "accuracy_failed",
+    "missing",
+    "missing_dtype",
+    "newly_skipped",
+    "params_changed",
+    "undecided",
+    "underpowered",
+    "improvement",
+    "unchanged",
+    "skipped",
+    "new",
+)
 
 
 class SiteError(ValueError):
@@ -81,9 +95,12 @@ class Context:
 
 # ---- reading ----
 
+
 def _contexts(runs: list[Run]) -> list[Context]:
-    return sorted({Context(run.device, run.size, run.timer) for run in runs},
-                  key=lambda context: (context.device, context.size, str(context.timer)))
+    return sorted(
+        {Context(run.device, run.size, run.timer) for run in runs},
+        key=lambda context: (context.device, context.size, str(context.timer)),
+    )
 
 
 def _messages(runs: list[Run]) -> dict[str, str]:
@@ -93,8 +110,12 @@ def _messages(runs: list[Run]) -> dict[str, str]:
     if missing:
         try:
             # --ignore-missing: a sha this checkout does not hold (another fork, a rewritten history) is passed over.
-            done = subprocess.run(["git", "log", "--no-walk=unsorted", "--ignore-missing", "--format=%H%x00%s",
-                                   *missing], capture_output=True, text=True, timeout=30)
+            done = subprocess.run(
+                ["git", "log", "--no-walk=unsorted", "--ignore-missing", "--format=%H%x00%s", *missing],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             lines = done.stdout.splitlines() if done.returncode == 0 else []
         except (OSError, subprocess.TimeoutExpired):
             lines = []
@@ -121,13 +142,14 @@ def _band(values: Sequence[float]) -> tuple[float, float] | None:
 
 # ---- building blocks of the pages ----
 
+
 def _sparkline(series: list[Series], commits: list[Commit]) -> str:
     """SVG polyline points: per recent commit, the geometric mean over rows of median / the row's latest median."""
     logs: dict[int, list[float]] = {}  # per recent commit's position, log(median / latest median) of each row
     position = {id(commit): index for index, commit in enumerate(commits)}
     for line in series:
         latest = math.log(line.points[-1].median_s)
-        for point in line.points[-len(commits):]:
+        for point in line.points[-len(commits) :]:
             if id(point.commit) in position:
                 logs.setdefault(position[id(point.commit)], []).append(math.log(point.median_s) - latest)
     ratios = [math.exp(sum(values) / len(values)) for _, values in sorted(logs.items())]
@@ -136,8 +158,10 @@ def _sparkline(series: list[Series], commits: list[Commit]) -> str:
     low, high = min(ratios), max(ratios)
     spread = (high - low) or 1.0
     step = SPARK_WIDTH / max(len(ratios) - 1, 1)
-    return " ".join(f"{index * step:.1f},{SPARK_HEIGHT - 2 - (value - low) / spread * (SPARK_HEIGHT - 4):.1f}"
-                    for index, value in enumerate(ratios))
+    return " ".join(
+        f"{index * step:.1f},{SPARK_HEIGHT - 2 - (value - low) / spread * (SPARK_HEIGHT - 4):.1f}"
+        for index, value in enumerate(ratios)
+    )
 
 
 def _change_text(change: ChangePoint, key: RowKey) -> str:
@@ -153,12 +177,12 @@ def _verdict_summary(verdicts: list[str]) -> tuple[str, str]:
     return " · ".join(f"{count} {verdict}" for verdict, count in counts.items()), next(iter(counts))
 
 
-def _figure(panel: list[Series], commits: list[Commit], reference: str | None,
-            reports: dict[str, str]) -> dict:
+def _figure(panel: list[Series], commits: list[Commit], reference: str | None, reports: dict[str, str]) -> dict:
     """plotly traces and layout of one (case, dtype, mode) panel; hover text is filled in by site.js from COMMITS."""
     position = {commit: index for index, commit in enumerate(commits)}
-    reference_medians = {point.commit: point.median_s for line in panel if line.key[2] == reference
-                         for point in line.points}
+    reference_medians = {
+        point.commit: point.median_s for line in panel if line.key[2] == reference for point in line.points
+    }
     traces, shapes = [], []
     for number, line in enumerate(panel):
         impl = line.key[2]
@@ -167,31 +191,69 @@ def _figure(panel: list[Series], commits: list[Commit], reference: str | None,
         bands = [_band(point.replicate_medians_s) for point in line.points]
         banded = [(index, band) for index, band in zip(x, bands) if band]
         if banded:
-            traces.append({"type": "scatter", "mode": "lines", "fill": "toself", "hoverinfo": "skip",
-                           "x": [i for i, _ in banded] + [i for i, _ in reversed(banded)],
-                           "y": [b[1] for _, b in banded] + [b[0] for _, b in reversed(banded)],
-                           "line": {"width": 0}, "fillcolor": colour.replace("hsl", "hsla").replace(")", ", 0.15)"),
-                           "showlegend": False, "legendgroup": impl, "meta": {"role": "band", "impl": impl}})
-        speedups = [reference_medians[point.commit] / point.median_s if point.commit in reference_medians else None
-                    for point in line.points]
-        traces.append({"type": "scatter", "mode": "lines+markers", "name": impl, "legendgroup": impl,
-                       "x": x, "y": [point.median_s for point in line.points],
-                       "line": {"color": colour, "width": 1.5}, "marker": {"size": 5},
-                       "customdata": [reports.get(point.commit.runs[-1], "") for point in line.points],
-                       "meta": {"role": "median", "impl": impl, "reference": impl == reference,
-                                "speedup": speedups}})
+            traces.append(
+                {
+                    "type": "scatter",
+                    "mode": "lines",
+                    "fill": "toself",
+                    "hoverinfo": "skip",
+                    "x": [i for i, _ in banded] + [i for i, _ in reversed(banded)],
+                    "y": [b[1] for _, b in banded] + [b[0] for _, b in reversed(banded)],
+                    "line": {"width": 0},
+                    "fillcolor": colour.replace("hsl", "hsla").replace(")", ", 0.15)"),
+                    "showlegend": False,
+                    "legendgroup": impl,
+                    "meta": {"role": "band", "impl": impl},
+                }
+            )
+        speedups = [
+            reference_medians[point.commit] / point.median_s if point.commit in reference_medians else None
+            for point in line.points
+        ]
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "lines+markers",
+                "name": impl,
+                "legendgroup": impl,
+                "x": x,
+                "y": [point.median_s for point in line.points],
+                "line": {"color": colour, "width": 1.5},
+                "marker": {"size": 5},
+                "customdata": [reports.get(point.commit.runs[-1], "") for point in line.points],
+                "meta": {"role": "median", "impl": impl, "reference": impl == reference, "speedup": speedups},
+            }
+        )
         for change in line.change_points:
             at = position[change.commit] - 0.5
-            shapes.append({"type": "line", "x0": at, "x1": at, "y0": 0, "y1": 1, "yref": "paper",
-                           "line": {"color": colour, "dash": "dash", "width": 1},
-                           "label": {"text": f"×{change.ratio:.2f}", "textposition": "end", "font": {"size": 10}}})
-    layout = {"height": 340, "margin": {"l": 70, "r": 20, "t": 10, "b": 40}, "hovermode": "closest",
-              "xaxis": {"title": {"text": "commit (oldest left)"}, "range": [-0.5, len(commits) - 0.5],
-                        "zeroline": False,
-                        "tickvals": list(range(len(commits))), "ticktext": [commit.label for commit in commits],
-                        "nticks": 30},
-              "yaxis": {"title": {"text": "median time per call (s)"}, "type": "log"},
-              "shapes": shapes, "legend": {"orientation": "h", "y": -0.25}}
+            shapes.append(
+                {
+                    "type": "line",
+                    "x0": at,
+                    "x1": at,
+                    "y0": 0,
+                    "y1": 1,
+                    "yref": "paper",
+                    "line": {"color": colour, "dash": "dash", "width": 1},
+                    "label": {"text": f"×{change.ratio:.2f}", "textposition": "end", "font": {"size": 10}},
+                }
+            )
+    layout = {
+        "height": 340,
+        "margin": {"l": 70, "r": 20, "t": 10, "b": 40},
+        "hovermode": "closest",
+        "xaxis": {
+            "title": {"text": "commit (oldest left)"},
+            "range": [-0.5, len(commits) - 0.5],
+            "zeroline": False,
+            "tickvals": list(range(len(commits))),
+            "ticktext": [commit.label for commit in commits],
+            "nticks": 30,
+        },
+        "yaxis": {"title": {"text": "median time per call (s)"}, "type": "log"},
+        "shapes": shapes,
+        "legend": {"orientation": "h", "y": -0.25},
+    }
     return {"data": traces, "layout": layout}
 
 
@@ -199,29 +261,46 @@ def _commit_table(commits: list[Commit], runs: dict[str, Run], messages: dict[st
     table = []
     for commit in commits:
         run = runs[commit.runs[-1]]
-        table.append({"label": commit.label, "sha": commit.sha or "no git", "date": commit.timestamp,
-                      "message": messages.get(commit.sha or "", ""), "versions": run.versions,
-                      "runs": len(commit.runs)})
+        table.append(
+            {
+                "label": commit.label,
+                "sha": commit.sha or "no git",
+                "date": commit.timestamp,
+                "message": messages.get(commit.sha or "", ""),
+                "versions": run.versions,
+                "runs": len(commit.runs),
+            }
+        )
     return table
 
 
 # ---- the roofline and anchors of a device ----
 
+
 def _roofline(record: dict) -> dict:
     """plotly traces of the run's timed rows with FLOPs and bytes (one trace per benchmark), and its ceilings."""
-    placed = [row for row in record["rows"] if row["status"] in MEASURED_STATUSES and row.get("stats")
-              and row["cost"]["flops"] and row["cost"]["bytes"]]
+    placed = [
+        row
+        for row in record["rows"]
+        if row["status"] in MEASURED_STATUSES and row.get("stats") and row["cost"]["flops"] and row["cost"]["bytes"]
+    ]
     traces, shapes, notes = [], [], []
     by_benchmark: dict[str, list[dict]] = {}
     for row in placed:
         by_benchmark.setdefault(row["benchmark"], []).append(row)
     for name, rows in sorted(by_benchmark.items()):
-        traces.append({"type": "scatter", "mode": "markers", "name": name,
-                       "x": [row["cost"]["flops"] / row["cost"]["bytes"] for row in rows],
-                       "y": [row["cost"]["flops"] / row["stats"]["median_s"] for row in rows],
-                       "text": [f"{row['impl']} · {row['case']} · {row['dtype']} · {row['mode']}" for row in rows],
-                       "hovertemplate": "%{text}<br>%{x:.3g} FLOP/B, %{y:.3g} FLOP/s<extra>" + name + "</extra>",
-                       "meta": {"role": "roofline"}})
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "markers",
+                "name": name,
+                "x": [row["cost"]["flops"] / row["cost"]["bytes"] for row in rows],
+                "y": [row["cost"]["flops"] / row["stats"]["median_s"] for row in rows],
+                "text": [f"{row['impl']} · {row['case']} · {row['dtype']} · {row['mode']}" for row in rows],
+                "hovertemplate": "%{text}<br>%{x:.3g} FLOP/B, %{y:.3g} FLOP/s<extra>" + name + "</extra>",
+                "meta": {"role": "roofline"},
+            }
+        )
     intensities = [x for trace in traces for x in trace["x"]] or [1.0]
     low, high = min(intensities) / 10, max(intensities) * 10
     for dtype, ceilings in sorted(record.get("ceilings", {}).items()):
@@ -229,23 +308,54 @@ def _roofline(record: dict) -> dict:
         for name, ceiling in sorted(ceilings.items()):
             if name.endswith("_tflops"):
                 rate = ceiling["value"] * 1e12
-                shapes.append({"type": "line", "x0": low, "x1": high, "y0": rate, "y1": rate,
-                               "line": {"color": "grey", "width": 1}})
+                shapes.append(
+                    {
+                        "type": "line",
+                        "x0": low,
+                        "x1": high,
+                        "y0": rate,
+                        "y1": rate,
+                        "line": {"color": "grey", "width": 1},
+                    }
+                )
             elif name == "copy_gbps":  # the bandwidth slope rises until it meets the highest plateau
                 bandwidth = ceiling["value"] * 1e9
                 ridge = min(high, max(plateaus, default=bandwidth * high) / bandwidth)
-                shapes.append({"type": "line", "x0": low, "x1": ridge, "y0": bandwidth * low, "y1": bandwidth * ridge,
-                               "line": {"color": "grey", "width": 1, "dash": "dot"}})
-            notes.append({"dtype": dtype, "name": name, "value": f"{ceiling['value']:.4g} {ceiling['unit']}",
-                          "source": ceiling.get("source", ""), "detail": ceiling.get("detail", "")})
-    layout = {"height": 480, "margin": {"l": 70, "r": 20, "t": 10, "b": 50}, "shapes": shapes,
-              "xaxis": {"type": "log", "title": {"text": "arithmetic intensity (FLOPs / minimal byte moved)"},
-                        "range": [math.log10(low), math.log10(high)]},
-              "yaxis": {"type": "log", "title": {"text": "achieved FLOP/s"}}}
+                shapes.append(
+                    {
+                        "type": "line",
+                        "x0": low,
+                        "x1": ridge,
+                        "y0": bandwidth * low,
+                        "y1": bandwidth * ridge,
+                        "line": {"color": "grey", "width": 1, "dash": "dot"},
+                    }
+                )
+            notes.append(
+                {
+                    "dtype": dtype,
+                    "name": name,
+                    "value": f"{ceiling['value']:.4g} {ceiling['unit']}",
+                    "source": ceiling.get("source", ""),
+                    "detail": ceiling.get("detail", ""),
+                }
+            )
+    layout = {
+        "height": 480,
+        "margin": {"l": 70, "r": 20, "t": 10, "b": 50},
+        "shapes": shapes,
+        "xaxis": {
+            "type": "log",
+            "title": {"text": "arithmetic intensity (FLOPs / minimal byte moved)"},
+            "range": [math.log10(low), math.log10(high)],
+        },
+        "yaxis": {"type": "log", "title": {"text": "achieved FLOP/s"}},
+    }
     return {"figure": {"data": traces, "layout": layout}, "ceilings": notes, "rows": len(placed)}
 
 
 # ---- comparisons ----
+
 
 def _record(path: str, loaded: dict[str, dict]) -> dict:
     """The run record at ``path``, read once per build (the gate and the device page both read the latest)."""
@@ -254,8 +364,9 @@ def _record(path: str, loaded: dict[str, dict]) -> dict:
     return loaded[path]
 
 
-def _compare(baseline_paths: Sequence[str], new_paths: Sequence[str], loaded: dict[str, dict]
-             ) -> tuple[object, list[str]]:
+def _compare(
+    baseline_paths: Sequence[str], new_paths: Sequence[str], loaded: dict[str, dict]
+) -> tuple[object, list[str]]:
     from menagerie.harness.gate import gate
 
     problems = []
@@ -272,17 +383,31 @@ def _compare(baseline_paths: Sequence[str], new_paths: Sequence[str], loaded: di
 def _comparison_page(title: str, baseline_label: str, new_label: str, result) -> dict:
     order = {verdict: index for index, verdict in enumerate(VERDICT_ORDER)}
     rows = sorted(result.all_rows, key=lambda row: (order.get(row.verdict, len(order)), row.key))
-    return {"title": title, "baseline": baseline_label, "new": new_label, "passed": result.passed,
-            "reasons": result.reasons,
-            "findings": [f"{finding.kind}: {finding.detail}" for finding in result.findings],
-            "rows": [{"key": " · ".join(row.key), "verdict": row.verdict, "failing": row.failing,
-                      "ratio": f"{row.ratio:.3f}" if row.ratio else "-",
-                      "ci": f"{row.ci[0]:.3f}–{row.ci[1]:.3f}" if row.ci else "-",
-                      "baseline": format_seconds(row.baseline_s) if row.baseline_s else "-",
-                      "new": format_seconds(row.new_s) if row.new_s else "-", "detail": row.detail} for row in rows]}
+    return {
+        "title": title,
+        "baseline": baseline_label,
+        "new": new_label,
+        "passed": result.passed,
+        "reasons": result.reasons,
+        "findings": [f"{finding.kind}: {finding.detail}" for finding in result.findings],
+        "rows": [
+            {
+                "key": " · ".join(row.key),
+                "verdict": row.verdict,
+                "failing": row.failing,
+                "ratio": f"{row.ratio:.3f}" if row.ratio else "-",
+                "ci": f"{row.ci[0]:.3f}–{row.ci[1]:.3f}" if row.ci else "-",
+                "baseline": format_seconds(row.baseline_s) if row.baseline_s else "-",
+                "new": format_seconds(row.new_s) if row.new_s else "-",
+                "detail": row.detail,
+            }
+            for row in rows
+        ],
+    }
 
 
 # ---- the site ----
+
 
 class _Writer:
     """Writes the site's files, each only when the digest of its inputs changed (see the module docstring)."""
@@ -291,8 +416,13 @@ class _Writer:
         import jinja2
 
         self.out, self.result = out, result
-        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                                      undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(TEMPLATES),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
         self.env.policies["json.dumps_kwargs"] = {"separators": (",", ":")}  # `tojson`: HTML-safe, compact
         self.templates = _digest(*(path.read_bytes() for path in sorted(TEMPLATES.iterdir())))
         try:
@@ -358,9 +488,18 @@ def _copy_reports(runs: list[Run], reports: Path | None, writer: _Writer) -> dic
     return links
 
 
-def build(folders: Sequence[Path], out: Path, *, by_device: bool = False, strict: bool = False,
-          baseline: Path | None = None, reports: Path | None = None, recent: int = DEFAULT_RECENT,
-          cache_dir: Path | None = None, on_progress: Callable[[str], None] = lambda message: None) -> SiteResult:
+def build(
+    folders: Sequence[Path],
+    out: Path,
+    *,
+    by_device: bool = False,
+    strict: bool = False,
+    baseline: Path | None = None,
+    reports: Path | None = None,
+    recent: int = DEFAULT_RECENT,
+    cache_dir: Path | None = None,
+    on_progress: Callable[[str], None] = lambda message: None,
+) -> SiteResult:
     """Writes the site for the run records in ``folders`` into ``out``; see the module docstring."""
     if recent < 2:
         raise SiteError(f"--recent must be at least 2, got {recent}")
@@ -380,8 +519,10 @@ def build(folders: Sequence[Path], out: Path, *, by_device: bool = False, strict
             raise SiteError(f"no run records in {', '.join(map(str, folders))}")
         devices = sorted({run.device for run in runs})
         if len(devices) > 1 and not by_device:
-            raise SiteError(f"the records come from {len(devices)} devices ({', '.join(devices)}): give --by-device "
-                            "for a section per device, or one device's folders")
+            raise SiteError(
+                f"the records come from {len(devices)} devices ({', '.join(devices)}): give --by-device "
+                "for a section per device, or one device's folders"
+            )
         run_of = {run.path: run for run in runs}
         messages = _messages(runs)
         out.mkdir(parents=True, exist_ok=True)
@@ -404,12 +545,18 @@ def build(folders: Sequence[Path], out: Path, *, by_device: bool = False, strict
             on_progress(f"series of {context.device} · size {context.size}")
             found = query(store, device=context.device, size=context.size, timer=context.timer)
             commits = found.commits
-            runs_here = [run for run in runs if (run.device, run.size, run.timer) == (context.device, context.size,
-                                                                                    context.timer)]
+            runs_here = [
+                run
+                for run in runs
+                if (run.device, run.size, run.timer) == (context.device, context.size, context.timer)
+            ]
             # The latest commit against the one before it, or against --baseline's runs of this context.
             verdicts: dict[RowKey, str] = {}
-            base = [run.path for run in baseline_runs
-                    if (run.device, run.size, run.timer) == (context.device, context.size, context.timer)]
+            base = [
+                run.path
+                for run in baseline_runs
+                if (run.device, run.size, run.timer) == (context.device, context.size, context.timer)
+            ]
             against = "the baseline" if base else (commits[-2].label if len(commits) > 1 else None)
             if not base and len(commits) > 1:
                 base = list(commits[-2].runs)
@@ -419,28 +566,50 @@ def build(folders: Sequence[Path], out: Path, *, by_device: bool = False, strict
                 if gated is not None:
                     verdicts = {row.key: row.verdict for row in gated.rows}
                     name = f"comparisons/{context.slug}.html"
-                    comparisons.append({"href": name, "context": context, "passed": gated.passed,
-                                        "against": against, "new": commits[-1].label})
-                    writer.page(name, "comparison.html.j2", context=vars(context),
-                                **_comparison_page(f"{context.device} · size {context.size}", against,
-                                                   commits[-1].label, gated))
+                    comparisons.append(
+                        {
+                            "href": name,
+                            "context": context,
+                            "passed": gated.passed,
+                            "against": against,
+                            "new": commits[-1].label,
+                        }
+                    )
+                    writer.page(
+                        name,
+                        "comparison.html.j2",
+                        context=vars(context),
+                        **_comparison_page(
+                            f"{context.device} · size {context.size}", against, commits[-1].label, gated
+                        ),
+                    )
             recent_commits = commits[-recent:]
             groups: dict[tuple[str, str, str], list[Series]] = {}
             for line in found.series:
                 benchmark, case, impl, dtype, mode = line.key
                 groups.setdefault((benchmark, dtype, mode), []).append(line)
                 benchmark_panels.setdefault(benchmark, {}).setdefault(context, {}).setdefault(
-                    (case, dtype, mode), []).append(line)
+                    (case, dtype, mode), []
+                ).append(line)
             for (benchmark, dtype, mode), lines in sorted(groups.items()):
                 summary, worst = _verdict_summary([verdicts[line.key] for line in lines if line.key in verdicts])
-                index_rows.append({"benchmark": benchmark, "family": benchmark.split(".")[0],
-                                   "device": context.device, "size": context.size, "dtype": dtype, "mode": mode,
-                                   "rows": len(lines), "spark": _sparkline(lines, recent_commits),
-                                   "latest": format_seconds(min(line.points[-1].median_s for line in lines)),
-                                   "verdict": summary, "worst": worst,
-                                   "changes": [_change_text(change, line.key) for line in lines
-                                               for change in line.change_points],
-                                   "href": f"benchmarks/{slug(benchmark)}.html"})
+                index_rows.append(
+                    {
+                        "benchmark": benchmark,
+                        "family": benchmark.split(".")[0],
+                        "device": context.device,
+                        "size": context.size,
+                        "dtype": dtype,
+                        "mode": mode,
+                        "rows": len(lines),
+                        "spark": _sparkline(lines, recent_commits),
+                        "latest": format_seconds(min(line.points[-1].median_s for line in lines)),
+                        "verdict": summary,
+                        "worst": worst,
+                        "changes": [_change_text(change, line.key) for line in lines for change in line.change_points],
+                        "href": f"benchmarks/{slug(benchmark)}.html",
+                    }
+                )
             latest = runs_here[-1]
             device_pages.setdefault(context.device, []).append((context, latest, commits))
             result.warnings += [warning for warning in found.warnings if warning not in result.warnings]
@@ -456,36 +625,72 @@ def build(folders: Sequence[Path], out: Path, *, by_device: bool = False, strict
                 except ResultError as error:
                     result.warnings.append(f"{latest.path}: {error}")
                     continue
-                references.update({(row["benchmark"], context): row["impl"] for row in record["rows"]
-                                   if row["role"] == "reference"})
-                rendered.append({"context": vars(context), "run": Path(latest.path).name,
-                                 "commit": commits[-1].label if commits else "", **_roofline(record)})
-            here_first = sorted(anchors, key=lambda figure: (figure["device"].lower() not in device.lower(),
-                                                             figure["subject"], figure["device"]))
-            writer.page(f"devices/{slug(device)}.html", "device.html.j2", device=device,
-                        sections=rendered, anchors=here_first)
+                references.update(
+                    {(row["benchmark"], context): row["impl"] for row in record["rows"] if row["role"] == "reference"}
+                )
+                rendered.append(
+                    {
+                        "context": vars(context),
+                        "run": Path(latest.path).name,
+                        "commit": commits[-1].label if commits else "",
+                        **_roofline(record),
+                    }
+                )
+            here_first = sorted(
+                anchors,
+                key=lambda figure: (
+                    figure["device"].lower() not in device.lower(),
+                    figure["subject"],
+                    figure["device"],
+                ),
+            )
+            writer.page(
+                f"devices/{slug(device)}.html", "device.html.j2", device=device, sections=rendered, anchors=here_first
+            )
 
         for benchmark, contexts in sorted(benchmark_panels.items()):
             on_progress(f"page of {benchmark}")
             sections = []
             for context, panels in contexts.items():
-                found_commits = sorted({point.commit for lines in panels.values() for line in lines
-                                        for point in line.points}, key=lambda commit: (commit.time, commit.runs))
+                found_commits = sorted(
+                    {point.commit for lines in panels.values() for line in lines for point in line.points},
+                    key=lambda commit: (commit.time, commit.runs),
+                )
                 reference = references.get((benchmark, context))
-                figures = [{"title": " · ".join(panel_key), "impls": sorted({line.key[2] for line in lines}),
-                            "figure": _figure(sorted(lines, key=lambda line: line.key[2]), found_commits, reference,
-                                              report_links)}
-                           for panel_key, lines in sorted(panels.items())]
-                sections.append({"context": vars(context), "reference": reference, "panels": figures,
-                                 "commits": _commit_table(found_commits, run_of, messages)})
-            writer.page(f"benchmarks/{slug(benchmark)}.html", "benchmark.html.j2", benchmark=benchmark,
-                        sections=sections)
+                figures = [
+                    {
+                        "title": " · ".join(panel_key),
+                        "impls": sorted({line.key[2] for line in lines}),
+                        "figure": _figure(
+                            sorted(lines, key=lambda line: line.key[2]), found_commits, reference, report_links
+                        ),
+                    }
+                    for panel_key, lines in sorted(panels.items())
+                ]
+                sections.append(
+                    {
+                        "context": vars(context),
+                        "reference": reference,
+                        "panels": figures,
+                        "commits": _commit_table(found_commits, run_of, messages),
+                    }
+                )
+            writer.page(
+                f"benchmarks/{slug(benchmark)}.html", "benchmark.html.j2", benchmark=benchmark, sections=sections
+            )
             result.benchmarks.append(benchmark)
 
         filters = {name: sorted({row[name] for row in index_rows}) for name in ("family", "device", "dtype", "mode")}
-        writer.page("index.html", "index.html.j2", rows=index_rows, filters=filters,
-                    comparisons=[{**item, "context": vars(item["context"])} for item in comparisons],
-                    devices=[{"name": device, "href": f"devices/{slug(device)}.html"} for device in device_pages],
-                    runs=len(runs), folders=[str(folder) for folder in folders], warnings=result.warnings)
+        writer.page(
+            "index.html",
+            "index.html.j2",
+            rows=index_rows,
+            filters=filters,
+            comparisons=[{**item, "context": vars(item["context"])} for item in comparisons],
+            devices=[{"name": device, "href": f"devices/{slug(device)}.html"} for device in device_pages],
+            runs=len(runs),
+            folders=[str(folder) for folder in folders],
+            warnings=result.warnings,
+        )
         writer.finish()
     return result

@@ -65,14 +65,19 @@ def summarize_replicates(samples_by_replicate: list) -> dict:
     logs = np.log([np.median(_as_array(samples)) for samples in samples_by_replicate])
     pooled["replicates"] = int(logs.size)
     if logs.size == 1:
-        pooled.update(median_s=float(np.exp(logs[0])), ci95_s=list(bootstrap_median_ci(samples_by_replicate[0])),
-                      ci95_from="samples")
+        pooled.update(
+            median_s=float(np.exp(logs[0])),
+            ci95_s=list(bootstrap_median_ci(samples_by_replicate[0])),
+            ci95_from="samples",
+        )
     else:
         half_width = scipy_stats.t.ppf(0.975, logs.size - 1) * logs.std(ddof=1) / np.sqrt(logs.size)
         centre = logs.mean()
-        pooled.update(median_s=float(np.exp(centre)),
-                      ci95_s=[float(np.exp(centre - half_width)), float(np.exp(centre + half_width))],
-                      ci95_from="replicates")
+        pooled.update(
+            median_s=float(np.exp(centre)),
+            ci95_s=[float(np.exp(centre - half_width)), float(np.exp(centre + half_width))],
+            ci95_from="replicates",
+        )
     low, high = pooled["ci95_s"]
     pooled["noise"] = (high - low) / 2 / pooled["median_s"] if pooled["median_s"] > 0 else None
     return pooled

@@ -12,8 +12,9 @@ the row status ``throttled``, which the gate treats as undecided.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # `menagerie run --help` reads DEFAULT_MIN_CLOCK without importing torch
     import torch
@@ -21,8 +22,13 @@ if TYPE_CHECKING:  # `menagerie run --help` reads DEFAULT_MIN_CLOCK without impo
 # NVML's clock-event reasons that mean the GPU is being slowed down (nvmlClocksEventReason*): the software power
 # cap, hardware slowdown, software and hardware thermal slowdown and the hardware power brake. Idle, application
 # clock settings, sync boost and display clocks are not.
-SLOWDOWN_REASONS = {0x4: "power cap", 0x8: "hardware slowdown", 0x20: "thermal (software)",
-                    0x40: "thermal (hardware)", 0x80: "power brake"}
+SLOWDOWN_REASONS = {
+    0x4: "power cap",
+    0x8: "hardware slowdown",
+    0x20: "thermal (software)",
+    0x40: "thermal (hardware)",
+    0x80: "power brake",
+}
 DEFAULT_MIN_CLOCK = 0.9
 DEFAULT_MAX_RETAKES = 20
 
@@ -52,8 +58,9 @@ class BlockWatch:
         """Whether a block between these two reads was throttled; notes why for timer ``index``."""
         why = {name for _, reasons in (before, after) for bit, name in SLOWDOWN_REASONS.items() if reasons & bit}
         if self.reference_mhz and min(before[0], after[0]) < self.min_clock * self.reference_mhz:
-            why.add(f"SM clock {min(before[0], after[0]):.0f} MHz < {self.min_clock:.0%} of "
-                    f"{self.reference_mhz:.0f} MHz")
+            why.add(
+                f"SM clock {min(before[0], after[0]):.0f} MHz < {self.min_clock:.0%} of {self.reference_mhz:.0f} MHz"
+            )
         if why:
             self.reasons_seen.setdefault(index, set()).update(why)
         return bool(why)
@@ -67,9 +74,12 @@ class BlockWatch:
         return False
 
     def summary(self, index: int) -> dict:
-        return {"retaken_blocks": self.retaken.get(index, 0),
-                "throttled_blocks_kept": self.kept_throttled.get(index, 0),
-                "reasons": sorted(self.reasons_seen.get(index, ())), "reference_mhz": self.reference_mhz}
+        return {
+            "retaken_blocks": self.retaken.get(index, 0),
+            "throttled_blocks_kept": self.kept_throttled.get(index, 0),
+            "reasons": sorted(self.reasons_seen.get(index, ())),
+            "reference_mhz": self.reference_mhz,
+        }
 
 
 def nvml_reader(device: torch.device) -> Callable[[], tuple[float, int]] | None:
@@ -85,8 +95,10 @@ def nvml_reader(device: torch.device) -> Callable[[], tuple[float, int]] | None:
         handle = nvml_handle(pynvml, device)
     except Exception:  # no NVML library, no such device: the run goes on without the watch
         return None
-    reasons = (getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
-               or pynvml.nvmlDeviceGetCurrentClocksThrottleReasons)
+    reasons = (
+        getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        or pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
+    )
 
     def read() -> tuple[float, int]:
         return float(pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM)), int(reasons(handle))

@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -250,9 +250,13 @@ def relative_noise(samples: list[float]) -> float:
     return (high - low) / 2 / median
 
 
-def interleave(timers: list[Timer], seconds_per_sample: list[float], budget: Budget,
-               on_error: Callable[[int, Exception], None] | None = None,
-               watch: BlockWatch | None = None) -> list[list[float]]:
+def interleave(
+    timers: list[Timer],
+    seconds_per_sample: list[float],
+    budget: Budget,
+    on_error: Callable[[int, Exception], None] | None = None,
+    watch: BlockWatch | None = None,
+) -> list[list[float]]:
     """Samples of each warmed-up timer, taken block by block in turns, for the budget or until quiet (see the
     module docstring). With a ``watch`` (``menagerie.harness.throttle``), a throttled block is taken again.
 

@@ -13,8 +13,8 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -56,8 +56,15 @@ def python_docs_paragraphs(min_words: int = 12) -> list[str]:
 
 def text_batches(tokenizer, texts: list[str], batch_size: int, max_tokens: int) -> Iterator[dict]:
     for start in range(0, len(texts), batch_size):
-        yield dict(tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True, truncation=True,
-                             max_length=max_tokens))
+        yield dict(
+            tokenizer(
+                texts[start : start + batch_size],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=max_tokens,
+            )
+        )
 
 
 def tensor_batches(path: Path | str, batch_size: int) -> Iterator[torch.Tensor]:
@@ -74,4 +81,4 @@ def tensor_batches(path: Path | str, batch_size: int) -> Iterator[torch.Tensor]:
     if not isinstance(inputs, torch.Tensor) or inputs.dim() == 0:
         raise ValueError(f"tensors: {path} must hold one tensor with a batch dimension")
     for start in range(0, inputs.shape[0], batch_size):
-        yield inputs[start:start + batch_size]
+        yield inputs[start : start + batch_size]

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -51,8 +51,9 @@ def resolve_layer(model: torch.nn.Module, layer: str) -> torch.nn.Module:
     names = [name for name, _ in model.named_modules() if name]
     if layer not in names:
         close = [name for name in names if layer.split(".")[-1] in name][:8] or names[:8]
-        raise ValueError(f"layer {layer!r} is not a submodule of {type(model).__name__}; "
-                         f"some that are: {', '.join(close)}")
+        raise ValueError(
+            f"layer {layer!r} is not a submodule of {type(model).__name__}; some that are: {', '.join(close)}"
+        )
     return model.get_submodule(layer)
 
 
@@ -107,9 +108,18 @@ def _call(model, batch, device):
     return model(batch.to(device))
 
 
-def collect_activations(model: torch.nn.Module, layer: str, batches: Iterable, out: Path | str, *,
-                        model_name: str, dtype: torch.dtype = torch.float32, shard_rows: int = 65536,
-                        max_rows: int | None = None, on_batch=None) -> Manifest:
+def collect_activations(
+    model: torch.nn.Module,
+    layer: str,
+    batches: Iterable,
+    out: Path | str,
+    *,
+    model_name: str,
+    dtype: torch.dtype = torch.float32,
+    shard_rows: int = 65536,
+    max_rows: int | None = None,
+    on_batch=None,
+) -> Manifest:
     """Runs ``model`` over ``batches`` and writes the ``layer`` outputs to ``out`` (see the module doc).
 
     ``on_batch(rows_so_far)`` is called after each batch (progress); ``max_rows`` stops early.
@@ -136,7 +146,7 @@ def collect_activations(model: torch.nn.Module, layer: str, batches: Iterable, o
                     raise RuntimeError(f"layer {layer!r} did not run in the model's forward")
                 rows = _rows_of(captured[0], batch)
                 if max_rows is not None:
-                    rows = rows[:max_rows - total]
+                    rows = rows[: max_rows - total]
                 writer = writer or _ShardWriter(out, rows.shape[1], dtype, shard_rows)
                 writer.add(rows)
                 total += rows.shape[0]
@@ -148,8 +158,9 @@ def collect_activations(model: torch.nn.Module, layer: str, batches: Iterable, o
         handle.remove()
     if writer is None or total == 0:
         raise ValueError("no activations: the inputs were empty")
-    manifest = Manifest(model=model_name, layer=layer, dtype=NUMPY_DTYPES[dtype], dim=writer.dim, count=total,
-                        shards=writer.finish())
+    manifest = Manifest(
+        model=model_name, layer=layer, dtype=NUMPY_DTYPES[dtype], dim=writer.dim, count=total, shards=writer.finish()
+    )
     write_json_atomically(asdict(manifest), out / MANIFEST)
     return manifest
 
@@ -163,8 +174,10 @@ class ActivationDataset:
             raise ActivationDatasetError(f"{self.folder}: no such activation folder")
         path = self.folder / MANIFEST
         if not path.exists():
-            raise ActivationDatasetError(f"{self.folder}: no {MANIFEST}; the dataset is incomplete "
-                                         "(its writing was interrupted) or this is not an activation folder")
+            raise ActivationDatasetError(
+                f"{self.folder}: no {MANIFEST}; the dataset is incomplete "
+                "(its writing was interrupted) or this is not an activation folder"
+            )
         try:
             self.manifest = Manifest(**json.loads(path.read_text()))
         except (json.JSONDecodeError, TypeError) as error:
@@ -176,8 +189,9 @@ class ActivationDataset:
             except (OSError, ValueError) as error:
                 raise ActivationDatasetError(f"{self.folder / shard['file']}: unreadable shard ({error})") from None
             if array.shape != (shard["rows"], self.manifest.dim):
-                raise ActivationDatasetError(f"{shard['file']}: shape {array.shape}, manifest says "
-                                             f"({shard['rows']}, {self.manifest.dim})")
+                raise ActivationDatasetError(
+                    f"{shard['file']}: shape {array.shape}, manifest says ({shard['rows']}, {self.manifest.dim})"
+                )
             self.shards.append(array)
 
     @property
@@ -201,7 +215,7 @@ class ActivationDataset:
                 shard = self.shards[shard_index]
                 order = generator.permutation(len(shard))
                 for start in range(0, len(shard), batch_size):
-                    rows = np.sort(order[start:start + batch_size])  # sorted: sequential memory-map reads
+                    rows = np.sort(order[start : start + batch_size])  # sorted: sequential memory-map reads
                     buffer.append(np.asarray(shard[rows]))
                     buffered += len(rows)
                     while buffered >= batch_size:

@@ -14,7 +14,7 @@ the PyTorch reference for the benchmark's reference row).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -24,13 +24,22 @@ from menagerie.kernels.ssm.selective_scan import selective_scan
 
 
 class MambaBlock(nn.Module):
-    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
-                 dt_rank: int | None = None, dt_min: float = 1e-3, dt_max: float = 1e-1,
-                 scan: Callable = selective_scan):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | None = None,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        scan: Callable = selective_scan,
+    ):
         super().__init__()
         if d_model <= 0 or d_state <= 0 or d_conv <= 0 or expand <= 0:
-            raise ValueError(f"d_model, d_state, d_conv and expand must be positive, got "
-                             f"{d_model}, {d_state}, {d_conv}, {expand}")
+            raise ValueError(
+                f"d_model, d_state, d_conv and expand must be positive, got {d_model}, {d_state}, {d_conv}, {expand}"
+            )
         self.d_inner = expand * d_model
         self.dt_rank = dt_rank or math.ceil(d_model / 16)
         self.scan = scan
@@ -53,7 +62,15 @@ class MambaBlock(nn.Module):
         x = F.silu(self.conv1d(x)[..., :length])
         dt, B, C = self.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.A_log.shape[1], self.A_log.shape[1]], -1)
         delta = (dt @ self.dt_proj.weight.t()).transpose(1, 2)  # bias goes to the scan as delta_bias
-        y = self.scan(x.contiguous(), delta.contiguous(), -torch.exp(self.A_log.float()),
-                      B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(), self.D.float(),
-                      z=z.contiguous(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
+        y = self.scan(
+            x.contiguous(),
+            delta.contiguous(),
+            -torch.exp(self.A_log.float()),
+            B.transpose(1, 2).contiguous(),
+            C.transpose(1, 2).contiguous(),
+            self.D.float(),
+            z=z.contiguous(),
+            delta_bias=self.dt_proj.bias.float(),
+            delta_softplus=True,
+        )
         return self.out_proj(y.transpose(1, 2))

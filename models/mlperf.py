@@ -90,10 +90,24 @@ class MLPerfLog:
         self.event(c.SUBMISSION_PLATFORM, platform)
         self.event(PROCESSES_KEY, processes)
 
-    def hyperparameters(self, *, optimizer: str, global_batch_size: int, accumulation: int, base_lr: float, end_lr: float,
-                        poly_power: float, decay_steps: int, warmup_epochs: float, momentum: float,
-                        weight_decay: float, bn_span: int, train_samples: int, eval_samples: int,
-                        seed: int) -> None:
+    def hyperparameters(
+        self,
+        *,
+        optimizer: str,
+        global_batch_size: int,
+        accumulation: int,
+        base_lr: float,
+        end_lr: float,
+        poly_power: float,
+        decay_steps: int,
+        warmup_epochs: float,
+        momentum: float,
+        weight_decay: float,
+        bn_span: int,
+        train_samples: int,
+        eval_samples: int,
+        seed: int,
+    ) -> None:
         """The recipe, under the LARS or SGD keys the closed resnet rules require."""
         c = self.constants
         self.event(c.SEED, seed)
@@ -131,9 +145,21 @@ def check_compliance(log: str | Path, output: str | Path) -> tuple[bool, str]:
     if not log.is_file():
         raise LogError(f"MLPerf log {log} does not exist")
     result = subprocess.run(
-        [sys.executable, "-m", "mlperf_logging.compliance_checker", "--usage", "training", "--ruleset", RULESET,
-         "--log_output", str(output), str(log)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "mlperf_logging.compliance_checker",
+            "--usage",
+            "training",
+            "--ruleset",
+            RULESET,
+            "--log_output",
+            str(output),
+            str(log),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     return result.returncode == 0, (result.stdout + result.stderr).strip()
 
@@ -148,7 +174,7 @@ def read_log(path: str | Path) -> list[dict]:
         marker = line.find(":::MLLOG ")
         if marker >= 0:
             try:
-                records.append(json.loads(line[marker + len(":::MLLOG "):]))
+                records.append(json.loads(line[marker + len(":::MLLOG ") :]))
             except json.JSONDecodeError:
                 raise LogError(f"{path}: a :::MLLOG line is not JSON: {line[:120]}") from None
     if not records:
@@ -185,8 +211,11 @@ class Score:
 
 def tracked_throughputs(records: list[dict]) -> list[float]:
     """The per-epoch throughputs of the ``tracked_stats`` records (value ``{"throughput": img/s}``), in log order."""
-    return [float(r["value"]["throughput"]) for r in records
-            if r["key"] == "tracked_stats" and isinstance(r.get("value"), dict) and "throughput" in r["value"]]
+    return [
+        float(r["value"]["throughput"])
+        for r in records
+        if r["key"] == "tracked_stats" and isinstance(r.get("value"), dict) and "throughput" in r["value"]
+    ]
 
 
 def _value(records: list[dict], key: str, default=None):
@@ -216,10 +245,22 @@ def score(path: str | Path) -> Score:
     per_epoch = tracked_throughputs(records)
     tracked = statistics.median(per_epoch) if per_epoch else None
     batch = _value(records, "global_batch_size")
-    return Score(str(path), status, seconds / 60 if status == "success" else None, max(accuracies, default=0.0),
-                 epochs, images, processes, str(_value(records, "submission_platform", "")),
-                 None if batch is None else int(batch), train_samples, rate, rate / processes,
-                 tracked, None if tracked is None else tracked / processes)
+    return Score(
+        str(path),
+        status,
+        seconds / 60 if status == "success" else None,
+        max(accuracies, default=0.0),
+        epochs,
+        images,
+        processes,
+        str(_value(records, "submission_platform", "")),
+        None if batch is None else int(batch),
+        train_samples,
+        rate,
+        rate / processes,
+        tracked,
+        None if tracked is None else tracked / processes,
+    )
 
 
 class InvalidSetError(LogError):
@@ -280,12 +321,28 @@ class Anchor:
 
 _V40 = "MLPerf Training v4.0, closed division, NVIDIA, ResNet-50 to 75.9% top-1; mlcommons/training_results_v4.0"
 PUBLISHED = {
-    "h100": Anchor("h100", "NVIDIA 8xH100-SXM5-80GB (DGX H100)", 8, 3200, 13.27, (13.19, 13.32), 7161.0,
-                   f"{_V40} NVIDIA/results/eos_ngc24.04_mxnet/resnet/result_0-4.txt: olympic mean of the five runs; "
-                   "throughput: median over runs of each run's median tracked_stats throughput, / 8"),
-    "h200": Anchor("h200", "NVIDIA 8xH200-SXM5-141GB (HGX H200)", 8, 3200, 12.03, (12.02, 12.04), 7950.0,
-                   f"{_V40} NVIDIA/results/h200_ngc24.04_mxnet/resnet/result_0-4.txt: olympic mean of the five runs; "
-                   "throughput: median over runs of each run's median tracked_stats throughput, / 8"),
+    "h100": Anchor(
+        "h100",
+        "NVIDIA 8xH100-SXM5-80GB (DGX H100)",
+        8,
+        3200,
+        13.27,
+        (13.19, 13.32),
+        7161.0,
+        f"{_V40} NVIDIA/results/eos_ngc24.04_mxnet/resnet/result_0-4.txt: olympic mean of the five runs; "
+        "throughput: median over runs of each run's median tracked_stats throughput, / 8",
+    ),
+    "h200": Anchor(
+        "h200",
+        "NVIDIA 8xH200-SXM5-141GB (HGX H200)",
+        8,
+        3200,
+        12.03,
+        (12.02, 12.04),
+        7950.0,
+        f"{_V40} NVIDIA/results/h200_ngc24.04_mxnet/resnet/result_0-4.txt: olympic mean of the five runs; "
+        "throughput: median over runs of each run's median tracked_stats throughput, / 8",
+    ),
 }
 
 
@@ -346,9 +403,24 @@ def check_rcp(logs: list[str | Path], scores: list[Score], output: str | Path) -
             shutil.copyfile(log, Path(folder) / f"result_{index}.txt")
         try:
             result = subprocess.run(
-                [sys.executable, "-m", "mlperf_logging.rcp_checker", folder, "--rcp_usage", "training",
-                 "--rcp_version", RULESET, "--rcp_pass", "pruned_rcps", "--log_output", str(output)],
-                capture_output=True, text=True, timeout=300)
+                [
+                    sys.executable,
+                    "-m",
+                    "mlperf_logging.rcp_checker",
+                    folder,
+                    "--rcp_usage",
+                    "training",
+                    "--rcp_version",
+                    RULESET,
+                    "--rcp_pass",
+                    "pruned_rcps",
+                    "--log_output",
+                    str(output),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
         except subprocess.TimeoutExpired:
             return RCPResult("crashed", "the RCP checker ran past 300 s")
     output_text = (result.stdout + result.stderr).strip()

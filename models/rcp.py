@@ -66,10 +66,14 @@ def reference_points() -> tuple[ReferencePoint, ...]:
         hyper = row["Hyperparams"]
         if hyper["optimizer"] != "lars":
             continue
-        points.append(ReferencePoint(
-            batch_size=row["BS"], base_lr=float(hyper["opt_base_learning_rate"]),
-            warmup_epochs=float(hyper["opt_learning_rate_warmup_epochs"]),
-            schedule_epochs=hyper["opt_learning_rate_decay_steps"] * row["BS"] / IMAGENET_TRAIN_IMAGES))
+        points.append(
+            ReferencePoint(
+                batch_size=row["BS"],
+                base_lr=float(hyper["opt_base_learning_rate"]),
+                warmup_epochs=float(hyper["opt_learning_rate_warmup_epochs"]),
+                schedule_epochs=hyper["opt_learning_rate_decay_steps"] * row["BS"] / IMAGENET_TRAIN_IMAGES,
+            )
+        )
     return tuple(sorted(points, key=lambda point: point.batch_size))
 
 
@@ -78,10 +82,10 @@ def reference_hyperparameters(global_batch_size: int) -> ReferenceHyperparameter
     if global_batch_size < 1:
         raise ValueError(f"global_batch_size must be positive, got {global_batch_size}")
     points = reference_points()
-    below = max((p for p in points if p.batch_size <= global_batch_size), key=lambda p: p.batch_size,
-                default=points[0])
-    above = min((p for p in points if p.batch_size >= global_batch_size), key=lambda p: p.batch_size,
-                default=points[-1])
+    below = max((p for p in points if p.batch_size <= global_batch_size), key=lambda p: p.batch_size, default=points[0])
+    above = min(
+        (p for p in points if p.batch_size >= global_batch_size), key=lambda p: p.batch_size, default=points[-1]
+    )
     if below.batch_size == above.batch_size:
         weight = 0.0
     else:
@@ -90,5 +94,10 @@ def reference_hyperparameters(global_batch_size: int) -> ReferenceHyperparameter
     def mix(name: str) -> float:
         return getattr(below, name) + weight * (getattr(above, name) - getattr(below, name))
 
-    return ReferenceHyperparameters(global_batch_size, round(mix("base_lr"), 3), round(mix("warmup_epochs"), 2),
-                                    round(mix("schedule_epochs"), 2), (below.batch_size, above.batch_size))
+    return ReferenceHyperparameters(
+        global_batch_size,
+        round(mix("base_lr"), 3),
+        round(mix("warmup_epochs"), 2),
+        round(mix("schedule_epochs"), 2),
+        (below.batch_size, above.batch_size),
+    )

@@ -18,14 +18,16 @@ the initialisation to the submitter, so both are allowed in the closed division.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
 
 def _conv_bn(in_channels: int, out_channels: int, kernel: int, stride: int) -> list[nn.Module]:
-    return [nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=False),
-            nn.BatchNorm2d(out_channels)]
+    return [
+        nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(out_channels),
+    ]
 
 
 class Bottleneck(nn.Module):
@@ -37,12 +39,17 @@ class Bottleneck(nn.Module):
         super().__init__()
         out_channels = width * self.expansion
         self.branch = nn.Sequential(
-            *_conv_bn(in_channels, width, 1, 1), nn.ReLU(inplace=True),
-            *_conv_bn(width, width, 3, stride), nn.ReLU(inplace=True),
+            *_conv_bn(in_channels, width, 1, 1),
+            nn.ReLU(inplace=True),
+            *_conv_bn(width, width, 3, stride),
+            nn.ReLU(inplace=True),
             *_conv_bn(width, out_channels, 1, 1),
         )
-        self.shortcut = (nn.Sequential(*_conv_bn(in_channels, out_channels, 1, stride))
-                         if stride != 1 or in_channels != out_channels else nn.Identity())
+        self.shortcut = (
+            nn.Sequential(*_conv_bn(in_channels, out_channels, 1, stride))
+            if stride != 1 or in_channels != out_channels
+            else nn.Identity()
+        )
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x):
@@ -57,11 +64,15 @@ class BasicBlock(nn.Module):
     def __init__(self, in_channels: int, width: int, stride: int):
         super().__init__()
         self.branch = nn.Sequential(
-            *_conv_bn(in_channels, width, 3, stride), nn.ReLU(inplace=True),
+            *_conv_bn(in_channels, width, 3, stride),
+            nn.ReLU(inplace=True),
             *_conv_bn(width, width, 3, 1),
         )
-        self.shortcut = (nn.Sequential(*_conv_bn(in_channels, width, 1, stride))
-                         if stride != 1 or in_channels != width else nn.Identity())
+        self.shortcut = (
+            nn.Sequential(*_conv_bn(in_channels, width, 1, stride))
+            if stride != 1 or in_channels != width
+            else nn.Identity()
+        )
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x):
@@ -74,15 +85,22 @@ class ResNet(nn.Module):
     Input ``(N, 3, H, W)`` float images; output ``(N, num_classes)`` logits.
     """
 
-    def __init__(self, block: type[Bottleneck] | type[BasicBlock], blocks: tuple[int, ...],
-                 widths: tuple[int, ...], num_classes: int, imagenet_stem: bool):
+    def __init__(
+        self,
+        block: type[Bottleneck] | type[BasicBlock],
+        blocks: tuple[int, ...],
+        widths: tuple[int, ...],
+        num_classes: int,
+        imagenet_stem: bool,
+    ):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}")
         stem_width = 64 if imagenet_stem else widths[0]
         if imagenet_stem:
-            self.stem = nn.Sequential(*_conv_bn(3, stem_width, 7, 2), nn.ReLU(inplace=True),
-                                      nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+            self.stem = nn.Sequential(
+                *_conv_bn(3, stem_width, 7, 2), nn.ReLU(inplace=True), nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+            )
         else:
             self.stem = nn.Sequential(*_conv_bn(3, stem_width, 3, 1), nn.ReLU(inplace=True))
         layers, channels = [], stem_width
@@ -128,7 +146,10 @@ def resnet8(num_classes: int = 10) -> ResNet:
 
 
 ARCHS: dict[str, Callable[[int], ResNet]] = {
-    "resnet50": resnet50, "resnet18": resnet18, "resnet20": resnet20, "resnet8": resnet8,
+    "resnet50": resnet50,
+    "resnet18": resnet18,
+    "resnet20": resnet20,
+    "resnet8": resnet8,
 }
 
 

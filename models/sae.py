@@ -20,8 +20,8 @@ variance around its mean), L0 (active latents per token), dead fraction, tokens/
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
 
@@ -113,8 +113,13 @@ def _fvu(residual: torch.Tensor, x: torch.Tensor) -> float:
     return float(residual.float().pow(2).sum() / (x.float() - x.float().mean(0)).pow(2).sum())
 
 
-def train_sae(dataset, config: TrainConfig, device: torch.device, dtype: torch.dtype = torch.float32,
-              on_step: Callable[[dict], None] | None = None) -> tuple[TopKSAE, TrainResult]:
+def train_sae(
+    dataset,
+    config: TrainConfig,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    on_step: Callable[[dict], None] | None = None,
+) -> tuple[TopKSAE, TrainResult]:
     """Trains a ``TopKSAE`` on ``dataset`` (an ``ActivationDataset``) for ``config.steps`` batches."""
     if config.k > config.latents:
         raise ValueError(f"k: expected at most latents={config.latents}, got {config.k}")
@@ -147,19 +152,32 @@ def train_sae(dataset, config: TrainConfig, device: torch.device, dtype: torch.d
         fired[indices[values > 0]] = True
         tokens_since_fired = torch.where(fired, 0, tokens_since_fired + x.shape[0])
         tokens += x.shape[0]
-        record = dict(step=step + 1, tokens=tokens, mse=float(mse.detach()), fvu=_fvu(residual, x),
-                      l0=float((values > 0).sum(dim=1).float().mean()),
-                      dead_fraction=float((tokens_since_fired >= config.dead_after_tokens).float().mean()),
-                      auxk=None if aux is None else float(aux))
+        record = dict(
+            step=step + 1,
+            tokens=tokens,
+            mse=float(mse.detach()),
+            fvu=_fvu(residual, x),
+            l0=float((values > 0).sum(dim=1).float().mean()),
+            dead_fraction=float((tokens_since_fired >= config.dead_after_tokens).float().mean()),
+            auxk=None if aux is None else float(aux),
+        )
         history.append(record)
         if on_step:
             on_step(record)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
-    tail = history[-max(1, len(history) // 10):]
+    tail = history[-max(1, len(history) // 10) :]
     result = TrainResult(
-        config=asdict(config), steps=config.steps, tokens=tokens, seconds=seconds, tokens_per_s=tokens / seconds,
-        fvu_first=history[0]["fvu"], fvu_final=sum(r["fvu"] for r in tail) / len(tail),
-        l0_final=tail[-1]["l0"], dead_fraction_final=tail[-1]["dead_fraction"], history=history)
+        config=asdict(config),
+        steps=config.steps,
+        tokens=tokens,
+        seconds=seconds,
+        tokens_per_s=tokens / seconds,
+        fvu_first=history[0]["fvu"],
+        fvu_final=sum(r["fvu"] for r in tail) / len(tail),
+        l0_final=tail[-1]["l0"],
+        dead_fraction_final=tail[-1]["dead_fraction"],
+        history=history,
+    )
     return sae, result

@@ -25,11 +25,17 @@ def slurm_rendezvous(environ: Mapping[str, str]) -> dict[str, str]:
     nodelist = environ.get("SLURM_JOB_NODELIST") or environ.get("SLURM_NODELIST")
     if not nodelist:
         raise RuntimeError("srun set SLURM_PROCID but no SLURM_JOB_NODELIST: cannot find the rendezvous host")
-    hosts = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
-                           check=True, timeout=30).stdout.split()
+    hosts = subprocess.run(
+        ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.split()
     port = environ.get("MENAGERIE_MASTER_PORT") or str(PORT_BASE + int(environ.get("SLURM_JOB_ID", "0")) % PORT_SPAN)
-    return {"RANK": environ["SLURM_PROCID"], "WORLD_SIZE": str(tasks), "LOCAL_RANK": environ.get("SLURM_LOCALID", "0"),
-            "MASTER_ADDR": hosts[0], "MASTER_PORT": port}
+    return {
+        "RANK": environ["SLURM_PROCID"],
+        "WORLD_SIZE": str(tasks),
+        "LOCAL_RANK": environ.get("SLURM_LOCALID", "0"),
+        "MASTER_ADDR": hosts[0],
+        "MASTER_PORT": port,
+    }
 
 
 def join_slurm_rendezvous() -> None:

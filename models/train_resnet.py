@@ -36,9 +36,9 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -109,9 +109,11 @@ class TrainConfig:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.eval_offset < self.eval_every:
-            raise ValueError(f"eval_offset must be in 0..{self.eval_every - 1} (evaluations after epochs offset, "
-                             f"offset + {self.eval_every}, ...; 0 means after {self.eval_every}), "
-                             f"got {self.eval_offset}")
+            raise ValueError(
+                f"eval_offset must be in 0..{self.eval_every - 1} (evaluations after epochs offset, "
+                f"offset + {self.eval_every}, ...; 0 means after {self.eval_every}), "
+                f"got {self.eval_offset}"
+            )
         if self.batch_size % self.accumulation:
             raise ValueError(f"batch_size {self.batch_size} is not a multiple of accumulation {self.accumulation}")
         if not 0 < self.target <= 1:
@@ -164,23 +166,37 @@ def division(config: TrainConfig, facts: DatasetFacts, cache_cleared: bool) -> t
     rules = [
         (config.arch == "resnet50", f"arch {config.arch} is not ResNet-50 v1.5"),
         (facts.classes == IMAGENET_CLASSES, f"{facts.classes} classes, not ImageNet's {IMAGENET_CLASSES}"),
-        (facts.train_images >= rcp.IMAGENET_TRAIN_IMAGES,
-         f"{facts.train_images:,} training images, fewer than ImageNet's {rcp.IMAGENET_TRAIN_IMAGES:,}"),
-        (facts.eval_images >= IMAGENET_EVAL_IMAGES,
-         f"{facts.eval_images:,} evaluation images, fewer than ImageNet's {IMAGENET_EVAL_IMAGES:,}"),
+        (
+            facts.train_images >= rcp.IMAGENET_TRAIN_IMAGES,
+            f"{facts.train_images:,} training images, fewer than ImageNet's {rcp.IMAGENET_TRAIN_IMAGES:,}",
+        ),
+        (
+            facts.eval_images >= IMAGENET_EVAL_IMAGES,
+            f"{facts.eval_images:,} evaluation images, fewer than ImageNet's {IMAGENET_EVAL_IMAGES:,}",
+        ),
         (config.target == mlperf.CLOSED_TARGET, f"target top-1 {config.target}, not {mlperf.CLOSED_TARGET}"),
-        (config.label_smoothing == CLOSED_LABEL_SMOOTHING,
-         f"label smoothing {config.label_smoothing}, not {CLOSED_LABEL_SMOOTHING}"),
-        (_is_power_of_two_multiple(config.weight_decay, 1e-4),
-         f"weight decay {config.weight_decay} is not 0.0001 x 2^N"),
-        (config.optimizer != "sgd" or _is_multiple(config.lr, 0.001),
-         f"SGD base learning rate {config.lr} is not a multiple of 0.001"),
+        (
+            config.label_smoothing == CLOSED_LABEL_SMOOTHING,
+            f"label smoothing {config.label_smoothing}, not {CLOSED_LABEL_SMOOTHING}",
+        ),
+        (
+            _is_power_of_two_multiple(config.weight_decay, 1e-4),
+            f"weight decay {config.weight_decay} is not 0.0001 x 2^N",
+        ),
+        (
+            config.optimizer != "sgd" or _is_multiple(config.lr, 0.001),
+            f"SGD base learning rate {config.lr} is not a multiple of 0.001",
+        ),
         (config.augment, "no augmentation (the reference trains on random-resized crops with flips)"),
-        (config.min_scale == CLOSED_MIN_SCALE,
-         f"random crops from {config.min_scale} of the area, not {CLOSED_MIN_SCALE}"),
+        (
+            config.min_scale == CLOSED_MIN_SCALE,
+            f"random crops from {config.min_scale} of the area, not {CLOSED_MIN_SCALE}",
+        ),
         (config.image_size == CLOSED_IMAGE_SIZE, f"{config.image_size} px images, not {CLOSED_IMAGE_SIZE}"),
-        (config.eval_every == CLOSED_EVAL_EVERY,
-         f"evaluation every {config.eval_every} epoch(s), not every {CLOSED_EVAL_EVERY} (offset 0-3)"),
+        (
+            config.eval_every == CLOSED_EVAL_EVERY,
+            f"evaluation every {config.eval_every} epoch(s), not every {CLOSED_EVAL_EVERY} (offset 0-3)",
+        ),
         (cache_cleared, f"page cache not dropped before the run (needs root and a writable {DROP_CACHES})"),
     ]
     reasons = [reason for holds, reason in rules if not holds]
@@ -262,9 +278,11 @@ class LARS(torch.optim.Optimizer):
                 decay = group["weight_decay"]
                 weight_norms = torch.stack(torch._foreach_norm(params))
                 grad_norms = torch.stack(torch._foreach_norm(grads))
-                ratio = torch.where((weight_norms > 0) & (grad_norms > 0),
-                                    group["eta"] * weight_norms / (grad_norms + decay * weight_norms),
-                                    torch.ones_like(weight_norms))
+                ratio = torch.where(
+                    (weight_norms > 0) & (grad_norms > 0),
+                    group["eta"] * weight_norms / (grad_norms + decay * weight_norms),
+                    torch.ones_like(weight_norms),
+                )
                 grads = torch._foreach_add(grads, params, alpha=decay)
                 torch._foreach_mul_(grads, list(ratio.unbind()))
             buffers = []
@@ -282,8 +300,7 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weights of convolutions and linear layers decay (and take LARS's ratio); BatchNorm parameters and biases do not."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     plain = [p for p in model.parameters() if p.ndim <= 1]
-    return [dict(params=decay, weight_decay=weight_decay, lars=True),
-            dict(params=plain, weight_decay=0.0, lars=False)]
+    return [dict(params=decay, weight_decay=weight_decay, lars=True), dict(params=plain, weight_decay=0.0, lars=False)]
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module, base_lr: float) -> torch.optim.Optimizer:
@@ -354,10 +371,18 @@ def dataset_facts(config: TrainConfig, classes: int) -> DatasetFacts:
 
 def _loaders(config: TrainConfig, place: Distributed) -> tuple[Loader, Loader]:
     paths = _data_paths(config)
-    common = dict(size=config.image_size, device=place.device, workers=config.workers, seed=config.seed,
-                  rank=place.rank, world_size=place.world_size, min_scale=config.min_scale)
-    train = make_loader(config.loader, paths["train"], batch_size=config.batch_size, train=True,
-                        augment=config.augment, **common)
+    common = dict(
+        size=config.image_size,
+        device=place.device,
+        workers=config.workers,
+        seed=config.seed,
+        rank=place.rank,
+        world_size=place.world_size,
+        min_scale=config.min_scale,
+    )
+    train = make_loader(
+        config.loader, paths["train"], batch_size=config.batch_size, train=True, augment=config.augment, **common
+    )
     val = make_loader(config.loader, paths["val"], batch_size=config.batch_size, train=False, **common)
     if val.classes > train.classes:
         raise ValueError(f"validation data has {val.classes} classes, training data only {train.classes}")
@@ -385,8 +410,9 @@ def evaluate(model: nn.Module, loader: Loader, place: Distributed, autocast) -> 
     return correct / total
 
 
-def announce_division(config: TrainConfig, place: Distributed, classes: int,
-                      notice: Callable[[str], None] | None) -> tuple[str, list[str], DatasetFacts, bool]:
+def announce_division(
+    config: TrainConfig, place: Distributed, classes: int, notice: Callable[[str], None] | None
+) -> tuple[str, list[str], DatasetFacts, bool]:
     """Counts the dataset, drops the page cache (every process, only for a run that writes an MLLOG) and decides
     the division; rank 0 announces it.
 
@@ -400,8 +426,11 @@ def announce_division(config: TrainConfig, place: Distributed, classes: int,
     return verdict, reasons, facts, cache_cleared
 
 
-def train(config: TrainConfig, progress: Callable[[str, float], None] | None = None,
-          notice: Callable[[str], None] | None = None) -> TrainResult:
+def train(
+    config: TrainConfig,
+    progress: Callable[[str, float], None] | None = None,
+    notice: Callable[[str], None] | None = None,
+) -> TrainResult:
     """Trains until the target top-1 or ``config.epochs``; writes the MLLOG when ``config.mllog`` is set.
 
     Unset hyperparameters are filled for the global batch (``TrainConfig.with_defaults``). ``notice(text)`` is
@@ -428,7 +457,8 @@ def train(config: TrainConfig, progress: Callable[[str, float], None] | None = N
     network = model
     if place.world_size > 1:
         network = nn.parallel.DistributedDataParallel(
-            model, device_ids=[place.device.index] if place.device.type == "cuda" else None)
+            model, device_ids=[place.device.index] if place.device.type == "cuda" else None
+        )
     if config.compile:
         network = torch.compile(network)
     use_bf16 = optimized and place.device.type == "cuda"
@@ -440,19 +470,35 @@ def train(config: TrainConfig, progress: Callable[[str, float], None] | None = N
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-    result = TrainResult(train_images_per_epoch=train_loader.samples * place.world_size,
-                         processes=place.world_size, rank=place.rank, division=verdict, division_reasons=reasons,
-                         cache_cleared=cache_cleared, config={k: str(v) for k, v in asdict(config).items()})
+    result = TrainResult(
+        train_images_per_epoch=train_loader.samples * place.world_size,
+        processes=place.world_size,
+        rank=place.rank,
+        division=verdict,
+        division_reasons=reasons,
+        cache_cleared=cache_cleared,
+        config={k: str(v) for k, v in asdict(config).items()},
+    )
     if log:
         on_gpu = place.device.type == "cuda"
         platform = f"{place.world_size}x{torch.cuda.get_device_name(place.device) if on_gpu else 'CPU'}"
         log.submission(platform, verdict, place.world_size)
-        log.hyperparameters(optimizer=config.optimizer, global_batch_size=global_batch,
-                            accumulation=config.accumulation, base_lr=base_lr,
-                            end_lr=END_LR, poly_power=POLY_POWER, decay_steps=total_steps - warmup_steps,
-                            warmup_epochs=config.warmup_epochs, momentum=config.momentum,
-                            weight_decay=config.weight_decay, bn_span=config.batch_size // config.accumulation,
-                            train_samples=facts.train_images, eval_samples=facts.eval_images, seed=config.seed)
+        log.hyperparameters(
+            optimizer=config.optimizer,
+            global_batch_size=global_batch,
+            accumulation=config.accumulation,
+            base_lr=base_lr,
+            end_lr=END_LR,
+            poly_power=POLY_POWER,
+            decay_steps=total_steps - warmup_steps,
+            warmup_epochs=config.warmup_epochs,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            bn_span=config.batch_size // config.accumulation,
+            train_samples=facts.train_images,
+            eval_samples=facts.eval_images,
+            seed=config.seed,
+        )
         log.end(constants.INIT_STOP)
         log.start(constants.RUN_START)
     if place.world_size > 1:
@@ -477,12 +523,12 @@ def train(config: TrainConfig, progress: Callable[[str, float], None] | None = N
             optimizer.zero_grad(set_to_none=True)
             step_loss = torch.zeros((), device=place.device)
             for micro in range(config.accumulation):
-                inputs = images[micro::config.accumulation].contiguous(memory_format=memory_format)
+                inputs = images[micro :: config.accumulation].contiguous(memory_format=memory_format)
                 sync = micro == config.accumulation - 1 or place.world_size == 1
                 with contextlib.nullcontext() if sync else network.no_sync():
                     with autocast():
                         logits = network(inputs)
-                    loss = criterion(logits.float(), labels[micro::config.accumulation]) / config.accumulation
+                    loss = criterion(logits.float(), labels[micro :: config.accumulation]) / config.accumulation
                     loss.backward()
                 step_loss += loss.detach()
             optimizer.step()

@@ -44,8 +44,16 @@ def find_chromium() -> str | None:
 
 
 def _chromium(chromium: str, profile_dir: str, *args: str) -> subprocess.CompletedProcess:
-    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--no-first-run", f"--user-data-dir={profile_dir}", *args]
+    command = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        f"--user-data-dir={profile_dir}",
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
 
 
@@ -58,11 +66,18 @@ def render(page: Path, screenshot: Path | None = None, chromium: str | None = No
     with tempfile.TemporaryDirectory(prefix="menagerie-render-") as scratch:
         probed = Path(scratch) / "probed.html"
         probed.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
-        dom = _chromium(chromium, str(Path(scratch) / "profile"), "--virtual-time-budget=10000", "--dump-dom",
-                        probed.as_uri()).stdout
+        dom = _chromium(
+            chromium, str(Path(scratch) / "profile"), "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()
+        ).stdout
         if screenshot is not None:
-            _chromium(chromium, str(Path(scratch) / "profile"), "--hide-scrollbars", "--window-size=1400,2400",
-                      f"--screenshot={Path(screenshot).resolve()}", page.as_uri())
+            _chromium(
+                chromium,
+                str(Path(scratch) / "profile"),
+                "--hide-scrollbars",
+                "--window-size=1400,2400",
+                f"--screenshot={Path(screenshot).resolve()}",
+                page.as_uri(),
+            )
     found = re.search(r'<pre id="render-probe">(.*?)</pre>', dom, re.S)
     if not found:
         raise RuntimeError("the probe did not run: Chromium did not finish loading the page")

@@ -7,9 +7,12 @@
 """
 
 # Each module registers its benchmarks when imported; in this order, the family's order of registration.
-from menagerie.benchmarks.ssm import scans  # noqa: F401
-from menagerie.benchmarks.ssm import ssd  # noqa: F401
-from menagerie.benchmarks.ssm import blocks  # noqa: F401
+from menagerie.benchmarks.ssm import (
+    blocks,  # noqa: F401
+    scans,  # noqa: F401
+    ssd,  # noqa: F401
+)
+
 # The peer adapters, which tests/ssm check against the peers' own references.
 from menagerie.benchmarks.ssm.scans import hgrn_as_linear_scan  # noqa: F401
 from menagerie.benchmarks.ssm.ssd import simple_gla_as_ssd  # noqa: F401

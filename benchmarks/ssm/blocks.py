@@ -18,11 +18,15 @@ from menagerie.models.mamba import MambaBlock
 from menagerie.models.mamba2 import Mamba2Block
 
 # Projections (and Mamba-2's norm) around the scan add matmul rounding: a little looser than the scans alone.
-BLOCK_TOLERANCES = {torch.float32: Tolerance(atol=1e-4, rtol=1e-3), torch.float16: Tolerance(atol=1e-2, rtol=1e-2),
-                    torch.bfloat16: Tolerance(atol=5e-2, rtol=5e-2)}
+BLOCK_TOLERANCES = {
+    torch.float32: Tolerance(atol=1e-4, rtol=1e-3),
+    torch.float16: Tolerance(atol=1e-2, rtol=1e-2),
+    torch.bfloat16: Tolerance(atol=5e-2, rtol=5e-2),
+}
 
 
 # --- ssm.mamba_block ----------------------------------------------------------------
+
 
 def mamba_block_case(*, batch, length, d_model, state):
     return Case(f"b{batch}l{length}m{d_model}n{state}", dict(batch=batch, length=length, d_model=d_model, state=state))
@@ -38,14 +42,17 @@ def make_mamba_block_inputs(case: Case, dtype: torch.dtype, device: torch.device
     torch.manual_seed(seed)  # the block's own initialisation, reproducible per seed
     block = MambaBlock(p["d_model"], d_state=p["state"])
     hidden = torch.randn(p["batch"], p["length"], p["d_model"], generator=torch.Generator().manual_seed(seed))
-    return {"hidden": hidden.to(device, dtype),
-            **{name: value.detach().to(device, dtype) for name, value in block.named_parameters()}}
+    return {
+        "hidden": hidden.to(device, dtype),
+        **{name: value.detach().to(device, dtype) for name, value in block.named_parameters()},
+    }
 
 
 def _mamba_block_forward(scan):
     def forward(hidden, **parameters):
         block = _mamba_skeleton(hidden.shape[-1], parameters["A_log"].shape[1], scan)
         return torch.func.functional_call(block, parameters, (hidden,))
+
     return forward
 
 
@@ -64,31 +71,47 @@ def mamba_block_cost(case: Case, mode: str, dtype: torch.dtype) -> Cost:
     return cost_of_mode(mode, fwd, bwd)
 
 
-register(Benchmark(
-    name="ssm.mamba_block",
-    description="a Mamba block (in-projection, causal conv, selective scan, gated out-projection), (B, L, d_model)",
-    cases={
-        "tiny": [mamba_block_case(batch=1, length=17, d_model=8, state=4)],
-        "small": [mamba_block_case(batch=8, length=2048, d_model=768, state=16)],
-        "full": [mamba_block_case(batch=8, length=4096, d_model=2560, state=16)],
-    },
-    make_inputs=make_mamba_block_inputs,
-    reference=Impl("torch_reference_scan", _mamba_block_forward(selective_scan_reference), role="reference",
-                   note="the block with the vectorized PyTorch scan"),
-    variants=[Impl("triton_scan", _mamba_block_forward(selective_scan), skip_reason=interpreted_bf16, triton=True)],
-    cost=mamba_block_cost,
-    tolerances=BLOCK_TOLERANCES,
-    modes=("fwd", "bwd", "fwd_bwd"),
-    grad_inputs=("hidden", *MAMBA_BLOCK_PARAMETERS),
-))
+register(
+    Benchmark(
+        name="ssm.mamba_block",
+        description="a Mamba block (in-projection, causal conv, selective scan, gated out-projection), (B, L, d_model)",
+        cases={
+            "tiny": [mamba_block_case(batch=1, length=17, d_model=8, state=4)],
+            "small": [mamba_block_case(batch=8, length=2048, d_model=768, state=16)],
+            "full": [mamba_block_case(batch=8, length=4096, d_model=2560, state=16)],
+        },
+        make_inputs=make_mamba_block_inputs,
+        reference=Impl(
+            "torch_reference_scan",
+            _mamba_block_forward(selective_scan_reference),
+            role="reference",
+            note="the block with the vectorized PyTorch scan",
+        ),
+        variants=[Impl("triton_scan", _mamba_block_forward(selective_scan), skip_reason=interpreted_bf16, triton=True)],
+        cost=mamba_block_cost,
+        tolerances=BLOCK_TOLERANCES,
+        modes=("fwd", "bwd", "fwd_bwd"),
+        grad_inputs=("hidden", *MAMBA_BLOCK_PARAMETERS),
+    )
+)
 
 
 # --- ssm.mamba2_block ---------------------------------------------------------------
 
+
 def mamba2_block_case(mixer: Mamba2Mixer, *, batch, length):
-    return Case(f"b{batch}l{length}m{mixer.d_model}n{mixer.state}p{mixer.head_dim}g{mixer.groups}c{mixer.chunk}",
-                dict(batch=batch, length=length, d_model=mixer.d_model, state=mixer.state, head_dim=mixer.head_dim,
-                     groups=mixer.groups, chunk=mixer.chunk))
+    return Case(
+        f"b{batch}l{length}m{mixer.d_model}n{mixer.state}p{mixer.head_dim}g{mixer.groups}c{mixer.chunk}",
+        dict(
+            batch=batch,
+            length=length,
+            d_model=mixer.d_model,
+            state=mixer.state,
+            head_dim=mixer.head_dim,
+            groups=mixer.groups,
+            chunk=mixer.chunk,
+        ),
+    )
 
 
 @functools.cache
@@ -103,8 +126,11 @@ def make_mamba2_block_inputs(case: Case, dtype: torch.dtype, device: torch.devic
     torch.manual_seed(seed)  # the block's own initialisation, reproducible per seed
     block = Mamba2Block(p["d_model"], headdim=p["head_dim"], **sizes)
     hidden = torch.randn(p["batch"], p["length"], p["d_model"], generator=torch.Generator().manual_seed(seed))
-    return {"hidden": hidden.to(device, dtype), **sizes,
-            **{name: value.detach().to(device, dtype) for name, value in block.named_parameters()}}
+    return {
+        "hidden": hidden.to(device, dtype),
+        **sizes,
+        **{name: value.detach().to(device, dtype) for name, value in block.named_parameters()},
+    }
 
 
 def _mamba2_block_forward(scan):
@@ -112,6 +138,7 @@ def _mamba2_block_forward(scan):
         headdim = parameters["norm.weight"].shape[0] // parameters["A_log"].shape[0]
         block = _mamba2_skeleton(hidden.shape[-1], d_state, headdim, ngroups, chunk_size, scan)
         return torch.func.functional_call(block, parameters, (hidden,))
+
     return forward
 
 
@@ -127,8 +154,15 @@ def mamba2_block_cost(case: Case, mode: str, dtype: torch.dtype) -> Cost:
     heads = inner // p["head_dim"]
     conv_channels = inner + 2 * groups * state
     in_features = inner + conv_channels + heads
-    ssd_flops, ssd_exps = ssd_flops_and_exps(batch=p["batch"], length=p["length"], heads=heads, head_dim=p["head_dim"],
-                                             state=state, groups=groups, chunk=p["chunk"])
+    ssd_flops, ssd_exps = ssd_flops_and_exps(
+        batch=p["batch"],
+        length=p["length"],
+        heads=heads,
+        head_dim=p["head_dim"],
+        state=state,
+        groups=groups,
+        chunk=p["chunk"],
+    )
     flops = 2 * tokens * (d_model * in_features + inner * d_model) + ssd_flops
     weights = d_model * in_features + inner * d_model + conv_channels * 5 + heads * 3 + inner  # conv: width 4 + bias
     activations = tokens * (2 * d_model + 2 * (in_features + conv_channels + 2 * inner))
@@ -138,22 +172,29 @@ def mamba2_block_cost(case: Case, mode: str, dtype: torch.dtype) -> Cost:
     return cost_of_mode(mode, fwd, bwd)
 
 
-register(Benchmark(
-    name="ssm.mamba2_block",
-    description="a Mamba-2 block (in-projection, causal conv, SSD scan, gated RMSNorm, out-projection), "
-                "(B, L, d_model)",
-    cases={
-        "tiny": [mamba2_block_case(Mamba2Mixer(d_model=16, head_dim=8, state=8, groups=2, chunk=16), batch=1,
-                                   length=37)],
-        "small": [mamba2_block_case(MAMBA2_370M, batch=8, length=2048)],
-        "full": [mamba2_block_case(MAMBA2_2_7B, batch=8, length=4096)],
-    },
-    make_inputs=make_mamba2_block_inputs,
-    reference=Impl("torch_reference_scan", _mamba2_block_forward(ssd_chunked_reference), role="reference",
-                   note="the block with the chunked PyTorch SSD"),
-    variants=[Impl("triton_scan", _mamba2_block_forward(ssd_scan), skip_reason=interpreted_bf16, triton=True)],
-    cost=mamba2_block_cost,
-    tolerances=BLOCK_TOLERANCES,
-    modes=("fwd", "bwd", "fwd_bwd"),
-    grad_inputs=("hidden", *MAMBA2_BLOCK_PARAMETERS),
-))
+register(
+    Benchmark(
+        name="ssm.mamba2_block",
+        description="a Mamba-2 block (in-projection, causal conv, SSD scan, gated RMSNorm, out-projection), "
+        "(B, L, d_model)",
+        cases={
+            "tiny": [
+                mamba2_block_case(Mamba2Mixer(d_model=16, head_dim=8, state=8, groups=2, chunk=16), batch=1, length=37)
+            ],
+            "small": [mamba2_block_case(MAMBA2_370M, batch=8, length=2048)],
+            "full": [mamba2_block_case(MAMBA2_2_7B, batch=8, length=4096)],
+        },
+        make_inputs=make_mamba2_block_inputs,
+        reference=Impl(
+            "torch_reference_scan",
+            _mamba2_block_forward(ssd_chunked_reference),
+            role="reference",
+            note="the block with the chunked PyTorch SSD",
+        ),
+        variants=[Impl("triton_scan", _mamba2_block_forward(ssd_scan), skip_reason=interpreted_bf16, triton=True)],
+        cost=mamba2_block_cost,
+        tolerances=BLOCK_TOLERANCES,
+        modes=("fwd", "bwd", "fwd_bwd"),
+        grad_inputs=("hidden", *MAMBA2_BLOCK_PARAMETERS),
+    )
+)

@@ -17,8 +17,17 @@ import importlib
 import torch
 
 from menagerie.benchmarks import interpreted_bf16
-from menagerie.harness.registry import (Benchmark, Case, Cost, Impl, Tolerance, cost_of_mode, first_reason, needs,
-                                        register)
+from menagerie.harness.registry import (
+    Benchmark,
+    Case,
+    Cost,
+    Impl,
+    Tolerance,
+    cost_of_mode,
+    first_reason,
+    needs,
+    register,
+)
 from menagerie.kernels.ssm import linear_scan, linear_scan_reference, selective_scan, selective_scan_reference
 from menagerie.kernels.ssm.linear_scan_cuda import linear_scan_cuda, unavailable_reason
 from menagerie.kernels.ssm.linear_scan_cuda import program as cuda_c_program
@@ -80,35 +89,61 @@ def hgrn_as_linear_scan(hgrn, gates, tokens):
 def fla_hgrn(kernel_name):
     def run(gates, tokens):
         return hgrn_as_linear_scan(getattr(importlib.import_module("fla.ops.hgrn"), kernel_name), gates, tokens)
+
     return run
 
 
-register(Benchmark(
-    name="ssm.linear_scan",
-    description="x_t = a_t * x_{t-1} + b_t over (B, C, T)",
-    cases={
-        "tiny": [linear_scan_case(batch=2, channels=3, length=129), linear_scan_case(batch=1, channels=5, length=300)],
-        "small": [linear_scan_case(batch=8, channels=1536, length=length) for length in (2048, 8192)],
-        "full": [linear_scan_case(batch=8, channels=1536, length=length) for length in (2048, 8192, 32768, 65536)],
-    },
-    make_inputs=make_linear_scan_inputs,
-    reference=Impl("torch_doubling", linear_scan_reference, role="reference",
-                   note="Hillis-Steele doubling scan, float32"),
-    variants=[Impl("triton", linear_scan, skip_reason=interpreted_bf16, triton=True),
-              Impl("cuda_c", linear_scan_cuda, skip_reason=_cuda_c_skip, note="CUDA C through CuPy",
-                   cuda_c=cuda_c_program)],
-    peers=[Impl("accelerated_scan", accelerated_scan_triton, role="peer",
+register(
+    Benchmark(
+        name="ssm.linear_scan",
+        description="x_t = a_t * x_{t-1} + b_t over (B, C, T)",
+        cases={
+            "tiny": [
+                linear_scan_case(batch=2, channels=3, length=129),
+                linear_scan_case(batch=1, channels=5, length=300),
+            ],
+            "small": [linear_scan_case(batch=8, channels=1536, length=length) for length in (2048, 8192)],
+            "full": [linear_scan_case(batch=8, channels=1536, length=length) for length in (2048, 8192, 32768, 65536)],
+        },
+        make_inputs=make_linear_scan_inputs,
+        reference=Impl(
+            "torch_doubling", linear_scan_reference, role="reference", note="Hillis-Steele doubling scan, float32"
+        ),
+        variants=[
+            Impl("triton", linear_scan, skip_reason=interpreted_bf16, triton=True),
+            Impl(
+                "cuda_c", linear_scan_cuda, skip_reason=_cuda_c_skip, note="CUDA C through CuPy", cuda_c=cuda_c_program
+            ),
+        ],
+        peers=[
+            Impl(
+                "accelerated_scan",
+                accelerated_scan_triton,
+                role="peer",
                 skip_reason=first_reason(needs("accelerated-scan", module="accelerated_scan"), interpreted_bf16),
-                note="accelerated_scan.scalar (Triton)"),
-           Impl("fla_hgrn_chunk", fla_hgrn("chunk_hgrn"), role="peer", skip_reason=NEEDS_FLA,
-                note="fla.ops.hgrn.chunk_hgrn (Triton) on log gates, (B, T, C) copies"),
-           Impl("fla_hgrn_recurrent", fla_hgrn("fused_recurrent_hgrn"), role="peer", skip_reason=NEEDS_FLA,
-                note="fla.ops.hgrn.fused_recurrent_hgrn (Triton) on log gates, (B, T, C) copies")],
-    cost=linear_scan_cost,
-    tolerances=LINEAR_SCAN_TOLERANCES,
-    modes=("fwd", "bwd", "fwd_bwd"),
-    grad_inputs=("gates", "tokens"),
-))
+                note="accelerated_scan.scalar (Triton)",
+            ),
+            Impl(
+                "fla_hgrn_chunk",
+                fla_hgrn("chunk_hgrn"),
+                role="peer",
+                skip_reason=NEEDS_FLA,
+                note="fla.ops.hgrn.chunk_hgrn (Triton) on log gates, (B, T, C) copies",
+            ),
+            Impl(
+                "fla_hgrn_recurrent",
+                fla_hgrn("fused_recurrent_hgrn"),
+                role="peer",
+                skip_reason=NEEDS_FLA,
+                note="fla.ops.hgrn.fused_recurrent_hgrn (Triton) on log gates, (B, T, C) copies",
+            ),
+        ],
+        cost=linear_scan_cost,
+        tolerances=LINEAR_SCAN_TOLERANCES,
+        modes=("fwd", "bwd", "fwd_bwd"),
+        grad_inputs=("gates", "tokens"),
+    )
+)
 
 
 # --- ssm.selective_scan -------------------------------------------------------------
@@ -145,24 +180,41 @@ def make_selective_inputs(case: Case, dtype: torch.dtype, device: torch.device, 
         C=_bc(p["layout"], batch, dim, state, length, p["groups"], generator),
         z=torch.randn(batch, dim, length, generator=generator),
     )
-    weights = dict(A=-0.5 * torch.rand(dim, state, generator=generator), D=torch.randn(dim, generator=generator),
-                   delta_bias=0.5 * torch.rand(dim, generator=generator))
-    return {**{name: value.to(device, dtype) for name, value in activations.items()},
-            **{name: value.to(device) for name, value in weights.items()}, "delta_softplus": True}
+    weights = dict(
+        A=-0.5 * torch.rand(dim, state, generator=generator),
+        D=torch.randn(dim, generator=generator),
+        delta_bias=0.5 * torch.rand(dim, generator=generator),
+    )
+    return {
+        **{name: value.to(device, dtype) for name, value in activations.items()},
+        **{name: value.to(device) for name, value in weights.items()},
+        "delta_softplus": True,
+    }
 
 
 def selective_cost(case: Case, mode: str, dtype: torch.dtype) -> Cost:
     p = case.params
     per_channel = p["batch"] * p["dim"] * p["length"]
     per_state = per_channel * p["state"]
-    bc = {"shared": p["dim"] * p["state"], "batch": p["batch"] * p["state"] * p["length"],
-          "group": p["batch"] * p["groups"] * p["state"] * p["length"]}[p["layout"]]
+    bc = {
+        "shared": p["dim"] * p["state"],
+        "batch": p["batch"] * p["state"] * p["length"],
+        "group": p["batch"] * p["groups"] * p["state"] * p["length"],
+    }[p["layout"]]
     item = dtype.itemsize
     # exps: the decay per state, softplus and silu per channel.
-    fwd = Cost(flops=SCAN_FWD_FLOPS * per_state, bytes=(4 * per_channel + 2 * bc) * item,
-               exp=per_state + 2 * per_channel, flop_ceiling="fp32")
-    bwd = Cost(flops=SCAN_BWD_FLOPS * per_state, bytes=(8 * per_channel + 4 * bc) * item,
-               exp=per_state + 2 * per_channel, flop_ceiling="fp32")
+    fwd = Cost(
+        flops=SCAN_FWD_FLOPS * per_state,
+        bytes=(4 * per_channel + 2 * bc) * item,
+        exp=per_state + 2 * per_channel,
+        flop_ceiling="fp32",
+    )
+    bwd = Cost(
+        flops=SCAN_BWD_FLOPS * per_state,
+        bytes=(8 * per_channel + 4 * bc) * item,
+        exp=per_state + 2 * per_channel,
+        flop_ceiling="fp32",
+    )
     return cost_of_mode(mode, fwd, bwd)
 
 
@@ -172,29 +224,47 @@ def mamba_ssm_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus
     return selective_scan_fn(u, delta, A, B, C, D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus)
 
 
-register(Benchmark(
-    name="ssm.selective_scan",
-    description="Mamba's selective scan, out = (scan(u, delta, A, B, C) + D*u) * silu(z); u (B, D, L), N states",
-    cases={
-        "tiny": [selective_case(batch=1, dim=4, length=37, state=4),
-                 selective_case(batch=2, dim=4, length=19, state=8, layout="group", groups=2),
-                 selective_case(batch=1, dim=4, length=21, state=4, layout="shared")],
-        "small": [selective_case(batch=4, dim=1536, length=2048, state=16),
-                  selective_case(batch=8, dim=2048, length=2048, state=16)],
-        "full": [selective_case(batch=8, dim=dim, length=length, state=16) for dim in (2048, 5120)
-                 for length in (2048, 8192)],
-    },
-    make_inputs=make_selective_inputs,
-    reference=Impl("torch_chunked", selective_scan_reference, role="reference", note="vectorized, float32"),
-    variants=[Impl("triton", selective_scan, skip_reason=interpreted_bf16, triton=True)],
-    peers=[Impl("mamba_ssm", mamba_ssm_selective_scan, role="peer", skip_reason=NEEDS_MAMBA_SSM,
-                note="selective_scan_fn (CUDA)")],
-    cost=selective_cost,
-    # As the kernel's tests: 1e-4 of each result's largest magnitude for the float32 state's
-    # long sums, plus one ulp of the output dtype, which half-precision results are rounded to.
-    tolerances={torch.float32: Tolerance(atol=0.0, atol_of_max=1e-4, rtol=0.0),
-                torch.float16: Tolerance(atol=0.0, atol_of_max=1e-4, rtol=2.0 ** -10),
-                torch.bfloat16: Tolerance(atol=0.0, atol_of_max=1e-4, rtol=2.0 ** -7)},
-    modes=("fwd", "bwd", "fwd_bwd"),
-    grad_inputs=("u", "delta", "A", "B", "C", "D", "z", "delta_bias"),
-))
+register(
+    Benchmark(
+        name="ssm.selective_scan",
+        description="Mamba's selective scan, out = (scan(u, delta, A, B, C) + D*u) * silu(z); u (B, D, L), N states",
+        cases={
+            "tiny": [
+                selective_case(batch=1, dim=4, length=37, state=4),
+                selective_case(batch=2, dim=4, length=19, state=8, layout="group", groups=2),
+                selective_case(batch=1, dim=4, length=21, state=4, layout="shared"),
+            ],
+            "small": [
+                selective_case(batch=4, dim=1536, length=2048, state=16),
+                selective_case(batch=8, dim=2048, length=2048, state=16),
+            ],
+            "full": [
+                selective_case(batch=8, dim=dim, length=length, state=16)
+                for dim in (2048, 5120)
+                for length in (2048, 8192)
+            ],
+        },
+        make_inputs=make_selective_inputs,
+        reference=Impl("torch_chunked", selective_scan_reference, role="reference", note="vectorized, float32"),
+        variants=[Impl("triton", selective_scan, skip_reason=interpreted_bf16, triton=True)],
+        peers=[
+            Impl(
+                "mamba_ssm",
+                mamba_ssm_selective_scan,
+                role="peer",
+                skip_reason=NEEDS_MAMBA_SSM,
+                note="selective_scan_fn (CUDA)",
+            )
+        ],
+        cost=selective_cost,
+        # As the kernel's tests: 1e-4 of each result's largest magnitude for the float32 state's
+        # long sums, plus one ulp of the output dtype, which half-precision results are rounded to.
+        tolerances={
+            torch.float32: Tolerance(atol=0.0, atol_of_max=1e-4, rtol=0.0),
+            torch.float16: Tolerance(atol=0.0, atol_of_max=1e-4, rtol=2.0**-10),
+            torch.bfloat16: Tolerance(atol=0.0, atol_of_max=1e-4, rtol=2.0**-7),
+        },
+        modes=("fwd", "bwd", "fwd_bwd"),
+        grad_inputs=("u", "delta", "A", "B", "C", "D", "z", "delta_bias"),
+    )
+)

@@ -22,15 +22,33 @@ from menagerie.kernels.ssm import ssd_chunked_reference, ssd_scan
 def ssd_case(*, batch, length, heads, head_dim, state, groups, chunk, sequences=1):
     """``sequences`` > 1: that many sequences of random lengths packed into each row (``seq_idx``)."""
     packed = f"s{sequences}" if sequences > 1 else ""
-    return Case(f"b{batch}l{length}h{heads}p{head_dim}n{state}g{groups}c{chunk}{packed}",
-                dict(batch=batch, length=length, heads=heads, head_dim=head_dim, state=state, groups=groups,
-                     chunk=chunk, sequences=sequences))
+    return Case(
+        f"b{batch}l{length}h{heads}p{head_dim}n{state}g{groups}c{chunk}{packed}",
+        dict(
+            batch=batch,
+            length=length,
+            heads=heads,
+            head_dim=head_dim,
+            state=state,
+            groups=groups,
+            chunk=chunk,
+            sequences=sequences,
+        ),
+    )
 
 
 def mamba2_ssd_case(mixer: Mamba2Mixer, *, batch, length, sequences=1):
     """The SSD scan of ``mixer``'s shape."""
-    return ssd_case(batch=batch, length=length, heads=mixer.heads, head_dim=mixer.head_dim, state=mixer.state,
-                    groups=mixer.groups, chunk=mixer.chunk, sequences=sequences)
+    return ssd_case(
+        batch=batch,
+        length=length,
+        heads=mixer.heads,
+        head_dim=mixer.head_dim,
+        state=mixer.state,
+        groups=mixer.groups,
+        chunk=mixer.chunk,
+        sequences=sequences,
+    )
 
 
 def packed_sequence_ids(batch: int, length: int, sequences: int, generator: torch.Generator) -> torch.Tensor:
@@ -38,7 +56,7 @@ def packed_sequence_ids(batch: int, length: int, sequences: int, generator: torc
     rows = []
     for _ in range(batch):
         starts = torch.zeros(length, dtype=torch.int32)
-        starts[1 + torch.randperm(length - 1, generator=generator)[:sequences - 1]] = 1
+        starts[1 + torch.randperm(length - 1, generator=generator)[: sequences - 1]] = 1
         rows.append(starts.cumsum(0, dtype=torch.int32))
     return torch.stack(rows)
 
@@ -57,15 +75,21 @@ def make_ssd_inputs(case: Case, dtype: torch.dtype, device: torch.device, seed: 
     )
     log_low, log_high = math.log(1e-3), math.log(1e-1)
     steps = torch.exp(log_low + (log_high - log_low) * torch.rand(heads, generator=generator))
-    weights = dict(A=-(1.0 + 15.0 * torch.rand(heads, generator=generator)),
-                   D=1.0 + 0.1 * torch.randn(heads, generator=generator),
-                   dt_bias=steps + torch.log(-torch.expm1(-steps)))  # inverse softplus
+    weights = dict(
+        A=-(1.0 + 15.0 * torch.rand(heads, generator=generator)),
+        D=1.0 + 0.1 * torch.randn(heads, generator=generator),
+        dt_bias=steps + torch.log(-torch.expm1(-steps)),
+    )  # inverse softplus
     packed = {}
     if p["sequences"] > 1:
         packed["seq_idx"] = packed_sequence_ids(batch, length, p["sequences"], generator).to(device)
-    return {**{name: value.to(device, dtype) for name, value in activations.items()},
-            **{name: value.to(device) for name, value in weights.items()},
-            **packed, "chunk_size": p["chunk"], "dt_softplus": True}
+    return {
+        **{name: value.to(device, dtype) for name, value in activations.items()},
+        **{name: value.to(device) for name, value in weights.items()},
+        **packed,
+        "chunk_size": p["chunk"],
+        "dt_softplus": True,
+    }
 
 
 def _causal_pairs(length: int, chunk: int) -> int:
@@ -102,24 +126,37 @@ def ssd_cost(case: Case, mode: str, dtype: torch.dtype) -> Cost:
     backward adds the softplus derivative's sigmoid.
     """
     p = case.params
-    flops, exps = ssd_flops_and_exps(batch=p["batch"], length=p["length"], heads=p["heads"], head_dim=p["head_dim"],
-                                     state=p["state"], groups=p["groups"], chunk=p["chunk"])
+    flops, exps = ssd_flops_and_exps(
+        batch=p["batch"],
+        length=p["length"],
+        heads=p["heads"],
+        head_dim=p["head_dim"],
+        state=p["state"],
+        groups=p["groups"],
+        chunk=p["chunk"],
+    )
     tokens, heads, head_dim = p["batch"] * p["length"], p["heads"], p["head_dim"]
     group_states = p["groups"] * p["state"]
     weights = 3 * heads * 4
-    fwd = Cost(flops=flops, bytes=tokens * (2 * heads * head_dim + heads + 2 * group_states) * dtype.itemsize + weights,
-               exp=exps)
-    bwd = Cost(flops=2 * flops,
-               bytes=tokens * (3 * heads * head_dim + 2 * heads + 4 * group_states) * dtype.itemsize + 2 * weights,
-               exp=exps + tokens * heads)
+    fwd = Cost(
+        flops=flops,
+        bytes=tokens * (2 * heads * head_dim + heads + 2 * group_states) * dtype.itemsize + weights,
+        exp=exps,
+    )
+    bwd = Cost(
+        flops=2 * flops,
+        bytes=tokens * (3 * heads * head_dim + 2 * heads + 4 * group_states) * dtype.itemsize + 2 * weights,
+        exp=exps + tokens * heads,
+    )
     return cost_of_mode(mode, fwd, bwd)
 
 
 def mamba_ssm_ssd(x, dt, A, B, C, D, dt_bias, chunk_size, dt_softplus, seq_idx=None):
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
 
-    return mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus,
-                                     seq_idx=seq_idx)
+    return mamba_chunk_scan_combined(
+        x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus, seq_idx=seq_idx
+    )
 
 
 def simple_gla_as_ssd(simple_gla, x, dt, A, B, C, D, dt_bias, dt_softplus):
@@ -149,39 +186,65 @@ def _packed_skip(case, device, dtype, mode):
     return "packed sequences: the simple-GLA adapter has no seq_idx" if case.params["sequences"] > 1 else None
 
 
-register(Benchmark(
-    name="ssm.ssd",
-    description="Mamba-2's SSD scan, y = SSD(x, softplus(dt + dt_bias), A, B, C) + D*x; x (B, L, H, P), "
-                "B and C (B, L, G, N)",
-    cases={
-        # chunk 16 is the kernel's smallest; L not a multiple of it, several heads per group;
-        # and three packed sequences per row (seq_idx).
-        "tiny": [ssd_case(batch=1, length=37, heads=2, head_dim=8, state=8, groups=1, chunk=16),
-                 ssd_case(batch=2, length=21, heads=4, head_dim=4, state=16, groups=2, chunk=16),
-                 ssd_case(batch=2, length=45, heads=2, head_dim=8, state=8, groups=1, chunk=16, sequences=3)],
-        # Mamba-2 370M's SSD, and with four groups of N 64 instead; four sequences packed in a row.
-        "small": [mamba2_ssd_case(MAMBA2_370M, batch=4, length=2048),
-                  mamba2_ssd_case(dataclasses.replace(MAMBA2_370M, state=64, groups=4), batch=4, length=2048),
-                  mamba2_ssd_case(MAMBA2_370M, batch=1, length=8192, sequences=4)],
-        # Mamba-2 2.7B's SSD; eight sequences packed in a row.
-        "full": [mamba2_ssd_case(MAMBA2_2_7B, batch=8, length=4096),
-                 mamba2_ssd_case(MAMBA2_2_7B, batch=1, length=32768, sequences=8)],
-    },
-    make_inputs=make_ssd_inputs,
-    reference=Impl("torch_chunked", ssd_chunked_reference, role="reference",
-                   note="minimal-SSD chunked form, float32 (float64 for the accuracy reference)"),
-    variants=[Impl("triton", ssd_scan, skip_reason=interpreted_bf16, triton=True)],
-    peers=[Impl("mamba_ssm", mamba_ssm_ssd, role="peer", skip_reason=NEEDS_MAMBA_SSM,
-                note="mamba_chunk_scan_combined (Triton)"),
-           Impl("fla_simple_gla", fla_simple_gla_ssd, role="peer", skip_reason=first_reason(_packed_skip, NEEDS_FLA),
+register(
+    Benchmark(
+        name="ssm.ssd",
+        description="Mamba-2's SSD scan, y = SSD(x, softplus(dt + dt_bias), A, B, C) + D*x; x (B, L, H, P), "
+        "B and C (B, L, G, N)",
+        cases={
+            # chunk 16 is the kernel's smallest; L not a multiple of it, several heads per group;
+            # and three packed sequences per row (seq_idx).
+            "tiny": [
+                ssd_case(batch=1, length=37, heads=2, head_dim=8, state=8, groups=1, chunk=16),
+                ssd_case(batch=2, length=21, heads=4, head_dim=4, state=16, groups=2, chunk=16),
+                ssd_case(batch=2, length=45, heads=2, head_dim=8, state=8, groups=1, chunk=16, sequences=3),
+            ],
+            # Mamba-2 370M's SSD, and with four groups of N 64 instead; four sequences packed in a row.
+            "small": [
+                mamba2_ssd_case(MAMBA2_370M, batch=4, length=2048),
+                mamba2_ssd_case(dataclasses.replace(MAMBA2_370M, state=64, groups=4), batch=4, length=2048),
+                mamba2_ssd_case(MAMBA2_370M, batch=1, length=8192, sequences=4),
+            ],
+            # Mamba-2 2.7B's SSD; eight sequences packed in a row.
+            "full": [
+                mamba2_ssd_case(MAMBA2_2_7B, batch=8, length=4096),
+                mamba2_ssd_case(MAMBA2_2_7B, batch=1, length=32768, sequences=8),
+            ],
+        },
+        make_inputs=make_ssd_inputs,
+        reference=Impl(
+            "torch_chunked",
+            ssd_chunked_reference,
+            role="reference",
+            note="minimal-SSD chunked form, float32 (float64 for the accuracy reference)",
+        ),
+        variants=[Impl("triton", ssd_scan, skip_reason=interpreted_bf16, triton=True)],
+        peers=[
+            Impl(
+                "mamba_ssm",
+                mamba_ssm_ssd,
+                role="peer",
+                skip_reason=NEEDS_MAMBA_SSM,
+                note="mamba_chunk_scan_combined (Triton)",
+            ),
+            Impl(
+                "fla_simple_gla",
+                fla_simple_gla_ssd,
+                role="peer",
+                skip_reason=first_reason(_packed_skip, NEEDS_FLA),
                 note="fla chunk_simple_gla (Triton, chunk 64) with q=C, k=dt'B, v=x, g=dt'A; softplus, "
-                     "head-repeated B and C and D*x in PyTorch")],
-    cost=ssd_cost,
-    # As the kernel's tests, of each result's largest magnitude: 1e-4 for float32's long sums; a few
-    # roundings of the dtype for the half-precision matmul operands. Plus one ulp of the output dtype.
-    tolerances={torch.float32: Tolerance(atol=0.0, atol_of_max=1e-4, rtol=0.0),
-                torch.float16: Tolerance(atol=0.0, atol_of_max=4 * 2.0 ** -11, rtol=2.0 ** -10),
-                torch.bfloat16: Tolerance(atol=0.0, atol_of_max=4 * 2.0 ** -8, rtol=2.0 ** -7)},
-    modes=("fwd", "bwd", "fwd_bwd"),
-    grad_inputs=("x", "dt", "A", "B", "C", "D", "dt_bias"),
-))
+                "head-repeated B and C and D*x in PyTorch",
+            ),
+        ],
+        cost=ssd_cost,
+        # As the kernel's tests, of each result's largest magnitude: 1e-4 for float32's long sums; a few
+        # roundings of the dtype for the half-precision matmul operands. Plus one ulp of the output dtype.
+        tolerances={
+            torch.float32: Tolerance(atol=0.0, atol_of_max=1e-4, rtol=0.0),
+            torch.float16: Tolerance(atol=0.0, atol_of_max=4 * 2.0**-11, rtol=2.0**-10),
+            torch.bfloat16: Tolerance(atol=0.0, atol_of_max=4 * 2.0**-8, rtol=2.0**-7),
+        },
+        modes=("fwd", "bwd", "fwd_bwd"),
+        grad_inputs=("x", "dt", "A", "B", "C", "D", "dt_bias"),
+    )
+)

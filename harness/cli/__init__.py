@@ -21,8 +21,19 @@ from menagerie.harness import entry_points
 from menagerie.harness.cli.common import Interrupted, UsageError, errors
 
 # Modules named after their commands; `list_`: a submodule named `list` would shadow the builtin in this package.
-ENGINE_COMMANDS = ("list_", "run", "merge", "cluster", "compare", "env", "profile", "report", "compile", "history",
-                   "site")
+ENGINE_COMMANDS = (
+    "list_",
+    "run",
+    "merge",
+    "cluster",
+    "compare",
+    "env",
+    "profile",
+    "report",
+    "compile",
+    "history",
+    "site",
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -30,8 +41,9 @@ class Parser(argparse.ArgumentParser):
     parsers are of this class too."""
 
     def error(self, message: str):
-        errors.print(f"{self.prog}: error: {message} (see `{self.prog} --help`)", markup=False, highlight=False,
-                     soft_wrap=True)
+        errors.print(
+            f"{self.prog}: error: {message} (see `{self.prog} --help`)", markup=False, highlight=False, soft_wrap=True
+        )
         raise SystemExit(2)
 
 
@@ -87,13 +99,19 @@ def main(argv: list[str] | None = None) -> int:
         errors.print(f"menagerie {args.command}: error: {error}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except Interrupted as interrupted:
-        errors.print(f"menagerie {args.command}: interrupted: {interrupted}", markup=False, highlight=False,
-                     soft_wrap=True)
+        errors.print(
+            f"menagerie {args.command}: interrupted: {interrupted}", markup=False, highlight=False, soft_wrap=True
+        )
         return 130
     except KeyboardInterrupt:
         errors.print(f"menagerie {args.command}: interrupted; nothing was written", markup=False, highlight=False)
         return 130
     except OSError as error:  # a full disk, a folder that cannot be written: what failed, in one line
-        errors.print(f"menagerie {args.command}: error: {error.strerror or error}"
-                     + (f": {error.filename}" if error.filename else ""), markup=False, highlight=False, soft_wrap=True)
+        errors.print(
+            f"menagerie {args.command}: error: {error.strerror or error}"
+            + (f": {error.filename}" if error.filename else ""),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         return 1

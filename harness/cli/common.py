@@ -29,6 +29,7 @@ class Interrupted(Exception):
 
 def positive(kind):
     """An argparse type: a positive ``kind`` (int or float)."""
+
     def parse(text: str):
         try:
             value = kind(text)
@@ -37,6 +38,7 @@ def positive(kind):
         if value <= 0:
             raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
         return value
+
     return parse
 
 
@@ -49,8 +51,12 @@ def add_config_options(parser, config, options: dict[str, dict]) -> None:
     for name, keywords in options.items():
         flag, default = name.replace("_", "-"), defaults[name]
         if isinstance(default, bool):
-            parser.add_argument(f"--no-{flag}" if default else f"--{flag}", dest=name,
-                                action="store_false" if default else "store_true", **keywords)
+            parser.add_argument(
+                f"--no-{flag}" if default else f"--{flag}",
+                dest=name,
+                action="store_false" if default else "store_true",
+                **keywords,
+            )
         elif default is dataclasses.MISSING:
             parser.add_argument(f"--{flag}", required=True, **keywords)
         else:
@@ -59,7 +65,9 @@ def add_config_options(parser, config, options: dict[str, dict]) -> None:
 
 def config_from(args, config, **overrides):
     """The dataclass ``config`` from the parsed options named after its fields, with ``overrides``."""
-    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(config) if hasattr(args, field.name)}
+    values = {
+        field.name: getattr(args, field.name) for field in dataclasses.fields(config) if hasattr(args, field.name)
+    }
     return config(**values | overrides)
 
 
@@ -101,10 +109,20 @@ def add_row_selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--case", action="append", default=[], help="glob on case names (repeatable)")
     parser.add_argument("--impl", action="append", default=[], help="glob on implementation names (repeatable)")
     parser.add_argument("--size", choices=registry.SIZES, help="size preset (default: small on a GPU, tiny on the CPU)")
-    parser.add_argument("--dtype", action="append", choices=sorted(registry.DTYPES), default=[],
-                        help="dtype (repeatable; default: bf16 on a GPU, fp32 on the CPU)")
-    parser.add_argument("--mode", action="append", choices=registry.MODES, default=[],
-                        help="mode (repeatable; default: every mode the benchmark declares)")
+    parser.add_argument(
+        "--dtype",
+        action="append",
+        choices=sorted(registry.DTYPES),
+        default=[],
+        help="dtype (repeatable; default: bf16 on a GPU, fp32 on the CPU)",
+    )
+    parser.add_argument(
+        "--mode",
+        action="append",
+        choices=registry.MODES,
+        default=[],
+        help="mode (repeatable; default: every mode the benchmark declares)",
+    )
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
 
 
@@ -139,5 +157,11 @@ def write_record(record: dict, folder: Path, stem: str) -> Path:
 
 def progress_bar() -> Progress:
     """A transient progress display on stderr: description, bar, done of total, elapsed time."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=errors, transient=True)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+    )

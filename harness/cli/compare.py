@@ -22,32 +22,57 @@ from menagerie.harness.results import ResultError, load_runs, write_json_atomica
 if TYPE_CHECKING:
     from menagerie.harness.gate import GateResult
 
-COLOURS = {"regression": "red", "undecided": "red", "underpowered": "red", "error": "red", "accuracy_failed": "red",
-           "wrong-after-timing": "red", "mutates-inputs": "red", "missing": "red",
-           "missing_dtype": "red", "newly_skipped": "red", "params_changed": "red", "improvement": "green",
-           "unchanged": "white", "new": "cyan", "skipped": "yellow"}
+COLOURS = {
+    "regression": "red",
+    "undecided": "red",
+    "underpowered": "red",
+    "error": "red",
+    "accuracy_failed": "red",
+    "wrong-after-timing": "red",
+    "mutates-inputs": "red",
+    "missing": "red",
+    "missing_dtype": "red",
+    "newly_skipped": "red",
+    "params_changed": "red",
+    "improvement": "green",
+    "unchanged": "white",
+    "new": "cyan",
+    "skipped": "yellow",
+}
 
 
 # The commands this module adds, with the help `menagerie --help` lists (without building their parsers).
 COMMANDS = {
-    "compare": "regression gate: NEW against BASELINE (run records or folders); "
-               "exit 1 when it fails",
+    "compare": "regression gate: NEW against BASELINE (run records or folders); exit 1 when it fails",
 }
 
 
 def add_parser(commands) -> None:
     compare = commands.add_parser("compare", help=COMMANDS["compare"])
-    compare.add_argument("baseline", type=Path, help="a run record, or a folder of them (replicates, history, "
-                                                     "committed baselines)")
+    compare.add_argument(
+        "baseline", type=Path, help="a run record, or a folder of them (replicates, history, committed baselines)"
+    )
     compare.add_argument("new", type=Path, help="the run to check: a record or a folder of its replicates")
     add_gate_options(compare)
-    compare.add_argument("--json", type=Path, metavar="PATH",
-                         help="also write every verdict (ratio, interval, threshold, detectable slowdown, q) as JSON")
-    compare.add_argument("--markdown", type=Path, metavar="PATH",
-                         help="also write a pull-request comment (at most 60 lines); with GITHUB_STEP_SUMMARY set, "
-                              "it goes to the job summary too")
-    compare.add_argument("--junit", type=Path, metavar="PATH",
-                         help="also write a JUnit XML report: one test case per row, a failing verdict a failure")
+    compare.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="also write every verdict (ratio, interval, threshold, detectable slowdown, q) as JSON",
+    )
+    compare.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="PATH",
+        help="also write a pull-request comment (at most 60 lines); with GITHUB_STEP_SUMMARY set, "
+        "it goes to the job summary too",
+    )
+    compare.add_argument(
+        "--junit",
+        type=Path,
+        metavar="PATH",
+        help="also write a JUnit XML report: one test case per row, a failing verdict a failure",
+    )
     compare.add_argument("--site-url", metavar="URL", help="the results site the Markdown links benchmarks to")
     compare.set_defaults(func=cmd_compare)
 
@@ -55,24 +80,53 @@ def add_parser(commands) -> None:
 def add_gate_options(parser) -> None:
     from menagerie.harness.gate import DEFAULT_FDR, DEFAULT_K, DEFAULT_MAX_UNDETECTABLE, DEFAULT_THRESHOLD
 
-    parser.add_argument("--threshold", type=fraction, default=DEFAULT_THRESHOLD,
-                        help="smallest slowdown that counts, before the row's own noise (default 0.02 = 2%%)")
-    parser.add_argument("--spread-factor", type=fraction, default=DEFAULT_K, metavar="K",
-                        help="a row's threshold is max(--threshold, K x its run-to-run spread in the baseline) "
-                             "(default %(default)s)")
-    parser.add_argument("--fdr", type=fraction, default=DEFAULT_FDR,
-                        help="false discovery rate across rows, Benjamini-Hochberg (default %(default)s)")
-    parser.add_argument("--max-undetectable", type=fraction, default=DEFAULT_MAX_UNDETECTABLE, metavar="FRACTION",
-                        help="a row (or the uniform shift) whose smallest slowdown caught with 80%% power exceeds "
-                             "this is underpowered, which fails the gate (default 0.10 = 10%%)")
-    parser.add_argument("--allow-missing", action="store_true",
-                        help="pass rows missing from NEW or newly skipped there")
-    parser.add_argument("--allow-mismatch", action="store_true",
-                        help="pass a different device, timer, size preset, dtype set or case params")
-    parser.add_argument("--all", dest="show_all", action="store_true",
-                        help="list every compared row, not only the failing ones and the improvements")
-    parser.add_argument("--sort", choices=sorted(ROW_ORDERS), default="ratio",
-                        help="order of the rows in each section: ratio (slowest first), name or q (default: ratio)")
+    parser.add_argument(
+        "--threshold",
+        type=fraction,
+        default=DEFAULT_THRESHOLD,
+        help="smallest slowdown that counts, before the row's own noise (default 0.02 = 2%%)",
+    )
+    parser.add_argument(
+        "--spread-factor",
+        type=fraction,
+        default=DEFAULT_K,
+        metavar="K",
+        help="a row's threshold is max(--threshold, K x its run-to-run spread in the baseline) (default %(default)s)",
+    )
+    parser.add_argument(
+        "--fdr",
+        type=fraction,
+        default=DEFAULT_FDR,
+        help="false discovery rate across rows, Benjamini-Hochberg (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-undetectable",
+        type=fraction,
+        default=DEFAULT_MAX_UNDETECTABLE,
+        metavar="FRACTION",
+        help="a row (or the uniform shift) whose smallest slowdown caught with 80%% power exceeds "
+        "this is underpowered, which fails the gate (default 0.10 = 10%%)",
+    )
+    parser.add_argument(
+        "--allow-missing", action="store_true", help="pass rows missing from NEW or newly skipped there"
+    )
+    parser.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="pass a different device, timer, size preset, dtype set or case params",
+    )
+    parser.add_argument(
+        "--all",
+        dest="show_all",
+        action="store_true",
+        help="list every compared row, not only the failing ones and the improvements",
+    )
+    parser.add_argument(
+        "--sort",
+        choices=sorted(ROW_ORDERS),
+        default="ratio",
+        help="order of the rows in each section: ratio (slowest first), name or q (default: ratio)",
+    )
 
 
 def load_side(path: Path, what: str) -> list[dict]:
@@ -82,8 +136,12 @@ def load_side(path: Path, what: str) -> list[dict]:
     except ResultError as error:
         raise UsageError(f"{what}: {error}") from None
     if passed_over:
-        errors.print(f"warning: {what}: passed over {len(passed_over)} file(s) that are not run records, "
-                     f"e.g. {passed_over[0]}", markup=False, highlight=False, soft_wrap=True)
+        errors.print(
+            f"warning: {what}: passed over {len(passed_over)} file(s) that are not run records, e.g. {passed_over[0]}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     return records
 
 
@@ -99,13 +157,23 @@ def gate_against(baseline: list[dict], new: list[dict], args) -> GateResult:
     settings = {_setting(record) for record in new}
     matching = [record for record in baseline if _setting(record) in settings]
     if matching and len(matching) < len(baseline):
-        errors.print(f"baseline: {len(matching)} of {len(baseline)} records were measured as NEW was "
-                     f"({', '.join(map(str, sorted(settings)))}); the others are left out", markup=False,
-                     highlight=False)
+        errors.print(
+            f"baseline: {len(matching)} of {len(baseline)} records were measured as NEW was "
+            f"({', '.join(map(str, sorted(settings)))}); the others are left out",
+            markup=False,
+            highlight=False,
+        )
     try:
-        return gate(matching or baseline, new, threshold=args.threshold, spread_factor=args.spread_factor,
-                    fdr=args.fdr, allow_missing=args.allow_missing, allow_mismatch=args.allow_mismatch,
-                    max_undetectable=args.max_undetectable)
+        return gate(
+            matching or baseline,
+            new,
+            threshold=args.threshold,
+            spread_factor=args.spread_factor,
+            fdr=args.fdr,
+            allow_missing=args.allow_missing,
+            allow_mismatch=args.allow_mismatch,
+            max_undetectable=args.max_undetectable,
+        )
     except ValueError as error:
         raise UsageError(str(error)) from None
 
@@ -136,11 +204,21 @@ def _rows_table(title: str, rows: list) -> Table:
     table.add_column("verdict", overflow="fold", ratio=1)
     for row in rows:
         benchmark, case, impl, dtype, mode = row.key
-        verdict = row.verdict + (f": {row.detail}" if row.detail and not row.ci else
-                                 f" (needs {row.replicates_needed} per side)" if row.replicates_needed else "")
-        table.add_row(escape(f"{benchmark}\n{impl} {dtype} {mode}\n{case}"), format_number(row.ratio, ".3f"),
-                      f"{row.ci[0]:.3f}-{row.ci[1]:.3f}" if row.ci else "-", format_number(row.detectable, ".1%"),
-                      format_number(row.q_value, ".2g"), f"[{COLOURS[row.verdict]}]{escape(verdict)}[/]")
+        verdict = row.verdict + (
+            f": {row.detail}"
+            if row.detail and not row.ci
+            else f" (needs {row.replicates_needed} per side)"
+            if row.replicates_needed
+            else ""
+        )
+        table.add_row(
+            escape(f"{benchmark}\n{impl} {dtype} {mode}\n{case}"),
+            format_number(row.ratio, ".3f"),
+            f"{row.ci[0]:.3f}-{row.ci[1]:.3f}" if row.ci else "-",
+            format_number(row.detectable, ".1%"),
+            format_number(row.q_value, ".2g"),
+            f"[{COLOURS[row.verdict]}]{escape(verdict)}[/]",
+        )
     return table
 
 
@@ -154,8 +232,9 @@ def print_gate(result: GateResult, show_all: bool = False, sort: str = "ratio") 
     if result.uniform:
         console.print(_uniform_line(result.uniform), highlight=False, markup=False)
     for finding in result.findings:
-        console.print(f"{'[red]' if finding.failing else '[yellow]'}{finding.kind}[/] {escape(finding.detail)}",
-                      highlight=False)
+        console.print(
+            f"{'[red]' if finding.failing else '[yellow]'}{finding.kind}[/] {escape(finding.detail)}", highlight=False
+        )
     console.print(f"[dim]{escape(gate_rule(result))}", highlight=False)
     order = ROW_ORDERS[sort]
     failing = sorted((row for row in result.rows if row.failing), key=order)
@@ -171,9 +250,12 @@ def print_gate(result: GateResult, show_all: bool = False, sort: str = "ratio") 
         counts = {}
         for row in others:
             counts[row.verdict] = counts.get(row.verdict, 0) + 1
-        console.print(f"{len(others)} other row(s): " + ", ".join(f"{count} {verdict}" for verdict, count in
-                                                                  sorted(counts.items())) + " (--all lists them)",
-                      highlight=False)
+        console.print(
+            f"{len(others)} other row(s): "
+            + ", ".join(f"{count} {verdict}" for verdict, count in sorted(counts.items()))
+            + " (--all lists them)",
+            highlight=False,
+        )
     if result.passed:
         return
     console.print("why the gate failed:")
@@ -182,18 +264,30 @@ def print_gate(result: GateResult, show_all: bool = False, sort: str = "ratio") 
             console.print(f"  {finding.kind}: {finding.detail}", markup=False, highlight=False)
     for row in result.failures:  # the name on a line of its own, never wrapped; the long case last, cut if need be
         benchmark, case, impl, dtype, mode = row.key
-        console.print(f"  {benchmark} {impl} {dtype} {mode} {case}", markup=False, highlight=False, no_wrap=True,
-                      overflow="ellipsis")
+        console.print(
+            f"  {benchmark} {impl} {dtype} {mode} {case}",
+            markup=False,
+            highlight=False,
+            no_wrap=True,
+            overflow="ellipsis",
+        )
         console.print(f"    {row.verdict}: {row.detail}", markup=False, highlight=False)
 
 
 def gate_json(result: GateResult) -> dict:
     """The gate's verdicts as plain JSON values: the rule, the uniform shift, every row and the record findings."""
-    return {"passed": result.passed, "rule": gate_rule(result), "threshold": result.threshold,
-            "spread_factor": result.spread_factor, "fdr": result.fdr, "max_undetectable": result.max_undetectable,
-            "uniform": dataclasses.asdict(result.uniform) if result.uniform else None,
-            "rows": [dataclasses.asdict(row) for row in result.rows],
-            "findings": [dataclasses.asdict(finding) for finding in result.findings], "reasons": result.reasons}
+    return {
+        "passed": result.passed,
+        "rule": gate_rule(result),
+        "threshold": result.threshold,
+        "spread_factor": result.spread_factor,
+        "fdr": result.fdr,
+        "max_undetectable": result.max_undetectable,
+        "uniform": dataclasses.asdict(result.uniform) if result.uniform else None,
+        "rows": [dataclasses.asdict(row) for row in result.rows],
+        "findings": [dataclasses.asdict(finding) for finding in result.findings],
+        "reasons": result.reasons,
+    }
 
 
 def cmd_compare(args) -> int:

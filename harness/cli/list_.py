@@ -7,7 +7,6 @@ from rich.table import Table
 from menagerie.harness import registry
 from menagerie.harness.cli.common import console, select
 
-
 # The commands this module adds, with the help `menagerie --help` lists (without building their parsers).
 COMMANDS = {
     "list": "list registered benchmarks, their cases and implementations",

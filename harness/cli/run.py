@@ -17,11 +17,22 @@ from pathlib import Path
 from rich.table import Table
 
 from menagerie.harness import shards
-from menagerie.harness.registry import dtype_name
-from menagerie.harness.cli.common import (Interrupted, UsageError, add_row_selection, console, errors, fraction,
-                                          positive, progress_bar, requested_device, select, selected_rows)
+from menagerie.harness.cli.common import (
+    Interrupted,
+    UsageError,
+    add_row_selection,
+    console,
+    errors,
+    fraction,
+    positive,
+    progress_bar,
+    requested_device,
+    select,
+    selected_rows,
+)
 from menagerie.harness.cli.compare import add_gate_options, gate_against, load_side, print_gate
 from menagerie.harness.formatting import format_number, format_seconds
+from menagerie.harness.registry import dtype_name
 from menagerie.harness.results import DEFAULT_RUNS_DIR, FAILED_STATUSES, write_run
 from menagerie.harness.throttle import DEFAULT_MIN_CLOCK
 
@@ -46,35 +57,68 @@ def add_parser(commands) -> None:
     run.add_argument("--timer", choices=TIMERS, help="events (default on a GPU), graph, or cpu (the CPU's only timer)")
     run.add_argument("--warmup", type=positive(float), default=0.2, help="warm-up budget per row, seconds")
     run.add_argument("--budget", type=positive(float), default=1.0, help="measurement budget per row, seconds")
-    run.add_argument("--min-reps", type=positive(int), default=5,
-                     help="fewest samples per row and replicate (a sample spans calls_per_sample calls)")
+    run.add_argument(
+        "--min-reps",
+        type=positive(int),
+        default=5,
+        help="fewest samples per row and replicate (a sample spans calls_per_sample calls)",
+    )
     run.add_argument("--max-reps", type=positive(int), default=500, help="most samples per row and replicate")
-    run.add_argument("--blocks", type=positive(int), default=10,
-                     help="blocks the samples are taken in, spread over the budget, implementations taking turns")
-    run.add_argument("--max-noise", type=fraction, metavar="FRACTION",
-                     help="sample each row until the 95%% CI half-width of its median is at most this fraction of "
-                          "the median (0.005: 0.5%%; default: 0.005 on a GPU, 0 on the CPU: the fixed --budget)")
-    run.add_argument("--max-time", type=positive(float), metavar="SECONDS",
-                     help="with --max-noise, the most sampling time per row; a row still noisier is 'noisy' "
-                          "(default: 3 x --budget)")
-    run.add_argument("--min-clock", type=fraction, default=DEFAULT_MIN_CLOCK, metavar="FRACTION",
-                     help="on a GPU, a block timed below this share of the SM clock seen after the warm-ups (or with "
-                          "a thermal or power slowdown) is taken again; kept after 20 retakes, the row is 'throttled' "
-                          "(default: %(default)s)")
+    run.add_argument(
+        "--blocks",
+        type=positive(int),
+        default=10,
+        help="blocks the samples are taken in, spread over the budget, implementations taking turns",
+    )
+    run.add_argument(
+        "--max-noise",
+        type=fraction,
+        metavar="FRACTION",
+        help="sample each row until the 95%% CI half-width of its median is at most this fraction of "
+        "the median (0.005: 0.5%%; default: 0.005 on a GPU, 0 on the CPU: the fixed --budget)",
+    )
+    run.add_argument(
+        "--max-time",
+        type=positive(float),
+        metavar="SECONDS",
+        help="with --max-noise, the most sampling time per row; a row still noisier is 'noisy' (default: 3 x --budget)",
+    )
+    run.add_argument(
+        "--min-clock",
+        type=fraction,
+        default=DEFAULT_MIN_CLOCK,
+        metavar="FRACTION",
+        help="on a GPU, a block timed below this share of the SM clock seen after the warm-ups (or with "
+        "a thermal or power slowdown) is taken again; kept after 20 retakes, the row is 'throttled' "
+        "(default: %(default)s)",
+    )
     run.add_argument("--seeds", type=positive(int), default=3, help="fresh inputs for the accuracy check")
     run.add_argument("--out", type=Path, default=DEFAULT_RUNS_DIR, help="folder (or .json path) for the record")
-    run.add_argument("--repeat", type=positive(int),
-                     help=f"process-level replicates, each a fresh process (default {GATING_REPEAT} with --baseline, "
-                          "else 1)")
-    run.add_argument("--baseline", type=Path, help="gate against this run record or folder of them (as `menagerie "
-                                                   "compare`); exit 1 when the gate fails")
-    run.add_argument("--resume", type=Path, metavar="FOLDER",
-                     help="continue an interrupted --repeat run from its replicate folder (named when it stopped): "
-                          "the replicates recorded there are kept, the missing ones run; other arguments are the "
-                          "original run's")
-    run.add_argument("--shard", type=shard_argument, metavar="K/N",
-                     help="run only shard K of N (from 1): whole (benchmark, case) groups, balanced by expected time, "
-                          "the same split on every machine; `menagerie merge` joins the N records")
+    run.add_argument(
+        "--repeat",
+        type=positive(int),
+        help=f"process-level replicates, each a fresh process (default {GATING_REPEAT} with --baseline, else 1)",
+    )
+    run.add_argument(
+        "--baseline",
+        type=Path,
+        help="gate against this run record or folder of them (as `menagerie compare`); exit 1 when the gate fails",
+    )
+    run.add_argument(
+        "--resume",
+        type=Path,
+        metavar="FOLDER",
+        help="continue an interrupted --repeat run from its replicate folder (named when it stopped): "
+        "the replicates recorded there are kept, the missing ones run; other arguments are the "
+        "original run's",
+    )
+    run.add_argument(
+        "--shard",
+        type=shard_argument,
+        metavar="K/N",
+        help="run only shard K of N (from 1): whole (benchmark, case) groups, balanced by expected time, "
+        "the same split on every machine; `menagerie merge` joins the N records",
+    )
     add_gate_options(run)
     run.set_defaults(func=cmd_run, replicate_folder=None)  # replicate_folder: set by --resume
 
@@ -95,30 +139,47 @@ def cmd_run(args) -> int:
     device = requested_device(args.device)
     timer = args.timer or ("events" if device.type == "cuda" else "cpu")
     if (device.type == "cpu") != (timer == "cpu"):
-        raise UsageError(f"--timer {timer} does not work on {device.type}: use 'cpu' on the CPU, "
-                         "'events' or 'graph' on a GPU")
+        raise UsageError(
+            f"--timer {timer} does not work on {device.type}: use 'cpu' on the CPU, 'events' or 'graph' on a GPU"
+        )
     if args.shard is not None and args.baseline is not None:
-        raise UsageError("--shard with --baseline: a shard lacks the other shards' rows; gate the merged record "
-                         "(`menagerie merge`, then `menagerie compare`)")
+        raise UsageError(
+            "--shard with --baseline: a shard lacks the other shards' rows; gate the merged record "
+            "(`menagerie merge`, then `menagerie compare`)"
+        )
     if args.min_reps > args.max_reps:
         raise UsageError(f"--min-reps {args.min_reps} is larger than --max-reps {args.max_reps}")
     config = selected_rows(
-        args, device, timer=timer, seeds=args.seeds, shard=args.shard,
-        budget=Budget(warmup_s=args.warmup, measure_s=args.budget, min_reps=args.min_reps, max_reps=args.max_reps,
-                      blocks=args.blocks, max_time_s=args.max_time, min_clock=args.min_clock,
-                      max_noise=DEFAULT_MAX_NOISE if args.max_noise is None and device.type == "cuda" else
-                      args.max_noise or 0.0))
+        args,
+        device,
+        timer=timer,
+        seeds=args.seeds,
+        shard=args.shard,
+        budget=Budget(
+            warmup_s=args.warmup,
+            measure_s=args.budget,
+            min_reps=args.min_reps,
+            max_reps=args.max_reps,
+            blocks=args.blocks,
+            max_time_s=args.max_time,
+            min_clock=args.min_clock,
+            max_noise=DEFAULT_MAX_NOISE if args.max_noise is None and device.type == "cuda" else args.max_noise or 0.0,
+        ),
+    )
     benchmarks = select(args.names)
     unmatched = unmatched_filter(benchmarks, config)
     if unmatched:
         raise UsageError(unmatched)
     tasks = runner.plan(benchmarks, config)
     if not tasks and config.shard is not None:
-        raise UsageError(f"shard {config.shard} holds no rows: the filters leave fewer (benchmark, case) groups "
-                         f"than {config.shard.count} shards")
+        raise UsageError(
+            f"shard {config.shard} holds no rows: the filters leave fewer (benchmark, case) groups "
+            f"than {config.shard.count} shards"
+        )
     if not tasks:
-        raise UsageError(f"nothing to run: no case, dtype and mode matches the filters (size {config.size}); "
-                         "see `menagerie list`")
+        raise UsageError(
+            f"nothing to run: no case, dtype and mode matches the filters (size {config.size}); see `menagerie list`"
+        )
     replicate_out = os.environ.get(replicates.REPLICATE_ENV)
     if replicate_out:
         write_run(_run_once(benchmarks, config, tasks), Path(replicate_out))
@@ -143,8 +204,9 @@ def cmd_run(args) -> int:
     console.print(f"wrote {path}")
     failed = [row for row in record["rows"] if row["status"] in FAILED_STATUSES]
     if failed:
-        console.print(f"[red]{len(failed)} row(s) failed: accuracy, a recheck after timing or errors (see the status "
-                      f"column)")
+        console.print(
+            f"[red]{len(failed)} row(s) failed: accuracy, a recheck after timing or errors (see the status column)"
+        )
     if baseline is not None:
         result = gate_against(baseline, [record], args)
         print_gate(result, args.show_all, args.sort)
@@ -159,42 +221,66 @@ def _run_once(benchmarks, config, tasks) -> dict:
     with progress_bar() as progress:
         bar = progress.add_task("measuring ceilings", total=sum(len(task.impls) for task in tasks))
         return runner.run(
-            benchmarks, config,
+            benchmarks,
+            config,
             on_task=lambda task: progress.update(
-                bar, description=f"{task.benchmark.name} {task.case.name} {dtype_name(task.dtype)} {task.mode}"),
+                bar, description=f"{task.benchmark.name} {task.case.name} {dtype_name(task.dtype)} {task.mode}"
+            ),
             on_row=lambda row: progress.advance(bar),
         )
 
 
 def print_run_table(record: dict) -> None:
     prov = record["provenance"]
-    console.print(f"[bold]{prov['device']}[/] · torch {prov['torch']} · triton {prov['triton']} · "
-                  f"size {record['config']['size']} · timer {record['config']['timer']} · "
-                  f"{record['config']['repeat']} replicate(s)")
+    console.print(
+        f"[bold]{prov['device']}[/] · torch {prov['torch']} · triton {prov['triton']} · "
+        f"size {record['config']['size']} · timer {record['config']['timer']} · "
+        f"{record['config']['repeat']} replicate(s)"
+    )
     notes = []
     for bench in dict.fromkeys(row["benchmark"] for row in record["rows"]):
         table = Table(title=bench, title_justify="left")
-        for column in ("case dtype mode", "impl", "median", "95% CI", "noise", "× ref", "TFLOP/s", "GB/s", "% roof",
-                       "max err", "status"):
+        for column in (
+            "case dtype mode",
+            "impl",
+            "median",
+            "95% CI",
+            "noise",
+            "× ref",
+            "TFLOP/s",
+            "GB/s",
+            "% roof",
+            "max err",
+            "status",
+        ):
             table.add_column(column, justify="left" if column in ("case dtype mode", "impl", "status") else "right")
         for row in (row for row in record["rows"] if row["benchmark"] == bench):
             stats, metrics, acc = row["stats"], row["metrics"], row["accuracy"]
-            status = {"ok": "[green]ok", "noisy": "[yellow]noisy", "throttled": "[red]THROTTLED",
-                      "accuracy_failed": "[red]ACCURACY",
-                      "error": "[red]ERROR",
-                      "wrong-after-timing": "[red]WRONG AFTER TIMING", "mutates-inputs": "[red]MUTATES INPUTS",
-                      "skipped": "[yellow]skipped"}[row["status"]]
+            status = {
+                "ok": "[green]ok",
+                "noisy": "[yellow]noisy",
+                "throttled": "[red]THROTTLED",
+                "accuracy_failed": "[red]ACCURACY",
+                "error": "[red]ERROR",
+                "wrong-after-timing": "[red]WRONG AFTER TIMING",
+                "mutates-inputs": "[red]MUTATES INPUTS",
+                "skipped": "[yellow]skipped",
+            }[row["status"]]
             if row["reason"]:
                 notes.append(f"{bench} {row['case']} {row['dtype']} {row['mode']} {row['impl']}: {row['reason']}")
                 status += f" [{len(notes)}]"
             table.add_row(
-                f"{row['case']} {row['dtype']} {row['mode']}", row["impl"],
+                f"{row['case']} {row['dtype']} {row['mode']}",
+                row["impl"],
                 format_seconds(stats and stats["median_s"]),
                 f"{format_seconds(stats['ci95_s'][0])}–{format_seconds(stats['ci95_s'][1])}" if stats else "-",
                 _percent(stats and stats.get("noise")),
-                format_number(metrics["speedup_vs_reference"], ".3g"), format_number(metrics["tflops"], ".3g"),
-                format_number(metrics["gbps"], ".3g"), format_number(metrics["roofline_pct"], ".1f"),
-                format_number(acc and acc["max_abs_err"], ".1e"), status,
+                format_number(metrics["speedup_vs_reference"], ".3g"),
+                format_number(metrics["tflops"], ".3g"),
+                format_number(metrics["gbps"], ".3g"),
+                format_number(metrics["roofline_pct"], ".1f"),
+                format_number(acc and acc["max_abs_err"], ".1e"),
+                status,
             )
         console.print(table)
     for number, note in enumerate(notes, 1):
@@ -207,15 +293,19 @@ def _percent(fraction_or_none: float | None) -> str:
 
 def unmatched_filter(benchmarks, config) -> str | None:
     """The first --impl or --case pattern that matches nothing in the chosen benchmarks, with the closest names."""
-    known = {"--impl": sorted({impl.name for bench in benchmarks for impl in bench.impls}),
-             "--case": sorted({case.name for bench in benchmarks for case in bench.cases.get(config.size, ())})}
+    known = {
+        "--impl": sorted({impl.name for bench in benchmarks for impl in bench.impls}),
+        "--case": sorted({case.name for bench in benchmarks for case in bench.cases.get(config.size, ())}),
+    }
     for flag, patterns in (("--impl", config.impls), ("--case", config.cases)):
         for pattern in patterns:
             if not fnmatch.filter(known[flag], pattern):
                 close = difflib.get_close_matches(pattern, known[flag], n=3, cutoff=0.5)
-                return (f"{flag} {pattern!r} matches nothing"
-                        + (f"; did you mean {' or '.join(map(repr, close))}?" if close else "")
-                        + f" (at size {config.size}: {', '.join(known[flag])})")
+                return (
+                    f"{flag} {pattern!r} matches nothing"
+                    + (f"; did you mean {' or '.join(map(repr, close))}?" if close else "")
+                    + f" (at size {config.size}: {', '.join(known[flag])})"
+                )
     return None
 
 
@@ -226,15 +316,25 @@ def run_replicates(folder, argv: list[str], repeat: int) -> dict:
 
     manifest = folder.manifest()
     try:
-        records = replicates.spawn(argv, repeat, folder, on_start=lambda index: errors.print(
-            f"replicate {index + 1} of {repeat} (a fresh process)", highlight=False))
+        records = replicates.spawn(
+            argv,
+            repeat,
+            folder,
+            on_start=lambda index: errors.print(
+                f"replicate {index + 1} of {repeat} (a fresh process)", highlight=False
+            ),
+        )
         return replicates.merge(records, manifest["provenance"])
     except KeyboardInterrupt:
-        raise Interrupted(f"{len(folder.recorded(repeat))} of {repeat} replicates are recorded in {folder.path}; "
-                          f"continue with `menagerie run --resume {folder.path}`") from None
+        raise Interrupted(
+            f"{len(folder.recorded(repeat))} of {repeat} replicates are recorded in {folder.path}; "
+            f"continue with `menagerie run --resume {folder.path}`"
+        ) from None
     except replicates.ReplicateError as error:
-        raise UsageError(f"{error}; the finished replicates are kept in {folder.path}: "
-                         f"`menagerie run --resume {folder.path}` runs the missing ones") from None
+        raise UsageError(
+            f"{error}; the finished replicates are kept in {folder.path}: "
+            f"`menagerie run --resume {folder.path}` runs the missing ones"
+        ) from None
 
 
 def resume(args) -> int:
@@ -249,8 +349,12 @@ def resume(args) -> int:
     except replicates.ReplicateError as error:
         raise UsageError(str(error)) from None
     repeat, argv = int(manifest["repeat"]), manifest["argv"]
-    errors.print(f"resuming `menagerie {' '.join(argv)}`: {len(folder.recorded(repeat))} of {repeat} replicates "
-                 f"already recorded", markup=False, highlight=False)
+    errors.print(
+        f"resuming `menagerie {' '.join(argv)}`: {len(folder.recorded(repeat))} of {repeat} replicates "
+        f"already recorded",
+        markup=False,
+        highlight=False,
+    )
     original = build_parser(argv).parse_args(argv)
     original.argv, original.replicate_folder = argv, folder
     return cmd_run(original)

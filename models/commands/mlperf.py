@@ -9,24 +9,39 @@ from rich.table import Table
 from menagerie.harness.cli.common import UsageError, console
 from menagerie.harness.formatting import format_number
 
-RUN_COLUMNS = ("log", "compliance", "status", "best top-1", "epochs", "minutes", "img/s", "img/s per accel.",
-               "tracked img/s per accel.")
+RUN_COLUMNS = (
+    "log",
+    "compliance",
+    "status",
+    "best top-1",
+    "epochs",
+    "minutes",
+    "img/s",
+    "img/s per accel.",
+    "tracked img/s per accel.",
+)
 
 
 # The commands this module adds, with the help `menagerie --help` lists (without building their parsers).
 COMMANDS = {
-    "mlperf": "check and score a set of MLPerf ResNet logs (ruleset 4.0.0) "
-              "against MLPerf Training v4.0",
+    "mlperf": "check and score a set of MLPerf ResNet logs (ruleset 4.0.0) against MLPerf Training v4.0",
 }
 
 
 def add_parser(commands) -> None:
     check = commands.add_parser("mlperf", help=COMMANDS["mlperf"])
     check.add_argument("logs", nargs="+", type=Path, help="MLLOG files, one per run: a scored set is exactly 5")
-    check.add_argument("--out", type=Path, default=Path("results") / "mlperf",
-                       help="folder for the compliance and RCP checkers' reports")
-    check.add_argument("--anchor", choices=("h100", "h200"),
-                       help="published result to compare with (default: the device the logs' platform names)")
+    check.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results") / "mlperf",
+        help="folder for the compliance and RCP checkers' reports",
+    )
+    check.add_argument(
+        "--anchor",
+        choices=("h100", "h200"),
+        help="published result to compare with (default: the device the logs' platform names)",
+    )
     check.set_defaults(func=cmd_mlperf)
 
 
@@ -76,10 +91,17 @@ def _runs_table(mlperf, scores, compliance) -> Table:
         table.add_column(column, justify="left" if column in ("log", "compliance", "status") else "right")
     for score in scores:
         passed = compliance[score.log][0]
-        table.add_row(score.log, "[green]passed" if passed else "[red]FAILED", score.status,
-                      f"{score.best_accuracy:.4f}", str(score.epochs), format_number(score.minutes, ".2f"),
-                      f"{score.img_per_s:,.0f}", f"{score.img_per_s_per_accelerator:,.0f}",
-                      format_number(score.tracked_img_per_s_per_accelerator, ",.0f"))
+        table.add_row(
+            score.log,
+            "[green]passed" if passed else "[red]FAILED",
+            score.status,
+            f"{score.best_accuracy:.4f}",
+            str(score.epochs),
+            format_number(score.minutes, ".2f"),
+            f"{score.img_per_s:,.0f}",
+            f"{score.img_per_s_per_accelerator:,.0f}",
+            format_number(score.tracked_img_per_s_per_accelerator, ",.0f"),
+        )
     return table
 
 
@@ -88,15 +110,36 @@ def _versus_table(mlperf, anchor, scores, our_minutes: float | None) -> Table:
     tracked = mlperf.median_or_none([score.tracked_img_per_s_per_accelerator for score in scores])
     end_to_end = mlperf.median_or_none([score.img_per_s_per_accelerator for score in scores])
     versus = Table(title="against MLPerf Training v4.0 (published)")
-    for column in ("", "global batch", "time to train, minutes", "tracked img/s per accel.", "end-to-end img/s per accel."):
+    for column in (
+        "",
+        "global batch",
+        "time to train, minutes",
+        "tracked img/s per accel.",
+        "end-to-end img/s per accel.",
+    ):
         versus.add_column(column, justify="left" if not column else "right")
-    versus.add_row(anchor.system, str(anchor.global_batch_size), f"{anchor.minutes:.2f}",
-                   f"{anchor.img_per_s_per_accelerator:,.0f}", "-")
+    versus.add_row(
+        anchor.system,
+        str(anchor.global_batch_size),
+        f"{anchor.minutes:.2f}",
+        f"{anchor.img_per_s_per_accelerator:,.0f}",
+        "-",
+    )
     batches = ", ".join(sorted({str(score.global_batch_size) for score in scores}))
-    versus.add_row(f"these logs ({scores[0].processes} process(es), median over runs)", batches,
-                   format_number(our_minutes, ".2f"), format_number(tracked, ",.0f"), format_number(end_to_end, ",.0f"))
-    versus.add_row("ours / published", "", format_number(our_minutes and our_minutes / anchor.minutes, ".3f"),
-                   format_number(tracked and tracked / anchor.img_per_s_per_accelerator, ".3f"), "")
+    versus.add_row(
+        f"these logs ({scores[0].processes} process(es), median over runs)",
+        batches,
+        format_number(our_minutes, ".2f"),
+        format_number(tracked, ",.0f"),
+        format_number(end_to_end, ",.0f"),
+    )
+    versus.add_row(
+        "ours / published",
+        "",
+        format_number(our_minutes and our_minutes / anchor.minutes, ".3f"),
+        format_number(tracked and tracked / anchor.img_per_s_per_accelerator, ".3f"),
+        "",
+    )
     return versus
 
 

@@ -40,8 +40,15 @@ class _Images:
 WRITE_MODES = ("jpg", "raw", "proportion")
 
 
-def to_ffcv(image_folder: str | Path, out: str | Path, max_resolution: int | None = None, jpeg_quality: int = 90,
-            workers: int = 2, write_mode: str = "jpg", compress_probability: float = 0.5) -> int:
+def to_ffcv(
+    image_folder: str | Path,
+    out: str | Path,
+    max_resolution: int | None = None,
+    jpeg_quality: int = 90,
+    workers: int = 2,
+    write_mode: str = "jpg",
+    compress_probability: float = 0.5,
+) -> int:
     """Writes ``image_folder`` to ``out`` (a ``.beton`` file); returns the image count.
 
     DataError for a missing or empty folder, an undecodable image, or an ``out`` whose folder is missing.
@@ -62,11 +69,19 @@ def to_ffcv(image_folder: str | Path, out: str | Path, max_resolution: int | Non
     with ThreadPoolExecutor(max(1, workers)) as pool:
         list(pool.map(check_decodable, [path for path, _ in folder.samples]))
     partial = Path(out).with_name(f".{Path(out).name}.partial")  # FFCV writes in place: renamed when complete
-    writer = DatasetWriter(str(partial), {
-        "image": RGBImageField(write_mode=write_mode, max_resolution=max_resolution, jpeg_quality=jpeg_quality,
-                               compress_probability=compress_probability),
-        "label": IntField(),
-    }, num_workers=max(1, workers))
+    writer = DatasetWriter(
+        str(partial),
+        {
+            "image": RGBImageField(
+                write_mode=write_mode,
+                max_resolution=max_resolution,
+                jpeg_quality=jpeg_quality,
+                compress_probability=compress_probability,
+            ),
+            "label": IntField(),
+        },
+        num_workers=max(1, workers),
+    )
     writer.from_indexed_dataset(_Images(folder))
     os.replace(partial, out)
     return len(folder.samples)

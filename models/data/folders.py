@@ -91,8 +91,13 @@ def class_colour(label: int, classes: int) -> np.ndarray:
 def synthetic_image(label: int, classes: int, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
     """A ``(height, width, 3)`` uint8 image: the class colour plus smooth texture of amplitude ~20."""
     coarse = rng.normal(0, 20, (max(2, height // 16), max(2, width // 16), 3)).astype(np.float32)
-    texture = np.stack([np.asarray(Image.fromarray(coarse[..., channel]).resize((width, height), Image.BILINEAR))
-                        for channel in range(3)], axis=-1)
+    texture = np.stack(
+        [
+            np.asarray(Image.fromarray(coarse[..., channel]).resize((width, height), Image.BILINEAR))
+            for channel in range(3)
+        ],
+        axis=-1,
+    )
     return np.clip(class_colour(label, classes) + texture, 0, 255).astype(np.uint8)
 
 
@@ -112,8 +117,15 @@ def check_synthetic_size(size: int | tuple[int, int]) -> None:
         raise DataError(f"image sides must be >= 8 and the smallest <= the largest; got {size}")
 
 
-def write_synthetic(root: str | Path, classes: int, images_per_class: int, size: int | tuple[int, int],
-                    seed: int = 0, quality: int = 90, progress=None) -> int:
+def write_synthetic(
+    root: str | Path,
+    classes: int,
+    images_per_class: int,
+    size: int | tuple[int, int],
+    seed: int = 0,
+    quality: int = 90,
+    progress=None,
+) -> int:
     """Writes ``classes * images_per_class`` JPEGs under ``root/<class>/``; returns the count.
 
     ``size`` is the side of every (square) image, or a range ``(smallest, largest)``: then each

@@ -60,8 +60,9 @@ def read_devkit(devkit: str | Path) -> dict[str, str]:
     labels = {}
     for line_number, line in enumerate(ground_truth.decode().split(), start=1):
         if not line.isdigit() or int(line) not in id_to_wnid:
-            raise DataError(f"devkit {DEVKIT_GROUND_TRUTH} line {line_number}: {line!r} is not an "
-                            f"ILSVRC2012_ID of {DEVKIT_META}")
+            raise DataError(
+                f"devkit {DEVKIT_GROUND_TRUTH} line {line_number}: {line!r} is not an ILSVRC2012_ID of {DEVKIT_META}"
+            )
         labels[f"ILSVRC2012_val_{line_number:08d}"] = id_to_wnid[int(line)]
     return labels
 
@@ -81,8 +82,10 @@ def _devkit_files_from_tar(tarball: Path) -> tuple[bytes, bytes]:
     try:
         with tarfile.open(tarball) as archive:
             members = {member.name: member for member in archive.getmembers() if member.isfile()}
-            found = [next((name for name in members if name.endswith(wanted)), None)
-                     for wanted in (DEVKIT_META, DEVKIT_GROUND_TRUTH)]
+            found = [
+                next((name for name in members if name.endswith(wanted)), None)
+                for wanted in (DEVKIT_META, DEVKIT_GROUND_TRUTH)
+            ]
             if None in found:
                 raise DataError(f"devkit tarball {tarball} lacks {DEVKIT_META} or {DEVKIT_GROUND_TRUTH}")
             return tuple(archive.extractfile(members[name]).read() for name in found)
@@ -148,16 +151,21 @@ def plan_imagenet(src: str | Path, val_labels: dict[str, str] | None) -> Imagene
     _check_val_classes(val, classes)
     warnings = ()
     if len(classes) != IMAGENET_CLASSES:
-        warnings = (f"{src / 'train'} has {len(classes)} class folders, not ImageNet's {IMAGENET_CLASSES} "
-                    "(runs on it are in the open division)",)
+        warnings = (
+            f"{src / 'train'} has {len(classes)} class folders, not ImageNet's {IMAGENET_CLASSES} "
+            "(runs on it are in the open division)",
+        )
     return ImagenetLayout(tuple(train), tuple(val), classes, warnings)
 
 
 def _images(folder: Path) -> list[Path]:
     """The image files directly in ``folder``, sorted (``os.scandir``: no stat per file on most file systems)."""
     with os.scandir(folder) as entries:
-        return sorted(Path(entry.path) for entry in entries
-                      if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file())
+        return sorted(
+            Path(entry.path)
+            for entry in entries
+            if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file()
+        )
 
 
 def _class_folders(folder: Path) -> list[Path]:
@@ -184,8 +192,10 @@ def _no_train_classes(train: Path) -> str:
     """The error for a train folder without class folders, saying what it holds instead."""
     tarballs = sorted(train.glob("*.tar"))
     if tarballs:
-        return (f"{train} holds {len(tarballs)} .tar files but no class folders: extract each class's tarball into "
-                "a folder of its name (cd train; for f in *.tar; do mkdir ${f%.tar}; tar -xf $f -C ${f%.tar}; done)")
+        return (
+            f"{train} holds {len(tarballs)} .tar files but no class folders: extract each class's tarball into "
+            "a folder of its name (cd train; for f in *.tar; do mkdir ${f%.tar}; tar -xf $f -C ${f%.tar}; done)"
+        )
     images = _images(train)
     if images:
         return f"{train} is flat ({len(images)} images, no class folders): expected {train}/<wnid>/<image>"
@@ -203,8 +213,9 @@ def _scan_val(val: Path, labels: dict[str, str] | None) -> list[tuple[Path, str]
             raise DataError(f"validation folder {val} has no images")
         return [(image, folder.name) for folder in folders for image in _images(folder)]
     if labels is None:
-        raise DataError(f"validation folder {val} is flat ({len(images)} images): "
-                        "give its labels with --devkit or --val-labels")
+        raise DataError(
+            f"validation folder {val} is flat ({len(images)} images): give its labels with --devkit or --val-labels"
+        )
     unlabelled = [image.name for image in images if image.stem not in labels]
     if unlabelled:
         raise DataError(f"{len(unlabelled)} of {len(images)} validation images have no label: {_first(unlabelled)}")
@@ -217,8 +228,9 @@ def _check_val_classes(val: list[tuple[Path, str]], classes: tuple[str, ...]) ->
     missing = sorted({wnid for _, wnid in val if wnid not in known})
     if missing:
         count = sum(wnid not in known for _, wnid in val)
-        raise DataError(f"{count} validation images belong to {len(missing)} classes without a training folder: "
-                        f"{_first(missing)}")
+        raise DataError(
+            f"{count} validation images belong to {len(missing)} classes without a training folder: {_first(missing)}"
+        )
 
 
 def _first(names: list[str], shown: int = 5) -> str:

@@ -34,14 +34,14 @@ import functools
 import io
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from menagerie.models.data.loader_throughput import dataset_path, timed_window
 from menagerie.models.data.folders import scan_imagefolder
+from menagerie.models.data.loader_throughput import dataset_path, timed_window
 from menagerie.models.data.loaders import ASPECT, MEAN, STD, NormalizeToHWC, make_loader
 
 
@@ -67,8 +67,9 @@ def _differences(loader: str, cumulative: list[tuple[str, float]]) -> list[Stage
 WARMUP_BATCHES = 4  # deeper than every loader's prefetch queue
 
 
-def torchvision_stages(root: Path, size: int, batch_size: int, images: int, rounds: int,
-                       min_scale: float = 0.08) -> list[Stage]:
+def torchvision_stages(
+    root: Path, size: int, batch_size: int, images: int, rounds: int, min_scale: float = 0.08
+) -> list[Stage]:
     """Each torchvision stage timed on its own over ``images`` training images (cycled when fewer)."""
     from PIL import Image
     from torchvision.transforms import v2
@@ -82,8 +83,9 @@ def torchvision_stages(root: Path, size: int, batch_size: int, images: int, roun
         "flip": v2.RandomHorizontalFlip(),
         "normalize": NormalizeToHWC(),
     }
-    loader = make_loader("torchvision", dataset_path(root, "torchvision"), batch_size=batch_size, size=size,
-                         train=True, workers=0)
+    loader = make_loader(
+        "torchvision", dataset_path(root, "torchvision"), batch_size=batch_size, size=size, train=True, workers=0
+    )
     fastest = {}
     for _ in range(rounds):
         seconds = dict.fromkeys(steps, 0.0)
@@ -97,14 +99,19 @@ def torchvision_stages(root: Path, size: int, batch_size: int, images: int, roun
             finished.append(value)
         start = time.perf_counter()
         for first in range(0, len(finished), batch_size):
-            torch.stack(finished[first:first + batch_size])
+            torch.stack(finished[first : first + batch_size])
         seconds["batch (stack)"] = time.perf_counter() - start
         seconds["whole loader"] = _loader_ms_per_image(loader, batch_size, images) * images / 1e3
         fastest = {name: min(total, fastest.get(name, total)) for name, total in seconds.items()}
     whole = 1e3 * fastest.pop("whole loader") / images
     stages = [Stage("torchvision", name, 1e3 * total / images) for name, total in fastest.items()]
-    return stages + [Stage("torchvision", "DataLoader (sampling, fetching, collating)",
-                           whole - sum(stage.ms_per_image for stage in stages))]
+    return stages + [
+        Stage(
+            "torchvision",
+            "DataLoader (sampling, fetching, collating)",
+            whole - sum(stage.ms_per_image for stage in stages),
+        )
+    ]
 
 
 def _loader_ms_per_image(loader, batch_size: int, images: int) -> float:
@@ -133,8 +140,9 @@ def _timed_batches(next_batch: Callable[[], object], batch_size: int, images: in
     return 1e3 * (time.perf_counter() - start) / (batches * batch_size)
 
 
-def ffcv_stages(root: Path, size: int, batch_size: int, images: int, rounds: int,
-                min_scale: float = 0.08) -> list[Stage]:
+def ffcv_stages(
+    root: Path, size: int, batch_size: int, images: int, rounds: int, min_scale: float = 0.08
+) -> list[Stage]:
     """FFCV's pipeline cut after each stage, one worker; the last row is the real loader beyond the pipeline."""
     import numpy as np
     from ffcv.fields.basics import IntDecoder
@@ -144,20 +152,43 @@ def ffcv_stages(root: Path, size: int, batch_size: int, images: int, rounds: int
     from ffcv.transforms import NormalizeImage, RandomHorizontalFlip, ToTensor, ToTorchImage
 
     path = dataset_path(root, "ffcv")
-    full = [RandomResizedCropRGBImageDecoder((size, size), scale=(min_scale, 1.0), ratio=ASPECT),
-            RandomHorizontalFlip(), NormalizeImage(np.array(MEAN), np.array(STD), np.float32), ToTensor(),
-            ToTorchImage(channels_last=True)]
+    full = [
+        RandomResizedCropRGBImageDecoder((size, size), scale=(min_scale, 1.0), ratio=ASPECT),
+        RandomHorizontalFlip(),
+        NormalizeImage(np.array(MEAN), np.array(STD), np.float32),
+        ToTensor(),
+        ToTorchImage(channels_last=True),
+    ]
+
     def cut_after(length: int) -> float:
         # The real loader's settings (page-cache reads, sequential over its own permutation)
-        loader = FFCVBaseLoader(str(path), batch_size=batch_size, num_workers=1, os_cache=True,
-                                order=OrderOption.SEQUENTIAL, drop_last=True,
-                                pipelines={"image": full[:length], "label": [IntDecoder()]})
+        loader = FFCVBaseLoader(
+            str(path),
+            batch_size=batch_size,
+            num_workers=1,
+            os_cache=True,
+            order=OrderOption.SEQUENTIAL,
+            drop_last=True,
+            pipelines={"image": full[:length], "label": [IntDecoder()]},
+        )
         return _timed_epochs(loader, batch_size, images)
 
-    cuts = [(name, functools.partial(cut_after, length)) for name, length in
-            [("decode, crop, resize (one compiled decoder)", 1), ("flip", 2), ("normalize, to torch", 5)]]
-    cuts.append(("delivery (labels, epochs)", lambda: _loader_ms_per_image(
-        make_loader("ffcv", path, batch_size=batch_size, size=size, train=True, workers=1), batch_size, images)))
+    cuts = [
+        (name, functools.partial(cut_after, length))
+        for name, length in [
+            ("decode, crop, resize (one compiled decoder)", 1),
+            ("flip", 2),
+            ("normalize, to torch", 5),
+        ]
+    ]
+    cuts.append(
+        (
+            "delivery (labels, epochs)",
+            lambda: _loader_ms_per_image(
+                make_loader("ffcv", path, batch_size=batch_size, size=size, train=True, workers=1), batch_size, images
+            ),
+        )
+    )
     return _fastest_cuts("ffcv", cuts, rounds)
 
 
@@ -176,8 +207,9 @@ def _timed_epochs(epochs, batch_size: int, images: int) -> float:
     return 1e3 * elapsed / (batches * batch_size)
 
 
-def dali_stages(root: Path, size: int, batch_size: int, images: int, rounds: int,
-                min_scale: float = 0.08) -> list[Stage]:
+def dali_stages(
+    root: Path, size: int, batch_size: int, images: int, rounds: int, min_scale: float = 0.08
+) -> list[Stage]:
     """DALI's CPU pipeline cut after each stage, one thread; the last row is the real loader beyond the pipeline."""
     import numpy as np
     from nvidia.dali import fn, pipeline_def, types
@@ -189,18 +221,27 @@ def dali_stages(root: Path, size: int, batch_size: int, images: int, rounds: int
         return [np.fromfile(next(files), dtype=np.uint8) for _ in range(batch_size)]
 
     def cut_after(stage: int):
-        @pipeline_def(batch_size=batch_size, num_threads=1, device_id=None, seed=0, prefetch_queue_depth=2,
-                      exec_dynamic=True)
+        @pipeline_def(
+            batch_size=batch_size, num_threads=1, device_id=None, seed=0, prefetch_queue_depth=2, exec_dynamic=True
+        )
         def pipeline():
             data = fn.external_source(source=read_batch, batch=True)
             if stage >= 1:
-                data = fn.decoders.image_random_crop(data, device="cpu", output_type=types.RGB,
-                                                     random_area=[min_scale, 1.0], random_aspect_ratio=ASPECT)
+                data = fn.decoders.image_random_crop(
+                    data, device="cpu", output_type=types.RGB, random_area=[min_scale, 1.0], random_aspect_ratio=ASPECT
+                )
             if stage >= 2:
                 data = fn.resize(data, resize_x=size, resize_y=size, antialias=False)
             if stage >= 3:
-                data = fn.crop_mirror_normalize(data, dtype=types.FLOAT, output_layout="HWC", crop=(size, size),
-                                                mean=list(MEAN), std=list(STD), mirror=fn.random.coin_flip())
+                data = fn.crop_mirror_normalize(
+                    data,
+                    dtype=types.FLOAT,
+                    output_layout="HWC",
+                    crop=(size, size),
+                    mean=list(MEAN),
+                    std=list(STD),
+                    mirror=fn.random.coin_flip(),
+                )
             return data
 
         built = pipeline()
@@ -208,18 +249,33 @@ def dali_stages(root: Path, size: int, batch_size: int, images: int, rounds: int
         return built
 
     names = ["read files", "decode the crop (libjpeg-turbo)", "resize", "flip and normalize"]
-    cuts = [(name, lambda stage=stage: _timed_batches(cut_after(stage).run, batch_size, images))
-            for stage, name in enumerate(names)]
-    cuts.append(("delivery to PyTorch (DALIGenericIterator)", lambda: _loader_ms_per_image(
-        make_loader("dali", folder, batch_size=batch_size, size=size, train=True, workers=1), batch_size, images)))
+    cuts = [
+        (name, lambda stage=stage: _timed_batches(cut_after(stage).run, batch_size, images))
+        for stage, name in enumerate(names)
+    ]
+    cuts.append(
+        (
+            "delivery to PyTorch (DALIGenericIterator)",
+            lambda: _loader_ms_per_image(
+                make_loader("dali", folder, batch_size=batch_size, size=size, train=True, workers=1), batch_size, images
+            ),
+        )
+    )
     return _fastest_cuts("dali", cuts, rounds)
 
 
 STAGE_PROFILERS = {"torchvision": torchvision_stages, "ffcv": ffcv_stages, "dali": dali_stages}
 
 
-def profile(root: str | Path, loaders, size: int = 224, batch_size: int = 64, images: int = 512, rounds: int = 3,
-            on_loader: Callable[[str], None] | None = None) -> list[Stage]:
+def profile(
+    root: str | Path,
+    loaders,
+    size: int = 224,
+    batch_size: int = 64,
+    images: int = 512,
+    rounds: int = 3,
+    on_loader: Callable[[str], None] | None = None,
+) -> list[Stage]:
     """Every stage of each of ``loaders`` at output ``size``, ``images`` images per measurement, fastest of ``rounds``."""
     stages, threads = [], torch.get_num_threads()
     torch.set_num_threads(1)  # torchvision's stages run in this process: one core, like one worker

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 
@@ -82,8 +82,13 @@ class BatchStream:
         self._epoch = iter(self.loader)
 
 
-def timed_window(loader: Loader, warmup_batches: int, batches: int, clock: Callable[[], float] = time.perf_counter,
-                 synchronize: Callable[[], None] = lambda: None) -> float:
+def timed_window(
+    loader: Loader,
+    warmup_batches: int,
+    batches: int,
+    clock: Callable[[], float] = time.perf_counter,
+    synchronize: Callable[[], None] = lambda: None,
+) -> float:
     """Seconds that ``batches`` batches take after ``warmup_batches`` untimed ones (``synchronize`` before stopping)."""
     stream = BatchStream(loader)
     stream.take(warmup_batches)
@@ -100,9 +105,18 @@ def dataset_path(root: Path, loader: str) -> Path:
     return root / "train.beton" if loader == "ffcv" else root / "train"
 
 
-def measure(root: str | Path, loaders=LOADERS, sizes=(224, 32), batch_size: int = 256, workers: int = 4,
-            batches: int = 50, warmup_batches: int = 10, device: torch.device | str = "cpu", rounds: int = 3,
-            on_result: Callable[[str, int, int, float], None] | None = None) -> list[LoaderThroughput]:
+def measure(
+    root: str | Path,
+    loaders=LOADERS,
+    sizes=(224, 32),
+    batch_size: int = 256,
+    workers: int = 4,
+    batches: int = 50,
+    warmup_batches: int = 10,
+    device: torch.device | str = "cpu",
+    rounds: int = 3,
+    on_result: Callable[[str, int, int, float], None] | None = None,
+) -> list[LoaderThroughput]:
     """Measures each (loader, size) once per round: ``batches`` timed batches after ``warmup_batches``.
 
     ``on_result(loader, size, round, images_per_s)`` is called after each measurement.
@@ -113,21 +127,42 @@ def measure(root: str | Path, loaders=LOADERS, sizes=(224, 32), batch_size: int 
     rates = {pair: [] for pair in pairs}
     for round_index in range(rounds):
         for loader_name, size in pairs:
-            loader = make_loader(loader_name, dataset_path(root, loader_name), batch_size=batch_size, size=size,
-                                 train=True, device=device, workers=workers)
+            loader = make_loader(
+                loader_name,
+                dataset_path(root, loader_name),
+                batch_size=batch_size,
+                size=size,
+                train=True,
+                device=device,
+                workers=workers,
+            )
             seconds = timed_window(loader, warmup_batches, batches, synchronize=synchronize)
             rates[loader_name, size].append(batches * batch_size / seconds)
             if on_result:
                 on_result(loader_name, size, round_index, rates[loader_name, size][-1])
     storage = convert.beton_storage(dataset_path(root, "ffcv")) if "ffcv" in loaders else None
-    return [LoaderThroughput(loader_name, size, batch_size, workers, cores_available(), warmup_batches, batches,
-                             rates[loader_name, size], statistics.median(rates[loader_name, size]),
-                             storage if loader_name == "ffcv" else None)
-            for loader_name, size in pairs]
+    return [
+        LoaderThroughput(
+            loader_name,
+            size,
+            batch_size,
+            workers,
+            cores_available(),
+            warmup_batches,
+            batches,
+            rates[loader_name, size],
+            statistics.median(rates[loader_name, size]),
+            storage if loader_name == "ffcv" else None,
+        )
+        for loader_name, size in pairs
+    ]
 
 
 def speedups(results: list[LoaderThroughput]) -> dict[tuple[str, int], float]:
     """Each (loader, size)'s images per second over torchvision's at that size (where torchvision was measured)."""
     baseline = {result.size: result.images_per_s for result in results if result.loader == BASELINE}
-    return {(result.loader, result.size): result.images_per_s / baseline[result.size]
-            for result in results if result.size in baseline}
+    return {
+        (result.loader, result.size): result.images_per_s / baseline[result.size]
+        for result in results
+        if result.size in baseline
+    }

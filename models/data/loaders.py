@@ -40,8 +40,8 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -100,8 +100,18 @@ def cores_available() -> int:
 class Loader:
     """The common interface; each loader implements ``__iter__`` (decode and augment, then ``normalize``)."""
 
-    def __init__(self, total: int, classes: int, batch_size: int, size: int, min_scale: float, train: bool,
-                 rank: int, world_size: int, device: torch.device):
+    def __init__(
+        self,
+        total: int,
+        classes: int,
+        batch_size: int,
+        size: int,
+        min_scale: float,
+        train: bool,
+        rank: int,
+        world_size: int,
+        device: torch.device,
+    ):
         """Checks the settings against the ``total`` images found and sizes this rank's share of an epoch."""
         _check_common(batch_size, size, min_scale, rank, world_size, total, train)
         self.samples, self._batches_per_epoch = _shard_counts(total, batch_size, train, rank, world_size)
@@ -128,8 +138,9 @@ def _shard_counts(total: int, batch_size: int, train: bool, rank: int, world_siz
     return per_rank, math.ceil(per_rank / batch_size)
 
 
-def _check_common(batch_size: int, size: int, min_scale: float, rank: int, world_size: int, total: int,
-                  train: bool) -> None:
+def _check_common(
+    batch_size: int, size: int, min_scale: float, rank: int, world_size: int, total: int, train: bool
+) -> None:
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if size < 8:
@@ -139,14 +150,15 @@ def _check_common(batch_size: int, size: int, min_scale: float, rank: int, world
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world_size {world_size}")
     if train and total // world_size < batch_size:
-        raise DataError(f"{total} training images cannot fill one batch of {batch_size} on each of "
-                        f"{world_size} process(es)")
+        raise DataError(
+            f"{total} training images cannot fill one batch of {batch_size} on each of {world_size} process(es)"
+        )
 
 
 def _shared_permutation(seed: int, epoch: int, total: int, rank: int, world_size: int, samples: int) -> list[int]:
     """This rank's part of the epoch's permutation, the same on every rank: every ``world_size``-th index from ``rank``."""
     permutation = torch.randperm(total, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-    return permutation[rank:samples * world_size:world_size]
+    return permutation[rank : samples * world_size : world_size]
 
 
 # --- torchvision ------------------------------------------------------------------------
@@ -177,8 +189,11 @@ class TorchvisionLoader(Loader):
         total = len(folder.samples)
         super().__init__(total, len(folder.classes), batch_size, size, min_scale, train, rank, world_size, device)
         if train and augment:
-            steps = [v2.PILToTensor(), v2.RandomResizedCrop(size, scale=(min_scale, 1.0), ratio=ASPECT),
-                     v2.RandomHorizontalFlip()]
+            steps = [
+                v2.PILToTensor(),
+                v2.RandomResizedCrop(size, scale=(min_scale, 1.0), ratio=ASPECT),
+                v2.RandomHorizontalFlip(),
+            ]
         else:
             steps = [v2.PILToTensor(), v2.Resize(round(size / CENTRE_FRACTION)), v2.CenterCrop(size)]
         self._normalized_in_workers = device.type != "cuda"
@@ -188,15 +203,21 @@ class TorchvisionLoader(Loader):
         self._order = _EpochOrder(list(range(len(indices))))
         # Workers persist across epochs (no respawn per epoch); the sampler, read in this process, changes order.
         self._loader = torch.utils.data.DataLoader(
-            _FolderDataset(folder, indices, transform), batch_size=batch_size, sampler=self._order,
-            num_workers=workers, persistent_workers=workers > 0, drop_last=train, pin_memory=device.type == "cuda",
+            _FolderDataset(folder, indices, transform),
+            batch_size=batch_size,
+            sampler=self._order,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            drop_last=train,
+            pin_memory=device.type == "cuda",
             generator=torch.Generator().manual_seed(seed + rank),
         )
 
     def __iter__(self):
         if self.train:
-            self._order.indices = _shared_permutation(self.seed, self.epoch, self.total, self.rank, self.world_size,
-                                                      self.samples)
+            self._order.indices = _shared_permutation(
+                self.seed, self.epoch, self.total, self.rank, self.world_size, self.samples
+            )
         for pixels, labels in self._loader:
             images = as_nchw(pixels) if self._normalized_in_workers else normalize(pixels, self.device, False)
             yield images, labels.to(self.device, non_blocking=True)
@@ -254,8 +275,9 @@ class FFCVLoader(Loader):
             def next_traversal_order(inner):
                 if not train:
                     return np.arange(rank, total, world_size, dtype=np.uint64)  # FFCV's index type
-                return np.array(_shared_permutation(seed, inner.next_epoch, total, rank, world_size, samples),
-                                dtype=np.uint64)
+                return np.array(
+                    _shared_permutation(seed, inner.next_epoch, total, rank, world_size, samples), dtype=np.uint64
+                )
 
         if train and augment:
             decoder = RandomResizedCropRGBImageDecoder((size, size), scale=(min_scale, 1.0), ratio=ASPECT)
@@ -271,9 +293,14 @@ class FFCVLoader(Loader):
             statistics = np.array(MEAN), np.array(STD)
             image_pipeline += [NormalizeImage(*statistics, np.float32), ToTensor(), ToTorchImage(channels_last=True)]
         self._loader = EpochOrder(
-            str(path), batch_size=batch_size, num_workers=max(1, workers), order=OrderOption.SEQUENTIAL,
-            drop_last=train, pipelines={"image": image_pipeline, "label": label_pipeline},
-            seed=seed, os_cache=True,
+            str(path),
+            batch_size=batch_size,
+            num_workers=max(1, workers),
+            order=OrderOption.SEQUENTIAL,
+            drop_last=train,
+            pipelines={"image": image_pipeline, "label": label_pipeline},
+            seed=seed,
+            os_cache=True,
         )
 
     def __iter__(self):
@@ -326,13 +353,15 @@ class _EpochFiles:
     def __call__(self):
         import numpy as np
 
-        chosen = self.order[self.position:self.position + self.batch_size]
+        chosen = self.order[self.position : self.position + self.batch_size]
         if not chosen:
             raise StopIteration
         self.position += len(chosen)
         samples = [self.folder.samples[index] for index in chosen]
-        return ([np.fromfile(path, dtype=np.uint8) for path, _ in samples],
-                [np.array([label], dtype=np.int32) for _, label in samples])
+        return (
+            [np.fromfile(path, dtype=np.uint8) for path, _ in samples],
+            [np.array([label], dtype=np.int32) for _, label in samples],
+        )
 
 
 class DALILoader(Loader):
@@ -359,23 +388,40 @@ class DALILoader(Loader):
         on_gpu = self.device.type == "cuda"
         mean, std = list(MEAN), list(STD)
 
-        @pipeline_def(batch_size=self.batch_size, num_threads=max(1, self.workers),
-                      device_id=(self.device.index or 0) if on_gpu else None, seed=self.seed,
-                      prefetch_queue_depth=2, exec_dynamic=True)
+        @pipeline_def(
+            batch_size=self.batch_size,
+            num_threads=max(1, self.workers),
+            device_id=(self.device.index or 0) if on_gpu else None,
+            seed=self.seed,
+            prefetch_queue_depth=2,
+            exec_dynamic=True,
+        )
         def pipeline():
             jpegs, label = fn.external_source(source=self._files, num_outputs=2, batch=True)
             decoder_device = "mixed" if on_gpu else "cpu"
             if self.train and self.augment:
-                images = fn.decoders.image_random_crop(jpegs, device=decoder_device, output_type=types.RGB,
-                                                       random_area=[self.min_scale, 1.0], random_aspect_ratio=ASPECT)
+                images = fn.decoders.image_random_crop(
+                    jpegs,
+                    device=decoder_device,
+                    output_type=types.RGB,
+                    random_area=[self.min_scale, 1.0],
+                    random_aspect_ratio=ASPECT,
+                )
                 images = fn.resize(images, resize_x=self.size, resize_y=self.size, antialias=False)
                 mirror = fn.random.coin_flip()
             else:
                 images = fn.decoders.image(jpegs, device=decoder_device, output_type=types.RGB)
                 images = fn.resize(images, resize_shorter=round(self.size / CENTRE_FRACTION), antialias=False)
                 mirror = 0
-            images = fn.crop_mirror_normalize(images, dtype=types.FLOAT, output_layout="HWC",
-                                              crop=(self.size, self.size), mean=mean, std=std, mirror=mirror)
+            images = fn.crop_mirror_normalize(
+                images,
+                dtype=types.FLOAT,
+                output_layout="HWC",
+                crop=(self.size, self.size),
+                mean=mean,
+                std=std,
+                mirror=mirror,
+            )
             return images, label.gpu() if on_gpu else label
 
         pipe = pipeline()
@@ -413,19 +459,33 @@ class DALILoader(Loader):
             self._epoch_unfinished = False
         except RuntimeError as error:
             if "decod" in str(error).lower() or "image" in str(error).lower():
-                raise DataError(f"DALI cannot decode an image under {self.folder.root}: "
-                                f"{str(error).splitlines()[0]}") from None
+                raise DataError(
+                    f"DALI cannot decode an image under {self.folder.root}: {str(error).splitlines()[0]}"
+                ) from None
             raise
 
 
 LOADER_CLASSES = {"torchvision": TorchvisionLoader, "ffcv": FFCVLoader, "dali": DALILoader}
 
 
-def make_loader(kind: str, path: str | Path, *, batch_size: int, size: int, train: bool,
-                augment: bool = True, device: torch.device | str = "cpu", workers: int = 2, seed: int = 0,
-                rank: int = 0, world_size: int = 1, min_scale: float = 0.08) -> Loader:
+def make_loader(
+    kind: str,
+    path: str | Path,
+    *,
+    batch_size: int,
+    size: int,
+    train: bool,
+    augment: bool = True,
+    device: torch.device | str = "cpu",
+    workers: int = 2,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    min_scale: float = 0.08,
+) -> Loader:
     """The ``kind`` loader over ``path``; ValueError for an unknown kind, DataError for an unusable dataset."""
     if kind not in LOADER_CLASSES:
         raise ValueError(f"unknown loader {kind!r}; expected one of {', '.join(LOADERS)}")
-    return LOADER_CLASSES[kind](path, batch_size, size, train, augment, torch.device(device), workers, seed, rank,
-                                world_size, min_scale)
+    return LOADER_CLASSES[kind](
+        path, batch_size, size, train, augment, torch.device(device), workers, seed, rank, world_size, min_scale
+    )

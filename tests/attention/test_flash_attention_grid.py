@@ -55,4 +55,3 @@ def test_varlen_windows_and_head_ratios(window, heads, causal):
     heads, kv_heads = HEADS[heads]
     q, k, v, grad_out, grad_lse = packed_inputs(VARLEN_Q, VARLEN_K, heads, kv_heads, 16, torch.float32, seed=1)
     check_varlen(VARLEN_Q, VARLEN_K, q, k, v, grad_out, grad_lse, window, 0, causal, 0.0)
-

@@ -4,8 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from menagerie.kernels.attention import (sliding_window_mask, sliding_window_mask_mod, varlen_mask, visible_pairs,
-                               window_bounds)
+from menagerie.kernels.attention import (
+    sliding_window_mask,
+    sliding_window_mask_mod,
+    varlen_mask,
+    visible_pairs,
+    window_bounds,
+)
 
 # Asymmetric, one-sided unbounded, fully unbounded and degenerate windows, as FlashAttention's test grid.
 PAIRS = [(3, 9), (-1, 8), (8, -1), (-1, -1), (0, 0), (0, 5), (5, 0), (2, 1)]
@@ -74,7 +79,8 @@ def test_mask_mod_matches_the_mask():
 
 def test_visible_pairs_counts_the_mask():
     for q_len, kv_len, window, sinks, causal in itertools.product(
-            [1, 5, 20, 37], [1, 9, 20, 37], [0, 1, 3, 100], [0, 1, 4, 30], [True, False]):
+        [1, 5, 20, 37], [1, 9, 20, 37], [0, 1, 3, 100], [0, 1, 4, 30], [True, False]
+    ):
         expected = int(sliding_window_mask(q_len, kv_len, window, sinks, causal).sum())
         assert visible_pairs(q_len, kv_len, window, sinks, causal) == expected
 
@@ -91,8 +97,15 @@ def test_mask_mod_builds_a_flex_attention_block_mask():
     from torch.nn.attention.flex_attention import create_block_mask
 
     for q_len, kv_len, window, sinks, causal in [(100, 300, 7, 4, True), (300, 100, 20, 2, False)]:
-        block_mask = create_block_mask(sliding_window_mask_mod(q_len, kv_len, window, sinks, causal), None, None,
-                                       q_len, kv_len, device="cpu", BLOCK_SIZE=16)
+        block_mask = create_block_mask(
+            sliding_window_mask_mod(q_len, kv_len, window, sinks, causal),
+            None,
+            None,
+            q_len,
+            kv_len,
+            device="cpu",
+            BLOCK_SIZE=16,
+        )
         mask = sliding_window_mask(q_len, kv_len, window, sinks, causal).float()
         padded = F.pad(mask, (0, -kv_len % 16, 0, -q_len % 16))
         needed = F.max_pool2d(padded[None], 16)[0] > 0  # 16x16 blocks holding a visible pair
@@ -103,8 +116,14 @@ def test_mask_mod_builds_a_flex_attention_block_mask():
 def test_window_pairs_match_flash_attention_local_mask(causal):
     for (q_len, kv_len), (left, right), sinks in itertools.product([(9, 9), (5, 12), (12, 5)], PAIRS, [0, 2, 20]):
         expected = local_mask(q_len, kv_len, left, right, sinks, causal)
-        assert torch.equal(sliding_window_mask(q_len, kv_len, (left, right), sinks, causal), expected), \
-            (q_len, kv_len, left, right, sinks, causal)
+        assert torch.equal(sliding_window_mask(q_len, kv_len, (left, right), sinks, causal), expected), (
+            q_len,
+            kv_len,
+            left,
+            right,
+            sinks,
+            causal,
+        )
         q_idx, kv_idx = torch.arange(q_len)[:, None], torch.arange(kv_len)[None, :]
         mod = sliding_window_mask_mod(q_len, kv_len, (left, right), sinks, causal)
         assert torch.equal(mod(0, 0, q_idx, kv_idx), expected)
@@ -112,8 +131,9 @@ def test_window_pairs_match_flash_attention_local_mask(causal):
 
 def test_an_int_window_is_the_symmetric_pair():
     for window, causal in itertools.product([0, 1, 4, -1], [True, False]):
-        assert torch.equal(sliding_window_mask(11, 13, window, 1, causal),
-                           sliding_window_mask(11, 13, (window, window), 1, causal))
+        assert torch.equal(
+            sliding_window_mask(11, 13, window, 1, causal), sliding_window_mask(11, 13, (window, window), 1, causal)
+        )
     assert window_bounds(3) == (3, 3) and window_bounds((-1, 8)) == (-1, 8) and window_bounds([2, 0]) == (2, 0)
 
 
@@ -124,22 +144,26 @@ def test_asymmetric_window_rows():
     assert bool(sliding_window_mask(4, 6, (-1, -1), causal=False).all())  # unbounded both ways: dense
 
 
-@pytest.mark.parametrize("window, error, message", [
-    ((-2, 3), ValueError, "window: expected integers >= -1"),
-    (-5, ValueError, "window: expected integers >= -1"),
-    ((1, 2, 3), ValueError, "window: expected an integer or a \\(left, right\\) pair"),
-    ((1.5, 2), TypeError, "window: expected an integer or a \\(left, right\\) pair of integers"),
-    ((True, 2), TypeError, "window: expected integers"),
-    ("4", TypeError, "window: expected an integer"),
-])
+@pytest.mark.parametrize(
+    "window, error, message",
+    [
+        ((-2, 3), ValueError, "window: expected integers >= -1"),
+        (-5, ValueError, "window: expected integers >= -1"),
+        ((1, 2, 3), ValueError, "window: expected an integer or a \\(left, right\\) pair"),
+        ((1.5, 2), TypeError, "window: expected an integer or a \\(left, right\\) pair of integers"),
+        ((True, 2), TypeError, "window: expected integers"),
+        ("4", TypeError, "window: expected an integer"),
+    ],
+)
 def test_bad_windows_raise_clear_errors(window, error, message):
     with pytest.raises(error, match=message):
         window_bounds(window)
 
 
 def test_visible_pairs_counts_pair_windows():
-    for q_len, kv_len, window, sinks, causal in itertools.product([1, 7, 20], [1, 9, 20], PAIRS, [0, 3, 30],
-                                                                  [True, False]):
+    for q_len, kv_len, window, sinks, causal in itertools.product(
+        [1, 7, 20], [1, 9, 20], PAIRS, [0, 3, 30], [True, False]
+    ):
         expected = int(sliding_window_mask(q_len, kv_len, window, sinks, causal).sum())
         assert visible_pairs(q_len, kv_len, window, sinks, causal) == expected
 
@@ -149,8 +173,9 @@ def test_varlen_mask_is_block_diagonal_with_each_sequence_mask():
     cu_q = torch.tensor([0, *itertools.accumulate(q_lens)], dtype=torch.int32)
     cu_k = torch.tensor([0, *itertools.accumulate(k_lens)], dtype=torch.int32)
     for window, sinks, causal in [((2, 1), 1, False), (1, 0, True), ((-1, 0), 5, True)]:
-        expected = torch.block_diag(*[sliding_window_mask(q, k, window, sinks, causal).int()
-                                      for q, k in zip(q_lens, k_lens)]).bool()
+        expected = torch.block_diag(
+            *[sliding_window_mask(q, k, window, sinks, causal).int() for q, k in zip(q_lens, k_lens)]
+        ).bool()
         assert torch.equal(varlen_mask(cu_q, cu_k, window, sinks, causal), expected)
 
 
@@ -167,7 +192,8 @@ def test_end_sinks_are_the_last_keys_and_respect_causality():
 
 def test_end_sinks_in_every_builder_and_the_pair_count():
     for q_len, kv_len, window, sinks, end_sinks, causal in itertools.product(
-            [1, 9, 30], [1, 12, 30], [0, 2, (3, 1), (-1, 0)], [0, 2], [0, 1, 4, 40], [True, False]):
+        [1, 9, 30], [1, 12, 30], [0, 2, (3, 1), (-1, 0)], [0, 2], [0, 1, 4, 40], [True, False]
+    ):
         mask = sliding_window_mask(q_len, kv_len, window, sinks, causal, end_sinks=end_sinks)
         mod = sliding_window_mask_mod(q_len, kv_len, window, sinks, causal, end_sinks=end_sinks)
         assert torch.equal(mod(0, 0, torch.arange(q_len)[:, None], torch.arange(kv_len)[None, :]), mask)
@@ -179,7 +205,6 @@ def test_varlen_end_sinks_are_each_sequence_last_keys():
     cu = torch.tensor([0, 5, 8, 15], dtype=torch.int32)
     packed = varlen_mask(cu, cu, 0, causal=False, end_sinks=1)
     for start, length in zip([0, 5, 8], lengths):
-        block = packed[start:start + length, start:start + length]
+        block = packed[start : start + length, start : start + length]
         assert torch.equal(block, sliding_window_mask(length, length, 0, causal=False, end_sinks=1))
-    assert int(packed.sum()) == sum(int(sliding_window_mask(n, n, 0, causal=False, end_sinks=1).sum())
-                                    for n in lengths)
+    assert int(packed.sum()) == sum(int(sliding_window_mask(n, n, 0, causal=False, end_sinks=1).sum()) for n in lengths)

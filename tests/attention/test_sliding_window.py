@@ -12,8 +12,11 @@ gpu_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 arithm
 # to the input dtype before their matmuls (as FlashAttention does), so allow ~10 units of roundoff
 # (eps 9.8e-4 and 7.8e-3); fp32 has no such rounding, only accumulation order and the GPU's
 # approximate exp2/log2, allowed at 1e-4 (~1000 ulps, still far below a missing key's ~1e-2 effect).
-TOLERANCES = {torch.float32: dict(atol=1e-4, rtol=1e-4), torch.float16: dict(atol=1e-2, rtol=1e-2),
-              torch.bfloat16: dict(atol=8e-2, rtol=8e-2)}
+TOLERANCES = {
+    torch.float32: dict(atol=1e-4, rtol=1e-4),
+    torch.float16: dict(atol=1e-2, rtol=1e-2),
+    torch.bfloat16: dict(atol=8e-2, rtol=8e-2),
+}
 LSE_TOLERANCE = dict(atol=1e-4, rtol=1e-4)  # the lse sees the inputs only through fp32-accumulated scores
 
 CASES = {
@@ -48,31 +51,38 @@ CASES = {
 def random_qkv(batch, heads, kv_heads, q_len, kv_len, head_dim, dtype, seed=0):
     generator = torch.Generator().manual_seed(seed)
     make = lambda *shape: torch.randn(*shape, generator=generator).to(DEVICE, dtype)  # noqa: E731
-    return (make(batch, heads, q_len, head_dim), make(batch, kv_heads, kv_len, head_dim),
-            make(batch, kv_heads, kv_len, head_dim), make(batch, heads, q_len, head_dim))
+    return (
+        make(batch, heads, q_len, head_dim),
+        make(batch, kv_heads, kv_len, head_dim),
+        make(batch, kv_heads, kv_len, head_dim),
+        make(batch, heads, q_len, head_dim),
+    )
 
 
-def float64_reference(q, k, v, grad_out, window, sinks, causal, grad_lse=None, scale=None, softcap=0.0,
-                      end_sinks=0):
+def float64_reference(q, k, v, grad_out, window, sinks, causal, grad_lse=None, scale=None, softcap=0.0, end_sinks=0):
     """Output, lse and (dq, dk, dv) of the reference in float64 on the same (rounded) inputs."""
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
-    out, lse = sliding_window_attention_reference(q64, k64, v64, window, sinks, causal, scale=scale,
-                                                  return_lse=True, softcap=softcap, end_sinks=end_sinks)
+    out, lse = sliding_window_attention_reference(
+        q64, k64, v64, window, sinks, causal, scale=scale, return_lse=True, softcap=softcap, end_sinks=end_sinks
+    )
     outputs, grads = (out,), (grad_out.double(),)
     if grad_lse is not None:
         outputs, grads = (out, lse), (grad_out.double(), grad_lse.double())
     return out.detach(), lse.detach(), torch.autograd.grad(outputs, (q64, k64, v64), grads)
 
 
-def check_against_reference(q, k, v, grad_out, window, sinks, causal, grad_lse=None, expected=None, softcap=0.0,
-                            end_sinks=0):
+def check_against_reference(
+    q, k, v, grad_out, window, sinks, causal, grad_lse=None, expected=None, softcap=0.0, end_sinks=0
+):
     q, k, v = (t.clone().requires_grad_() for t in (q, k, v))
-    out, lse = sliding_window_attention(q, k, v, window, sinks, causal, return_lse=True, softcap=softcap,
-                                        end_sinks=end_sinks)
+    out, lse = sliding_window_attention(
+        q, k, v, window, sinks, causal, return_lse=True, softcap=softcap, end_sinks=end_sinks
+    )
     outputs, grads = ((out,), (grad_out,)) if grad_lse is None else ((out, lse), (grad_out, grad_lse))
     dq, dk, dv = torch.autograd.grad(outputs, (q, k, v), grads)
     expected_out, expected_lse, expected_grads = expected or float64_reference(
-        q, k, v, grad_out, window, sinks, causal, grad_lse, softcap=softcap, end_sinks=end_sinks)
+        q, k, v, grad_out, window, sinks, causal, grad_lse, softcap=softcap, end_sinks=end_sinks
+    )
     tol = TOLERANCES[q.dtype]
     assert out.dtype == dq.dtype == dk.dtype == dv.dtype == q.dtype and lse.dtype == torch.float32
     assert out.shape == q.shape and lse.shape == q.shape[:3] and dk.shape == k.shape and dv.shape == v.shape
@@ -90,8 +100,17 @@ def test_fp32_forward_and_gradients(case):
     check_against_reference(q, k, v, grad_out, window, sinks, causal)
 
 
-HALF_CASES = ["odd-length", "beyond-one-tile", "wide-window-interior", "fewer-queries", "more-queries-empty-rows",
-              "gqa-one-kv-head", "sinks-after-band", "asymmetric", "right-unbounded-more-queries"]
+HALF_CASES = [
+    "odd-length",
+    "beyond-one-tile",
+    "wide-window-interior",
+    "fewer-queries",
+    "more-queries-empty-rows",
+    "gqa-one-kv-head",
+    "sinks-after-band",
+    "asymmetric",
+    "right-unbounded-more-queries",
+]
 
 
 @pytest.mark.parametrize("case", HALF_CASES)
@@ -119,10 +138,16 @@ def test_half_precision_head_dims(head_dim, dtype):
 
 # Softcap: scores s -> c * tanh(s / c) before the softmax; the backward multiplies by 1 - tanh^2.
 # Inputs scaled up so that the cap bends most scores (|s| / c around 1 and beyond).
-@pytest.mark.parametrize("case, softcap, dtype", [
-    ("odd-length", 0.5, torch.float32), ("asymmetric", 1.0, torch.float32),
-    ("more-queries-empty-rows", 0.3, torch.float32), ("fewer-queries", 2.0, torch.float16),
-    pytest.param("fewer-queries", 2.0, torch.bfloat16, marks=gpu_only)])
+@pytest.mark.parametrize(
+    "case, softcap, dtype",
+    [
+        ("odd-length", 0.5, torch.float32),
+        ("asymmetric", 1.0, torch.float32),
+        ("more-queries-empty-rows", 0.3, torch.float32),
+        ("fewer-queries", 2.0, torch.float16),
+        pytest.param("fewer-queries", 2.0, torch.bfloat16, marks=gpu_only),
+    ],
+)
 def test_softcap_forward_and_gradients(case, softcap, dtype):
     batch, heads, kv_heads, q_len, kv_len, head_dim, window, sinks, causal = CASES[case]
     q, k, v, grad_out = random_qkv(batch, heads, kv_heads, q_len, kv_len, head_dim, torch.float32, seed=11)
@@ -228,8 +253,10 @@ def test_explicit_scale():
 
 def test_window_beyond_int32_is_the_full_band():
     q, k, v, _ = random_qkv(1, 1, 1, 30, 30, 16, torch.float32, seed=7)
-    torch.testing.assert_close(sliding_window_attention(q, k, v, window=2**40, sinks=2**40, causal=False),
-                               sliding_window_attention(q, k, v, window=30, sinks=0, causal=False))
+    torch.testing.assert_close(
+        sliding_window_attention(q, k, v, window=2**40, sinks=2**40, causal=False),
+        sliding_window_attention(q, k, v, window=30, sinks=0, causal=False),
+    )
 
 
 def test_empty_sequences():
@@ -251,6 +278,7 @@ def test_empty_sequences():
 # visited NaN key or query spreads NaN through the tile's matmuls even where the mask zeroes P.
 # The poisoned ranges are skipped at every tiling from 16 to 128, so this holds for any autotuned config.
 
+
 @pytest.mark.parametrize("window, causal", [(8, True), (8, False), ((40, 2), False)])
 def test_forward_and_dq_never_load_key_tiles_outside_the_band_and_sinks(window, causal):
     # 16 queries at positions 584..599, window 8 (or 40 back): 4 sinks: keys 128..511 lie in no visited tile.
@@ -259,8 +287,9 @@ def test_forward_and_dq_never_load_key_tiles_outside_the_band_and_sinks(window, 
     k_poisoned, v_poisoned = k.clone(), v.clone()
     k_poisoned[:, :, 128:512] = float("nan")
     v_poisoned[:, :, 128:512] = float("nan")
-    _, _, (_, dk, dv) = check_against_reference(q, k_poisoned, v_poisoned, grad_out, window, 4, causal,
-                                                 expected=expected)
+    _, _, (_, dk, dv) = check_against_reference(
+        q, k_poisoned, v_poisoned, grad_out, window, 4, causal, expected=expected
+    )
     assert bool((dk[:, :, 128:512] == 0).all() and (dv[:, :, 128:512] == 0).all())
 
 
@@ -294,47 +323,67 @@ def test_dkdv_never_loads_query_tiles_that_do_not_see_the_key_block(causal):
     assert bool((out[:, :, :512] == 0).all() and (dq[:, :, :512] == 0).all() and (lse[:, :, :512] < 0).all())
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    (dict(q=torch.randn(2, 8, 16)), ValueError, "q: expected 4 dimensions"),
-    (dict(v=[[1.0]]), TypeError, "v: expected a torch.Tensor"),
-    (dict(k=torch.randn(1, 2, 9, 32), v=torch.randn(1, 2, 9, 32)), ValueError, "k: batch and head_dim"),
-    (dict(k=torch.randn(2, 2, 9, 16), v=torch.randn(2, 2, 9, 16)), ValueError, "k: batch and head_dim"),
-    (dict(v=torch.randn(1, 2, 8, 16)), ValueError, "v: expected the shape of k"),
-    (dict(q=torch.randn(1, 3, 9, 16)), ValueError, "q: 3 heads is not a multiple of the 2 key/value heads"),
-    (dict(q=torch.randn(1, 2, 9, 12), k=torch.randn(1, 2, 9, 12), v=torch.randn(1, 2, 9, 12)), ValueError,
-     "q: head_dim must be a multiple of 8 from 8 to 256, got 12"),
-    (dict(q=torch.randn(1, 2, 9, 4), k=torch.randn(1, 2, 9, 4), v=torch.randn(1, 2, 9, 4)), ValueError,
-     "q: head_dim must be a multiple of 8"),
-    (dict(q=torch.randn(1, 2, 9, 264), k=torch.randn(1, 2, 9, 264), v=torch.randn(1, 2, 9, 264)), ValueError,
-     "q: head_dim must be a multiple of 8 from 8 to 256, got 264"),
-    (dict(k=torch.randn(1, 2, 9, 16).half()), TypeError, "k, v: expected dtype torch.float32"),
-    (dict(q=torch.randint(0, 3, (1, 2, 9, 16))), TypeError, "q: expected float32, float16 or bfloat16"),
-    (dict(q=torch.randn(1, 2, 9, 16).double()), TypeError, "q: expected float32, float16 or bfloat16"),
-    (dict(window=-2), ValueError, "window: expected integers >= -1"),
-    (dict(window=(3, -2)), ValueError, "window: expected integers >= -1"),
-    (dict(window=(-5, 1)), ValueError, "window: expected integers >= -1"),
-    (dict(window=(1, 2, 3)), ValueError, "window: expected an integer or a \\(left, right\\) pair"),
-    (dict(window=2.5), TypeError, "window: expected an integer"),
-    (dict(window=True), TypeError, "window: expected integers"),
-    (dict(softcap=-1.0), ValueError, "softcap: expected a finite number >= 0"),
-    (dict(softcap=math.nan), ValueError, "softcap: expected a finite number >= 0"),
-    (dict(softcap="50"), TypeError, "softcap: expected a real number"),
-    (dict(sinks=-2), ValueError, "sinks: expected an integer >= 0"),
-    (dict(sinks="4"), TypeError, "sinks: expected an integer"),
-    (dict(end_sinks=-1), ValueError, "end_sinks: expected an integer >= 0"),
-    (dict(end_sinks=1.0), TypeError, "end_sinks: expected an integer"),
-    (dict(end_sinks=True), TypeError, "end_sinks: expected an integer"),
-    (dict(scale=0.0), ValueError, "scale: expected a positive"),
-    (dict(scale=-1.0), ValueError, "scale: expected a positive"),
-    (dict(scale=math.inf), ValueError, "scale: expected a positive finite"),
-    (dict(scale="big"), TypeError, "scale: expected a real number"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(q=torch.randn(2, 8, 16)), ValueError, "q: expected 4 dimensions"),
+        (dict(v=[[1.0]]), TypeError, "v: expected a torch.Tensor"),
+        (dict(k=torch.randn(1, 2, 9, 32), v=torch.randn(1, 2, 9, 32)), ValueError, "k: batch and head_dim"),
+        (dict(k=torch.randn(2, 2, 9, 16), v=torch.randn(2, 2, 9, 16)), ValueError, "k: batch and head_dim"),
+        (dict(v=torch.randn(1, 2, 8, 16)), ValueError, "v: expected the shape of k"),
+        (dict(q=torch.randn(1, 3, 9, 16)), ValueError, "q: 3 heads is not a multiple of the 2 key/value heads"),
+        (
+            dict(q=torch.randn(1, 2, 9, 12), k=torch.randn(1, 2, 9, 12), v=torch.randn(1, 2, 9, 12)),
+            ValueError,
+            "q: head_dim must be a multiple of 8 from 8 to 256, got 12",
+        ),
+        (
+            dict(q=torch.randn(1, 2, 9, 4), k=torch.randn(1, 2, 9, 4), v=torch.randn(1, 2, 9, 4)),
+            ValueError,
+            "q: head_dim must be a multiple of 8",
+        ),
+        (
+            dict(q=torch.randn(1, 2, 9, 264), k=torch.randn(1, 2, 9, 264), v=torch.randn(1, 2, 9, 264)),
+            ValueError,
+            "q: head_dim must be a multiple of 8 from 8 to 256, got 264",
+        ),
+        (dict(k=torch.randn(1, 2, 9, 16).half()), TypeError, "k, v: expected dtype torch.float32"),
+        (dict(q=torch.randint(0, 3, (1, 2, 9, 16))), TypeError, "q: expected float32, float16 or bfloat16"),
+        (dict(q=torch.randn(1, 2, 9, 16).double()), TypeError, "q: expected float32, float16 or bfloat16"),
+        (dict(window=-2), ValueError, "window: expected integers >= -1"),
+        (dict(window=(3, -2)), ValueError, "window: expected integers >= -1"),
+        (dict(window=(-5, 1)), ValueError, "window: expected integers >= -1"),
+        (dict(window=(1, 2, 3)), ValueError, "window: expected an integer or a \\(left, right\\) pair"),
+        (dict(window=2.5), TypeError, "window: expected an integer"),
+        (dict(window=True), TypeError, "window: expected integers"),
+        (dict(softcap=-1.0), ValueError, "softcap: expected a finite number >= 0"),
+        (dict(softcap=math.nan), ValueError, "softcap: expected a finite number >= 0"),
+        (dict(softcap="50"), TypeError, "softcap: expected a real number"),
+        (dict(sinks=-2), ValueError, "sinks: expected an integer >= 0"),
+        (dict(sinks="4"), TypeError, "sinks: expected an integer"),
+        (dict(end_sinks=-1), ValueError, "end_sinks: expected an integer >= 0"),
+        (dict(end_sinks=1.0), TypeError, "end_sinks: expected an integer"),
+        (dict(end_sinks=True), TypeError, "end_sinks: expected an integer"),
+        (dict(scale=0.0), ValueError, "scale: expected a positive"),
+        (dict(scale=-1.0), ValueError, "scale: expected a positive"),
+        (dict(scale=math.inf), ValueError, "scale: expected a positive finite"),
+        (dict(scale="big"), TypeError, "scale: expected a real number"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(kwargs, error, message):
-    arguments = dict(q=torch.randn(1, 2, 9, 16), k=torch.randn(1, 2, 9, 16), v=torch.randn(1, 2, 9, 16), window=2,
-                     sinks=0, scale=None, softcap=0.0)
+    arguments = dict(
+        q=torch.randn(1, 2, 9, 16),
+        k=torch.randn(1, 2, 9, 16),
+        v=torch.randn(1, 2, 9, 16),
+        window=2,
+        sinks=0,
+        scale=None,
+        softcap=0.0,
+    )
     arguments.update(kwargs)
-    arguments = {name: value.to(DEVICE) if isinstance(value, torch.Tensor) else value
-                 for name, value in arguments.items()}
+    arguments = {
+        name: value.to(DEVICE) if isinstance(value, torch.Tensor) else value for name, value in arguments.items()
+    }
     with pytest.raises(error, match=message):
         sliding_window_attention(**arguments)
 
@@ -342,5 +391,6 @@ def test_bad_inputs_raise_clear_errors(kwargs, error, message):
 @pytest.mark.gpu
 def test_device_mismatch_is_rejected():
     with pytest.raises(ValueError, match="k, v: expected device"):
-        sliding_window_attention(torch.randn(1, 1, 4, 16, device="cuda"), torch.randn(1, 1, 4, 16),
-                                 torch.randn(1, 1, 4, 16), window=1)
+        sliding_window_attention(
+            torch.randn(1, 1, 4, 16, device="cuda"), torch.randn(1, 1, 4, 16), torch.randn(1, 1, 4, 16), window=1
+        )

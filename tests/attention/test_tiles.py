@@ -9,14 +9,19 @@ import itertools
 import pytest
 
 from menagerie.kernels.attention import sliding_window_mask
-from menagerie.kernels.attention.sliding_window import (key_tile_ranges, query_tile_ranges, visited_key_tiles,
-                                              visited_query_tiles)
+from menagerie.kernels.attention.sliding_window import (
+    key_tile_ranges,
+    query_tile_ranges,
+    visited_key_tiles,
+    visited_query_tiles,
+)
 
 SHAPES = [(1, 1), (33, 33), (100, 100), (33, 100), (100, 40), (7, 64)]
 WINDOWS = [0, 1, 5, 17, 40, 1000, (3, 9), (-1, 8), (8, -1), (-1, -1), (0, 5), (20, 0)]
 # (window, sinks, end sinks, causal); end sinks with a few sink counts, to keep the product small.
-SETTINGS = (list(itertools.product(WINDOWS, [0, 1, 4, 20, 200], [0], [True, False]))
-            + list(itertools.product(WINDOWS, [0, 4], [1, 5, 40, 200], [True, False])))
+SETTINGS = list(itertools.product(WINDOWS, [0, 1, 4, 20, 200], [0], [True, False])) + list(
+    itertools.product(WINDOWS, [0, 4], [1, 5, 40, 200], [True, False])
+)
 BLOCKS = [(16, 32), (32, 16), (64, 64)]
 
 
@@ -35,20 +40,21 @@ def test_key_tiles_cover_every_visible_key_once_and_interior_tiles_are_whole(blo
         visited = visited_key_tiles(q_len, kv_len, window, sinks, causal, block_m, block_n, end_sinks)
         left, right, s, e = clamped(q_len, kv_len, window, sinks, end_sinks, causal)
         for index, start_m in enumerate(range(0, q_len, block_m)):
-            rows = mask[start_m:start_m + block_m]
+            rows = mask[start_m : start_m + block_m]
             tiles = visited[index]
             assert len(set(tiles)) == len(tiles), "a key tile visited twice"
             assert all(t % block_n == 0 and 0 <= t < kv_len for t in tiles)
             needed = {int(j) // block_n * block_n for j in rows.any(dim=0).nonzero().flatten()}
             assert needed <= set(tiles), (q_len, kv_len, window, sinks, end_sinks, causal, start_m)
-            assert all(rows[:, tile:tile + block_n].any() for tile in tiles), "a tile that no query of the block sees"
+            assert all(rows[:, tile : tile + block_n].any() for tile in tiles), "a tile that no query of the block sees"
             first_pos = start_m + kv_len - q_len
             last_pos = min(start_m + block_m, q_len) - 1 + kv_len - q_len
-            _, band_start, inner_start, inner_end, band_end, _, _ = key_tile_ranges(first_pos, last_pos, left, right,
-                                                                                     s, e, kv_len, block_n, causal)
+            _, band_start, inner_start, inner_end, band_end, _, _ = key_tile_ranges(
+                first_pos, last_pos, left, right, s, e, kv_len, block_n, causal
+            )
             assert band_start <= inner_start <= inner_end <= band_end
             for tile in range(inner_start, inner_end, block_n):  # unmasked tiles: every key seen by every row
-                assert tile + block_n <= kv_len and bool(rows[:, tile:tile + block_n].all())
+                assert tile + block_n <= kv_len and bool(rows[:, tile : tile + block_n].all())
 
 
 @pytest.mark.parametrize("block_m, block_n", BLOCKS)
@@ -58,18 +64,19 @@ def test_query_tiles_cover_every_visible_query_and_interior_tiles_are_whole(bloc
         visited = visited_query_tiles(q_len, kv_len, window, sinks, causal, block_m, block_n, end_sinks)
         left, right, s, e = clamped(q_len, kv_len, window, sinks, end_sinks, causal)
         for index, start_n in enumerate(range(0, kv_len, block_n)):
-            columns = mask[:, start_n:start_n + block_n]
+            columns = mask[:, start_n : start_n + block_n]
             tiles = visited[index]
             assert len(set(tiles)) == len(tiles) and all(t % block_m == 0 and 0 <= t < q_len for t in tiles)
             needed = {int(i) // block_m * block_m for i in columns.any(dim=1).nonzero().flatten()}
             assert needed <= set(tiles), (q_len, kv_len, window, sinks, end_sinks, causal, start_n)
-            assert all(columns[tile:tile + block_m].any() for tile in tiles), "a query tile that sees no key"
+            assert all(columns[tile : tile + block_m].any() for tile in tiles), "a query tile that sees no key"
             last_key = min(start_n + block_n, kv_len) - 1
-            start, inner_start, inner_end, end = query_tile_ranges(start_n, last_key, q_len, kv_len, left, right, s,
-                                                                   e, block_m, causal)
+            start, inner_start, inner_end, end = query_tile_ranges(
+                start_n, last_key, q_len, kv_len, left, right, s, e, block_m, causal
+            )
             assert start <= inner_start <= inner_end <= end
             for tile in range(inner_start, inner_end, block_m):
-                assert tile + block_m <= q_len and bool(columns[tile:tile + block_m].all())
+                assert tile + block_m <= q_len and bool(columns[tile : tile + block_m].all())
 
 
 def test_forward_visits_only_the_band_and_sink_tiles():

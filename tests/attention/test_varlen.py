@@ -28,22 +28,39 @@ def offsets(lengths):
 def packed_inputs(q_lens, k_lens, heads, kv_heads, head_dim, dtype, seed=0):
     generator = torch.Generator().manual_seed(seed)
     make = lambda *shape: torch.randn(*shape, generator=generator).to(DEVICE, dtype)  # noqa: E731
-    return (make(sum(q_lens), heads, head_dim), make(sum(k_lens), kv_heads, head_dim),
-            make(sum(k_lens), kv_heads, head_dim), make(sum(q_lens), heads, head_dim),
-            torch.randn(heads, sum(q_lens), generator=generator).to(DEVICE))
+    return (
+        make(sum(q_lens), heads, head_dim),
+        make(sum(k_lens), kv_heads, head_dim),
+        make(sum(k_lens), kv_heads, head_dim),
+        make(sum(q_lens), heads, head_dim),
+        torch.randn(heads, sum(q_lens), generator=generator).to(DEVICE),
+    )
 
 
 def check_varlen(q_lens, k_lens, q, k, v, grad_out, grad_lse, window, sinks, causal, softcap, end_sinks=0):
     cu_q, cu_k = offsets(q_lens), offsets(k_lens)
     max_q, max_k = max(q_lens), max(k_lens)
     q, k, v = (t.clone().requires_grad_() for t in (q, k, v))
-    out, lse = sliding_window_attention_varlen(q, k, v, cu_q, cu_k, max_q, max_k, window, sinks, causal,
-                                               softcap=softcap, return_lse=True, end_sinks=end_sinks)
+    out, lse = sliding_window_attention_varlen(
+        q, k, v, cu_q, cu_k, max_q, max_k, window, sinks, causal, softcap=softcap, return_lse=True, end_sinks=end_sinks
+    )
     grads = torch.autograd.grad((out, lse), (q, k, v), (grad_out, grad_lse))
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
-    out64, lse64 = sliding_window_attention_varlen_reference(q64, k64, v64, cu_q, cu_k, max_q, max_k, window, sinks,
-                                                             causal, softcap=softcap, return_lse=True,
-                                                             end_sinks=end_sinks)
+    out64, lse64 = sliding_window_attention_varlen_reference(
+        q64,
+        k64,
+        v64,
+        cu_q,
+        cu_k,
+        max_q,
+        max_k,
+        window,
+        sinks,
+        causal,
+        softcap=softcap,
+        return_lse=True,
+        end_sinks=end_sinks,
+    )
     grads64 = torch.autograd.grad((out64, lse64), (q64, k64, v64), (grad_out.double(), grad_lse.double()))
     tol = TOLERANCES[q.dtype]
     assert out.shape == q.shape and out.dtype == q.dtype and lse.shape == (q.shape[1], q.shape[0])
@@ -97,8 +114,9 @@ def test_no_sequence_reads_another():
         tensor[37:58] = float("nan")
     grad_lse[:, 37:58] = float("nan")
     q, k, v = (t.clone().requires_grad_() for t in (q, k, v))
-    out, lse = sliding_window_attention_varlen(q, k, v, offsets(q_lens), offsets(k_lens), 40, 40, (9, 4), 2,
-                                               causal=False, return_lse=True)
+    out, lse = sliding_window_attention_varlen(
+        q, k, v, offsets(q_lens), offsets(k_lens), 40, 40, (9, 4), 2, causal=False, return_lse=True
+    )
     grads = torch.autograd.grad((out, lse), (q, k, v), (grad_out, grad_lse))
     keep = torch.cat([torch.arange(37), torch.arange(58, 98)])
     torch.testing.assert_close(out[keep], expected[0][keep])
@@ -120,43 +138,76 @@ def test_sum_backward_with_an_expanded_gradient():
 
 
 def _arguments(**changes):
-    arguments = dict(q=torch.randn(12, 2, 16), k=torch.randn(12, 2, 16), v=torch.randn(12, 2, 16),
-                     cu_seqlens_q=torch.tensor([0, 5, 12], dtype=torch.int32),
-                     cu_seqlens_k=torch.tensor([0, 5, 12], dtype=torch.int32), max_seqlen_q=7, max_seqlen_k=7,
-                     window=2)
+    arguments = dict(
+        q=torch.randn(12, 2, 16),
+        k=torch.randn(12, 2, 16),
+        v=torch.randn(12, 2, 16),
+        cu_seqlens_q=torch.tensor([0, 5, 12], dtype=torch.int32),
+        cu_seqlens_k=torch.tensor([0, 5, 12], dtype=torch.int32),
+        max_seqlen_q=7,
+        max_seqlen_k=7,
+        window=2,
+    )
     arguments.update(changes)
     return {name: value.to(DEVICE) if isinstance(value, torch.Tensor) else value for name, value in arguments.items()}
 
 
-@pytest.mark.parametrize("changes, error, message", [
-    (dict(cu_seqlens_q=torch.tensor([0, 5, 12])), TypeError, "cu_seqlens_q: expected dtype torch.int32, got torch.int64"),
-    (dict(cu_seqlens_k=torch.tensor([0.0, 5.0, 12.0])), TypeError, "cu_seqlens_k: expected dtype torch.int32"),
-    (dict(cu_seqlens_q=torch.tensor([0, 13, 12], dtype=torch.int32)), ValueError,
-     "cu_seqlens_q: offsets must not decrease"),
-    (dict(cu_seqlens_q=torch.tensor([0, 8, 5, 12], dtype=torch.int32),
-          cu_seqlens_k=torch.tensor([0, 5, 6, 12], dtype=torch.int32)), ValueError,
-     "cu_seqlens_q: offsets must not decrease"),
-    (dict(cu_seqlens_k=torch.tensor([0, 5, 11], dtype=torch.int32)), ValueError,
-     "cu_seqlens_k: expected offsets from 0 to the packed length 12"),
-    (dict(cu_seqlens_k=torch.tensor([0, 12], dtype=torch.int32)), ValueError,
-     "cu_seqlens_k: expected 3 offsets like cu_seqlens_q"),
-    (dict(cu_seqlens_q=torch.tensor([[0, 5, 12]], dtype=torch.int32)), ValueError,
-     "cu_seqlens_q: expected a 1-D tensor"),
-    (dict(cu_seqlens_q=[0, 5, 12]), TypeError, "cu_seqlens_q: expected a torch.Tensor"),
-    (dict(max_seqlen_q=6), ValueError, "max_seqlen_q: 6 is shorter than the longest sequence"),
-    (dict(max_seqlen_k=-1), ValueError, "max_seqlen_k: expected an integer >= 0"),
-    (dict(max_seqlen_k=7.0), TypeError, "max_seqlen_k: expected an integer"),
-    (dict(q=torch.randn(12, 2, 12), k=torch.randn(12, 2, 12), v=torch.randn(12, 2, 12)), ValueError,
-     "q: head_dim must be a multiple of 8 from 8 to 256, got 12"),
-    (dict(q=torch.randn(1, 12, 2, 16)), ValueError, "q: expected 3 dimensions"),
-    (dict(k=torch.randn(12, 2, 32), v=torch.randn(12, 2, 32)), ValueError, "k: head_dim must match q's 16"),
-    (dict(q=torch.randn(12, 3, 16)), ValueError, "q: 3 heads is not a multiple of the 2 key/value heads"),
-    (dict(window=(-2, 0)), ValueError, "window: expected integers >= -1"),
-    (dict(sinks=-1), ValueError, "sinks: expected an integer >= 0"),
-    (dict(end_sinks=-3), ValueError, "end_sinks: expected an integer >= 0"),
-    (dict(end_sinks="1"), TypeError, "end_sinks: expected an integer"),
-    (dict(softcap=-0.5), ValueError, "softcap: expected a finite number >= 0"),
-])
+@pytest.mark.parametrize(
+    "changes, error, message",
+    [
+        (
+            dict(cu_seqlens_q=torch.tensor([0, 5, 12])),
+            TypeError,
+            "cu_seqlens_q: expected dtype torch.int32, got torch.int64",
+        ),
+        (dict(cu_seqlens_k=torch.tensor([0.0, 5.0, 12.0])), TypeError, "cu_seqlens_k: expected dtype torch.int32"),
+        (
+            dict(cu_seqlens_q=torch.tensor([0, 13, 12], dtype=torch.int32)),
+            ValueError,
+            "cu_seqlens_q: offsets must not decrease",
+        ),
+        (
+            dict(
+                cu_seqlens_q=torch.tensor([0, 8, 5, 12], dtype=torch.int32),
+                cu_seqlens_k=torch.tensor([0, 5, 6, 12], dtype=torch.int32),
+            ),
+            ValueError,
+            "cu_seqlens_q: offsets must not decrease",
+        ),
+        (
+            dict(cu_seqlens_k=torch.tensor([0, 5, 11], dtype=torch.int32)),
+            ValueError,
+            "cu_seqlens_k: expected offsets from 0 to the packed length 12",
+        ),
+        (
+            dict(cu_seqlens_k=torch.tensor([0, 12], dtype=torch.int32)),
+            ValueError,
+            "cu_seqlens_k: expected 3 offsets like cu_seqlens_q",
+        ),
+        (
+            dict(cu_seqlens_q=torch.tensor([[0, 5, 12]], dtype=torch.int32)),
+            ValueError,
+            "cu_seqlens_q: expected a 1-D tensor",
+        ),
+        (dict(cu_seqlens_q=[0, 5, 12]), TypeError, "cu_seqlens_q: expected a torch.Tensor"),
+        (dict(max_seqlen_q=6), ValueError, "max_seqlen_q: 6 is shorter than the longest sequence"),
+        (dict(max_seqlen_k=-1), ValueError, "max_seqlen_k: expected an integer >= 0"),
+        (dict(max_seqlen_k=7.0), TypeError, "max_seqlen_k: expected an integer"),
+        (
+            dict(q=torch.randn(12, 2, 12), k=torch.randn(12, 2, 12), v=torch.randn(12, 2, 12)),
+            ValueError,
+            "q: head_dim must be a multiple of 8 from 8 to 256, got 12",
+        ),
+        (dict(q=torch.randn(1, 12, 2, 16)), ValueError, "q: expected 3 dimensions"),
+        (dict(k=torch.randn(12, 2, 32), v=torch.randn(12, 2, 32)), ValueError, "k: head_dim must match q's 16"),
+        (dict(q=torch.randn(12, 3, 16)), ValueError, "q: 3 heads is not a multiple of the 2 key/value heads"),
+        (dict(window=(-2, 0)), ValueError, "window: expected integers >= -1"),
+        (dict(sinks=-1), ValueError, "sinks: expected an integer >= 0"),
+        (dict(end_sinks=-3), ValueError, "end_sinks: expected an integer >= 0"),
+        (dict(end_sinks="1"), TypeError, "end_sinks: expected an integer"),
+        (dict(softcap=-0.5), ValueError, "softcap: expected a finite number >= 0"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(changes, error, message):
     with pytest.raises(error, match=message):
         sliding_window_attention_varlen(**_arguments(**changes))

@@ -5,8 +5,11 @@ from menagerie.kernels.elementwise import bias_gelu, bias_gelu_reference
 
 # Relative tolerance: a few units in the last place of the dtype; absolute: values
 # near zero. The reference runs in float64 on the same (rounded) inputs.
-TOLERANCES = {torch.float32: dict(atol=1e-5, rtol=1e-6), torch.float16: dict(atol=1e-3, rtol=2e-3),
-              torch.bfloat16: dict(atol=8e-3, rtol=1.6e-2)}
+TOLERANCES = {
+    torch.float32: dict(atol=1e-5, rtol=1e-6),
+    torch.float16: dict(atol=1e-3, rtol=2e-3),
+    torch.bfloat16: dict(atol=8e-3, rtol=1.6e-2),
+}
 DTYPES = [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=pytest.mark.gpu)]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -33,7 +36,7 @@ def test_forward_and_backward_match_reference(rows, cols, dtype):
     torch.testing.assert_close(y.double(), y64, **tol)
     torch.testing.assert_close(dx.double(), dx64, **tol)
     # The bias gradient sums `rows` terms in float32 before one rounding to dtype.
-    torch.testing.assert_close(dbias.double(), dbias64, atol=tol["atol"] * rows ** 0.5, rtol=tol["rtol"])
+    torch.testing.assert_close(dbias.double(), dbias64, atol=tol["atol"] * rows**0.5, rtol=tol["rtol"])
 
 
 def test_empty_input():
@@ -47,12 +50,15 @@ def test_non_contiguous_input():
     torch.testing.assert_close(bias_gelu(x, bias), bias_gelu_reference(x, bias), atol=1e-5, rtol=1e-6)
 
 
-@pytest.mark.parametrize("x, bias, error, message", [
-    (torch.randn(4, 3).int(), torch.randn(3).int(), TypeError, "x: expected float32"),
-    (torch.randn(4, 3), torch.randn(3).half(), TypeError, "bias: expected dtype"),
-    (torch.randn(4, 3, 2), torch.randn(2), ValueError, r"x: expected shape \(N, C\)"),
-    (torch.randn(4, 3), torch.randn(4), ValueError, r"bias: expected shape \(3,\)"),
-])
+@pytest.mark.parametrize(
+    "x, bias, error, message",
+    [
+        (torch.randn(4, 3).int(), torch.randn(3).int(), TypeError, "x: expected float32"),
+        (torch.randn(4, 3), torch.randn(3).half(), TypeError, "bias: expected dtype"),
+        (torch.randn(4, 3, 2), torch.randn(2), ValueError, r"x: expected shape \(N, C\)"),
+        (torch.randn(4, 3), torch.randn(4), ValueError, r"bias: expected shape \(3,\)"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(x, bias, error, message):
     with pytest.raises(error, match=message):
         bias_gelu(x.to(DEVICE), bias.to(DEVICE))

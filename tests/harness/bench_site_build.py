@@ -23,8 +23,11 @@ from tests.harness.synthetic_history import synthetic_run, write_history
 def timed(label: str, build) -> site.SiteResult:
     start = time.perf_counter()
     built = build()
-    print(f"{label:<22} {time.perf_counter() - start:7.1f} s  {len(built.written):5d} files written, "
-          f"{len(built.unchanged):5d} unchanged", flush=True)
+    print(
+        f"{label:<22} {time.perf_counter() - start:7.1f} s  {len(built.written):5d} files written, "
+        f"{len(built.unchanged):5d} unchanged",
+        flush=True,
+    )
     return built
 
 
@@ -34,8 +37,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=300)
     parser.add_argument("--benchmarks", type=int, default=30)
     args = parser.parse_args()
-    print(f"menagerie site on {args.runs} runs x {args.rows} rows ({args.benchmarks} benchmarks); "
-          f"{cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"menagerie site on {args.runs} runs x {args.rows} rows ({args.benchmarks} benchmarks); "
+        f"{cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     with tempfile.TemporaryDirectory() as scratch:
         runs, out = Path(scratch) / "runs", Path(scratch) / "site"
         start = time.perf_counter()
@@ -43,8 +48,9 @@ def main() -> None:
         print(f"{'history written':<22} {time.perf_counter() - start:7.1f} s", flush=True)
         timed("cold build", lambda: site.build([runs], out))
         timed("nothing changed", lambda: site.build([runs], out))
-        (runs / "one-more.json").write_text(json.dumps(synthetic_run(args.runs, rows=args.rows,
-                                                                     benchmarks=args.benchmarks)))
+        (runs / "one-more.json").write_text(
+            json.dumps(synthetic_run(args.runs, rows=args.rows, benchmarks=args.benchmarks))
+        )
         timed("after one more run", lambda: site.build([runs], out))
 
 

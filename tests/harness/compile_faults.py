@@ -30,19 +30,31 @@ def scale(x):
     return y
 
 
-@triton.autotune(configs=[triton.Config({"BLOCK": 32}, num_warps=4, num_stages=1),
-                          triton.Config({"BLOCK": 256}, num_warps=8, num_stages=4)], key=["size"])
+@triton.autotune(
+    configs=[
+        triton.Config({"BLOCK": 32}, num_warps=4, num_stages=1),
+        triton.Config({"BLOCK": 256}, num_warps=8, num_stages=4),
+    ],
+    key=["size"],
+)
 @triton.jit
 def _tile_kernel(a_ptr, b_ptr, c_ptr, size, BLOCK: tl.constexpr):
     rows = tl.arange(0, BLOCK)
     acc = tl.zeros((BLOCK, BLOCK), dtype=tl.float32)
     for start in range(0, size, BLOCK):
         inner = start + tl.arange(0, BLOCK)
-        a = tl.load(a_ptr + rows[:, None] * size + inner[None, :], mask=(rows[:, None] < size) & (inner[None, :] < size))
-        b = tl.load(b_ptr + inner[:, None] * size + rows[None, :], mask=(inner[:, None] < size) & (rows[None, :] < size))
+        a = tl.load(
+            a_ptr + rows[:, None] * size + inner[None, :], mask=(rows[:, None] < size) & (inner[None, :] < size)
+        )
+        b = tl.load(
+            b_ptr + inner[:, None] * size + rows[None, :], mask=(inner[:, None] < size) & (rows[None, :] < size)
+        )
         acc = tl.dot(a, b, acc)
-    tl.store(c_ptr + rows[:, None] * size + rows[None, :], acc.to(c_ptr.dtype.element_ty),
-             mask=(rows[:, None] < size) & (rows[None, :] < size))
+    tl.store(
+        c_ptr + rows[:, None] * size + rows[None, :],
+        acc.to(c_ptr.dtype.element_ty),
+        mask=(rows[:, None] < size) & (rows[None, :] < size),
+    )
 
 
 def tile_product(a, b):
@@ -71,11 +83,18 @@ def _benchmark(name, fn, reference, shapes: dict):
         generator = torch.Generator().manual_seed(seed)
         return {arg: torch.randn(shape, generator=generator).to(device, dtype) for arg, shape in shapes.items()}
 
-    return register(Benchmark(
-        name=f"faults.{name}", description=f"planted fault: {name}", cases={"tiny": [Case("one", {})]},
-        make_inputs=make_inputs, reference=Impl("reference", reference, role="reference"),
-        variants=[Impl("triton", fn, triton=True)], cost=lambda case, mode, dtype: Cost(),
-        tolerances={torch.float16: Tolerance(atol=1e-2, rtol=1e-2)}))
+    return register(
+        Benchmark(
+            name=f"faults.{name}",
+            description=f"planted fault: {name}",
+            cases={"tiny": [Case("one", {})]},
+            make_inputs=make_inputs,
+            reference=Impl("reference", reference, role="reference"),
+            variants=[Impl("triton", fn, triton=True)],
+            cost=lambda case, mode, dtype: Cost(),
+            tolerances={torch.float16: Tolerance(atol=1e-2, rtol=1e-2)},
+        )
+    )
 
 
 _benchmark("global_read", scale, lambda x: x * SCALE, {"x": (300,)})

@@ -47,36 +47,64 @@ class Cluster:
     def start(self) -> Cluster:
         missing = [name for name in DAEMONS if shutil.which(name) is None]
         if missing:
-            raise Unavailable(f"SLURM is not installed ({', '.join(missing)} missing): "
-                              "`make slurm` as root installs slurmctld slurmd slurm-client munge")
+            raise Unavailable(
+                f"SLURM is not installed ({', '.join(missing)} missing): "
+                "`make slurm` as root installs slurmctld slurmd slurm-client munge"
+            )
         folder = self.folder
         folder.chmod(0o755)  # munged refuses a socket folder others cannot read
         for sub in ("state", "spool", "log"):
             (folder / sub).mkdir(exist_ok=True)
         key = folder / "munge.key"
         subprocess.run(["mungekey", "-c", "-k", str(key)], check=True, capture_output=True)
-        self._daemon(["munged", "-F", "-S", str(folder / "munge.socket"), f"--key-file={key}",
-                      f"--pid-file={folder / 'munged.pid'}", f"--seed-file={folder / 'munge.seed'}",
-                      f"--log-file={folder / 'log' / 'munged.log'}"])
+        self._daemon(
+            [
+                "munged",
+                "-F",
+                "-S",
+                str(folder / "munge.socket"),
+                f"--key-file={key}",
+                f"--pid-file={folder / 'munged.pid'}",
+                f"--seed-file={folder / 'munge.seed'}",
+                f"--log-file={folder / 'log' / 'munged.log'}",
+            ]
+        )
         self._wait_for(lambda: (folder / "munge.socket").exists(), "munged's socket")
         node, resources = _node()
-        self.conf.write_text("\n".join([
-            "ClusterName=menagerie-tests",
-            "SlurmctldHost=localhost(127.0.0.1)",
-            f"SlurmctldPort={_free_port()}", f"SlurmdPort={_free_port()}",
-            "SlurmUser=root", "AuthType=auth/munge", "CredType=cred/munge",
-            f"AuthInfo=socket={folder / 'munge.socket'}",
-            f"StateSaveLocation={folder / 'state'}", f"SlurmdSpoolDir={folder / 'spool'}",
-            f"SlurmctldPidFile={folder / 'slurmctld.pid'}", f"SlurmdPidFile={folder / 'slurmd.pid'}",
-            f"SlurmctldLogFile={folder / 'log' / 'slurmctld.log'}", f"SlurmdLogFile={folder / 'log' / 'slurmd.log'}",
-            "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
-            "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core",
-            "SchedulerParameters=batch_sched_delay=0,sched_min_interval=0",
-            "MinJobAge=3600", "KillWait=2", "MailProg=/bin/true", "ReturnToService=2",
-            "AccountingStorageType=accounting_storage/none", "JobAcctGatherType=jobacct_gather/none",
-            f"NodeName={node} NodeAddr=127.0.0.1 {resources} State=UNKNOWN",
-            f"PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP",
-        ]) + "\n")
+        self.conf.write_text(
+            "\n".join(
+                [
+                    "ClusterName=menagerie-tests",
+                    "SlurmctldHost=localhost(127.0.0.1)",
+                    f"SlurmctldPort={_free_port()}",
+                    f"SlurmdPort={_free_port()}",
+                    "SlurmUser=root",
+                    "AuthType=auth/munge",
+                    "CredType=cred/munge",
+                    f"AuthInfo=socket={folder / 'munge.socket'}",
+                    f"StateSaveLocation={folder / 'state'}",
+                    f"SlurmdSpoolDir={folder / 'spool'}",
+                    f"SlurmctldPidFile={folder / 'slurmctld.pid'}",
+                    f"SlurmdPidFile={folder / 'slurmd.pid'}",
+                    f"SlurmctldLogFile={folder / 'log' / 'slurmctld.log'}",
+                    f"SlurmdLogFile={folder / 'log' / 'slurmd.log'}",
+                    "ProctrackType=proctrack/linuxproc",
+                    "TaskPlugin=task/none",
+                    "SelectType=select/cons_tres",
+                    "SelectTypeParameters=CR_Core",
+                    "SchedulerParameters=batch_sched_delay=0,sched_min_interval=0",
+                    "MinJobAge=3600",
+                    "KillWait=2",
+                    "MailProg=/bin/true",
+                    "ReturnToService=2",
+                    "AccountingStorageType=accounting_storage/none",
+                    "JobAcctGatherType=jobacct_gather/none",
+                    f"NodeName={node} NodeAddr=127.0.0.1 {resources} State=UNKNOWN",
+                    f"PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP",
+                ]
+            )
+            + "\n"
+        )
         self._daemon(["slurmctld", "-D", "-f", str(self.conf)])
         self._daemon(["slurmd", "-D", "-f", str(self.conf), "-N", node])
         self._wait_for(lambda: "idle" in self.run("sinfo", "-h", "-o", "%T"), "the node to be idle")
@@ -115,7 +143,9 @@ class Cluster:
                 break
             time.sleep(0.2)
         if raise_:
-            logs = "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-2000:]}"
-                             for path in sorted((self.folder / "log").glob("*")))
+            logs = "\n".join(
+                f"--- {path.name}\n{path.read_text(errors='replace')[-2000:]}"
+                for path in sorted((self.folder / "log").glob("*"))
+            )
             self.stop()
             raise RuntimeError(f"the test SLURM cluster did not come up: waiting for {what}\n{logs}")

@@ -3,9 +3,16 @@ import torch
 from menagerie.harness import runner
 from menagerie.harness.accuracy import check_outputs, poisoned_allocations
 from menagerie.harness.registry import Impl, Tolerance
-
-from tests.harness.toy import (correct, crashes, never_here, produces_nan, quick_config, slightly_wrong,
-                               toy_benchmark, unwritten_tail)
+from tests.harness.toy import (
+    correct,
+    crashes,
+    never_here,
+    produces_nan,
+    quick_config,
+    slightly_wrong,
+    toy_benchmark,
+    unwritten_tail,
+)
 
 
 def rows_by_impl(bench, config=None):

@@ -1,8 +1,8 @@
-import menagerie.kernels  # noqa: F401  (Triton's interpreter on a machine without a GPU)
 import torch
 import triton
 import triton.language as tl
 
+import menagerie.kernels  # noqa: F401  (Triton's interpreter on a machine without a GPU)
 from menagerie.harness import runner
 from menagerie.harness.autotune import chosen_configs
 from menagerie.harness.registry import Impl

@@ -35,10 +35,12 @@ def test_datasheet_fallback_is_labelled(monkeypatch, tmp_path):
 
 
 def test_roofline_takes_the_binding_limit():
-    limits = {"copy_gbps": ceilings.Ceiling(1000.0, "GB/s", "measured", ""),
-              "matmul_tflops": ceilings.Ceiling(100.0, "TFLOP/s", "measured", ""),
-              "fp32_tflops": ceilings.Ceiling(10.0, "TFLOP/s", "measured", ""),
-              "exp_tops": ceilings.Ceiling(1.0, "T exp/s", "measured", "")}
+    limits = {
+        "copy_gbps": ceilings.Ceiling(1000.0, "GB/s", "measured", ""),
+        "matmul_tflops": ceilings.Ceiling(100.0, "TFLOP/s", "measured", ""),
+        "fp32_tflops": ceilings.Ceiling(10.0, "TFLOP/s", "measured", ""),
+        "exp_tops": ceilings.Ceiling(1.0, "T exp/s", "measured", ""),
+    }
     assert ceilings.roofline(1e12, 1e9, 0, limits) == 0.01  # matmul-bound
     assert ceilings.roofline(1e12, 1e9, 0, limits, flop_ceiling="fp32") == 0.1  # CUDA-core-bound
     assert ceilings.roofline(1e9, 1e12, 0, limits) == 1.0  # memory-bound

@@ -17,8 +17,11 @@ def test_an_improvement_and_a_regression_are_both_found():
 
 def test_flat_noisy_series_have_no_change_points():
     rng = np.random.default_rng(2026)
-    false = sum(bool(change_points.detect_steps(np.exp(rng.normal(0, 0.02, length))))
-                for length in (6, 10, 20, 35, 50) for _ in range(50))
+    false = sum(
+        bool(change_points.detect_steps(np.exp(rng.normal(0, 0.02, length))))
+        for length in (6, 10, 20, 35, 50)
+        for _ in range(50)
+    )
     assert false <= 5  # of 250 series; measured: 0
     # Statistics alone (threshold 0): 5% noise, the t-test keeps false alarms near alpha per series.
     false = sum(bool(change_points.detect_steps(np.exp(rng.normal(0, 0.05, 30)), threshold=0)) for _ in range(200))
@@ -37,8 +40,10 @@ def test_steps_below_the_threshold_or_one_outlier_are_not_change_points():
     assert [step.index for step in change_points.detect_steps([1.0, 1.0, 1.0, 2.0, 2.0, 2.0])] == [3]  # no noise at all
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(threshold=-0.1), "threshold"), (dict(alpha=0), "alpha"), (dict(min_segment=1), "min_segment")])
+@pytest.mark.parametrize(
+    "options, message",
+    [(dict(threshold=-0.1), "threshold"), (dict(alpha=0), "alpha"), (dict(min_segment=1), "min_segment")],
+)
 def test_detect_steps_rejects_bad_options(options, message):
     with pytest.raises(ValueError, match=message):
         change_points.detect_steps([1.0] * 10, **options)

@@ -12,7 +12,6 @@ from menagerie.harness import registry, results
 from menagerie.harness.cli import main
 from tests.harness.test_gate import CASES as FAIL_CLOSED
 
-
 CONSOLE_SCRIPT = Path(sys.executable).with_name("menagerie")
 
 
@@ -24,8 +23,14 @@ def shell_environment() -> dict:
 
 
 def menagerie(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "menagerie.harness.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=shell_environment(), timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "menagerie.harness.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=shell_environment(),
+        timeout=600,
+    )
 
 
 def compare(capsys, *args):
@@ -76,8 +81,20 @@ def cheapest_tiny_case(bench: registry.Benchmark, mode: str) -> str:
 
 
 EVERY_ROW = [(bench.name, mode, cheapest_tiny_case(bench, mode)) for bench in registry.select() for mode in bench.modes]
-ONE_SAMPLE = ("--size", "tiny", "--budget", "0.01", "--warmup", "0.01", "--seeds", "1", "--min-reps", "1",
-              "--max-reps", "1")
+ONE_SAMPLE = (
+    "--size",
+    "tiny",
+    "--budget",
+    "0.01",
+    "--warmup",
+    "0.01",
+    "--seeds",
+    "1",
+    "--min-reps",
+    "1",
+    "--max-reps",
+    "1",
+)
 
 
 @pytest.mark.parametrize("name, mode, case", EVERY_ROW, ids=[f"{name}-{mode}" for name, mode, _ in EVERY_ROW])
@@ -89,7 +106,8 @@ def test_every_benchmark_runs_tiny_through_the_command(name, mode, case, tmp_pat
     rows = results.load_run(path)["rows"]
     assert rows and {row["benchmark"] for row in rows} == {name} and {row["mode"] for row in rows} == {mode}
     assert all(row["status"] == "ok" or (row["status"] == "skipped" and row["reason"]) for row in rows), [
-        (row["impl"], row["status"], row["reason"]) for row in rows if row["status"] != "ok"]
+        (row["impl"], row["status"], row["reason"]) for row in rows if row["status"] != "ok"
+    ]
     assert any(row["status"] == "ok" and row["role"] == "reference" for row in rows)
 
 
@@ -98,10 +116,36 @@ def test_the_installed_command_runs_a_triton_row_from_any_folder(tmp_path):
     # As `make bench` runs it: the console script, from a folder outside the checkout, with no PYTHONPATH,
     # so that `kernels` is whatever the install resolves (another distribution's `kernels` once shadowed it).
     environment = shell_environment()
-    done = subprocess.run([str(CONSOLE_SCRIPT), "run", "elementwise.bias_gelu", "--impl", "triton_fused",
-                           "--case", "64x257", "--mode", "fwd", "--budget", "0.01", "--warmup", "0.01", "--seeds", "1",
-                           "--min-reps", "2", "--max-reps", "2", "--out", str(tmp_path / "runs")],
-                          capture_output=True, text=True, cwd=tmp_path, env=environment, timeout=600)
+    done = subprocess.run(
+        [
+            str(CONSOLE_SCRIPT),
+            "run",
+            "elementwise.bias_gelu",
+            "--impl",
+            "triton_fused",
+            "--case",
+            "64x257",
+            "--mode",
+            "fwd",
+            "--budget",
+            "0.01",
+            "--warmup",
+            "0.01",
+            "--seeds",
+            "1",
+            "--min-reps",
+            "2",
+            "--max-reps",
+            "2",
+            "--out",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=environment,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     [path] = list((tmp_path / "runs").glob("*.json"))
     [row] = results.load_run(path)["rows"]
@@ -117,8 +161,20 @@ def test_one_replicate_is_undecided_even_against_itself(tiny_run, capsys):
 
 
 # The torch rows of one elementwise case: fast, so three replicates (fresh processes) take seconds.
-REPLICATED = ("run", "elementwise", "--case", "64x257", "--impl", "torch", "--budget", "0.1", "--warmup", "0.02",
-              "--seeds", "1")
+REPLICATED = (
+    "run",
+    "elementwise",
+    "--case",
+    "64x257",
+    "--impl",
+    "torch",
+    "--budget",
+    "0.1",
+    "--warmup",
+    "0.02",
+    "--seeds",
+    "1",
+)
 
 
 @pytest.fixture(scope="module")
@@ -191,30 +247,51 @@ def test_a_slowdown_and_a_foreign_device_fail_the_gate(replicated_run, tmp_path,
     (tmp_path / "foreign.json").write_text(json.dumps(foreign))
     done = compare(capsys, str(replicated_run), str(tmp_path / "foreign.json"))
     assert done.returncode == 1 and "device_mismatch" in done.stdout
-    allowed = compare(capsys, str(replicated_run), str(tmp_path / "foreign.json"), "--allow-mismatch",
-                      *POWER_CHECK_OFF)
+    allowed = compare(capsys, str(replicated_run), str(tmp_path / "foreign.json"), "--allow-mismatch", *POWER_CHECK_OFF)
     assert allowed.returncode == 0, allowed.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "--size", "huge"], "invalid choice"),
-    (["run", "no_such_benchmark"], "no benchmark matches"),
-    (["run", "--timer", "events", "--device", "cpu"], "--timer events"),
-    (["run", "--device", "tpu"], "--device"),
-    (["run", "--budget", "-1"], "positive"),
-    (["run", "--min-reps", "9", "--max-reps", "3"], "--min-reps"),
-    (["run", "--case", "nothing-like-this"], "--case 'nothing-like-this' matches nothing"),
-    (["run", "elementwise", "--impl", "trition"], "did you mean 'triton_fused'?"),
-    (["run", "attention.slidingwindow"], "did you mean 'attention.sliding_window'"),
-    (["run", "elementwise", "--case", "*", "--mode", "bwd", "--impl", "torch", "--dtype", "fp16", "--size", "tiny",
-      "--device", "cpu", "--case", "x"], "--case 'x' matches nothing"),
-    (["compare", "missing-old.json", "missing-new.json"], "no such run record or folder"),
-    (["compare", ".", "b.json"], "no run record in this folder"),
-    (["compare", "a.json", "b.json", "--threshold", "abc"], "expected a number"),
-    (["run", "--repeat", "0"], "positive"),
-    (["frobnicate"], "invalid choice"),
-    ([], "required"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--size", "huge"], "invalid choice"),
+        (["run", "no_such_benchmark"], "no benchmark matches"),
+        (["run", "--timer", "events", "--device", "cpu"], "--timer events"),
+        (["run", "--device", "tpu"], "--device"),
+        (["run", "--budget", "-1"], "positive"),
+        (["run", "--min-reps", "9", "--max-reps", "3"], "--min-reps"),
+        (["run", "--case", "nothing-like-this"], "--case 'nothing-like-this' matches nothing"),
+        (["run", "elementwise", "--impl", "trition"], "did you mean 'triton_fused'?"),
+        (["run", "attention.slidingwindow"], "did you mean 'attention.sliding_window'"),
+        (
+            [
+                "run",
+                "elementwise",
+                "--case",
+                "*",
+                "--mode",
+                "bwd",
+                "--impl",
+                "torch",
+                "--dtype",
+                "fp16",
+                "--size",
+                "tiny",
+                "--device",
+                "cpu",
+                "--case",
+                "x",
+            ],
+            "--case 'x' matches nothing",
+        ),
+        (["compare", "missing-old.json", "missing-new.json"], "no such run record or folder"),
+        (["compare", ".", "b.json"], "no run record in this folder"),
+        (["compare", "a.json", "b.json", "--threshold", "abc"], "expected a number"),
+        (["run", "--repeat", "0"], "positive"),
+        (["frobnicate"], "invalid choice"),
+        ([], "required"),
+    ],
+)
 def test_bad_arguments_exit_two_with_a_message(args, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     try:
@@ -245,5 +322,15 @@ def test_each_fail_closed_case_exits_one_with_its_reason(case, replicated_run, t
     out = " ".join(capsys.readouterr().out.split())
     assert "gate failed" in out and reason in out
     if flag:
-        assert main(["compare", str(replicated_run), str(tmp_path / "new.json"), f"--{flag.replace('_', '-')}",
-                     *POWER_CHECK_OFF]) == 0
+        assert (
+            main(
+                [
+                    "compare",
+                    str(replicated_run),
+                    str(tmp_path / "new.json"),
+                    f"--{flag.replace('_', '-')}",
+                    *POWER_CHECK_OFF,
+                ]
+            )
+            == 0
+        )

@@ -29,15 +29,24 @@ class ReachedWork(Exception):
 
 # The first call of each command's real work (a module attribute looked up at call time).
 WORK = [
-    "menagerie.harness.runner.run", "menagerie.harness.cli.run.run_replicates",
-    "menagerie.harness.replicates.WorkFolder.create", "menagerie.harness.profile.profile",
-    "menagerie.harness.compile_check.check", "menagerie.harness.ceilings.get_ceilings",
-    "menagerie.harness.cluster.Submission.launch", "menagerie.harness.cluster.submit_training",
-    "menagerie.models.train_resnet.train", "menagerie.models.sae.train_sae",
-    "menagerie.models.data.folders.write_synthetic", "menagerie.models.data.folders.write_digits",
-    "menagerie.models.data.convert.to_ffcv", "menagerie.models.commands.data.data_imagenet",
-    "menagerie.models.commands.data.data_stages", "menagerie.models.commands.data.data_throughput",
-    "menagerie.models.activation_sources.load_model", "menagerie.models.minilm_sinks.run_study",
+    "menagerie.harness.runner.run",
+    "menagerie.harness.cli.run.run_replicates",
+    "menagerie.harness.replicates.WorkFolder.create",
+    "menagerie.harness.profile.profile",
+    "menagerie.harness.compile_check.check",
+    "menagerie.harness.ceilings.get_ceilings",
+    "menagerie.harness.cluster.Submission.launch",
+    "menagerie.harness.cluster.submit_training",
+    "menagerie.models.train_resnet.train",
+    "menagerie.models.sae.train_sae",
+    "menagerie.models.data.folders.write_synthetic",
+    "menagerie.models.data.folders.write_digits",
+    "menagerie.models.data.convert.to_ffcv",
+    "menagerie.models.commands.data.data_imagenet",
+    "menagerie.models.commands.data.data_stages",
+    "menagerie.models.commands.data.data_throughput",
+    "menagerie.models.activation_sources.load_model",
+    "menagerie.models.minilm_sinks.run_study",
     "menagerie.harness.site.build",
 ]
 
@@ -63,10 +72,28 @@ def _reached(*args, **kwargs):
 
 
 PATHS = ["missing.json", "empty.json", "junk.json", "base.json", "new.json", "folder", "folder/missing", "-"]
-NAMES = ["elementwise", "attention.sliding_window", "attention.slidingwindow", "ssm.ssd", "sae", "nope",
-         "resnet.resnet50", "triton", "torch", "fp16", "fp32", "bf16", "fp64", "fwd", "bwd", "tiny", "huge"]
+NAMES = [
+    "elementwise",
+    "attention.sliding_window",
+    "attention.slidingwindow",
+    "ssm.ssd",
+    "sae",
+    "nope",
+    "resnet.resnet50",
+    "triton",
+    "torch",
+    "fp16",
+    "fp32",
+    "bf16",
+    "fp64",
+    "fwd",
+    "bwd",
+    "tiny",
+    "huge",
+]
 VALUES = st.one_of(
-    st.integers(-5, 10**6).map(str), st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.integers(-5, 10**6).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
     st.sampled_from(PATHS + NAMES + ["", " ", "=", ",", "a,b", "sm_80", "sm_12", "1/0", "0/2", "--", "ü"]),
     st.text(alphabet="abc-_=,./:0123456789 ü", max_size=12),
 )
@@ -78,8 +105,7 @@ def _option(action: argparse.Action):
     flag = st.sampled_from(action.option_strings)
     if action.nargs == 0:
         return flag.map(lambda name: [name])
-    value = st.one_of(st.sampled_from([str(choice) for choice in action.choices]), VALUES) if action.choices \
-        else VALUES
+    value = st.one_of(st.sampled_from([str(choice) for choice in action.choices]), VALUES) if action.choices else VALUES
     return st.tuples(flag, st.lists(value, min_size=0, max_size=2)).map(lambda pair: [pair[0], *pair[1]])
 
 
@@ -89,10 +115,15 @@ def arguments_of(parser: argparse.ArgumentParser):
     subcommands = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
     if subcommands:
         choices = subcommands[0].choices
-        return st.one_of(st.sampled_from(sorted(choices)).flatmap(lambda name: arguments_of(choices[name]).map(
-            lambda rest: [name, *rest])), st.lists(VALUES, max_size=3))
-    options = [action for action in parser._actions
-               if action.option_strings and not isinstance(action, argparse._HelpAction)]
+        return st.one_of(
+            st.sampled_from(sorted(choices)).flatmap(
+                lambda name: arguments_of(choices[name]).map(lambda rest: [name, *rest])
+            ),
+            st.lists(VALUES, max_size=3),
+        )
+    options = [
+        action for action in parser._actions if action.option_strings and not isinstance(action, argparse._HelpAction)
+    ]
     positional = st.one_of(st.sampled_from(PATHS + NAMES), VALUES)
     items = [st.lists(positional, min_size=1, max_size=2)] + [_option(action) for action in options]
     return st.lists(st.one_of(items), max_size=5).map(lambda parts: [word for part in parts for word in part])
@@ -136,8 +167,9 @@ def run_cli(argv: list[str]) -> tuple[int | str, str]:
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_random_arguments_never_raise_a_traceback(command, workplace):
-    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
-              suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+    )
     @given(arguments_of(COMMANDS[command]).map(lambda rest: [command, *rest]))
     def check(argv):
         code, stderr = run_cli(argv)  # an exception other than ReachedWork fails the test with its traceback

@@ -10,8 +10,25 @@ from importlib.metadata import EntryPoint
 
 from menagerie.harness import cli, entry_points
 
-COMMANDS = {"list", "run", "merge", "submit", "collect", "compare", "env", "profile", "report", "compile", "history", "site",
-            "data", "train", "mlperf", "activations", "study"}
+COMMANDS = {
+    "list",
+    "run",
+    "merge",
+    "submit",
+    "collect",
+    "compare",
+    "env",
+    "profile",
+    "report",
+    "compile",
+    "history",
+    "site",
+    "data",
+    "train",
+    "mlperf",
+    "activations",
+    "study",
+}
 
 
 def command_names(parser: argparse.ArgumentParser) -> set[str]:
@@ -46,10 +63,17 @@ def test_each_module_lists_the_commands_its_parser_adds():
 
 def modules_after(argv: list[str]) -> set[str]:
     """The modules a fresh interpreter holds once `menagerie ARGV` has run (the installed suite, no PYTHONPATH)."""
-    program = ("import sys\nfrom menagerie.harness.cli import main\ntry:\n    main(sys.argv[1:])\n"
-               "except SystemExit:\n    pass\nprint(' '.join(sys.modules))\n")
-    done = subprocess.run([sys.executable, "-c", program, *argv], capture_output=True, text=True, timeout=120,
-                          env={name: value for name, value in os.environ.items() if name != "PYTHONPATH"})
+    program = (
+        "import sys\nfrom menagerie.harness.cli import main\ntry:\n    main(sys.argv[1:])\n"
+        "except SystemExit:\n    pass\nprint(' '.join(sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program, *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={name: value for name, value in os.environ.items() if name != "PYTHONPATH"},
+    )
     assert done.returncode == 0, done.stderr
     return set(done.stdout.splitlines()[-1].split())
 

@@ -16,14 +16,17 @@ import pytest
 from menagerie.harness import cluster, results
 from menagerie.harness.cli import main
 from tests.harness.slurm_cluster import Cluster, Unavailable
+from tests.harness.test_shards import ROWS
 from tests.models.test_ddp import data as images  # noqa: F401  (a fixture: 4 classes of 8 images)
 from tests.models.test_ddp import free_port
-from tests.harness.test_shards import ROWS
 
 
 def same_rows(first: dict, second: dict) -> bool:
-    verdict = lambda row: (results.row_key(row), row["status"],  # noqa: E731
-                           row["accuracy"]["passed"] if row["accuracy"] else None)
+    verdict = lambda row: (
+        results.row_key(row),
+        row["status"],  # noqa: E731
+        row["accuracy"]["passed"] if row["accuracy"] else None,
+    )
     return [verdict(row) for row in first["rows"]] == [verdict(row) for row in second["rows"]]
 
 
@@ -106,11 +109,14 @@ def test_slurm_options_come_from_pyproject_and_flags_override_them(tmp_path):
     assert cluster.configured_options(tmp_path / "missing.toml") == {}
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--shards", "2", "run", "elementwise", "--shard", "1/2"], "submit sets --shard"),
-    (["--shards", "2", "run", "elementwise", "--out=x"], "drop --out=x"),
-    (["--shards", "2", "--executor", "slurm", "--folder", "{tmp}", "run", "elementwise"], "already holds"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--shards", "2", "run", "elementwise", "--shard", "1/2"], "submit sets --shard"),
+        (["--shards", "2", "run", "elementwise", "--out=x"], "drop --out=x"),
+        (["--shards", "2", "--executor", "slurm", "--folder", "{tmp}", "run", "elementwise"], "already holds"),
+    ],
+)
 def test_submit_usage_errors(arguments, message, tmp_path, capsys):
     (tmp_path / "submission.json").write_text("{}")
     assert main(["submit", *[argument.format(tmp=tmp_path) for argument in arguments]]) == 2
@@ -132,9 +138,28 @@ def test_a_slurm_state_that_no_client_knows_is_unknown(monkeypatch, tmp_path):
 
 
 # One tiny ResNet epoch on test_ddp's images (4 classes of 8, 20 px), batches of 4 per process.
-TRAIN = ("resnet", "--arch", "resnet8", "--loader", "torchvision", "--epochs", "1", "--warmup-epochs", "0.5",
-         "--batch-size", "4", "--image-size", "16", "--no-augment", "--workers", "1", "--eval-every", "1",
-         "--target", "1.0")
+TRAIN = (
+    "resnet",
+    "--arch",
+    "resnet8",
+    "--loader",
+    "torchvision",
+    "--epochs",
+    "1",
+    "--warmup-epochs",
+    "0.5",
+    "--batch-size",
+    "4",
+    "--image-size",
+    "16",
+    "--no-augment",
+    "--workers",
+    "1",
+    "--eval-every",
+    "1",
+    "--target",
+    "1.0",
+)
 
 
 def trained_processes(folder: Path) -> int:
@@ -147,9 +172,28 @@ def test_two_srun_tasks_train_a_resnet_over_gloo(slurm, images, tmp_path):
     """srun starts two processes; they meet through SLURM's variables (models/slurm_rendezvous.py)."""
     # A port of this test's own: the other test worker's cluster numbers its jobs from 1 too.
     env = {**slurm.env, "MENAGERIE_MASTER_PORT": str(free_port())}
-    done = subprocess.run(["srun", "-n", "2", sys.executable, "-P", "-m", "menagerie.harness.cli", "train", *TRAIN,
-                           "--data", str(images), "--out", str(tmp_path)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
+    done = subprocess.run(
+        [
+            "srun",
+            "-n",
+            "2",
+            sys.executable,
+            "-P",
+            "-m",
+            "menagerie.harness.cli",
+            "train",
+            *TRAIN,
+            "--data",
+            str(images),
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert trained_processes(tmp_path) == 2
 
@@ -157,8 +201,26 @@ def test_two_srun_tasks_train_a_resnet_over_gloo(slurm, images, tmp_path):
 def test_submit_train_runs_one_job_of_two_processes(slurm, images, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MENAGERIE_MASTER_PORT", str(free_port()))  # sbatch passes the environment on
     out = tmp_path / "train"
-    assert main(["submit", "--tasks-per-node", "2", "--time", "10", "--folder", str(tmp_path / "job"),
-                 "train", *TRAIN, "--data", str(images), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "submit",
+                "--tasks-per-node",
+                "2",
+                "--time",
+                "10",
+                "--folder",
+                str(tmp_path / "job"),
+                "train",
+                *TRAIN,
+                "--data",
+                str(images),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "1 node(s) x 2 process(es)" in " ".join(capsys.readouterr().out.split())
     deadline = time.monotonic() + 150
     while slurm.run("squeue", "-h").strip() and time.monotonic() < deadline:
@@ -169,8 +231,10 @@ def test_submit_train_runs_one_job_of_two_processes(slurm, images, tmp_path, cap
 def test_a_refused_submission_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
     bin_folder = tmp_path / "bin"
     bin_folder.mkdir()
-    (bin_folder / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: no such partition' >&2\n"
-                                       "echo 'sbatch: error: Batch job submission failed' >&2\nexit 1\n")
+    (bin_folder / "sbatch").write_text(
+        "#!/bin/sh\necho 'sbatch: error: no such partition' >&2\n"
+        "echo 'sbatch: error: Batch job submission failed' >&2\nexit 1\n"
+    )
     (bin_folder / "sbatch").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_folder}:{os.environ['PATH']}")
     monkeypatch.chdir(tmp_path)

@@ -51,8 +51,9 @@ def test_no_name_wraps_at_100_columns(result, monkeypatch):
 def test_sort_orders_rows_within_a_section(result, monkeypatch):
     def failing_cases(sort):
         lines = view(result, monkeypatch, sort=sort)
-        table = lines[lines.index(next(line for line in lines if line.startswith("failing:"))):]
+        table = lines[lines.index(next(line for line in lines if line.startswith("failing:"))) :]
         return [line.split()[0] for line in table if "b8h32kv8s4096d128w4096k4-row" in line][:5]
+
     by_name = failing_cases("name")
     assert by_name == sorted(by_name) and failing_cases("ratio") != by_name
     ratios = [row.ratio for row in sorted((row for row in result.rows if row.failing), key=compare.ROW_ORDERS["ratio"])]

@@ -22,17 +22,32 @@ ROOT = Path(__file__).resolve().parents[2]
 def compile_command(tmp_path, *args) -> tuple[int, str, dict | None]:
     out = tmp_path / "compile.json"
     env = {**os.environ, "TRITON_INTERPRET": "0"}
-    done = subprocess.run([sys.executable, "-m", "menagerie.harness.cli", "compile", *args, "--out", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-m", "menagerie.harness.cli", "compile", *args, "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     record = json.loads(out.read_text()) if out.exists() else None
     return done.returncode, done.stdout + done.stderr, record
 
 
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory):
-    return compile_command(tmp_path_factory.mktemp("faults"), "faults.global_read", "faults.tiles",
-                           "faults.register_hungry", "--import", "tests.harness.compile_faults",
-                           "--size", "tiny", "--arch", "sm_80,sm_90")
+    return compile_command(
+        tmp_path_factory.mktemp("faults"),
+        "faults.global_read",
+        "faults.tiles",
+        "faults.register_hungry",
+        "--import",
+        "tests.harness.compile_faults",
+        "--size",
+        "tiny",
+        "--arch",
+        "sm_80,sm_90",
+    )
 
 
 def builds_of(record, kernel, arch):
@@ -71,8 +86,10 @@ def test_a_register_hungry_kernel_is_reported_as_spilling(faults, arch):
     _, _, record = faults
     [build] = builds_of(record, "_hungry_kernel", arch)
     assert build["spills"] is True and build["stack_bytes"] > 0 and build["tensor_core_ops"] == []
-    assert any(failure.startswith("_hungry_kernel[") and f"@{arch}: no configuration is spill-free" in failure
-               for failure in record["failures"])
+    assert any(
+        failure.startswith("_hungry_kernel[") and f"@{arch}: no configuration is spill-free" in failure
+        for failure in record["failures"]
+    )
 
 
 def test_a_clean_suite_kernel_passes_with_its_resources(tmp_path):
@@ -183,10 +200,35 @@ def planted_compile(folder: Path, rows: int, cols: int, *args) -> tuple[int, str
     """``menagerie compile`` of the planted kernel with a ROWS x COLS accumulator, its record under ``folder``."""
     (folder / "planted_module.py").write_text(f"ROWS, COLS = {rows}, {cols}\n" + PLANTED)
     env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": f"{folder}{os.pathsep}{ROOT}"}
-    done = subprocess.run([sys.executable, "-m", "menagerie.harness.cli", "compile", "planted.accumulate", "--import",
-                           "planted_module", "--size", "tiny", "--dtype", "fp16", "--mode", "fwd", "--arch", "sm_90",
-                           "--record-dir", str(folder / "record"), "--out", str(folder / "out"), *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "menagerie.harness.cli",
+            "compile",
+            "planted.accumulate",
+            "--import",
+            "planted_module",
+            "--size",
+            "tiny",
+            "--dtype",
+            "fp16",
+            "--mode",
+            "fwd",
+            "--arch",
+            "sm_90",
+            "--record-dir",
+            str(folder / "record"),
+            "--out",
+            str(folder / "out"),
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     return done.returncode, done.stdout + done.stderr
 
 
@@ -201,6 +243,7 @@ def recorded(tmp_path_factory):
 
 def test_update_writes_a_sorted_record_of_one_entry_per_line(recorded):
     import triton
+
     path = compile_record.record_path(triton.__version__, "sm_90", recorded / "record")
     lines = path.read_text().splitlines()
     entries = compile_record.load(path)
@@ -220,7 +263,9 @@ def test_an_unchanged_tree_replays_the_record_and_spot_checks_it(recorded):
 
 def test_a_spot_check_that_differs_from_the_record_fails_naming_the_unit(recorded, tmp_path):
     import shutil
+
     import triton
+
     shutil.copytree(recorded / "record", tmp_path / "record")
     path = compile_record.record_path(triton.__version__, "sm_90", tmp_path / "record")
     entries = compile_record.load(path)
@@ -234,6 +279,7 @@ def test_a_spot_check_that_differs_from_the_record_fails_naming_the_unit(recorde
 
 def test_a_planted_kernel_change_that_spills_is_compiled_and_caught(recorded, tmp_path):
     import shutil
+
     shutil.copytree(recorded / "record", tmp_path / "record")
     # The same kernel with a 32 x 256 fp32 accumulator in one warp (256 values a thread, past the 255 registers):
     # a new unit, which spills.
@@ -245,6 +291,7 @@ def test_a_planted_kernel_change_that_spills_is_compiled_and_caught(recorded, tm
 
 def test_a_record_that_does_not_parse_exits_2_with_its_path_and_position(tmp_path):
     import triton
+
     path = compile_record.record_path(triton.__version__, "sm_90", tmp_path / "record")
     path.parent.mkdir(parents=True)
     path.write_text('{\n"abc": {"verdict": "ok"},\n"def": {oops}\n}\n')
@@ -265,6 +312,7 @@ def test_records_are_kept_per_triton_version(tmp_path):
 
 def test_spot_checks_cover_every_kernel_and_the_fraction():
     from menagerie.harness.compile_check import choose_spot_checks
+
     entries = {f"{kernel}{index}": {"kernel": kernel} for kernel in "abc" for index in range(100)}
     chosen = choose_spot_checks(entries, list(entries), 0.03, "1")
     assert len(chosen) == 9 and len(set(chosen)) == 9
@@ -279,6 +327,7 @@ def test_rows_a_gpu_run_skips_are_not_compiled():
     # BERT-like case for it, so the compile check must not drive it (it would raise), while the interpreter-only
     # bf16 skip must not hide a row from a GPU build.
     from menagerie.harness.compile_check import compile_plan
+
     [varlen] = registry.select(["attention.varlen"])
     plan = compile_plan([varlen], "small", [], ["fwd"])
     padded = {(case.name, dtype) for _, case, dtype, _, impl in plan if impl.name == "triton_padded"}

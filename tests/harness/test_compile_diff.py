@@ -21,10 +21,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def entry(kernel="_k", registers=40, stack=0, shared=0, mma="mma", warps=4, verdict=None, **special):
-    return {"kernel": kernel, "config": {"BLOCK": 32, "num_warps": warps, "num_stages": 2},
-            "specialization": {"x_ptr": "*fp16", "div16": "n,m", **special}, "registers": registers,
-            "stack_bytes": stack, "local_bytes": stack, "shared_bytes": shared, "mma_class": mma,
-            "verdict": verdict or ("spills" if stack else "ok"), "tensor_core_ops": [], "error": ""}
+    return {
+        "kernel": kernel,
+        "config": {"BLOCK": 32, "num_warps": warps, "num_stages": 2},
+        "specialization": {"x_ptr": "*fp16", "div16": "n,m", **special},
+        "registers": registers,
+        "stack_bytes": stack,
+        "local_bytes": stack,
+        "shared_bytes": shared,
+        "mma_class": mma,
+        "verdict": verdict or ("spills" if stack else "ok"),
+        "tensor_core_ops": [],
+        "error": "",
+    }
 
 
 def compare(base, tree, **options):
@@ -45,13 +54,16 @@ def test_register_and_shared_changes_are_reported_without_failing():
     assert matched == 1 and change.register_change == 6 and not change.failures and not change.fails
 
 
-@pytest.mark.parametrize("tree, reason", [
-    (entry(stack=16), "spills"),
-    (entry(verdict="error", registers=0), "no longer compiles"),
-    (entry(mma="none"), "MMA mma -> none"),
-    # 40 -> 168 registers at 4 warps: 12 -> 3 resident blocks on sm_90 (registers per warp 1280 -> 5376)
-    (entry(registers=168), "occupancy 12 -> 3 blocks/SM"),
-])
+@pytest.mark.parametrize(
+    "tree, reason",
+    [
+        (entry(stack=16), "spills"),
+        (entry(verdict="error", registers=0), "no longer compiles"),
+        (entry(mma="none"), "MMA mma -> none"),
+        # 40 -> 168 registers at 4 warps: 12 -> 3 resident blocks on sm_90 (registers per warp 1280 -> 5376)
+        (entry(registers=168), "occupancy 12 -> 3 blocks/SM"),
+    ],
+)
 def test_a_unit_that_got_worse_fails_saying_how(tree, reason):
     [change], _, _, _ = compare(entry(), tree)
     assert change.fails and change.failures == (reason,)
@@ -84,8 +96,11 @@ def test_another_specialization_is_new_and_the_old_one_gone():
 
 def test_failing_units_come_first():
     base = {name: entry(kernel=name, registers=130) for name in ("_a", "_b", "_c")}
-    tree = {"a2": entry(kernel="_a", registers=140), "b2": entry(kernel="_b", registers=130, mma="none"),
-            "c2": entry(kernel="_c", registers=132)}
+    tree = {
+        "a2": entry(kernel="_a", registers=140),
+        "b2": entry(kernel="_b", registers=130, mma="none"),
+        "c2": entry(kernel="_c", registers=132),
+    }
     changes, *_ = diff_records(base, tree, "3.8.0/sm_90", "sm_90")
     changes.sort(key=worst_first)
     assert [change.kernel for change in changes] == ["_b", "_a", "_c"]
@@ -147,8 +162,13 @@ register(Benchmark(
 
 
 def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return done.stdout
 
 
@@ -156,10 +176,35 @@ def record_planted(repo: Path, width: int, use_dot: bool) -> None:
     """``menagerie compile --update`` of the planted kernels for sm_80, into ``repo``'s record."""
     (repo / "planted_diff.py").write_text(PLANTED.format(width=width, use_dot=use_dot))
     env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": f"{repo}{os.pathsep}{ROOT}"}
-    done = subprocess.run([sys.executable, "-m", "menagerie.harness.cli", "compile", "planted.diff", "--import",
-                           "planted_diff", "--size", "tiny", "--dtype", "fp16", "--mode", "fwd", "--arch", "sm_80",
-                           "--record-dir", str(repo / "record"), "--out", str(repo / "out"), "--update"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "menagerie.harness.cli",
+            "compile",
+            "planted.diff",
+            "--import",
+            "planted_diff",
+            "--size",
+            "tiny",
+            "--dtype",
+            "fp16",
+            "--mode",
+            "fwd",
+            "--arch",
+            "sm_80",
+            "--record-dir",
+            str(repo / "record"),
+            "--out",
+            str(repo / "out"),
+            "--update",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -190,23 +235,41 @@ def test_planted_changes_fail_the_diff_against_the_merge_base(planted_repo, caps
 
 def test_accepted_changes_pass_and_an_unchanged_record_is_quiet(planted_repo, capsys):
     record = str(planted_repo / "record")
-    assert main(["compile", "--diff", "main", "--record-dir", record, "--accept", "_wide_kernel",
-                 "--accept", "_product_kernel@*"]) == 0
+    assert (
+        main(
+            [
+                "compile",
+                "--diff",
+                "main",
+                "--record-dir",
+                record,
+                "--accept",
+                "_wide_kernel",
+                "--accept",
+                "_product_kernel@*",
+            ]
+        )
+        == 0
+    )
     assert main(["compile", "--diff", "HEAD", "--record-dir", record]) == 0
     assert "2 units matched, 0 changed" in " ".join(capsys.readouterr().out.split())
 
 
 def test_the_planted_units_are_real_compiles(planted_repo):
     import triton
+
     entries = compile_record.load(compile_record.record_path(triton.__version__, "sm_80", planted_repo / "record"))
     by_kernel = {entry["kernel"]: entry for entry in entries.values()}
     assert by_kernel["_product_kernel"]["mma_class"] == "none" and by_kernel["_wide_kernel"]["registers"] > 64
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--diff", "no-such-ref"], "no-such-ref"),
-    (["--diff", "HEAD", "--max-occupancy-drop", "-1"], "--max-occupancy-drop"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--diff", "no-such-ref"], "no-such-ref"),
+        (["--diff", "HEAD", "--max-occupancy-drop", "-1"], "--max-occupancy-drop"),
+    ],
+)
 def test_bad_diff_arguments_exit_2(args, message, planted_repo, capsys):
     assert main(["compile", *args, "--record-dir", str(planted_repo / "record")]) == 2
     assert message in capsys.readouterr().err

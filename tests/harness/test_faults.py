@@ -19,14 +19,35 @@ from menagerie.harness import results
 from menagerie.harness.cli import main
 from tests.harness.test_cli import shell_environment
 
-REPEATED = ("run", "elementwise", "--case", "64x257", "--impl", "torch", "--mode", "fwd", "--budget", "0.05",
-            "--warmup", "0.01", "--seeds", "1", "--repeat", "2")
+REPEATED = (
+    "run",
+    "elementwise",
+    "--case",
+    "64x257",
+    "--impl",
+    "torch",
+    "--mode",
+    "fwd",
+    "--budget",
+    "0.05",
+    "--warmup",
+    "0.01",
+    "--seeds",
+    "1",
+    "--repeat",
+    "2",
+)
 
 
 def start(out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "menagerie.harness.cli", *REPEATED, "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=shell_environment(),
-                            start_new_session=True)  # its own process group: the signal reaches the replicate too
+    return subprocess.Popen(
+        [sys.executable, "-m", "menagerie.harness.cli", *REPEATED, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=shell_environment(),
+        start_new_session=True,
+    )  # its own process group: the signal reaches the replicate too
 
 
 def first_replicate(out: Path, timeout: float = 300) -> Path:
@@ -41,8 +62,13 @@ def first_replicate(out: Path, timeout: float = 300) -> Path:
 
 
 def resume(folder: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "menagerie.harness.cli", "run", "--resume", str(folder)],
-                          capture_output=True, text=True, env=shell_environment(), timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "menagerie.harness.cli", "run", "--resume", str(folder)],
+        capture_output=True,
+        text=True,
+        env=shell_environment(),
+        timeout=600,
+    )
 
 
 def test_a_killed_repeat_run_resumes_keeping_its_replicates(tmp_path):
@@ -128,9 +154,11 @@ def unknown_version(text: str) -> str:
     return json.dumps({**json.loads(text), "schema_version": 99})
 
 
-DAMAGES = {"truncated": (truncated, "is not JSON", "not readable as JSON"),
-           "wrong_type": (wrong_type, "not a valid menagerie run record", "malformed run record"),
-           "unknown_version": (unknown_version, "schema_version 99", "schema_version 99")}
+DAMAGES = {
+    "truncated": (truncated, "is not JSON", "not readable as JSON"),
+    "wrong_type": (wrong_type, "not a valid menagerie run record", "malformed run record"),
+    "unknown_version": (unknown_version, "schema_version 99", "schema_version 99"),
+}
 
 
 @pytest.mark.parametrize("damage", DAMAGES)
@@ -139,8 +167,10 @@ def test_a_damaged_record_is_a_one_line_error(good_record, tmp_path, capsys, dam
     edit, message, _ = DAMAGES[damage]
     bad = tmp_path / "bad.json"
     bad.write_text(edit(good_record.read_text()))
-    argv = {"compare": ["compare", str(good_record), str(bad)],
-            "report": ["report", str(bad), "--out", str(tmp_path / "report")]}[command]
+    argv = {
+        "compare": ["compare", str(good_record), str(bad)],
+        "report": ["report", str(bad), "--out", str(tmp_path / "report")],
+    }[command]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and str(bad) in err and message in err and len(err.strip().splitlines()) == 1, err
@@ -177,6 +207,7 @@ def test_a_corrupt_history_index_is_rebuilt_with_a_notice(good_record, tmp_path,
 
 def test_an_index_of_an_old_layout_is_rebuilt_with_a_notice(good_record, tmp_path, capsys):
     import sqlite3
+
     store = tmp_path / "store"
     store.mkdir()
     (store / "good.json").write_text(good_record.read_text())
@@ -189,10 +220,22 @@ def test_an_index_of_an_old_layout_is_rebuilt_with_a_notice(good_record, tmp_pat
 
 def test_two_runs_into_one_folder_at_once_both_keep_their_records(tmp_path):
     out = tmp_path / "runs"
-    command = [sys.executable, "-m", "menagerie.harness.cli", *REPEATED[:-2], "--min-reps", "2", "--max-reps", "2",
-               "--out", str(out)]
-    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  env=shell_environment()) for _ in range(2)]
+    command = [
+        sys.executable,
+        "-m",
+        "menagerie.harness.cli",
+        *REPEATED[:-2],
+        "--min-reps",
+        "2",
+        "--max-reps",
+        "2",
+        "--out",
+        str(out),
+    ]
+    processes = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=shell_environment())
+        for _ in range(2)
+    ]
     for process in processes:
         _, stderr = process.communicate(timeout=600)
         assert process.returncode == 0, stderr

@@ -17,8 +17,9 @@ def trials():
     """Per trial (a fresh suite of 100 rows): BASELINE a history of 10 one-replicate runs, NEW one run
     of 3 replicates, the same code (A/A) or with PLANTED rows 7% or 10% slower. The power check is off
     here (3 replicates cannot see 10% in the noisiest rows: underpowered); the tests below it check it."""
-    return [trial(seed, (0.0, 0.07, 0.10), samples=SAMPLES, planted=PLANTED, **NO_POWER_CHECK)
-            for seed in range(TRIALS)]
+    return [
+        trial(seed, (0.0, 0.07, 0.10), samples=SAMPLES, planted=PLANTED, **NO_POWER_CHECK) for seed in range(TRIALS)
+    ]
 
 
 def test_aa_comparisons_almost_never_fail(trials):
@@ -49,8 +50,11 @@ def test_identical_inputs_never_flag():
 
 def test_uniform_slowdown_is_its_own_finding():
     suite = Suite(seed=3)
-    result = gate(suite.runs(10, samples=SAMPLES), suite.runs(1, replicates=3, samples=SAMPLES, seed=1,
-                                                              uniform_slowdown=0.10), **NO_POWER_CHECK)
+    result = gate(
+        suite.runs(10, samples=SAMPLES),
+        suite.runs(1, replicates=3, samples=SAMPLES, seed=1, uniform_slowdown=0.10),
+        **NO_POWER_CHECK,
+    )
     assert result.uniform.key == UNIFORM_KEY and result.uniform.verdict == "regression"
     assert not result.passed and any(reason.startswith("*/") for reason in result.reasons)
     assert not regressions(result)
@@ -59,16 +63,22 @@ def test_uniform_slowdown_is_its_own_finding():
 
 def test_improvements_are_reported_not_failed():
     suite = Suite(seed=4)
-    result = gate(suite.runs(10, samples=SAMPLES),
-                  suite.runs(1, replicates=3, samples=SAMPLES, seed=1, slowdowns={5: -0.2}), **NO_POWER_CHECK)
+    result = gate(
+        suite.runs(10, samples=SAMPLES),
+        suite.runs(1, replicates=3, samples=SAMPLES, seed=1, slowdowns={5: -0.2}),
+        **NO_POWER_CHECK,
+    )
     verdicts = {int(row.key[1][3:]): row.verdict for row in result.rows}
     assert verdicts[5] == "improvement" and result.passed
 
 
 def test_few_rows_are_compared_without_offsets():
     suite = Suite(rows=MIN_ROWS_ACROSS - 6, seed=5)
-    result = gate(suite.runs(10, samples=SAMPLES), suite.runs(1, replicates=3, samples=SAMPLES, seed=1,
-                                                              slowdowns={0: 0.5}), **NO_POWER_CHECK)
+    result = gate(
+        suite.runs(10, samples=SAMPLES),
+        suite.runs(1, replicates=3, samples=SAMPLES, seed=1, slowdowns={0: 0.5}),
+        **NO_POWER_CHECK,
+    )
     assert result.uniform is None and regressions(result) == {0}
     assert result.rows[0].ratio == result.rows[0].raw_ratio
 
@@ -102,6 +112,7 @@ def test_v1_records_are_one_replicate_each():
 
 # Fail-closed cases: NEW is BASELINE's own file, edited, so only the edit can fail the gate.
 
+
 def edit_row(record, index, **fields):
     record["rows"][index].update(fields)
 
@@ -128,10 +139,8 @@ CASES = {
     "newly_skipped": (skip, "newly_skipped", "allow_missing"),
     "error": (fail("error"), "error", None),
     "accuracy_failed": (fail("accuracy_failed"), "accuracy_failed", None),
-    "params_changed": (lambda record: edit_row(record, 1, params={"index": 99}), "params_changed",
-                       "allow_mismatch"),
-    "device": (lambda record: record["provenance"].update(device="NVIDIA A100"), "device_mismatch",
-               "allow_mismatch"),
+    "params_changed": (lambda record: edit_row(record, 1, params={"index": 99}), "params_changed", "allow_mismatch"),
+    "device": (lambda record: record["provenance"].update(device="NVIDIA A100"), "device_mismatch", "allow_mismatch"),
     "timer": (lambda record: record["config"].update(timer="graph"), "timer_mismatch", "allow_mismatch"),
     "size": (lambda record: record["config"].update(size="full"), "size_mismatch", "allow_mismatch"),
     "dtype_added": (add_bfloat16_row, "dtype_mismatch", "allow_mismatch"),
@@ -183,12 +192,15 @@ def test_bad_medians_are_named():
         gate(baseline, new, **NO_POWER_CHECK)
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (dict(baseline=[]), "at least one run record"),
-    (dict(fdr=0.0), "fdr must be in"),
-    (dict(threshold=-0.1), "must be >= 0"),
-    (dict(max_undetectable=0.0), "max_undetectable must be > 0"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(baseline=[]), "at least one run record"),
+        (dict(fdr=0.0), "fdr must be in"),
+        (dict(threshold=-0.1), "must be >= 0"),
+        (dict(max_undetectable=0.0), "max_undetectable must be > 0"),
+    ],
+)
 def test_bad_arguments_are_named(arguments, message):
     records = Suite(rows=2).runs(1, samples=5)
     with pytest.raises(ValueError, match=message):
@@ -203,9 +215,11 @@ def test_benjamini_hochberg_adjusts_by_rank():
 # The power check: the smallest slowdown each row (and the uniform shift) would be caught at, and the
 # underpowered verdict. The synthetic study of issue 26: 300 rows, 2% row noise, 2% whole-process offsets.
 
+
 @pytest.fixture(scope="module")
 def study():
     from tests.harness.noise import issue_study
+
     return issue_study(trials=100)
 
 
@@ -241,11 +255,14 @@ def test_the_uniform_shift_is_tested_outside_the_rows_family():
 
 def test_more_replicates_make_a_row_decidable_at_the_count_suggested():
     suite = Suite(rows=300, seed=4, row_spread=(0.02, 0.02), run_spread=0.02)
-    underpowered = gate(suite.runs(1, replicates=2, samples=50, seed=0), suite.runs(1, replicates=2, samples=50,
-                                                                                     seed=1))
+    underpowered = gate(
+        suite.runs(1, replicates=2, samples=50, seed=0), suite.runs(1, replicates=2, samples=50, seed=1)
+    )
     needed = max(row.replicates_needed for row in underpowered.rows)
-    enough = gate(suite.runs(1, replicates=needed + 1, samples=50, seed=0),
-                  suite.runs(1, replicates=needed + 1, samples=50, seed=1))
+    enough = gate(
+        suite.runs(1, replicates=needed + 1, samples=50, seed=0),
+        suite.runs(1, replicates=needed + 1, samples=50, seed=1),
+    )
     assert all(row.detectable <= 0.10 for row in enough.rows), max(row.detectable for row in enough.rows)
 
 

@@ -45,8 +45,9 @@ def test_github_gets_the_summary_and_an_error_per_failing_row(sides, tmp_path, m
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     annotations = gate_outputs.github(result, "the comment\n")
     assert summary.read_text() == "the comment\n"
-    assert len(annotations) == 5 and all(line.startswith("::error title=menagerie gate: regression::")
-                                          for line in annotations)
+    assert len(annotations) == 5 and all(
+        line.startswith("::error title=menagerie gate: regression::") for line in annotations
+    )
     monkeypatch.delenv("GITHUB_ACTIONS")
     assert gate_outputs.github(result, "again\n") == [] and summary.read_text() == "the comment\nagain\n"
 
@@ -57,11 +58,13 @@ def test_compare_writes_every_output_in_one_call(sides, tmp_path, capsys, monkey
     from types import SimpleNamespace
 
     from menagerie.harness.cli import compare
+
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
     monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
     result = gate(*sides, max_undetectable=0.5)
-    compare.write_ci_outputs(result, SimpleNamespace(markdown=tmp_path / "c.md", junit=tmp_path / "g.xml",
-                                                     site_url=None))
+    compare.write_ci_outputs(
+        result, SimpleNamespace(markdown=tmp_path / "c.md", junit=tmp_path / "g.xml", site_url=None)
+    )
     assert f"wrote {tmp_path / 'c.md'}" in capsys.readouterr().out
     assert (tmp_path / "c.md").read_text().startswith("### menagerie gate: failed")
     assert len(list(next(iter(junitparser.JUnitXml.fromfile(str(tmp_path / "g.xml")))))) == 301

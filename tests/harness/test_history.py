@@ -23,23 +23,32 @@ def sha_of(commit: int) -> str:
     return f"{commit:02d}" + "ab" * 19
 
 
-def run_record(medians: dict, commit: int, *, device=H200, size="small", timer="events", version=2, dirty=False,
-               hours=None) -> dict:
+def run_record(
+    medians: dict, commit: int, *, device=H200, size="small", timer="events", version=2, dirty=False, hours=None
+) -> dict:
     """A run record whose rows have these medians (a float, or a list of replicate medians in v2)."""
     rows = []
     for (benchmark, case, impl, dtype, mode), value in medians.items():
         replicates = value if isinstance(value, list) else [value]
-        row = {"benchmark": benchmark, "case": case, "impl": impl, "dtype": dtype, "mode": mode, "status": "ok",
-               "stats": {"median_s": float(np.median(replicates))}}
+        row = {
+            "benchmark": benchmark,
+            "case": case,
+            "impl": impl,
+            "dtype": dtype,
+            "mode": mode,
+            "status": "ok",
+            "stats": {"median_s": float(np.median(replicates))},
+        }
         if version == 2:
             row["replicate_medians_s"] = replicates
         rows.append(row)
     when = START + timedelta(hours=commit if hours is None else hours)
-    return {"schema_version": version,
-            "provenance": {"device": device, "git": {"sha": sha_of(commit), "dirty": dirty},
-                           "timestamp": when.isoformat()},
-            "config": {"size": size, "timer": timer, "repeat": 3},
-            "rows": rows}
+    return {
+        "schema_version": version,
+        "provenance": {"device": device, "git": {"sha": sha_of(commit), "dirty": dirty}, "timestamp": when.isoformat()},
+        "config": {"size": size, "timer": timer, "repeat": 3},
+        "rows": rows,
+    }
 
 
 def write(folder, name: str, record) -> str:
@@ -49,8 +58,15 @@ def write(folder, name: str, record) -> str:
     return str(path)
 
 
-def noisy_series(folder, commits: int, seed: int, step_at: int | None = None, step: float = 1.10,
-                 noise: float = 0.02, keys=(SWA, SWA_REF)) -> None:
+def noisy_series(
+    folder,
+    commits: int,
+    seed: int,
+    step_at: int | None = None,
+    step: float = 1.10,
+    noise: float = 0.02,
+    keys=(SWA, SWA_REF),
+) -> None:
     """One run per commit, each row ~1 ms (×``step`` from ``step_at`` on) with log-normal noise."""
     rng = np.random.default_rng(seed)
     for commit in range(commits):
@@ -69,6 +85,7 @@ def by_key(result: history_store.History) -> dict:
 
 
 # ---- the store and its queries ----
+
 
 def test_series_is_ordered_by_timestamp_not_by_file_name(tmp_path):
     # File names in the reverse order of the timestamps, one in a subfolder (the store is recursive).
@@ -118,8 +135,9 @@ def test_patterns_and_filters(tmp_path):
     write(tmp_path, "scan-only.json", run_record({SCAN: 4e-3}, 1))
     assert len(query(tmp_path, "attention").commits) == 1  # no commit without a point
     assert [s.key for s in query(tmp_path, case="b4h8*", impl="ref*", dtype="bfloat16").series] == [SWA_REF]
-    with pytest.raises(history_store.HistoryError,
-                       match=r"'sae\*'.*there: attention.sliding_window, ssm.selective_scan"):
+    with pytest.raises(
+        history_store.HistoryError, match=r"'sae\*'.*there: attention.sliding_window, ssm.selective_scan"
+    ):
         query(tmp_path, "attention", "sae*")
 
 
@@ -169,9 +187,14 @@ def test_files_that_are_not_run_records_are_skipped_with_a_warning(tmp_path):
     assert len(result.commits) == 1 and result.series[0].points[0].median_s == 1e-3
     warnings = "\n".join(result.warnings)
     assert len(result.warnings) == 6
-    for name, reason in (("broken.json", "not readable as JSON"), ("list.json", "not a menagerie run record"),
-                         ("study.json", "not a menagerie run record"), ("future.json", "schema_version 3"),
-                         ("malformed.json", "malformed run record"), ("bad-time.json", "malformed run record")):
+    for name, reason in (
+        ("broken.json", "not readable as JSON"),
+        ("list.json", "not a menagerie run record"),
+        ("study.json", "not a menagerie run record"),
+        ("future.json", "schema_version 3"),
+        ("malformed.json", "malformed run record"),
+        ("bad-time.json", "malformed run record"),
+    ):
         assert f"{tmp_path / name}: {reason}" in warnings
 
 
@@ -181,6 +204,7 @@ def test_missing_store_folder_is_a_clear_error(tmp_path):
 
 
 # ---- the SQLite index ----
+
 
 @pytest.fixture
 def reads(monkeypatch):
@@ -259,6 +283,7 @@ def test_cache_dir_holds_the_index_of_each_folder(tmp_path, reads):
 
 # ---- change points ----
 
+
 def test_a_planted_10_percent_step_is_found_at_its_commit(tmp_path):
     # 20 series (10 seeds, 2 rows): 20 commits, 2% noise per run, 10% slower from commit 12 on.
     located = []
@@ -287,6 +312,7 @@ def test_flat_noisy_history_has_no_change_points(tmp_path):
 
 # ---- output ----
 
+
 def test_table_marks_the_change_point_commit(tmp_path):
     noisy_series(tmp_path, commits=8, seed=0, step_at=4, step=1.5, keys=[SWA])
     lines = history_plot.table(query(tmp_path))[SWA]
@@ -304,9 +330,12 @@ def _decoded(path):
 
 
 def test_plot_writes_a_readable_png(tmp_path):
-    keys = [(benchmark, f"case{index}", impl, "bfloat16", "fwd")
-            for benchmark in ("attention.sliding_window", "ssm.selective_scan") for index in range(4)
-            for impl in ("triton", "reference")]
+    keys = [
+        (benchmark, f"case{index}", impl, "bfloat16", "fwd")
+        for benchmark in ("attention.sliding_window", "ssm.selective_scan")
+        for index in range(4)
+        for impl in ("triton", "reference")
+    ]
     noisy_series(tmp_path / "runs", commits=40, seed=5, step_at=25, keys=keys)
     result = query(tmp_path / "runs")
     assert sum(len(series.change_points) for series in result.series) >= len(keys) - 1
@@ -328,15 +357,32 @@ def test_history_command_shows_the_table_the_step_and_writes_the_plot(tmp_path, 
 
     noisy_series(tmp_path / "store", 12, seed=3, step_at=7)
     plot = tmp_path / "history.png"
-    assert cli.main(["history", "attention", "--store", str(tmp_path / "store"), "--cache-dir", str(tmp_path / "cache"),
-                     "--plot", str(plot)]) == 0
+    assert (
+        cli.main(
+            [
+                "history",
+                "attention",
+                "--store",
+                str(tmp_path / "store"),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--plot",
+                str(plot),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "history on NVIDIA H200" in out and "12 commits" in out
     assert f"from commit {sha_of(7)[:8]}" in out and "slower" in out
     with Image.open(plot) as image:
         assert image.size[0] > 100
-    assert cli.main(["history", "no_such_family", "--store", str(tmp_path / "store"),
-                     "--cache-dir", str(tmp_path / "cache")]) == 2
+    assert (
+        cli.main(
+            ["history", "no_such_family", "--store", str(tmp_path / "store"), "--cache-dir", str(tmp_path / "cache")]
+        )
+        == 2
+    )
     assert cli.main(["history", "--store", str(tmp_path / "missing")]) == 2
 
 

@@ -33,8 +33,9 @@ def test_relative_noise_is_the_median_ci_half_width_over_the_median():
 
 
 def test_a_quiet_timer_leaves_the_rotation_once_it_has_min_reps_and_a_noisy_one_at_max_time():
-    budget = Budget(warmup_s=0.0, measure_s=0.02, min_reps=6, max_reps=10_000, blocks=10, max_noise=0.01,
-                    max_time_s=0.05)
+    budget = Budget(
+        warmup_s=0.0, measure_s=0.02, min_reps=6, max_reps=10_000, blocks=10, max_noise=0.01, max_time_s=0.05
+    )
     quiet, noisy = Scripted(noisy=False), Scripted(noisy=True)
     samples = interleave([quiet, noisy], [0.001, 0.001], budget)  # 20 planned, so blocks of 2
     assert len(samples[0]) == 6  # three blocks: the first with min_reps, all alike
@@ -43,12 +44,10 @@ def test_a_quiet_timer_leaves_the_rotation_once_it_has_min_reps_and_a_noisy_one_
 
 
 def test_max_reps_also_ends_a_noisy_timer_and_min_reps_comes_first():
-    budget = Budget(warmup_s=0.0, measure_s=0.01, min_reps=4, max_reps=8, blocks=10, max_noise=1e-9,
-                    max_time_s=100.0)
+    budget = Budget(warmup_s=0.0, measure_s=0.01, min_reps=4, max_reps=8, blocks=10, max_noise=1e-9, max_time_s=100.0)
     [taken] = interleave([Scripted(noisy=True)], [0.001], budget)
     assert len(taken) == 8
-    budget = Budget(warmup_s=0.0, measure_s=0.01, min_reps=12, max_reps=100, blocks=10, max_noise=0.5,
-                    max_time_s=1e-6)
+    budget = Budget(warmup_s=0.0, measure_s=0.01, min_reps=12, max_reps=100, blocks=10, max_noise=0.5, max_time_s=1e-6)
     [taken] = interleave([Scripted(noisy=True)], [0.001], budget)
     assert len(taken) == 12  # past max_time_s until min_reps
 
@@ -59,13 +58,15 @@ def test_the_fixed_budget_is_unchanged_without_max_noise():
 
 
 def test_a_row_still_noisy_at_max_time_is_recorded_noisy_with_its_noise():
-    config = quick_config(budget=Budget(warmup_s=0.0, measure_s=0.01, min_reps=5, max_reps=20, max_noise=1e-9,
-                                        max_time_s=0.02))
+    config = quick_config(
+        budget=Budget(warmup_s=0.0, measure_s=0.01, min_reps=5, max_reps=20, max_noise=1e-9, max_time_s=0.02)
+    )
     record = runner.run([toy_benchmark([Impl("correct", correct)])], config)
     for row in record["rows"]:
         assert row["status"] == "noisy" and "above --max-noise" in row["reason"]
         assert row["stats"]["noise"] > 0 and row["samples_s"]
     from menagerie.harness.results import validate
+
     validate(json.loads(json.dumps(record)))
 
 

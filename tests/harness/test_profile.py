@@ -32,8 +32,11 @@ def profiled(tmp_path_factory):
 def test_rows_are_profiled_or_skipped_with_a_reason(profiled):
     _, run_dir, rows = profiled
     by_label = {row.label: row for row in rows}
-    assert set(by_label) == {f"elementwise.bias_gelu-{CASE}-float32-{mode}-{impl}"
-                             for mode in ("fwd", "bwd") for impl in ("torch", "triton_fused", "torch_compile")}
+    assert set(by_label) == {
+        f"elementwise.bias_gelu-{CASE}-float32-{mode}-{impl}"
+        for mode in ("fwd", "bwd")
+        for impl in ("torch", "triton_fused", "torch_compile")
+    }
     for row in rows:
         if row.impl == "torch_compile":
             assert row.status == "skipped" and "CUDA" in row.reason and row.trace is None
@@ -75,8 +78,21 @@ def test_tensorboard_profiler_plugin_lists_the_run_and_its_rows(profiled, tmp_pa
     port = _free_port()
     base = f"http://127.0.0.1:{port}/data/plugin/pytorch_profiler"
     with open(tmp_path / "tensorboard.log", "w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir),
-                                   "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=log)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tensorboard.main",
+                "--logdir",
+                str(logdir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=log,
+        )
     try:
         runs, deadline = [], time.monotonic() + 60
         while run_dir.name not in runs and time.monotonic() < deadline:
@@ -99,8 +115,22 @@ def test_tensorboard_profiler_plugin_lists_the_run_and_its_rows(profiled, tmp_pa
 
 
 def test_cli_profile_prints_the_operator_table(tmp_path, capsys):
-    code = main(["profile", "elementwise.bias_gelu", "--case", CASE, "--mode", "fwd", "--impl", "torch",
-                 "--steps", "1", "--out", str(tmp_path)])
+    code = main(
+        [
+            "profile",
+            "elementwise.bias_gelu",
+            "--case",
+            CASE,
+            "--mode",
+            "fwd",
+            "--impl",
+            "torch",
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     [run_dir] = list(tmp_path.iterdir())
@@ -110,12 +140,15 @@ def test_cli_profile_prints_the_operator_table(tmp_path, capsys):
     assert f"tensorboard --logdir {tmp_path}" in out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["profile", "no_such_benchmark"], "no benchmark matches"),
-    (["profile", "elementwise", "--case", "nothing-like-this"], "nothing to profile"),
-    (["profile", "elementwise", "--impl", "nothing-like-this"], "nothing to profile"),
-    (["profile", "elementwise", "--device", "tpu"], "--device"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["profile", "no_such_benchmark"], "no benchmark matches"),
+        (["profile", "elementwise", "--case", "nothing-like-this"], "nothing to profile"),
+        (["profile", "elementwise", "--impl", "nothing-like-this"], "nothing to profile"),
+        (["profile", "elementwise", "--device", "tpu"], "--device"),
+    ],
+)
 def test_cli_profile_rejects_bad_arguments(args, message, tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path)]) == 2
     err = " ".join(capsys.readouterr().err.split())  # rich wraps the one-line message at the terminal's width

@@ -59,6 +59,7 @@ def fake_gpu(monkeypatch):
         fake = FakeNvml(**settings)
         monkeypatch.setitem(sys.modules, "pynvml", fake)
         return fake
+
     return install
 
 
@@ -66,9 +67,17 @@ def test_gpu_state_reads_nvml_for_the_device_by_uuid(fake_gpu):
     fake = fake_gpu()
     state = provenance.gpu_state(torch.device("cuda", 0))
     assert fake.handles == ["GPU-1234-abcd"]
-    assert state == {"uuid": "GPU-1234-abcd", "sm_clock_mhz": 1980, "memory_clock_mhz": 3201,
-                     "max_sm_clock_mhz": 1980, "max_memory_clock_mhz": 3201, "temperature_c": 41,
-                     "power_draw_w": 350.5, "power_limit_w": 700.0, "slowdowns": []}
+    assert state == {
+        "uuid": "GPU-1234-abcd",
+        "sm_clock_mhz": 1980,
+        "memory_clock_mhz": 3201,
+        "max_sm_clock_mhz": 1980,
+        "max_memory_clock_mhz": 3201,
+        "temperature_c": 41,
+        "power_draw_w": 350.5,
+        "power_limit_w": 700.0,
+        "slowdowns": [],
+    }
 
 
 def test_no_gpu_state_on_the_cpu_or_without_nvml(monkeypatch):

@@ -10,13 +10,31 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_registered_cases_run_under_pytest_benchmark(tmp_path):
     out = tmp_path / "bench.json"
     # As a user runs it: the pytest console script in the checkout, outside any parallel (xdist) test session.
-    environment = {name: value for name, value in os.environ.items()
-                   if name != "PYTHONPATH" and not name.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))}
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name != "PYTHONPATH" and not name.startswith(("PYTEST_XDIST", "PYTEST_CURRENT"))
+    }
     done = subprocess.run(
-        [str(Path(sys.executable).with_name("pytest")), "benchmarks/", "--benchmark-only", "-q", "-p",
-         "no:cacheprovider", "-k", "64x257 and float32 and fwd-", "--benchmark-json", str(out),
-         "--menagerie-rounds", "3"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, env=environment,
+        [
+            str(Path(sys.executable).with_name("pytest")),
+            "benchmarks/",
+            "--benchmark-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "64x257 and float32 and fwd-",
+            "--benchmark-json",
+            str(out),
+            "--menagerie-rounds",
+            "3",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environment,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())

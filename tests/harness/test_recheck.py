@@ -62,6 +62,7 @@ def test_honest_implementations_pass_the_recheck_in_every_mode(mode):
 
 def test_both_statuses_fail_the_gate_and_the_schema_knows_them():
     from menagerie.harness.results import validate
+
     _, baseline = rows_of([Impl("cached", correct), Impl("writer", correct)])
     _, cheating = rows_of([Impl("cached", CachedByPointer()), Impl("writer", writes_into_its_input)])
     validate(json.loads(json.dumps(cheating)))

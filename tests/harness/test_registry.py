@@ -3,28 +3,35 @@ import torch
 
 from menagerie.harness import registry
 from menagerie.harness.registry import Benchmark, Case, Cost, Impl, Tolerance
-
 from tests.harness.toy import correct, make_inputs, reference
 
 
 def declare(**overrides):
     settings = dict(
-        name="toy.ok", description="", cases={"tiny": [Case("a", {"n": 3})]}, make_inputs=make_inputs,
-        reference=Impl("reference", reference, role="reference"), variants=[Impl("v", correct)],
-        cost=lambda case, mode, dtype: Cost(), tolerances={torch.float32: Tolerance(1e-6, 1e-6)},
+        name="toy.ok",
+        description="",
+        cases={"tiny": [Case("a", {"n": 3})]},
+        make_inputs=make_inputs,
+        reference=Impl("reference", reference, role="reference"),
+        variants=[Impl("v", correct)],
+        cost=lambda case, mode, dtype: Cost(),
+        tolerances={torch.float32: Tolerance(1e-6, 1e-6)},
     )
     settings.update(overrides)
     return Benchmark(**settings)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(name="nofamily"), "family.op"),
-    (dict(cases={"huge": []}), "unknown size presets"),
-    (dict(modes=("sideways",)), "unknown modes"),
-    (dict(modes=("fwd", "bwd")), "need grad_inputs"),
-    (dict(reference=Impl("r", reference)), "role='reference'"),
-    (dict(variants=[Impl("reference", correct)]), "unique"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(name="nofamily"), "family.op"),
+        (dict(cases={"huge": []}), "unknown size presets"),
+        (dict(modes=("sideways",)), "unknown modes"),
+        (dict(modes=("fwd", "bwd")), "need grad_inputs"),
+        (dict(reference=Impl("r", reference)), "role='reference'"),
+        (dict(variants=[Impl("reference", correct)]), "unique"),
+    ],
+)
 def test_bad_declarations_are_rejected(overrides, message):
     with pytest.raises(ValueError, match=message):
         declare(**overrides)

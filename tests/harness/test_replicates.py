@@ -28,7 +28,8 @@ def test_replicates_stay_apart_in_the_merged_record(replicates):
         assert len(row["calls_per_sample"]) == len(row["autotune"]) == 3
     reference, variant = merged["rows"]
     assert variant["metrics"]["speedup_vs_reference"] == pytest.approx(
-        reference["stats"]["median_s"] / variant["stats"]["median_s"])
+        reference["stats"]["median_s"] / variant["stats"]["median_s"]
+    )
 
 
 def test_merging_merged_records_keeps_every_replicate(replicates):
@@ -40,19 +41,30 @@ def test_merging_merged_records_keeps_every_replicate(replicates):
 def test_a_row_that_failed_in_one_replicate_fails_in_the_merge(replicates):
     broken = copy.deepcopy(replicates)
     row = broken[1]["rows"][1]
-    row.update(status="error", reason="RuntimeError: launch failed", samples_s=[], replicate_medians_s=[],
-               replicate_sample_counts=[], stats=None, calls_per_sample=[], autotune=[])
+    row.update(
+        status="error",
+        reason="RuntimeError: launch failed",
+        samples_s=[],
+        replicate_medians_s=[],
+        replicate_sample_counts=[],
+        stats=None,
+        calls_per_sample=[],
+        autotune=[],
+    )
     merged = merge(broken, {})
     assert merged["rows"][1]["status"] == "error" and merged["rows"][1]["reason"] == "RuntimeError: launch failed"
     assert merged["rows"][1]["stats"] is None and merged["rows"][1]["replicate_medians_s"] == []
     assert merged["rows"][0]["stats"]["replicates"] == 3
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda record: record["config"].update(size="small"), "configuration"),
-    (lambda record: record["provenance"].update(device="another"), "device"),
-    (lambda record: record["rows"].pop(), "rows"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda record: record["config"].update(size="small"), "configuration"),
+        (lambda record: record["provenance"].update(device="another"), "device"),
+        (lambda record: record["rows"].pop(), "rows"),
+    ],
+)
 def test_replicates_of_different_runs_are_refused(replicates, edit, message):
     other = copy.deepcopy(replicates[1])
     edit(other)

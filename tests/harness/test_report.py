@@ -26,8 +26,14 @@ RENDER_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "render_report
 @pytest.fixture(scope="module")
 def run_file(tmp_path_factory):
     """A real run of elementwise.bias_gelu (both tiny cases, fwd and bwd) with the smallest budgets."""
-    config = runner.RunConfig(size="tiny", device=torch.device("cpu"), timer="cpu", seeds=1, modes=("fwd", "bwd"),
-                              budget=Budget(warmup_s=0.001, measure_s=0.001, min_reps=3, max_reps=3))
+    config = runner.RunConfig(
+        size="tiny",
+        device=torch.device("cpu"),
+        timer="cpu",
+        seeds=1,
+        modes=("fwd", "bwd"),
+        budget=Budget(warmup_s=0.001, measure_s=0.001, min_reps=3, max_reps=3),
+    )
     record = runner.run(registry.select(["elementwise.bias_gelu"]), config, command=["test_report"])
     return write_run(record, tmp_path_factory.mktemp("runs") / "run.json")
 
@@ -92,7 +98,7 @@ def test_plots_are_valid_png_images(built):
 def test_html_names_every_row_and_embeds_its_images(built, record):
     page = _parse(built.html)
     header, *lines = page.tables["rows"]
-    assert header[:len(report.COLUMNS)] == report.COLUMNS
+    assert header[: len(report.COLUMNS)] == report.COLUMNS
     keys = {line[:6] for line in lines}
     assert len(lines) == len(record["rows"])
     for row in record["rows"]:
@@ -109,7 +115,7 @@ def test_markdown_has_one_table_line_per_row(built, record):
     assert lines[0].startswith(f"Measured on {record['provenance']['device']}") and "`test_report`" in lines[0]
     header = "| " + " | ".join(report.COLUMNS) + " |"
     start = lines.index(header)
-    table = [line for line in lines[start + 2:] if line.startswith("| ")][:len(record["rows"])]
+    table = [line for line in lines[start + 2 :] if line.startswith("| ")][: len(record["rows"])]
     assert len(table) == len(record["rows"])
     for line, row in zip(table, record["rows"]):
         cells = (row["benchmark"], row["case"], row["impl"], row["dtype"], row["mode"])
@@ -158,12 +164,15 @@ def _no_rows(path: Path, record: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda path, record: path / "missing.json", "cannot read results file"),
-    (lambda path, record: (path / "bad.json", (path / "bad.json").write_text("{not json"))[0], "is not JSON"),
-    (lambda path, record: (path / "x.json", (path / "x.json").write_text('{"rows": 3}'))[0], "not a valid"),
-    (lambda path, record: _no_rows(path / "empty.json", record), "no rows"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda path, record: path / "missing.json", "cannot read results file"),
+        (lambda path, record: (path / "bad.json", (path / "bad.json").write_text("{not json"))[0], "is not JSON"),
+        (lambda path, record: (path / "x.json", (path / "x.json").write_text('{"rows": 3}'))[0], "not a valid"),
+        (lambda path, record: _no_rows(path / "empty.json", record), "no rows"),
+    ],
+)
 def test_cli_report_rejects_bad_input_with_exit_2(make, message, record, tmp_path, capsys):
     path = make(tmp_path, record)
     assert main(["report", str(path), "--out", str(tmp_path / "out")]) == 2
@@ -180,12 +189,20 @@ def test_headless_chromium_renders_the_page(built, record, tmp_path):
     if not any(shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")):
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium; `make test` installs it as root)")
     screenshot = tmp_path / "page.png"
-    done = subprocess.run([sys.executable, str(RENDER_SCRIPT), str(built.html), "--screenshot", str(screenshot)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(RENDER_SCRIPT), str(built.html), "--screenshot", str(screenshot)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     counts = json.loads(done.stdout)
-    assert counts == {"images": 3, "decoded": 3, "rows": len(record["rows"]),
-                      "title": f"menagerie report — {record['provenance']['device']}"}
+    assert counts == {
+        "images": 3,
+        "decoded": 3,
+        "rows": len(record["rows"]),
+        "title": f"menagerie report — {record['provenance']['device']}",
+    }
     with Image.open(screenshot) as image:
         assert image.size == (1400, 2400) and len(image.convert("L").getcolors(maxcolors=256)) > 8
 
@@ -208,9 +225,13 @@ def widened(template: dict, rows: list[tuple[str, str, str, str, float, float]])
 
 
 def test_a_report_of_every_registered_benchmark_renders_every_row(record, tmp_path):
-    rows = [(bench.name, case.name, impl.name, mode, 1e9 * (1 + index), 1e8 * (1 + index % 5))
-            for bench in registry.select() for index, case in enumerate(bench.cases["tiny"])
-            for impl in bench.impls for mode in bench.modes]
+    rows = [
+        (bench.name, case.name, impl.name, mode, 1e9 * (1 + index), 1e8 * (1 + index % 5))
+        for bench in registry.select()
+        for index, case in enumerate(bench.cases["tiny"])
+        for impl in bench.impls
+        for mode in bench.modes
+    ]
     assert len({row[0] for row in rows}) > 11  # more benchmarks than the old fixed list of marker shapes
     files = report.build_report(widened(record, rows), tmp_path)
     html_rows = _parse(files.html).tables["rows"]
@@ -220,8 +241,11 @@ def test_a_report_of_every_registered_benchmark_renders_every_row(record, tmp_pa
 
 
 def test_a_report_of_40_benchmarks_by_6_implementations_renders(record, tmp_path):
-    rows = [(f"family{b % 8}.op{b}", "one", f"impl{i}", "fwd", 1e9 * (b + 1), 1e8 * (i + 1))
-            for b in range(40) for i in range(6)]
+    rows = [
+        (f"family{b % 8}.op{b}", "one", f"impl{i}", "fwd", 1e9 * (b + 1), 1e8 * (i + 1))
+        for b in range(40)
+        for i in range(6)
+    ]
     files = report.build_report(widened(record, rows), tmp_path)
     assert len(_parse(files.html).tables["rows"]) - 1 == 240
     with Image.open(files.plots["roofline"]) as image:

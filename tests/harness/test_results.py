@@ -6,7 +6,6 @@ import pytest
 
 from menagerie.harness import results, runner
 from menagerie.harness.registry import Impl
-
 from tests.harness.toy import correct, never_here, quick_config, toy_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -14,8 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def record():
-    bench = toy_benchmark([Impl("correct", correct), Impl("absent", correct, skip_reason=never_here)],
-                          modes=("fwd", "bwd"))
+    bench = toy_benchmark(
+        [Impl("correct", correct), Impl("absent", correct, skip_reason=never_here)], modes=("fwd", "bwd")
+    )
     return runner.run([bench], quick_config(), command=["menagerie", "run", "toy"])
 
 
@@ -26,8 +26,12 @@ def test_record_matches_schema_and_carries_provenance(record):
     assert prov["torch"] and prov["python"] and prov["device"]
     assert set(prov["git"]) == {"sha", "dirty", "message"}
     if prov["git"]["sha"]:  # in a checkout: the commit's subject line, as `git log` prints it
-        assert prov["git"]["message"] == subprocess.run(["git", "show", "-s", "--format=%s", prov["git"]["sha"]],
-                                                        capture_output=True, text=True, cwd=ROOT).stdout.strip()
+        assert (
+            prov["git"]["message"]
+            == subprocess.run(
+                ["git", "show", "-s", "--format=%s", prov["git"]["sha"]], capture_output=True, text=True, cwd=ROOT
+            ).stdout.strip()
+        )
     assert record["schema_version"] == results.SCHEMA_VERSION
     assert record["ceilings"]["float32"]["copy_gbps"]["source"] == "measured"
 

@@ -65,10 +65,16 @@ def test_outputs_and_gradients_keep_their_layout_and_are_not_computed(op, dtype)
     with shapes_only():
         skipped = op(*skipped_inputs)
         skipped.sum().backward()
-    for expected, got in [(evaluated, skipped), *((a.grad, b.grad) for a, b in zip(evaluated_inputs, skipped_inputs)
-                                                   if a.grad is not None)]:
+    for expected, got in [
+        (evaluated, skipped),
+        *((a.grad, b.grad) for a, b in zip(evaluated_inputs, skipped_inputs) if a.grad is not None),
+    ]:
         assert (got.shape, got.stride(), got.dtype, got.device) == (
-            expected.shape, expected.stride(), expected.dtype, expected.device)
+            expected.shape,
+            expected.stride(),
+            expected.dtype,
+            expected.device,
+        )
     assert torch.isfinite(evaluated).all()
     assert torch.isnan(skipped).all(), "the op was computed"
 

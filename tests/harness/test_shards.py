@@ -81,19 +81,32 @@ def sharded(tmp_path_factory):
 
 
 def test_merged_shards_equal_the_unsharded_run_row_for_row(sharded, capsys):
-    assert main(["merge", str(sharded / "shard-1.json"), str(sharded / "shard-3.json"), str(sharded / "shard-2.json"),
-                 "--out", str(sharded / "merged.json")]) == 0
+    assert (
+        main(
+            [
+                "merge",
+                str(sharded / "shard-1.json"),
+                str(sharded / "shard-3.json"),
+                str(sharded / "shard-2.json"),
+                "--out",
+                str(sharded / "merged.json"),
+            ]
+        )
+        == 0
+    )
     assert "merged 3 of 3 shards" in capsys.readouterr().out
     whole, merged = (results.load_run(sharded / name) for name in ("whole.json", "merged.json"))
     verdict = lambda row: (row["status"], row["accuracy"]["passed"] if row["accuracy"] else None)  # noqa: E731
-    assert [(results.row_key(row), verdict(row)) for row in merged["rows"]] == \
-        [(results.row_key(row), verdict(row)) for row in whole["rows"]]
+    assert [(results.row_key(row), verdict(row)) for row in merged["rows"]] == [
+        (results.row_key(row), verdict(row)) for row in whole["rows"]
+    ]
     assert merged["config"]["merged_shards"] == {"count": 3, "merged": [1, 2, 3], "missing": []}
     assert "shard" not in merged["config"] and "partial" not in merged["config"]
     # The gate, the history and the report read it like any other record (the gate, with one replicate a
     # side, cannot decide, and says so).
-    assert main(["compare", str(sharded / "whole.json"), str(sharded / "merged.json"),
-                 "--max-undetectable", "1e9"]) in (0, 1)
+    assert main(
+        ["compare", str(sharded / "whole.json"), str(sharded / "merged.json"), "--max-undetectable", "1e9"]
+    ) in (0, 1)
     assert "undecided" in capsys.readouterr().out
     store = sharded / "store"
     store.mkdir()
@@ -124,22 +137,37 @@ def test_a_missing_shard_is_named_and_allow_partial_marks_the_record(sharded, ca
 
 
 def test_a_duplicated_shard_is_named(sharded, capsys):
-    assert main(["merge", str(sharded / "shard-1.json"), str(sharded / "shard-2.json"), str(sharded / "shard-2.json"),
-                 str(sharded / "shard-3.json")]) == 2
+    assert (
+        main(
+            [
+                "merge",
+                str(sharded / "shard-1.json"),
+                str(sharded / "shard-2.json"),
+                str(sharded / "shard-2.json"),
+                str(sharded / "shard-3.json"),
+            ]
+        )
+        == 2
+    )
     assert "shard 2/3 is there twice" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda record: record["provenance"]["git"].update(sha="f" * 40), "differ in commit"),
-    (lambda record: record["provenance"].update(device="NVIDIA H200"), "differ in device"),
-    (lambda record: record["config"].update(seeds=7), "differ in configuration"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda record: record["provenance"]["git"].update(sha="f" * 40), "differ in commit"),
+        (lambda record: record["provenance"].update(device="NVIDIA H200"), "differ in device"),
+        (lambda record: record["config"].update(seeds=7), "differ in configuration"),
+    ],
+)
 def test_shards_of_different_runs_are_refused(sharded, tmp_path, capsys, change, message):
     record = json.loads((sharded / "shard-2.json").read_text())
     change(record)
     (tmp_path / "shard-2.json").write_text(json.dumps(record))
-    assert main(["merge", str(sharded / "shard-1.json"), str(tmp_path / "shard-2.json"),
-                 str(sharded / "shard-3.json")]) == 2
+    assert (
+        main(["merge", str(sharded / "shard-1.json"), str(tmp_path / "shard-2.json"), str(sharded / "shard-3.json")])
+        == 2
+    )
     assert message in capsys.readouterr().err
 
 
@@ -149,15 +177,20 @@ def test_a_record_that_is_not_a_shard_is_refused(sharded, capsys):
 
 
 def test_merge_keeps_every_shards_warnings():
-    record = {"provenance": {"git": {"sha": "a"}, "device": "cpu"}, "ceilings": {}, "rows": [],
-              "config": {"size": "tiny", "shard": {"index": 1, "count": 2, "groups": []}},
-              "replicates": [{"timestamp": "2026-12-07T00:00:01", "gpu_under_load": None, "warnings": ["hot"]}]}
+    record = {
+        "provenance": {"git": {"sha": "a"}, "device": "cpu"},
+        "ceilings": {},
+        "rows": [],
+        "config": {"size": "tiny", "shard": {"index": 1, "count": 2, "groups": []}},
+        "replicates": [{"timestamp": "2026-12-07T00:00:01", "gpu_under_load": None, "warnings": ["hot"]}],
+    }
     other = copy.deepcopy(record)
     other["config"]["shard"]["index"] = 2
     other["replicates"][0].update(timestamp="2026-12-07T00:00:00", warnings=["throttled"])
     merged = shards.merge([record, other])
-    assert merged["replicates"] == [{"timestamp": "2026-12-07T00:00:00", "gpu_under_load": None,
-                                     "warnings": ["shard 1: hot", "shard 2: throttled"]}]
+    assert merged["replicates"] == [
+        {"timestamp": "2026-12-07T00:00:00", "gpu_under_load": None, "warnings": ["shard 1: hot", "shard 2: throttled"]}
+    ]
 
 
 def test_a_shard_without_rows_and_a_shard_with_a_baseline_are_usage_errors(tmp_path, capsys):

@@ -79,9 +79,12 @@ def test_every_benchmark_is_on_the_index_and_each_plot_has_one_line_per_implemen
     assert listed == {row["benchmark"] for row in rows}
     for benchmark in listed:
         page.goto((out / "benchmarks" / f"{site.slug(benchmark)}.html").as_uri())
-        plotted = page.eval_on_selector_all(".plot", """plots => plots.map(plot => ({
+        plotted = page.eval_on_selector_all(
+            ".plot",
+            """plots => plots.map(plot => ({
             title: plot.previousElementSibling.textContent,
-            lines: plot.data.filter(trace => trace.meta.role === "median").map(trace => trace.name).sort()}))""")
+            lines: plot.data.filter(trace => trace.meta.role === "median").map(trace => trace.name).sort()}))""",
+        )
         expected = {}
         for row in rows:
             if row["benchmark"] == benchmark:
@@ -97,8 +100,11 @@ def test_the_speedup_toggle_plots_reference_over_implementation(tmp_path, browse
     site.build([tmp_path / "runs"], tmp_path / "site")
     page, problems = open_page(browser, tmp_path / "site" / "benchmarks" / "synthetic.bench0.html")
     page.check("#speedup-toggle")
-    lines = page.eval_on_selector(".plot", """plot => plot.data.filter(trace => trace.meta.role === "median")
-        .map(trace => ({name: trace.name, y: trace.y, seconds: trace.meta.seconds}))""")
+    lines = page.eval_on_selector(
+        ".plot",
+        """plot => plot.data.filter(trace => trace.meta.role === "median")
+        .map(trace => ({name: trace.name, y: trace.y, seconds: trace.meta.seconds}))""",
+    )
     reference = next(line for line in lines if line["name"] == "torch")
     for line in lines:
         assert line["y"] == pytest.approx([r / s for r, s in zip(reference["seconds"], line["seconds"])])
@@ -144,8 +150,12 @@ def test_rebuilding_after_one_more_run_rewrites_only_what_changed(tmp_path):
     assert again.written == [] and sorted(again.unchanged) == sorted(first.written)
     (runs / "GPUA" / "later.json").write_text(json.dumps(synthetic_run(5, rows=6, benchmarks=1, device="GPU A")))
     after = site.build([runs], tmp_path / "site", by_device=True)
-    assert sorted(after.written) == ["benchmarks/synthetic.bench0.html", "comparisons/gpu-a-tiny.html",
-                                     "devices/gpu-a.html", "index.html"]
+    assert sorted(after.written) == [
+        "benchmarks/synthetic.bench0.html",
+        "comparisons/gpu-a-tiny.html",
+        "devices/gpu-a.html",
+        "index.html",
+    ]
     assert {"devices/gpu-b.html", "comparisons/gpu-b-tiny.html", "assets/plotly.min.js"} <= set(after.unchanged)
 
 
@@ -173,7 +183,10 @@ def test_bad_input_is_one_line_with_exit_2(tmp_path, capsys):
     write_history(tmp_path / "mixed" / "a", 2, rows=3, device="GPU A")
     write_history(tmp_path / "mixed" / "b", 2, rows=3, device="GPU B")
     assert main(["site", str(tmp_path / "mixed"), "-o", str(tmp_path / "site")]) == 2
-    assert "2 devices (GPU A, GPU B)" in one_line_error(capsys) and "--by-device" in capsys.readouterr().err + "--by-device"
+    assert (
+        "2 devices (GPU A, GPU B)" in one_line_error(capsys)
+        and "--by-device" in capsys.readouterr().err + "--by-device"
+    )
     assert main(["site", str(tmp_path / "missing"), "-o", str(tmp_path / "site")]) == 2
     assert "not found" in one_line_error(capsys)
 
@@ -217,8 +230,19 @@ def test_commit_subjects_come_from_git_for_records_made_before_they_were_kept(cp
     out, built = cpu_site
     page = (out / "benchmarks" / f"{site.slug(built.benchmarks[0])}.html").read_text()
     table = json.loads(re.search(r"menagerie\.commits\[0\] = (.*?);</script>", page).group(1))
-    subjects = subprocess.run(["git", "log", "--no-walk=unsorted", "--ignore-missing", "--format=%H %s",
-                               *(commit["sha"] for commit in table)], capture_output=True, text=True, cwd=ROOT)
+    subjects = subprocess.run(
+        [
+            "git",
+            "log",
+            "--no-walk=unsorted",
+            "--ignore-missing",
+            "--format=%H %s",
+            *(commit["sha"] for commit in table),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     known = dict(line.split(" ", 1) for line in subjects.stdout.splitlines())
     if not known:
         pytest.skip("this checkout does not hold the history's commits (a shallow clone)")

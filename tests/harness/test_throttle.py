@@ -93,6 +93,7 @@ def test_a_row_still_throttled_after_its_retakes_is_throttled_and_undecided_at_t
         assert row["status"] == "throttled" and "power cap" in row["reason"]
         assert row["throttle"][0]["retaken_blocks"] == throttle.DEFAULT_MAX_RETAKES
     from menagerie.harness.results import validate
+
     validate(json.loads(json.dumps(throttled)))
     result = gate([steady], [throttled], max_undetectable=1e9)
     assert not result.passed and {row.verdict for row in result.rows if row.key[2] == "correct"} == {"undecided"}
@@ -100,4 +101,5 @@ def test_a_row_still_throttled_after_its_retakes_is_throttled_and_undecided_at_t
 
 def test_the_cpu_has_no_clock_to_watch():
     import torch
+
     assert throttle.nvml_reader(torch.device("cpu")) is None

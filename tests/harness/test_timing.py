@@ -14,8 +14,12 @@ def test_repetitions_fit_the_budget_within_bounds():
 
 
 def test_cpu_timer_keeps_every_sample_and_measures_the_call():
-    samples = measure(lambda: time.sleep(0.002), Budget(warmup_s=0.0, measure_s=0.05, min_reps=5, max_reps=50),
-                      torch.device("cpu"), "cpu")
+    samples = measure(
+        lambda: time.sleep(0.002),
+        Budget(warmup_s=0.0, measure_s=0.05, min_reps=5, max_reps=50),
+        torch.device("cpu"),
+        "cpu",
+    )
     assert 5 <= len(samples) <= 50
     assert min(samples) >= 0.002
 
@@ -37,6 +41,7 @@ class Clock:
         def call():
             self.events.append((name, time.perf_counter()))
             time.sleep(seconds)
+
         return call
 
 
@@ -67,13 +72,16 @@ def test_a_timer_that_crashes_mid_run_is_dropped_and_reported():
 
     budget = Budget(warmup_s=0.0, measure_s=0.01, min_reps=4, max_reps=4, blocks=2)
     crashed = []
-    samples = interleave([CpuTimer(flaky, budget), CpuTimer(lambda: None, budget)], [1.0, 1.0], budget,
-                         on_error=lambda index, error: crashed.append((index, str(error))))
+    samples = interleave(
+        [CpuTimer(flaky, budget), CpuTimer(lambda: None, budget)],
+        [1.0, 1.0],
+        budget,
+        on_error=lambda index, error: crashed.append((index, str(error))),
+    )
     assert crashed == [(0, "device lost")] and samples[0] == [] and len(samples[1]) == 4
 
 
-@pytest.mark.parametrize("fields", [dict(measure_s=0), dict(min_reps=0), dict(min_reps=10, max_reps=5),
-                                    dict(blocks=0)])
+@pytest.mark.parametrize("fields", [dict(measure_s=0), dict(min_reps=0), dict(min_reps=10, max_reps=5), dict(blocks=0)])
 def test_bad_budgets_are_rejected(fields):
     with pytest.raises(ValueError):
         Budget(**fields)

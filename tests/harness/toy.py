@@ -10,8 +10,10 @@ from menagerie.harness.timing import Budget
 def make_inputs(case, dtype, device, seed):
     generator = torch.Generator().manual_seed(seed)
     n = case.params["n"]
-    return {"x": torch.randn(n, generator=generator).to(device, dtype),
-            "b": torch.randn(n, generator=generator).to(device, dtype)}
+    return {
+        "x": torch.randn(n, generator=generator).to(device, dtype),
+        "b": torch.randn(n, generator=generator).to(device, dtype),
+    }
 
 
 def reference(x, b):
@@ -65,7 +67,12 @@ def toy_benchmark(variants, modes=("fwd",)):
 
 
 def quick_config(**overrides):
-    settings = dict(size="tiny", device=torch.device("cpu"), timer="cpu",
-                    budget=Budget(warmup_s=0.0, measure_s=0.01, min_reps=5, max_reps=20), seeds=2)
+    settings = dict(
+        size="tiny",
+        device=torch.device("cpu"),
+        timer="cpu",
+        budget=Budget(warmup_s=0.0, measure_s=0.01, min_reps=5, max_reps=20),
+        seeds=2,
+    )
     settings.update(overrides)
     return RunConfig(**settings)

@@ -26,8 +26,9 @@ def build_two_layers():
 def test_any_module_any_layer_rows_and_manifest(tmp_path):
     model = TwoLayers()
     inputs = torch.randn(4, 7, 6)  # (batch, positions, features): every position is a row
-    manifest = collect_activations(model, "first", [inputs[:3], inputs[3:]], tmp_path, model_name="two-layers",
-                                   shard_rows=10)
+    manifest = collect_activations(
+        model, "first", [inputs[:3], inputs[3:]], tmp_path, model_name="two-layers", shard_rows=10
+    )
     expected = model.first(inputs).reshape(-1, 5)
     assert manifest.count == 28 and manifest.dim == 5 and [s["rows"] for s in manifest.shards] == [10, 10, 8]
     on_disk = json.loads((tmp_path / "manifest.json").read_text())
@@ -40,8 +41,9 @@ def test_any_module_any_layer_rows_and_manifest(tmp_path):
 
 def test_batches_are_shuffled_and_cover_every_row_once_per_epoch(tmp_path):
     rows = torch.arange(50, dtype=torch.float32)[:, None].repeat(1, 2)
-    collect_activations(torch.nn.Sequential(torch.nn.Identity()), "0", [rows], tmp_path, model_name="identity",
-                        shard_rows=16)
+    collect_activations(
+        torch.nn.Sequential(torch.nn.Identity()), "0", [rows], tmp_path, model_name="identity", shard_rows=16
+    )
     dataset = ActivationDataset(tmp_path)
     epoch = list(dataset.batches(8, seed=1, epochs=1))
     seen = torch.cat(epoch)[:, 0]
@@ -54,8 +56,9 @@ def test_batches_are_shuffled_and_cover_every_row_once_per_epoch(tmp_path):
 def test_padding_positions_are_dropped_through_the_attention_mask(tmp_path):
     model, tokenizer = load_model("minilm")
     texts = python_docs_paragraphs()[:3]
-    manifest = collect_activations(model, "encoder.layer.1", text_batches(tokenizer, texts, 3, 64), tmp_path,
-                                   model_name="minilm")
+    manifest = collect_activations(
+        model, "encoder.layer.1", text_batches(tokenizer, texts, 3, 64), tmp_path, model_name="minilm"
+    )
     tokens = sum(len(tokenizer(text, truncation=True, max_length=64)["input_ids"]) for text in texts)
     assert manifest.count == tokens and manifest.dim == 384
 
@@ -111,11 +114,48 @@ def test_command_line_writes_activations_and_trains_an_sae(tmp_path):
 
     torch.save(torch.randn(40, 3, 6), tmp_path / "inputs.pt")
     acts = tmp_path / "acts"
-    assert main(["activations", "--model", "tests.models.test_activations:build_two_layers", "--layer", "first",
-                 "--tensors", str(tmp_path / "inputs.pt"), "--out", str(acts), "--batch-size", "16"]) == 0
+    assert (
+        main(
+            [
+                "activations",
+                "--model",
+                "tests.models.test_activations:build_two_layers",
+                "--layer",
+                "first",
+                "--tensors",
+                str(tmp_path / "inputs.pt"),
+                "--out",
+                str(acts),
+                "--batch-size",
+                "16",
+            ]
+        )
+        == 0
+    )
     assert ActivationDataset(acts).manifest.count == 120
-    assert main(["train", "sae", "--activations", str(acts), "--latents", "16", "--k", "2", "--steps", "3",
-                 "--batch-size", "32", "--warmup-steps", "1", "--out", str(tmp_path / "runs")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "sae",
+                "--activations",
+                str(acts),
+                "--latents",
+                "16",
+                "--k",
+                "2",
+                "--steps",
+                "3",
+                "--batch-size",
+                "32",
+                "--warmup-steps",
+                "1",
+                "--out",
+                str(tmp_path / "runs"),
+            ]
+        )
+        == 0
+    )
     (record_path,) = (tmp_path / "runs").glob("*.json")
     record = json_module.loads(record_path.read_text())
     assert record["kind"] == "sae_training" and record["provenance"]["git"]
@@ -127,6 +167,8 @@ def test_command_line_bad_inputs_exit_2(tmp_path):
     from menagerie.harness.cli import main
 
     assert main(["train", "sae", "--activations", str(tmp_path / "missing")]) == 2
-    assert main(["activations", "--model", "tests.models.test_activations:build_two_layers", "--out",
-                 str(tmp_path / "a")]) == 2  # no tokenizer and no --tensors
+    assert (
+        main(["activations", "--model", "tests.models.test_activations:build_two_layers", "--out", str(tmp_path / "a")])
+        == 2
+    )  # no tokenizer and no --tensors
     assert main(["activations", "--model", "nonsense", "--out", str(tmp_path / "b")]) == 2

@@ -18,21 +18,37 @@ from menagerie.models.train_resnet import TrainConfig, train
 
 
 def settings(data, batch_size, accumulation):
-    return TrainConfig(data=data, arch="resnet8", loader="torchvision", epochs=2, batch_size=batch_size,
-                       accumulation=accumulation, optimizer="lars", lr=1.0, warmup_epochs=0.5, eval_every=1,
-                       target=1.0, image_size=16, augment=False, workers=0, seed=5)
+    return TrainConfig(
+        data=data,
+        arch="resnet8",
+        loader="torchvision",
+        epochs=2,
+        batch_size=batch_size,
+        accumulation=accumulation,
+        optimizer="lars",
+        lr=1.0,
+        warmup_epochs=0.5,
+        eval_every=1,
+        target=1.0,
+        image_size=16,
+        augment=False,
+        workers=0,
+        seed=5,
+    )
 
 
 def _rank(rank, port, data, out):
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     import torch
 
     torch.set_num_threads(1)
     result = train(settings(data, batch_size=4, accumulation=1))
     if rank == 0:
-        out.write_text(json.dumps({"losses": result.step_losses, "processes": result.processes,
-                                   "evaluations": result.evaluations}))
+        out.write_text(
+            json.dumps({"losses": result.step_losses, "processes": result.processes, "evaluations": result.evaluations})
+        )
 
 
 def free_port() -> int:

@@ -16,8 +16,16 @@ from menagerie.models.data.imagenet import read_devkit
 
 WNIDS = ("n01440764", "n01443537", "n01484850")
 VAL_WNIDS = ("n01484850", "n01440764", "n01443537", "n01440764")  # the labels of val images 1..4
-SYNSET_FIELDS = ("ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
-                 "num_train_images")
+SYNSET_FIELDS = (
+    "ILSVRC2012_ID",
+    "WNID",
+    "words",
+    "gloss",
+    "num_children",
+    "children",
+    "wordnet_height",
+    "num_train_images",
+)
 
 
 def error_text(capsys) -> str:
@@ -54,7 +62,8 @@ def write_devkit(root, ground_truth_wnids=VAL_WNIDS):
     savemat(root / "data" / "meta.mat", {"synsets": synsets})
     ids = {wnid: synset_id for synset_id, wnid in zip((3, 2, 1), WNIDS)}
     (root / "data" / "ILSVRC2012_validation_ground_truth.txt").write_text(
-        "".join(f"{ids[wnid]}\n" for wnid in ground_truth_wnids))
+        "".join(f"{ids[wnid]}\n" for wnid in ground_truth_wnids)
+    )
     return root
 
 
@@ -103,12 +112,17 @@ def test_imagenet_from_kaggle_csv(download, tmp_path):
     assert val_classes(dest) == list(VAL_WNIDS)
 
 
-@pytest.mark.parametrize("labels, message", [
-    ("ILSVRC2012_val_00000001.JPEG n01484850\n", "3 of 4 validation images have no label: ILSVRC2012_val_00000002"),
-    ("".join(f"ILSVRC2012_val_{index:08d}.JPEG n09999999\n" for index in range(1, 5)),
-     "4 validation images belong to 1 classes without a training folder: n09999999"),
-    ("ILSVRC2012_val_00000001.JPEG\n", "line 1: expected '<image file name> <wnid>'"),
-])
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ("ILSVRC2012_val_00000001.JPEG n01484850\n", "3 of 4 validation images have no label: ILSVRC2012_val_00000002"),
+        (
+            "".join(f"ILSVRC2012_val_{index:08d}.JPEG n09999999\n" for index in range(1, 5)),
+            "4 validation images belong to 1 classes without a training folder: n09999999",
+        ),
+        ("ILSVRC2012_val_00000001.JPEG\n", "line 1: expected '<image file name> <wnid>'"),
+    ],
+)
 def test_imagenet_bad_labels_exit_2(download, tmp_path, capsys, labels, message):
     label_file = tmp_path / "labels.txt"
     label_file.write_text(labels)
@@ -149,8 +163,26 @@ def image_sizes(folder) -> set[tuple[int, int]]:
 
 def test_synth_size_range_gives_varied_seeded_sizes(tmp_path):
     for name in ("a", "b"):
-        assert main(["data", "synth", str(tmp_path / name), "--classes", "2", "--train-per-class", "6",
-                     "--val-per-class", "2", "--min-size", "16", "--max-size", "40"]) == 0
+        assert (
+            main(
+                [
+                    "data",
+                    "synth",
+                    str(tmp_path / name),
+                    "--classes",
+                    "2",
+                    "--train-per-class",
+                    "6",
+                    "--val-per-class",
+                    "2",
+                    "--min-size",
+                    "16",
+                    "--max-size",
+                    "40",
+                ]
+            )
+            == 0
+        )
     sizes = image_sizes(tmp_path / "a")
     assert len(sizes) > 4 and all(16 <= side <= 40 for size in sizes for side in size)
     assert len({width for width, _ in sizes}) > 1 and len({height for _, height in sizes}) > 1
@@ -158,12 +190,15 @@ def test_synth_size_range_gives_varied_seeded_sizes(tmp_path):
     assert scan_imagefolder(tmp_path / "a" / "train").labels == [0] * 6 + [1] * 6
 
 
-@pytest.mark.parametrize("options, message", [
-    (["--min-size", "40", "--max-size", "16"], "--min-size 40 is larger than --max-size 16"),
-    (["--size", "32", "--min-size", "16", "--max-size", "40"], "either --size or --min-size with --max-size"),
-    (["--min-size", "16"], "--min-size and --max-size go together"),
-    (["--min-size", "4", "--max-size", "16"], "image sides must be >= 8"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--min-size", "40", "--max-size", "16"], "--min-size 40 is larger than --max-size 16"),
+        (["--size", "32", "--min-size", "16", "--max-size", "40"], "either --size or --min-size with --max-size"),
+        (["--min-size", "16"], "--min-size and --max-size go together"),
+        (["--min-size", "4", "--max-size", "16"], "image sides must be >= 8"),
+    ],
+)
 def test_synth_rejects_bad_size_options(tmp_path, capsys, options, message):
     assert main(["data", "synth", str(tmp_path / "syn"), "--classes", "2", *options]) == 2
     assert message in error_text(capsys)
@@ -173,11 +208,30 @@ def test_to_ffcv_max_res_caps_the_longer_side(tmp_path):
     pytest.importorskip("ffcv")
     from ffcv.reader import Reader
 
-    assert main(["data", "synth", str(tmp_path / "syn"), "--classes", "2", "--train-per-class", "6",
-                 "--val-per-class", "1", "--min-size", "16", "--max-size", "48"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                str(tmp_path / "syn"),
+                "--classes",
+                "2",
+                "--train-per-class",
+                "6",
+                "--val-per-class",
+                "1",
+                "--min-size",
+                "16",
+                "--max-size",
+                "48",
+            ]
+        )
+        == 0
+    )
     beton = tmp_path / "train.beton"
-    assert main(["data", "to-ffcv", str(tmp_path / "syn" / "train"), str(beton), "--max-res", "24",
-                 "--workers", "1"]) == 0
+    assert (
+        main(["data", "to-ffcv", str(tmp_path / "syn" / "train"), str(beton), "--max-res", "24", "--workers", "1"]) == 0
+    )
     reader = Reader(str(beton))
     images = reader.metadata[f"f{reader.field_names.index('image')}"]
     stored = list(zip(images["width"].tolist(), images["height"].tolist()))

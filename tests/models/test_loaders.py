@@ -4,7 +4,6 @@ Synthetic classes have distinct colours, so a batch's labels can be checked agai
 its pixels whatever the crop or flip. None of this is skipped: CI installs all three.
 """
 
-
 import threading
 
 import numpy as np
@@ -12,11 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from menagerie.models.data.loader_throughput import timed_window
 from menagerie.models.data.convert import beton_storage, to_ffcv
 from menagerie.models.data.folders import DataError, class_colour, scan_imagefolder, write_synthetic
+from menagerie.models.data.loader_throughput import timed_window
 from menagerie.models.data.loaders import CENTRE_FRACTION, LOADERS, MEAN, STD, DALILoader, make_loader
-
 
 CLASSES, PER_CLASS, SIZE, BATCH = 4, 6, 20, 8
 
@@ -69,7 +67,8 @@ def test_batches_follow_the_contract(batches, kind):
         assert torch.equal(colour_labels(images), labels)
     assert [labels.numel() for _, labels in first] == [BATCH] * len(first)
     assert sorted(torch.cat([labels for _, labels in evaluation]).tolist()) == sorted(
-        label for label in range(CLASSES) for _ in range(PER_CLASS))
+        label for label in range(CLASSES) for _ in range(PER_CLASS)
+    )
 
 
 def reference_channel_statistics(path) -> torch.Tensor:
@@ -77,8 +76,9 @@ def reference_channel_statistics(path) -> torch.Tensor:
     pixels = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float64))
     side = round(min(pixels.shape[:2]) * CENTRE_FRACTION)
     top, left = (pixels.shape[0] - side) // 2, (pixels.shape[1] - side) // 2
-    crop = (pixels[top:top + side, left:left + side] - torch.tensor(MEAN, dtype=torch.float64)) / torch.tensor(
-        STD, dtype=torch.float64)
+    crop = (pixels[top : top + side, left : left + side] - torch.tensor(MEAN, dtype=torch.float64)) / torch.tensor(
+        STD, dtype=torch.float64
+    )
     return torch.stack([crop.mean((0, 1)), crop.std((0, 1))])
 
 
@@ -100,7 +100,9 @@ def test_dali_builds_its_pipeline_once(dataset, monkeypatch):
     build = DALILoader._build_pipeline
     monkeypatch.setattr(DALILoader, "_build_pipeline", lambda self: builds.append(1) or build(self))
     dali = make_loader("dali", dataset / "train", batch_size=BATCH, size=SIZE, train=True, workers=1, seed=3)
-    reference = make_loader("torchvision", dataset / "train", batch_size=BATCH, size=SIZE, train=True, workers=0, seed=3)
+    reference = make_loader(
+        "torchvision", dataset / "train", batch_size=BATCH, size=SIZE, train=True, workers=0, seed=3
+    )
     next(iter(dali))
     assert [labels.tolist() for _, labels in epoch(dali, 1)] == [labels.tolist() for _, labels in epoch(reference, 1)]
     assert len(builds) == 1
@@ -134,9 +136,11 @@ def test_loaders_agree_on_order_and_shapes(batches):
     for kind in LOADERS:
         for part in (1, 2, 3):
             assert [labels.tolist() for _, labels in batches[kind][part]] == [
-                labels.tolist() for _, labels in reference[part]], kind
+                labels.tolist() for _, labels in reference[part]
+            ], kind
             assert [images.shape for images, _ in batches[kind][part]] == [
-                images.shape for images, _ in reference[part]], kind
+                images.shape for images, _ in reference[part]
+            ], kind
 
 
 def test_epochs_are_reshuffled(batches):
@@ -145,12 +149,20 @@ def test_epochs_are_reshuffled(batches):
 
 
 def test_shards_split_the_data(dataset):
-    evaluation = [make_loader("torchvision", dataset / "train", batch_size=5, size=SIZE, train=False, workers=0,
-                              rank=rank, world_size=2) for rank in (0, 1)]
+    evaluation = [
+        make_loader(
+            "torchvision", dataset / "train", batch_size=5, size=SIZE, train=False, workers=0, rank=rank, world_size=2
+        )
+        for rank in (0, 1)
+    ]
     assert [loader.samples for loader in evaluation] == [12, 12]
     assert sum(labels.numel() for loader in evaluation for _, labels in loader) == CLASSES * PER_CLASS
-    train = [make_loader("torchvision", dataset / "train", batch_size=4, size=SIZE, train=True, workers=0,
-                         rank=rank, world_size=2) for rank in (0, 1)]
+    train = [
+        make_loader(
+            "torchvision", dataset / "train", batch_size=4, size=SIZE, train=True, workers=0, rank=rank, world_size=2
+        )
+        for rank in (0, 1)
+    ]
     whole = make_loader("torchvision", dataset / "train", batch_size=8, size=SIZE, train=True, workers=0)
     halves = [epoch(loader) for loader in train]
     for step, (_, labels) in enumerate(epoch(whole)):  # rank r holds every other image of the global batch
@@ -187,7 +199,9 @@ def corrupt_folder(tmp_path):
 
 @pytest.mark.parametrize("kind", ["torchvision", "dali"])
 def test_corrupt_image_is_named(corrupt_folder, kind):
-    loader = make_loader(kind, corrupt_folder, batch_size=4, size=SIZE, train=False, workers=0 if kind == "torchvision" else 1)
+    loader = make_loader(
+        kind, corrupt_folder, batch_size=4, size=SIZE, train=False, workers=0 if kind == "torchvision" else 1
+    )
     with pytest.raises(DataError, match="decode"):
         list(loader)
 
@@ -217,8 +231,30 @@ def test_throughput_command_writes_a_record(dataset, tmp_path):
     from menagerie.harness.cli import main
 
     out = tmp_path / "records"
-    assert main(["data", "throughput", str(dataset), "--size", "16", "--batch-size", "4", "--batches", "2",
-                 "--workers", "1", "--rounds", "3", "--device", "cpu", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "throughput",
+                str(dataset),
+                "--size",
+                "16",
+                "--batch-size",
+                "4",
+                "--batches",
+                "2",
+                "--workers",
+                "1",
+                "--rounds",
+                "3",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     record = json.loads(next(out.glob("loaders-*.json")).read_text())
     assert record["benchmark"] == "loaders.throughput" and record["provenance"]["device_type"] == "cpu"
     assert record["config"]["rounds"] == 3
@@ -257,16 +293,40 @@ def test_stages_command_accounts_for_each_loader(dataset, tmp_path):
     from menagerie.harness.cli import main
 
     out = tmp_path / "records"
-    assert main(["data", "stages", str(dataset), "--size", "16", "--batch-size", "4", "--images", "8",
-                 "--rounds", "1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "stages",
+                str(dataset),
+                "--size",
+                "16",
+                "--batch-size",
+                "4",
+                "--images",
+                "8",
+                "--rounds",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     record = json.loads(next(out.glob("loader-stages-*.json")).read_text())
     assert record["benchmark"] == "loaders.stages" and record["config"]["ffcv_storage"]["jpg"] == CLASSES * PER_CLASS
     stages = {}
     for row in record["rows"]:
         stages.setdefault(row["loader"], {})[row["stage"]] = row["ms_per_image"]
     assert list(stages) == list(LOADERS)
-    assert list(stages["torchvision"])[:6] == ["read file", "decode (Pillow)", "random-resized crop", "flip",
-                                               "normalize", "batch (stack)"]
+    assert list(stages["torchvision"])[:6] == [
+        "read file",
+        "decode (Pillow)",
+        "random-resized crop",
+        "flip",
+        "normalize",
+        "batch (stack)",
+    ]
     assert all(stages["torchvision"][name] > 0 for name in list(stages["torchvision"])[:6])  # each timed directly
     assert list(stages["dali"])[:4] == ["read files", "decode the crop (libjpeg-turbo)", "resize", "flip and normalize"]
     for loader in LOADERS:  # every loader's stages add up to a positive whole

@@ -34,13 +34,22 @@ def test_parameters_have_mamba_ssm_names_and_shapes():
     heads, conv_channels = 4, 32 + 2 * 2 * 8
     assert {name: tuple(value.shape) for name, value in block.state_dict().items()} == {
         "in_proj.weight": (32 + conv_channels + heads, 16),  # z, xBC, dt
-        "conv1d.weight": (conv_channels, 1, 3), "conv1d.bias": (conv_channels,),
-        "dt_bias": (heads,), "A_log": (heads,), "D": (heads,),
-        "norm.weight": (32,), "out_proj.weight": (16, 32),
+        "conv1d.weight": (conv_channels, 1, 3),
+        "conv1d.bias": (conv_channels,),
+        "dt_bias": (heads,),
+        "A_log": (heads,),
+        "D": (heads,),
+        "norm.weight": (32,),
+        "out_proj.weight": (16, 32),
     }
     defaults = Mamba2Block(d_model=64)
-    assert (defaults.d_state, defaults.headdim, defaults.nheads, defaults.ngroups, defaults.chunk_size) == \
-        (128, 64, 2, 1, 256)
+    assert (defaults.d_state, defaults.headdim, defaults.nheads, defaults.ngroups, defaults.chunk_size) == (
+        128,
+        64,
+        2,
+        1,
+        256,
+    )
     assert defaults.conv1d.kernel_size == (4,)
 
 
@@ -86,7 +95,9 @@ def test_bad_arguments():
         Mamba2Block(d_model=16, headdim=-8)
     with pytest.raises(ValueError, match=r"d_model \* expand \(48\) must be divisible by headdim \(64\)"):
         Mamba2Block(d_model=24)
-    with pytest.raises(ValueError, match=r"heads \(d_model \* expand / headdim = 3\) must be divisible by ngroups \(2\)"):
+    with pytest.raises(
+        ValueError, match=r"heads \(d_model \* expand / headdim = 3\) must be divisible by ngroups \(2\)"
+    ):
         Mamba2Block(d_model=24, headdim=16, ngroups=2)
     with pytest.raises(ValueError, match="A_init_range"):
         Mamba2Block(d_model=16, headdim=8, A_init_range=(0.0, 16.0))

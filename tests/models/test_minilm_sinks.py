@@ -22,9 +22,16 @@ def minilm():
 @pytest.fixture(scope="module")
 def small_study():
     # A window that covers every sentence, and one that does not; a dense-layer set of every layer.
-    return minilm_sinks.run_study(windows=(1, 512), sinks=("none", "cls", "cls+sep+punct"),
-                                  dense_layer_sets=((), (0, 1, 2, 3, 4, 5)), texts=3, corpus=12, max_tokens=64,
-                                  backend="reference", boots=200)
+    return minilm_sinks.run_study(
+        windows=(1, 512),
+        sinks=("none", "cls", "cls+sep+punct"),
+        dense_layer_sets=((), (0, 1, 2, 3, 4, 5)),
+        texts=3,
+        corpus=12,
+        max_tokens=64,
+        backend="reference",
+        boots=200,
+    )
 
 
 def test_text_is_real_prose_from_the_standard_library():
@@ -40,16 +47,27 @@ def test_token_classes(minilm):
     tokenizer, _ = minilm
     ids = tokenizer("Hello, world. Yes!")["input_ids"]
     assert minilm_sinks.token_classes(tokenizer, ids) == [
-        "[CLS]", "other", "punctuation", "other", "punctuation", "other", "punctuation", "[SEP]"]
+        "[CLS]",
+        "other",
+        "punctuation",
+        "other",
+        "punctuation",
+        "other",
+        "punctuation",
+        "[SEP]",
+    ]
 
 
 def test_triton_kernel_inside_the_model_matches_the_reference(minilm):
     tokenizer, model = minilm
     text = minilm_sinks.stdlib_paragraphs(1)
     configuration = minilm_sinks.Configuration(window=4, sinks="cls+sep")  # leading and trailing sinks
-    embeddings = {backend: minilm_sinks.embed(model, tokenizer, text, 48,
-                                              minilm_sinks.WindowedAttention(model, configuration, kernel))
-                  for backend, kernel in minilm_sinks.BACKENDS.items()}
+    embeddings = {
+        backend: minilm_sinks.embed(
+            model, tokenizer, text, 48, minilm_sinks.WindowedAttention(model, configuration, kernel)
+        )
+        for backend, kernel in minilm_sinks.BACKENDS.items()
+    }
     torch.testing.assert_close(embeddings["triton"], embeddings["reference"], atol=1e-5, rtol=1e-5)
 
 
@@ -60,12 +78,14 @@ def test_the_mask_path_agrees_with_the_kernel_on_leading_and_trailing_sinks(mini
     _, model = minilm
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, 13, 16, generator=generator) for _ in range(3))
-    attention = minilm_sinks.WindowedAttention(model, minilm_sinks.Configuration(3, "cls+sep+punct"),
-                                               minilm_sinks.BACKENDS["reference"])
+    attention = minilm_sinks.WindowedAttention(
+        model, minilm_sinks.Configuration(3, "cls+sep+punct"), minilm_sinks.BACKENDS["reference"]
+    )
     attention.sink_keys = (torch.arange(13) < sinks) | (torch.arange(13) >= 13 - end_sinks)
     through_mask, _ = attention(None, q, k, v, None, scaling=0.25)
-    kernel_path = minilm_sinks.WindowedAttention(model, minilm_sinks.Configuration(3, sink_set),
-                                                 minilm_sinks.BACKENDS["reference"])
+    kernel_path = minilm_sinks.WindowedAttention(
+        model, minilm_sinks.Configuration(3, sink_set), minilm_sinks.BACKENDS["reference"]
+    )
     kernel_path.sink_keys = attention.sink_keys
     through_kernel, _ = kernel_path(None, q, k, v, None, scaling=0.25)
     assert kernel_path.configuration.path == "kernel"
@@ -74,8 +94,9 @@ def test_the_mask_path_agrees_with_the_kernel_on_leading_and_trailing_sinks(mini
 
 def test_the_kernel_path_refuses_sinks_it_cannot_express(minilm):
     _, model = minilm
-    attention = minilm_sinks.WindowedAttention(model, minilm_sinks.Configuration(3, "cls+sep"),
-                                               minilm_sinks.BACKENDS["reference"])
+    attention = minilm_sinks.WindowedAttention(
+        model, minilm_sinks.Configuration(3, "cls+sep"), minilm_sinks.BACKENDS["reference"]
+    )
     attention.sink_keys = torch.arange(13) == 0  # no trailing [SEP], as a truncation that dropped it would give
     q = torch.randn(1, 2, 13, 16)
     with pytest.raises(ValueError, match="not the first 1 and last 1 keys"):
@@ -134,8 +155,9 @@ def test_the_command_names_every_sink_set():
 
 def test_padded_batches_are_refused(minilm):
     _, model = minilm
-    attention = minilm_sinks.WindowedAttention(model, minilm_sinks.Configuration(2, "cls"),
-                                               minilm_sinks.BACKENDS["reference"])
+    attention = minilm_sinks.WindowedAttention(
+        model, minilm_sinks.Configuration(2, "cls"), minilm_sinks.BACKENDS["reference"]
+    )
     q = torch.randn(1, 2, 5, 16)
     padding = torch.zeros(1, 1, 5, 5)
     padding[..., -1] = float("-inf")
@@ -145,11 +167,37 @@ def test_padded_batches_are_refused(minilm):
 
 def test_study_command_writes_a_record_and_a_plot(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "menagerie.harness.cli", "study", "sinks", "--texts", "2", "--corpus", "6",
-         "--windows", "2,512", "--sinks", "cls,cls+sep", "--dense-layers", "0", "--boots", "100",
-         "--max-tokens", "48", "--backend", "reference", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-        env={name: value for name, value in os.environ.items() if name != "PYTHONPATH"})
+        [
+            sys.executable,
+            "-m",
+            "menagerie.harness.cli",
+            "study",
+            "sinks",
+            "--texts",
+            "2",
+            "--corpus",
+            "6",
+            "--windows",
+            "2,512",
+            "--sinks",
+            "cls,cls+sep",
+            "--dense-layers",
+            "0",
+            "--boots",
+            "100",
+            "--max-tokens",
+            "48",
+            "--backend",
+            "reference",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={name: value for name, value in os.environ.items() if name != "PYTHONPATH"},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     record = json.loads((tmp_path / "sinks.json").read_text())
     assert record["study"]["windows"] == [2, 512] and record["provenance"]["torch"]

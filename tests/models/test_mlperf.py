@@ -9,33 +9,57 @@ from menagerie.models import mlperf
 
 
 def write_log(path, records):
-    lines = [":::MLLOG " + json.dumps({"namespace": "", "time_ms": time_ms, "event_type": "POINT_IN_TIME", "key": key,
-                                       "value": value, "metadata": metadata})
-             for time_ms, key, value, metadata in records]
+    lines = [
+        ":::MLLOG "
+        + json.dumps(
+            {
+                "namespace": "",
+                "time_ms": time_ms,
+                "event_type": "POINT_IN_TIME",
+                "key": key,
+                "value": value,
+                "metadata": metadata,
+            }
+        )
+        for time_ms, key, value, metadata in records
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def run_records(minutes, status="success", processes=8, platform="8xNVIDIA H100 80GB HBM3", throughputs=(),
-                epochs=36, batch=3200):
+def run_records(
+    minutes, status="success", processes=8, platform="8xNVIDIA H100 80GB HBM3", throughputs=(), epochs=36, batch=3200
+):
     start = 1_000_000
-    return [(start - 20, "submission_benchmark", "resnet", {}), (start - 15, "submission_platform", platform, {}),
-            (start - 12, "global_batch_size", batch, {}),
-            (start - 10, "train_samples", 1_281_167, {}), (start - 5, mlperf.PROCESSES_KEY, processes, {}),
-            (start, "run_start", None, {}),
-            *[(start + 1000 * e, "epoch_stop", None, {"epoch_num": e}) for e in range(epochs)],
-            *[(start + 1000 * e + 1, "tracked_stats", {"throughput": t}, {"step": e + 1})
-              for e, t in enumerate(throughputs)],
-            (start + 1, "eval_accuracy", 0.7601, {"epoch_num": epochs}),
-            (start + int(minutes * 60_000), "run_stop", None, {"status": status})]
+    return [
+        (start - 20, "submission_benchmark", "resnet", {}),
+        (start - 15, "submission_platform", platform, {}),
+        (start - 12, "global_batch_size", batch, {}),
+        (start - 10, "train_samples", 1_281_167, {}),
+        (start - 5, mlperf.PROCESSES_KEY, processes, {}),
+        (start, "run_start", None, {}),
+        *[(start + 1000 * e, "epoch_stop", None, {"epoch_num": e}) for e in range(epochs)],
+        *[
+            (start + 1000 * e + 1, "tracked_stats", {"throughput": t}, {"step": e + 1})
+            for e, t in enumerate(throughputs)
+        ],
+        (start + 1, "eval_accuracy", 0.7601, {"epoch_num": epochs}),
+        (start + int(minutes * 60_000), "run_stop", None, {"status": status}),
+    ]
 
 
 def write_set(folder, minutes, **options):
     """One log per entry of ``minutes`` in ``folder``; None makes an aborted run."""
     folder.mkdir(exist_ok=True)
-    return [str(write_log(folder / f"run{i}.log", run_records(20 if m is None else m,
-                                                                "aborted" if m is None else "success", **options)))
-            for i, m in enumerate(minutes)]
+    return [
+        str(
+            write_log(
+                folder / f"run{i}.log",
+                run_records(20 if m is None else m, "aborted" if m is None else "success", **options),
+            )
+        )
+        for i, m in enumerate(minutes)
+    ]
 
 
 def test_score_reads_time_to_train_and_throughput(tmp_path):
@@ -134,9 +158,22 @@ def test_rcp_check_reports_on_toy_slow_enough_and_too_fast_sets(tmp_path):
     for i in range(5):
         log = mlperf.MLPerfLog(tmp_path / "toy" / f"run{i}.log")
         log.submission("1xCPU", "open", 1)
-        log.hyperparameters(optimizer="sgd", global_batch_size=64, accumulation=1, base_lr=0.4, end_lr=1e-4,
-                            poly_power=2.0, decay_steps=10, warmup_epochs=0.5, momentum=0.9, weight_decay=5e-5,
-                            bn_span=64, train_samples=1797, eval_samples=360, seed=i)
+        log.hyperparameters(
+            optimizer="sgd",
+            global_batch_size=64,
+            accumulation=1,
+            base_lr=0.4,
+            end_lr=1e-4,
+            poly_power=2.0,
+            decay_steps=10,
+            warmup_epochs=0.5,
+            momentum=0.9,
+            weight_decay=5e-5,
+            bn_span=64,
+            train_samples=1797,
+            eval_samples=360,
+            seed=i,
+        )
         log.start("run_start")
         log.event("eval_accuracy", 0.93, epoch_num=3)
         log.end("run_stop", status="success")

@@ -28,8 +28,11 @@ def test_resnet18_parameter_count():
 
 def test_v15_stride_sits_on_the_3x3_convolution():
     model = resnet50()
-    downsampling = [block for block in model.stages if isinstance(block.shortcut, nn.Sequential)
-                    and block.shortcut[0].stride == (2, 2)]
+    downsampling = [
+        block
+        for block in model.stages
+        if isinstance(block.shortcut, nn.Sequential) and block.shortcut[0].stride == (2, 2)
+    ]
     assert len(downsampling) == 3  # the first block of stages 2, 3 and 4
     for block in downsampling:
         convs = [m for m in block.branch if isinstance(m, nn.Conv2d)]
@@ -66,12 +69,22 @@ def test_train_step_benchmark_runs_and_agrees_with_the_reference():
     from menagerie.harness import registry, runner
     from menagerie.harness.timing import Budget
 
-    config = runner.RunConfig(size="tiny", device=torch.device("cpu"), timer="cpu",
-                              budget=Budget(warmup_s=0.01, measure_s=0.01, min_reps=1, max_reps=2), seeds=1)
+    config = runner.RunConfig(
+        size="tiny",
+        device=torch.device("cpu"),
+        timer="cpu",
+        budget=Budget(warmup_s=0.01, measure_s=0.01, min_reps=1, max_reps=2),
+        seeds=1,
+    )
     record = runner.run(registry.select(["resnet.train_step"]), config, command=["test"])
     status = {(row["impl"], row["mode"]): row["status"] for row in record["rows"]}
-    assert status == {("eager_fp32", "fwd"): "ok", ("channels_last_autocast", "fwd"): "ok", ("compiled", "fwd"): "skipped",
-                      ("eager_fp32", "fwd_bwd"): "ok", ("channels_last_autocast", "fwd_bwd"): "ok",
-                      ("compiled", "fwd_bwd"): "skipped"}
+    assert status == {
+        ("eager_fp32", "fwd"): "ok",
+        ("channels_last_autocast", "fwd"): "ok",
+        ("compiled", "fwd"): "skipped",
+        ("eager_fp32", "fwd_bwd"): "ok",
+        ("channels_last_autocast", "fwd_bwd"): "ok",
+        ("compiled", "fwd_bwd"): "skipped",
+    }
     row = next(row for row in record["rows"] if row["impl"] == "eager_fp32" and row["mode"] == "fwd_bwd")
     assert row["cost"]["flops"] > 0 and row["cost"]["extra"]["images"] == 4

@@ -46,8 +46,13 @@ def test_auxk_fits_the_error_with_dead_latents_only():
     # Only dead latents' encoder and decoder rows receive gradient from AuxK.
     touched = (sae.W_dec.grad.abs().sum(dim=1) > 0) | (sae.encoder.grad.abs().sum(dim=1) > 0)
     assert touched.any() and not touched[~dead].any()
-    values, indices = topk_encode_reference(x.double(), sae.W_enc.detach().double()[:, dead],
-                                            sae.b_enc.detach().double()[dead], sae.b_dec.detach().double(), 8)
+    values, indices = topk_encode_reference(
+        x.double(),
+        sae.W_enc.detach().double()[:, dead],
+        sae.b_enc.detach().double()[dead],
+        sae.b_dec.detach().double(),
+        8,
+    )
     error = -residual.detach().double()
     guess = decode_dense(values, indices, sae.W_dec.detach().double()[dead], torch.zeros(16, dtype=torch.float64))
     expected = (guess - error).pow(2).sum() / (error - error.mean(0)).pow(2).sum()
@@ -61,8 +66,14 @@ def test_bad_k_is_a_clear_error():
 
 def test_training_on_real_minilm_activations_lowers_fvu(tmp_path):
     model, tokenizer = load_model("minilm")
-    collect_activations(model, "encoder.layer.3", text_batches(tokenizer, python_docs_paragraphs()[:60], 20, 96),
-                        tmp_path, model_name="minilm", max_rows=1024)
+    collect_activations(
+        model,
+        "encoder.layer.3",
+        text_batches(tokenizer, python_docs_paragraphs()[:60], 20, 96),
+        tmp_path,
+        model_name="minilm",
+        max_rows=1024,
+    )
     dataset = ActivationDataset(tmp_path)
     config = TrainConfig(latents=64, k=8, batch_size=32, steps=20, warmup_steps=2, lr=4e-3, dead_after_tokens=256)
     steps = []

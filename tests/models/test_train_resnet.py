@@ -12,8 +12,17 @@ from menagerie.models import mlperf, train_resnet
 from menagerie.models.data.folders import write_digits, write_synthetic
 from menagerie.models.data.loaders import make_loader
 from menagerie.models.resnet import build
-from menagerie.models.train_resnet import (LARS, DatasetFacts, TrainConfig, dataset_facts, division, epoch_blocks,
-                                 learning_rate, make_optimizer, parameter_groups)
+from menagerie.models.train_resnet import (
+    LARS,
+    DatasetFacts,
+    TrainConfig,
+    dataset_facts,
+    division,
+    epoch_blocks,
+    learning_rate,
+    make_optimizer,
+    parameter_groups,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -26,10 +35,39 @@ def test_digits_reach_090_and_the_mllog_is_compliant_as_open(tmp_path, capsys):
     """scikit-learn's 8x8 digits (real handwriting), upsampled to 16x16, through the CLI: open, with its reasons."""
     write_digits(tmp_path / "digits", size=16)
     out = tmp_path / "out"
-    code = main(["train", "resnet", "--data", str(tmp_path / "digits"), "--arch", "resnet8", "--loader", "torchvision",
-                 "--optimizer", "sgd", "--lr", "0.4", "--warmup-epochs", "0.5", "--epochs", "5", "--eval-every", "1",
-                 "--batch-size", "64", "--target", "0.9", "--image-size", "16", "--no-augment", "--workers", "1",
-                 "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "resnet",
+            "--data",
+            str(tmp_path / "digits"),
+            "--arch",
+            "resnet8",
+            "--loader",
+            "torchvision",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "0.4",
+            "--warmup-epochs",
+            "0.5",
+            "--epochs",
+            "5",
+            "--eval-every",
+            "1",
+            "--batch-size",
+            "64",
+            "--target",
+            "0.9",
+            "--image-size",
+            "16",
+            "--no-augment",
+            "--workers",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     record = json.loads(next(out.glob("*.json")).read_text())
     assert record["benchmark"] == "resnet.time_to_accuracy" and record["provenance"]["torch"] == torch.__version__
@@ -37,8 +75,16 @@ def test_digits_reach_090_and_the_mllog_is_compliant_as_open(tmp_path, capsys):
     assert result["reached_target"] and result["evaluations"][-1]["top1"] >= 0.9
     assert result["division"] == "open" and not result["cache_cleared"]
     reasons = " | ".join(result["division_reasons"])
-    for reason in ("arch resnet8 is not ResNet-50", "10 classes", "training images", "target top-1 0.9",
-                   "16 px", "no augmentation", "evaluation every 1 epoch", "page cache not dropped"):
+    for reason in (
+        "arch resnet8 is not ResNet-50",
+        "10 classes",
+        "training images",
+        "target top-1 0.9",
+        "16 px",
+        "no augmentation",
+        "evaluation every 1 epoch",
+        "page cache not dropped",
+    ):
         assert reason in reasons
     assert "MLPerf division: open (arch resnet8" in " ".join(capsys.readouterr().err.split())  # announced first
     log = out / "resnet-resnet8-torchvision-optimized.mllog"
@@ -74,8 +120,11 @@ def test_no_weight_decay_on_batchnorm_and_biases():
 def test_lars_step_follows_the_trust_ratio():
     weight = torch.nn.Parameter(torch.tensor([3.0, 4.0]))  # |w| = 5
     bias = torch.nn.Parameter(torch.tensor([1.0]))
-    optimizer = LARS([dict(params=[weight], weight_decay=0.1, lars=True),
-                      dict(params=[bias], weight_decay=0.0, lars=False)], lr=2.0, momentum=0.9)
+    optimizer = LARS(
+        [dict(params=[weight], weight_decay=0.1, lars=True), dict(params=[bias], weight_decay=0.0, lars=False)],
+        lr=2.0,
+        momentum=0.9,
+    )
     weight.grad, bias.grad = torch.tensor([0.0, 2.0]), torch.tensor([0.5])  # |g| = 2
     optimizer.step()
     ratio = 0.001 * 5 / (2 + 0.1 * 5)
@@ -91,16 +140,19 @@ def test_sgd_optimizer_has_the_same_groups():
     assert [group["weight_decay"] for group in optimizer.param_groups] == [5e-5, 0.0]
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"arch": "resnet51"}, "unknown arch 'resnet51'"),
-    ({"loader": "pillow"}, "unknown loader 'pillow'"),
-    ({"optimizer": "adam"}, "unknown optimizer"),
-    ({"batch_size": 6, "accumulation": 4}, "not a multiple"),
-    ({"target": 1.5}, "target"),
-    ({"warmup_epochs": 50, "epochs": 40}, "warmup_epochs"),
-    ({"warmup_epochs": -1}, "warmup_epochs must not be negative"),
-    ({"mode": "reference", "compile": True}, "eager"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"arch": "resnet51"}, "unknown arch 'resnet51'"),
+        ({"loader": "pillow"}, "unknown loader 'pillow'"),
+        ({"optimizer": "adam"}, "unknown optimizer"),
+        ({"batch_size": 6, "accumulation": 4}, "not a multiple"),
+        ({"target": 1.5}, "target"),
+        ({"warmup_epochs": 50, "epochs": 40}, "warmup_epochs"),
+        ({"warmup_epochs": -1}, "warmup_epochs must not be negative"),
+        ({"mode": "reference", "compile": True}, "eager"),
+    ],
+)
 def test_bad_settings_are_named(change, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(data=".", **change).check()
@@ -148,21 +200,29 @@ def test_a_run_that_keeps_every_rule_is_closed():
     assert division(closed_config(optimizer="sgd", lr=2.048), IMAGENET, cache_cleared=True) == ("closed", [])
 
 
-@pytest.mark.parametrize("change,facts,cleared,reason", [
-    ({"arch": "resnet18"}, IMAGENET, True, "arch resnet18 is not ResNet-50 v1.5"),
-    ({}, dataclasses.replace(IMAGENET, classes=100), True, "100 classes, not ImageNet's 1000"),
-    ({}, dataclasses.replace(IMAGENET, train_images=1_281_166), True, "1,281,166 training images"),
-    ({}, dataclasses.replace(IMAGENET, eval_images=49_999), True, "49,999 evaluation images"),
-    ({"target": 0.7}, IMAGENET, True, "target top-1 0.7, not 0.759"),
-    ({"label_smoothing": 0.0}, IMAGENET, True, "label smoothing 0.0, not 0.1"),
-    ({"weight_decay": 3e-5}, IMAGENET, True, "weight decay 3e-05 is not 0.0001 x 2^N"),
-    ({"optimizer": "sgd", "lr": 0.1005}, IMAGENET, True, "SGD base learning rate 0.1005 is not a multiple of 0.001"),
-    ({"augment": False}, IMAGENET, True, "no augmentation"),
-    ({"min_scale": 0.25}, IMAGENET, True, "random crops from 0.25 of the area"),
-    ({"image_size": 128}, IMAGENET, True, "128 px images, not 224"),
-    ({"eval_every": 1, "eval_offset": 0}, IMAGENET, True, "evaluation every 1 epoch(s), not every 4"),
-    ({}, IMAGENET, False, "page cache not dropped"),
-])
+@pytest.mark.parametrize(
+    "change,facts,cleared,reason",
+    [
+        ({"arch": "resnet18"}, IMAGENET, True, "arch resnet18 is not ResNet-50 v1.5"),
+        ({}, dataclasses.replace(IMAGENET, classes=100), True, "100 classes, not ImageNet's 1000"),
+        ({}, dataclasses.replace(IMAGENET, train_images=1_281_166), True, "1,281,166 training images"),
+        ({}, dataclasses.replace(IMAGENET, eval_images=49_999), True, "49,999 evaluation images"),
+        ({"target": 0.7}, IMAGENET, True, "target top-1 0.7, not 0.759"),
+        ({"label_smoothing": 0.0}, IMAGENET, True, "label smoothing 0.0, not 0.1"),
+        ({"weight_decay": 3e-5}, IMAGENET, True, "weight decay 3e-05 is not 0.0001 x 2^N"),
+        (
+            {"optimizer": "sgd", "lr": 0.1005},
+            IMAGENET,
+            True,
+            "SGD base learning rate 0.1005 is not a multiple of 0.001",
+        ),
+        ({"augment": False}, IMAGENET, True, "no augmentation"),
+        ({"min_scale": 0.25}, IMAGENET, True, "random crops from 0.25 of the area"),
+        ({"image_size": 128}, IMAGENET, True, "128 px images, not 224"),
+        ({"eval_every": 1, "eval_offset": 0}, IMAGENET, True, "evaluation every 1 epoch(s), not every 4"),
+        ({}, IMAGENET, False, "page cache not dropped"),
+    ],
+)
 def test_breaking_one_rule_makes_the_run_open_with_that_reason(change, facts, cleared, reason):
     verdict, reasons = division(closed_config(**change), facts, cache_cleared=cleared)
     assert verdict == "open" and len(reasons) == 1 and reason in reasons[0]
@@ -178,11 +238,26 @@ def test_sample_counts_are_the_datasets_not_the_batches_or_shards(tmp_path):
     the MLLOG counts 15 and 9."""
     write_synthetic(tmp_path / "train", 3, 5, size=16, seed=1)
     write_synthetic(tmp_path / "val", 3, 3, size=16, seed=2)
-    config = TrainConfig(data=tmp_path, arch="resnet8", loader="torchvision", batch_size=4, epochs=2, warmup_epochs=0,
-                         eval_every=1, image_size=16, workers=0, target=1.0, mllog=tmp_path / "run.mllog")
+    config = TrainConfig(
+        data=tmp_path,
+        arch="resnet8",
+        loader="torchvision",
+        batch_size=4,
+        epochs=2,
+        warmup_epochs=0,
+        eval_every=1,
+        image_size=16,
+        workers=0,
+        target=1.0,
+        mllog=tmp_path / "run.mllog",
+    )
     assert dataset_facts(config, classes=3) == DatasetFacts(classes=3, train_images=15, eval_images=9)
-    shards = [make_loader("torchvision", tmp_path / "val", batch_size=4, size=16, train=False, workers=0, rank=rank,
-                          world_size=2).samples for rank in (0, 1)]
+    shards = [
+        make_loader(
+            "torchvision", tmp_path / "val", batch_size=4, size=16, train=False, workers=0, rank=rank, world_size=2
+        ).samples
+        for rank in (0, 1)
+    ]
     assert shards == [5, 4]  # uneven: counting one shard times the ranks would say 10
     result = train_resnet.train(config)
     assert result.train_images_per_epoch == 12
@@ -222,12 +297,39 @@ def test_cli_rejects_unknown_arch_and_loader(capsys):
 
 
 def test_cli_data_commands(tmp_path, capsys):
-    assert main(["data", "synth", str(tmp_path / "syn"), "--classes", "3", "--train-per-class", "4",
-                 "--val-per-class", "2", "--size", "24"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "synth",
+                str(tmp_path / "syn"),
+                "--classes",
+                "3",
+                "--train-per-class",
+                "4",
+                "--val-per-class",
+                "2",
+                "--size",
+                "24",
+            ]
+        )
+        == 0
+    )
     assert len(list((tmp_path / "syn" / "train").rglob("*.jpg"))) == 12
     assert len(list((tmp_path / "syn" / "val").rglob("*.jpg"))) == 6
-    assert main(["data", "to-ffcv", str(tmp_path / "syn" / "train"), str(tmp_path / "syn" / "train.beton"),
-                 "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "to-ffcv",
+                str(tmp_path / "syn" / "train"),
+                str(tmp_path / "syn" / "train.beton"),
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "syn" / "train.beton").stat().st_size > 0
     assert main(["data", "to-ffcv", str(tmp_path / "missing"), str(tmp_path / "x.beton")]) == 2
     assert "does not exist" in error_text(capsys)
@@ -242,8 +344,36 @@ def test_training_runs_with_each_fast_loader(tmp_path, loader):
         write_synthetic(tmp_path / split, 4, per_class, size=24, seed=len(split))
         to_ffcv(tmp_path / split, tmp_path / f"{split}.beton", workers=1)
     out = tmp_path / "out"
-    assert main(["train", "resnet", "--data", str(tmp_path), "--arch", "resnet8", "--loader", loader, "--epochs", "1",
-                 "--warmup-epochs", "0.5", "--eval-every", "1", "--batch-size", "8", "--accumulation", "2",
-                 "--image-size", "16", "--workers", "1", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "resnet",
+                "--data",
+                str(tmp_path),
+                "--arch",
+                "resnet8",
+                "--loader",
+                loader,
+                "--epochs",
+                "1",
+                "--warmup-epochs",
+                "0.5",
+                "--eval-every",
+                "1",
+                "--batch-size",
+                "8",
+                "--accumulation",
+                "2",
+                "--image-size",
+                "16",
+                "--workers",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = json.loads(next(out.glob("*.json")).read_text())["result"]
     assert len(result["step_losses"]) == 4 and len(result["evaluations"]) == 1

@@ -8,8 +8,9 @@ from tests.sae.helpers import DEVICE
 
 
 @triton.jit
-def _sort_and_merge(best_ptr, tile_ptr, sorted_ptr, merged_ptr, ROWS: tl.constexpr, L: tl.constexpr,
-                    LOG_L: tl.constexpr):
+def _sort_and_merge(
+    best_ptr, tile_ptr, sorted_ptr, merged_ptr, ROWS: tl.constexpr, L: tl.constexpr, LOG_L: tl.constexpr
+):
     offsets = tl.arange(0, ROWS)[:, None] * L + tl.arange(0, L)[None, :]
     best, tile = tl.load(best_ptr + offsets), tl.load(tile_ptr + offsets)
     tl.store(sorted_ptr + offsets, sort_rows(tile, ROWS, L, LOG_L, True))

@@ -16,8 +16,13 @@ def decode_problem(rows, dim, latents, k, dtype, seed=0):
     W_dec = torch.randn(latents, dim, generator=generator) / dim**0.5
     b_dec = torch.randn(dim, generator=generator)
     target = torch.randn(rows, dim, generator=generator)
-    return values.to(DEVICE, dtype), indices.to(DEVICE), W_dec.to(DEVICE, dtype), b_dec.to(DEVICE, dtype), \
-        target.to(DEVICE, dtype)
+    return (
+        values.to(DEVICE, dtype),
+        indices.to(DEVICE),
+        W_dec.to(DEVICE, dtype),
+        b_dec.to(DEVICE, dtype),
+        target.to(DEVICE, dtype),
+    )
 
 
 @pytest.mark.parametrize("rows, dim, latents, k", SHAPES)
@@ -61,17 +66,21 @@ def test_fused_mse_matches_float64_dense(rows, dim, latents, k, dtype):
 
 def test_embedding_bag_baseline_is_the_same_decoder():
     values, indices, W_dec, b_dec, _ = decode_problem(21, 40, 90, 5, torch.float64)
-    torch.testing.assert_close(decode_embedding_bag(values, indices, W_dec, b_dec),
-                               decode_dense(values, indices, W_dec, b_dec))
+    torch.testing.assert_close(
+        decode_embedding_bag(values, indices, W_dec, b_dec), decode_dense(values, indices, W_dec, b_dec)
+    )
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(indices=lambda i: i + 90), r"indices: expected latent indices in \[0, 90\)"),
-    (dict(indices=lambda i: i[:, :2]), "indices: expected shape"),
-    (dict(indices=lambda i: i.float()), "indices: expected an int64 or int32 tensor"),
-    (dict(W_dec=lambda w: w.half()), "W_dec: expected torch.float32"),
-    (dict(b_dec=lambda b: b[:-1]), "b_dec: expected shape"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(indices=lambda i: i + 90), r"indices: expected latent indices in \[0, 90\)"),
+        (dict(indices=lambda i: i[:, :2]), "indices: expected shape"),
+        (dict(indices=lambda i: i.float()), "indices: expected an int64 or int32 tensor"),
+        (dict(W_dec=lambda w: w.half()), "W_dec: expected torch.float32"),
+        (dict(b_dec=lambda b: b[:-1]), "b_dec: expected shape"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(change, message):
     values, indices, W_dec, b_dec, _ = decode_problem(6, 40, 90, 5, torch.float32)
     arguments = dict(values=values, indices=indices, W_dec=W_dec, b_dec=b_dec)

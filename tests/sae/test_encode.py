@@ -62,8 +62,9 @@ def test_allowed_latents_restrict_the_selection():
     allowed = torch.zeros(100, dtype=torch.bool, device=DEVICE)
     allowed[torch.arange(3, 100, 4)] = True
     values, indices = topk_encode(x, W_enc, b_enc, b_dec, 5, allowed=allowed)
-    reference_values, reference_indices = topk_encode_reference(x.double(), W_enc[:, allowed].double(),
-                                                                b_enc[allowed].double(), b_dec.double(), 5)
+    reference_values, reference_indices = topk_encode_reference(
+        x.double(), W_enc[:, allowed].double(), b_enc[allowed].double(), b_dec.double(), 5
+    )
     assert torch.equal(indices, torch.nonzero(allowed).squeeze(1)[reference_indices])
     assert_close_for_dtype(values, reference_values, torch.float32)
 
@@ -99,22 +100,26 @@ def test_keys_decode_to_every_latent_once_sorted_by_value():
     assert sorted(indices[0].tolist()) == list(range(40)) and (values[:, :-1] >= values[:, 1:]).all()
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(k=0), "k: expected an int"),
-    (dict(k=51), "k: expected an int"),
-    (dict(k=2.0), "k: expected an int"),
-    (dict(W_enc=torch.zeros(21, 50)), "W_enc: expected shape"),
-    (dict(b_enc=torch.zeros(49)), "b_enc: expected shape"),
-    (dict(b_dec=torch.zeros(20, dtype=torch.float16)), "b_dec: expected torch.float32"),
-    (dict(x=torch.zeros(4, 20, dtype=torch.int32)), "x: expected float32, float16 or bfloat16"),
-    (dict(x=torch.zeros(4, 2, 20)), "x: expected 2 dimensions"),
-    (dict(allowed=torch.ones(49, dtype=torch.bool)), "allowed: expected a bool tensor"),
-    (dict(allowed=torch.zeros(50, dtype=torch.bool)), "allowed: only 0 latents"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(k=0), "k: expected an int"),
+        (dict(k=51), "k: expected an int"),
+        (dict(k=2.0), "k: expected an int"),
+        (dict(W_enc=torch.zeros(21, 50)), "W_enc: expected shape"),
+        (dict(b_enc=torch.zeros(49)), "b_enc: expected shape"),
+        (dict(b_dec=torch.zeros(20, dtype=torch.float16)), "b_dec: expected torch.float32"),
+        (dict(x=torch.zeros(4, 20, dtype=torch.int32)), "x: expected float32, float16 or bfloat16"),
+        (dict(x=torch.zeros(4, 2, 20)), "x: expected 2 dimensions"),
+        (dict(allowed=torch.ones(49, dtype=torch.bool)), "allowed: expected a bool tensor"),
+        (dict(allowed=torch.zeros(50, dtype=torch.bool)), "allowed: only 0 latents"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(change, message):
     x, W_enc, b_enc, b_dec, _ = sae_problem(4, 20, 50, torch.float32)
     arguments = dict(x=x, W_enc=W_enc, b_enc=b_enc, b_dec=b_dec, k=3)
-    arguments.update({name: value.to(DEVICE) if isinstance(value, torch.Tensor) else value
-                      for name, value in change.items()})
+    arguments.update(
+        {name: value.to(DEVICE) if isinstance(value, torch.Tensor) else value for name, value in change.items()}
+    )
     with pytest.raises((ValueError, TypeError), match=message):
         topk_encode(**arguments)

@@ -7,8 +7,11 @@ from tests.ssm.helpers import DEVICE
 
 # The state is float32 in every kernel; low-precision outputs carry one rounding of
 # the state and (for the gate gradient) one of the saved state: a few ulps of the dtype.
-TOLERANCES = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float16: dict(atol=4e-3, rtol=4e-3),
-              torch.bfloat16: dict(atol=3e-2, rtol=3e-2)}
+TOLERANCES = {
+    torch.float32: dict(atol=1e-5, rtol=1e-5),
+    torch.float16: dict(atol=4e-3, rtol=4e-3),
+    torch.bfloat16: dict(atol=3e-2, rtol=3e-2),
+}
 DTYPES = [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=pytest.mark.gpu)]
 
 
@@ -70,13 +73,16 @@ def test_non_contiguous_and_empty_inputs():
     assert linear_scan(empty, empty).shape == (2, 0, 5)
 
 
-@pytest.mark.parametrize("gates, tokens, error, message", [
-    (torch.rand(2, 3), torch.rand(2, 3), ValueError, r"gates: expected shape \(B, C, T\)"),
-    (torch.rand(2, 3, 4), torch.rand(2, 3, 5), ValueError, "gates: shape"),
-    (torch.rand(2, 3, 4).half(), torch.rand(2, 3, 4), TypeError, "gates: dtype"),
-    (torch.rand(2, 3, 4).int(), torch.rand(2, 3, 4).int(), TypeError, "gates: expected float32"),
-    ([1.0], torch.rand(2, 3, 4), TypeError, "gates: expected a torch.Tensor"),
-])
+@pytest.mark.parametrize(
+    "gates, tokens, error, message",
+    [
+        (torch.rand(2, 3), torch.rand(2, 3), ValueError, r"gates: expected shape \(B, C, T\)"),
+        (torch.rand(2, 3, 4), torch.rand(2, 3, 5), ValueError, "gates: shape"),
+        (torch.rand(2, 3, 4).half(), torch.rand(2, 3, 4), TypeError, "gates: dtype"),
+        (torch.rand(2, 3, 4).int(), torch.rand(2, 3, 4).int(), TypeError, "gates: expected float32"),
+        ([1.0], torch.rand(2, 3, 4), TypeError, "gates: expected a torch.Tensor"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(gates, tokens, error, message):
     as_device = lambda value: value.to(DEVICE) if isinstance(value, torch.Tensor) else value  # noqa: E731
     with pytest.raises(error, match=message):
@@ -90,8 +96,10 @@ def test_cuda_variant_says_why_it_cannot_run_on_the_cpu():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(unavailable_reason(torch.device("cuda")) is not None if torch.cuda.is_available() else True,
-                    reason="needs cupy and a GPU")
+@pytest.mark.skipif(
+    unavailable_reason(torch.device("cuda")) is not None if torch.cuda.is_available() else True,
+    reason="needs cupy and a GPU",
+)
 @pytest.mark.parametrize("length", [1, 7, 129, 300, 4099])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_cuda_scan_matches_sequential(length, dtype):

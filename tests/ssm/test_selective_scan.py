@@ -12,7 +12,7 @@ from tests.ssm.helpers import DEVICE, assert_matches
 FP32_OF_SCALE = 1e-4
 # A half-precision result is computed in float32 and rounded once to its dtype, an error of
 # half an ulp (2**-11 relative for fp16, 2**-8 for bf16): allow one ulp on top of the above.
-ROUNDING = {torch.float32: 0.0, torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7}
+ROUNDING = {torch.float32: 0.0, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
 FLOAT64_OF_SCALE = 1e-10  # the vectorized reference in float64 against the definition in float64
 
 
@@ -20,8 +20,22 @@ def bc_shape(layout, batch, dim, n, length):
     return {"shared": (dim, n), "batch": (batch, n, length), "group": (batch, 2, n, length)}[layout]
 
 
-def make_inputs(*, batch, dim, n, length, B="batch", C="batch", dtype=torch.float32, bc_dtype=None,
-                D=True, z=True, bias=True, softplus=True, seed=0):
+def make_inputs(
+    *,
+    batch,
+    dim,
+    n,
+    length,
+    B="batch",
+    C="batch",
+    dtype=torch.float32,
+    bc_dtype=None,
+    D=True,
+    z=True,
+    bias=True,
+    softplus=True,
+    seed=0,
+):
     """Random inputs in mamba's ranges: A = -exp(randn) < 0, step sizes of softplus scale."""
     generator = torch.Generator().manual_seed(seed)
     randn = lambda *shape: torch.randn(*shape, generator=generator, dtype=torch.float64)  # noqa: E731
@@ -42,8 +56,11 @@ def make_inputs(*, batch, dim, n, length, B="batch", C="batch", dtype=torch.floa
 
 def run(scan, inputs, softplus, return_last_state, grad_seed=7, dtype64=False):
     """Output, last state (or None) and the gradient of every tensor input under a random dout."""
-    leaves = {name: (value.detach().double() if dtype64 else value.detach().clone()).requires_grad_()
-              for name, value in inputs.items() if value is not None}
+    leaves = {
+        name: (value.detach().double() if dtype64 else value.detach().clone()).requires_grad_()
+        for name, value in inputs.items()
+        if value is not None
+    }
     result = scan(**{**inputs, **leaves}, delta_softplus=softplus, return_last_state=return_last_state)
     out, last = result if return_last_state else (result, None)
     # dout in the inputs' dtype, so that a float64 run sees exactly the values a half-precision one does.
@@ -52,8 +69,9 @@ def run(scan, inputs, softplus, return_last_state, grad_seed=7, dtype64=False):
     return out, last, dict(zip(leaves, grads)), leaves
 
 
-def check_against_definition(inputs, softplus, return_last_state=True, scan=selective_scan, of_scale=FP32_OF_SCALE,
-                             in_float64=False):
+def check_against_definition(
+    inputs, softplus, return_last_state=True, scan=selective_scan, of_scale=FP32_OF_SCALE, in_float64=False
+):
     out, last, grads, leaves = run(scan, inputs, softplus, return_last_state, dtype64=in_float64)
     expected, expected_last, expected_grads, _ = run(selective_scan_sequential, inputs, softplus, True, dtype64=True)
     assert out.dtype == leaves["u"].dtype
@@ -74,8 +92,19 @@ def check_against_definition(inputs, softplus, return_last_state=True, scan=sele
 # (one-channel blocks); N=5 is padded to 8 inside the kernel.
 CONFIGS = {
     "batch-everything-on": dict(batch=2, dim=4, n=4, length=300),
-    "shared-everything-off": dict(batch=1, dim=4, n=4, length=129, B="shared", C="shared", D=False, z=False,
-                                  bias=False, softplus=False, last=False),
+    "shared-everything-off": dict(
+        batch=1,
+        dim=4,
+        n=4,
+        length=129,
+        B="shared",
+        C="shared",
+        D=False,
+        z=False,
+        bias=False,
+        softplus=False,
+        last=False,
+    ),
     "grouped-no-z": dict(batch=1, dim=4, n=16, length=129, B="group", C="group", z=False),
     "shared-B-grouped-C": dict(batch=2, dim=6, n=16, length=7, B="shared", C="group", D=False, bias=False),
     "single-step": dict(batch=2, dim=8, n=16, length=1, B="group", C="batch", softplus=False),
@@ -83,10 +112,10 @@ CONFIGS = {
 }
 HALF_CONFIGS = {
     "batch-everything-on": dict(batch=2, dim=4, n=4, length=129),
-    "grouped-no-z-no-bias": dict(batch=1, dim=4, n=4, length=300, B="group", C="group", z=False, bias=False,
-                                 last=False),
-    "shared-no-D-no-softplus": dict(batch=2, dim=8, n=16, length=7, B="shared", C="shared", D=False,
-                                    softplus=False),
+    "grouped-no-z-no-bias": dict(
+        batch=1, dim=4, n=4, length=300, B="group", C="group", z=False, bias=False, last=False
+    ),
+    "shared-no-D-no-softplus": dict(batch=2, dim=8, n=16, length=7, B="shared", C="shared", D=False, softplus=False),
     "float32-B-and-C": dict(batch=1, dim=4, n=4, length=7, B="batch", C="group", bc_dtype=torch.float32),
 }
 
@@ -168,13 +197,16 @@ def test_empty_sequence():
     assert torch.equal(grads["A"], torch.zeros_like(grads["A"]))
 
 
-@pytest.mark.parametrize("B, C, length, chunk_size", [("shared", "shared", 129, None), ("batch", "group", 300, None),
-                                                      ("group", "batch", 37, 8)])
+@pytest.mark.parametrize(
+    "B, C, length, chunk_size",
+    [("shared", "shared", 129, None), ("batch", "group", 300, None), ("group", "batch", 37, 8)],
+)
 def test_vectorized_reference_matches_definition(B, C, length, chunk_size):
     inputs = make_inputs(batch=2, dim=4, n=4, length=length, B=B, C=C, seed=10)
 
     def reference(**kwargs):
         return selective_scan_reference(**kwargs, chunk_size=chunk_size)
+
     check_against_definition(inputs, softplus=True, scan=reference, of_scale=FLOAT64_OF_SCALE, in_float64=True)
 
 
@@ -185,37 +217,50 @@ def test_vectorized_reference_in_float32():
 
 def test_vectorized_reference_with_options_off():
     inputs = make_inputs(batch=1, dim=2, n=4, length=70, D=False, z=False, bias=False, softplus=False, seed=12)
-    check_against_definition(inputs, softplus=False, return_last_state=False, scan=selective_scan_reference,
-                             of_scale=FLOAT64_OF_SCALE, in_float64=True)
+    check_against_definition(
+        inputs,
+        softplus=False,
+        return_last_state=False,
+        scan=selective_scan_reference,
+        of_scale=FLOAT64_OF_SCALE,
+        in_float64=True,
+    )
 
 
 def _inputs_with(**changes):
     inputs = make_inputs(batch=2, dim=6, n=4, length=9, seed=13)
-    inputs.update({name: value.to(DEVICE) if isinstance(value, torch.Tensor) and value.device.type != "meta"
-                   else value for name, value in changes.items()})
+    inputs.update(
+        {
+            name: value.to(DEVICE) if isinstance(value, torch.Tensor) and value.device.type != "meta" else value
+            for name, value in changes.items()
+        }
+    )
     return inputs
 
 
-@pytest.mark.parametrize("changes, error, message", [
-    (dict(u=torch.randn(2, 6)), ValueError, r"u: expected shape \(batch, dim, L\)"),
-    (dict(delta=torch.rand(2, 6, 8)), ValueError, r"delta: expected the shape of u \(2, 6, 9\)"),
-    (dict(z=torch.randn(2, 5, 9)), ValueError, "z: expected the shape of u"),
-    (dict(A=-torch.rand(6)), ValueError, r"A: expected shape \(dim, N\)"),
-    (dict(A=-torch.rand(5, 4)), ValueError, r"A: expected shape \(dim, N\) with dim = 6"),
-    (dict(A=-torch.rand(6, 300)), ValueError, "A: the state size N must be between 1 and 256"),
-    (dict(B=torch.randn(6, 5)), ValueError, r"B: expected \(dim, N\) = \(6, 4\)"),
-    (dict(C=torch.randn(2, 4, 8)), ValueError, r"C: expected .*\(batch, N, L\) = \(2, 4, 9\)"),
-    (dict(B=torch.randn(2, 4, 4, 9)), ValueError, "B: dim 6 is not divisible by its number of groups G = 4"),
-    (dict(D=torch.randn(5)), ValueError, r"D: expected shape \(6,\)"),
-    (dict(delta_bias=torch.randn(6, 1)), ValueError, r"delta_bias: expected shape \(6,\)"),
-    (dict(u=torch.randint(0, 3, (2, 6, 9))), TypeError, "u: expected dtype float32, float16, bfloat16"),
-    (dict(C=torch.randn(2, 4, 9).double()), TypeError, "C: expected dtype float32, float16, bfloat16"),
-    (dict(A=-torch.rand(6, 4).double()), TypeError, "A: expected dtype float32, got torch.float64"),
-    (dict(D=torch.randn(6).half()), TypeError, "D: expected dtype float32"),
-    (dict(delta_bias=torch.randn(6).to(torch.bfloat16)), TypeError, "delta_bias: expected dtype float32"),
-    (dict(B=[[1.0]]), TypeError, "B: expected a torch.Tensor, got list"),
-    (dict(z=torch.randn(2, 6, 9, device="meta")), ValueError, "z: expected the device of u"),
-])
+@pytest.mark.parametrize(
+    "changes, error, message",
+    [
+        (dict(u=torch.randn(2, 6)), ValueError, r"u: expected shape \(batch, dim, L\)"),
+        (dict(delta=torch.rand(2, 6, 8)), ValueError, r"delta: expected the shape of u \(2, 6, 9\)"),
+        (dict(z=torch.randn(2, 5, 9)), ValueError, "z: expected the shape of u"),
+        (dict(A=-torch.rand(6)), ValueError, r"A: expected shape \(dim, N\)"),
+        (dict(A=-torch.rand(5, 4)), ValueError, r"A: expected shape \(dim, N\) with dim = 6"),
+        (dict(A=-torch.rand(6, 300)), ValueError, "A: the state size N must be between 1 and 256"),
+        (dict(B=torch.randn(6, 5)), ValueError, r"B: expected \(dim, N\) = \(6, 4\)"),
+        (dict(C=torch.randn(2, 4, 8)), ValueError, r"C: expected .*\(batch, N, L\) = \(2, 4, 9\)"),
+        (dict(B=torch.randn(2, 4, 4, 9)), ValueError, "B: dim 6 is not divisible by its number of groups G = 4"),
+        (dict(D=torch.randn(5)), ValueError, r"D: expected shape \(6,\)"),
+        (dict(delta_bias=torch.randn(6, 1)), ValueError, r"delta_bias: expected shape \(6,\)"),
+        (dict(u=torch.randint(0, 3, (2, 6, 9))), TypeError, "u: expected dtype float32, float16, bfloat16"),
+        (dict(C=torch.randn(2, 4, 9).double()), TypeError, "C: expected dtype float32, float16, bfloat16"),
+        (dict(A=-torch.rand(6, 4).double()), TypeError, "A: expected dtype float32, got torch.float64"),
+        (dict(D=torch.randn(6).half()), TypeError, "D: expected dtype float32"),
+        (dict(delta_bias=torch.randn(6).to(torch.bfloat16)), TypeError, "delta_bias: expected dtype float32"),
+        (dict(B=[[1.0]]), TypeError, "B: expected a torch.Tensor, got list"),
+        (dict(z=torch.randn(2, 6, 9, device="meta")), ValueError, "z: expected the device of u"),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(changes, error, message):
     with pytest.raises(error, match=message):
         selective_scan(**_inputs_with(**changes))
