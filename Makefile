@@ -15,7 +15,7 @@ GPU_TRITON_VENV := .venv-triton36
 TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.14.1 torchvision==0.29.1)
 ARGS ?=
 
-.PHONY: install ffcv-libs browser slurm bench site-screenshot bench-site test compile-check compile-record clean
+.PHONY: install ffcv-libs browser slurm bench site-screenshot bench-site lint test compile-check compile-record clean
 
 $(VENV)/.installed: pyproject.toml Makefile | ffcv-libs
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ slurm:
 	        slurmctld slurmd slurm-client munge; } \
 	      || { echo "could not install SLURM with apt-get"; [ -z "$$CI" ]; }; \
 	  else echo "SLURM not installed (needs root and apt-get): the cluster tests will be skipped"; fi; }
+
+# ruff's lint rules and its formatter ([tool.ruff] in pyproject.toml); `ruff format .` rewrites what --check reports.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # In parallel on every core (pytest-xdist), the 20 slowest tests listed at the end. The console script, not
 # `python -m pytest`, which would put the checkout (and its kernels/ folder) first on sys.path.

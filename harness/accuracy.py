@@ -116,8 +116,8 @@ def check_outputs(
         ""
         if passed
         else (
-            f"{totals['mismatched']} elements outside atol={tol.atol:g} (+{tol.atol_of_max:g} of max) rtol={tol.rtol:g}, "
-            f"{totals['nan']} NaN, {totals['inf']} Inf (worst output: {worst_name})"
+            f"{totals['mismatched']} elements outside atol={tol.atol:g} (+{tol.atol_of_max:g} of max) "
+            f"rtol={tol.rtol:g}, {totals['nan']} NaN, {totals['inf']} Inf (worst output: {worst_name})"
         )
     )
     return AccuracyRecord(

@@ -146,7 +146,7 @@ def drive(
 
 
 def choose_spot_checks(entries: dict[str, dict], replayed: list[str], fraction: float, seed: str) -> list[str]:
-    """``fraction`` of the replayed units, at least one per kernel (none when ``fraction`` is 0), drawn with ``seed``."""
+    """``fraction`` of the replayed units, at least one per kernel (none if ``fraction`` is 0), drawn with ``seed``."""
     if fraction <= 0 or not replayed:
         return []
     rng = random.Random(seed)

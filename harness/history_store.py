@@ -350,7 +350,7 @@ class Store:
         """(run path, row key, median, replicate medians) of each timed row of the runs of this device, size, timer."""
         found = []
         for folder, db in self._indexes:
-            full = functools.cache(lambda path: str(folder / path))  # once per run file, not per row
+            full = functools.cache(lambda path, folder=folder: str(folder / path))  # once per run file, not per row
             for path, *key, median, replicates in db.execute(
                 'SELECT r.path, benchmark, "case", impl, dtype, mode, median_s, replicate_medians_s '
                 "FROM rows r JOIN files f ON f.path = r.path WHERE device = ? AND size = ? AND timer IS ?",

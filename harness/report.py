@@ -280,13 +280,10 @@ def plot_roofline(record: dict, path: Path) -> Path:
         for row, x, y in zip(rows, intensities, rates):
             ax.scatter([x], [y], color=colours[row["benchmark"]], marker=markers[row["impl"]], s=28, zorder=3)
         # Two legends: colour names the benchmark, shape the implementation.
-        shown = lambda field: list(dict.fromkeys(row[field] for row in rows))  # noqa: E731
-        by_colour = [
-            Line2D([], [], color=colours[name], marker="o", linestyle="", label=name) for name in shown("benchmark")
-        ]
-        by_shape = [
-            Line2D([], [], color="dimgrey", marker=markers[name], linestyle="", label=name) for name in shown("impl")
-        ]
+        benchmarks = list(dict.fromkeys(row["benchmark"] for row in rows))
+        impls = list(dict.fromkeys(row["impl"] for row in rows))
+        by_colour = [Line2D([], [], color=colours[name], marker="o", linestyle="", label=name) for name in benchmarks]
+        by_shape = [Line2D([], [], color="dimgrey", marker=markers[name], linestyle="", label=name) for name in impls]
         ax.add_artist(
             ax.legend(
                 handles=by_colour,

@@ -146,7 +146,7 @@ def merge(records: list[dict], allow_partial: bool = False) -> dict:
         for dtype, found in record["ceilings"].items():
             ceilings.setdefault(dtype, found)
     replicates = []
-    for number, entries in enumerate(zip(*(record.get("replicates", []) for record in ordered))):
+    for entries in zip(*(record.get("replicates", []) for record in ordered)):
         replicates.append(
             {
                 "timestamp": min(entry["timestamp"] for entry in entries),

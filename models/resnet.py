@@ -80,7 +80,9 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """A stem, stages of residual blocks (the first block of every stage but the first halves the size), pooling, a linear classifier.
+    """A stem, stages of residual blocks, pooling and a linear classifier.
+
+    The first block of every stage but the first halves the size.
 
     Input ``(N, 3, H, W)`` float images; output ``(N, num_classes)`` logits.
     """

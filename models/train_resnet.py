@@ -239,7 +239,7 @@ def epoch_blocks(config: TrainConfig) -> dict[int, int]:
 
 @dataclass
 class TrainResult:
-    """Per-epoch mean training loss (averaged over processes), the evaluations, timing and whether the target was met."""
+    """Per-epoch mean training loss (averaged over processes), evaluations, timing and whether the target was met."""
 
     losses: list[float] = field(default_factory=list)
     step_losses: list[float] = field(default_factory=list)
@@ -257,7 +257,9 @@ class TrainResult:
 
 
 class LARS(torch.optim.Optimizer):
-    """SGD with momentum whose per-tensor step is scaled by the trust ratio ``eta*|w| / (|g| + wd*|w|)`` (You et al., 2017).
+    """SGD with momentum whose per-tensor step is scaled by a trust ratio (You et al., 2017).
+
+    The trust ratio is ``eta*|w| / (|g| + wd*|w|)``.
 
     As in MLPerf, groups with ``lars=False`` (BatchNorm parameters, biases) take the
     plain momentum step with neither the ratio nor weight decay. The learning rate
@@ -297,7 +299,7 @@ class LARS(torch.optim.Optimizer):
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weights of convolutions and linear layers decay (and take LARS's ratio); BatchNorm parameters and biases do not."""
+    """Weights of convolutions and linear layers decay (and take LARS's ratio); BatchNorm weights and biases do not."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     plain = [p for p in model.parameters() if p.ndim <= 1]
     return [dict(params=decay, weight_decay=weight_decay, lars=True), dict(params=plain, weight_decay=0.0, lars=False)]

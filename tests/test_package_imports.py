@@ -270,7 +270,11 @@ def make_inputs(case, dtype, device, seed):
 
 register(Benchmark(
     name="toy.scale", description="y = 2x over n floats",
-    cases={"tiny": [Case("n1k", {"n": 1000})], "small": [Case("n1m", {"n": 2**20})], "full": [Case("n16m", {"n": 2**24})]},
+    cases={
+        "tiny": [Case("n1k", {"n": 1000})],
+        "small": [Case("n1m", {"n": 2**20})],
+        "full": [Case("n16m", {"n": 2**24})],
+    },
     make_inputs=make_inputs,
     reference=Impl("multiply", lambda x: x * 2, role="reference"),
     variants=[Impl("add", lambda x: x + x)],

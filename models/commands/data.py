@@ -175,7 +175,7 @@ def cmd_data(args) -> int:
                         per_class,
                         size,
                         seed=seed,
-                        progress=lambda done: progress.update(bar, completed=done),
+                        progress=lambda done, bar=bar: progress.update(bar, completed=done),
                     )
             sides = f"{size}x{size}" if isinstance(size, int) else f"sides {size[0]} to {size[1]}"
             console.print(

@@ -68,7 +68,7 @@ def cmd_mlperf(args) -> int:
 
 
 def _check_runs(mlperf, logs: list[Path], out: Path):
-    """Each log's score and ``{log: (compliance passed, checker report)}``; a log that cannot be read is a UsageError."""
+    """Each log's score and ``{log: (compliance passed, checker report)}``; an unreadable log is a UsageError."""
     scores, compliance = [], {}
     for log in logs:
         try:

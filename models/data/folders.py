@@ -72,7 +72,7 @@ def open_rgb(path: Path) -> Image.Image:
 
 
 def check_decodable(path: Path) -> None:
-    """DataError naming ``path`` when it cannot be decoded; JPEGs are decoded at reduced scale (draft mode) for speed."""
+    """DataError naming ``path`` if it cannot be decoded; JPEGs are decoded at reduced scale (draft mode) for speed."""
     try:
         with Image.open(path) as image:
             image.draft("RGB", (64, 64))

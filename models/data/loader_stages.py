@@ -276,7 +276,7 @@ def profile(
     rounds: int = 3,
     on_loader: Callable[[str], None] | None = None,
 ) -> list[Stage]:
-    """Every stage of each of ``loaders`` at output ``size``, ``images`` images per measurement, fastest of ``rounds``."""
+    """Every stage of each of ``loaders`` at output ``size``; ``images`` images a measurement, fastest of ``rounds``."""
     stages, threads = [], torch.get_num_threads()
     torch.set_num_threads(1)  # torchvision's stages run in this process: one core, like one worker
     try:

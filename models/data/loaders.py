@@ -61,7 +61,9 @@ def _statistics(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def normalize(pixels: torch.Tensor, device: torch.device, channels_last_input: bool) -> torch.Tensor:
-    """uint8 ``(N, H, W, 3)`` (``channels_last_input``) or ``(N, 3, H, W)`` pixels to normalized float32 NCHW, channels_last, on ``device``.
+    """uint8 ``(N, H, W, 3)`` (``channels_last_input``) or ``(N, 3, H, W)`` pixels to normalized float32 NCHW.
+
+    The result is channels_last, on ``device``.
 
     The GPU path of torchvision and FFCV: one element-wise pass on the device.
     """
@@ -156,7 +158,7 @@ def _check_common(
 
 
 def _shared_permutation(seed: int, epoch: int, total: int, rank: int, world_size: int, samples: int) -> list[int]:
-    """This rank's part of the epoch's permutation, the same on every rank: every ``world_size``-th index from ``rank``."""
+    """This rank's part of the epoch's permutation (same on all ranks): every ``world_size``-th index from ``rank``."""
     permutation = torch.randperm(total, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
     return permutation[rank : samples * world_size : world_size]
 
@@ -240,7 +242,10 @@ class _EpochOrder(torch.utils.data.Sampler):
 
 
 class FFCVLoader(Loader):
-    """FFCV's memory-mapped .beton reader: JIT-compiled (numba) decode, crop, flip and, on the CPU, normalization in threads."""
+    """FFCV's memory-mapped .beton reader.
+
+    JIT-compiled (numba) decode, crop, flip and, on the CPU, normalization in threads.
+    """
 
     def __init__(self, path, batch_size, size, train, augment, device, workers, seed, rank, world_size, min_scale):
         import numpy as np
@@ -365,7 +370,9 @@ class _EpochFiles:
 
 
 class DALILoader(Loader):
-    """NVIDIA DALI: on a GPU, nvJPEG ("mixed") decoding fused with the random crop; on the CPU, a CPU pipeline (``device_id=None``).
+    """NVIDIA DALI: on a GPU, nvJPEG ("mixed") decoding fused with the random crop; on the CPU, a CPU pipeline.
+
+    The CPU pipeline is built with ``device_id=None``.
 
     The pipeline (decode, crop, resize without antialiasing, flip and normalize in ``crop_mirror_normalize``,
     float HWC output) is built on the first epoch and reset for each later one; ``workers`` is its thread count.

@@ -89,7 +89,7 @@ def check_against_reference(
     torch.testing.assert_close(out.double(), expected_out, **tol)
     torch.testing.assert_close(lse.double(), expected_lse, **LSE_TOLERANCE)  # -inf matches -inf
     for name, grad, expected_grad in zip(("dq", "dk", "dv"), (dq, dk, dv), expected_grads):
-        torch.testing.assert_close(grad.double(), expected_grad, **tol, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(grad.double(), expected_grad, **tol, msg=lambda m, name=name: f"{name}: {m}")
     return out, lse, (dq, dk, dv)
 
 

@@ -67,7 +67,7 @@ def check_varlen(q_lens, k_lens, q, k, v, grad_out, grad_lse, window, sinks, cau
     torch.testing.assert_close(out.double(), out64, **tol)
     torch.testing.assert_close(lse.double(), lse64, **LSE_TOLERANCE)  # -inf where a query sees nothing
     for name, grad, expected in zip(("dq", "dk", "dv"), grads, grads64):
-        torch.testing.assert_close(grad.double(), expected, **tol, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(grad.double(), expected, **tol, msg=lambda m, name=name: f"{name}: {m}")
     return out, lse, grads
 
 

@@ -198,7 +198,7 @@ def issue_study(trials: int = 100, rows: int = 300, replicates: int = 5, samples
     for seed in range(trials):
         suite = Suite(rows=rows, seed=seed, row_spread=(0.02, 0.02), run_spread=0.02)
 
-        def runs(count=replicates, **planted):
+        def runs(count=replicates, suite=suite, **planted):
             return suite.runs(1, replicates=count, samples=samples, keep_samples=False, **planted)
 
         baseline = runs(seed=0)

@@ -17,16 +17,13 @@ from menagerie.harness import cluster, results
 from menagerie.harness.cli import main
 from tests.harness.slurm_cluster import Cluster, Unavailable
 from tests.harness.test_shards import ROWS
-from tests.models.test_ddp import data as images  # noqa: F401  (a fixture: 4 classes of 8 images)
-from tests.models.test_ddp import free_port
+from tests.models.test_ddp import free_port, write_images
 
 
 def same_rows(first: dict, second: dict) -> bool:
-    verdict = lambda row: (
-        results.row_key(row),
-        row["status"],  # noqa: E731
-        row["accuracy"]["passed"] if row["accuracy"] else None,
-    )
+    def verdict(row):
+        return results.row_key(row), row["status"], row["accuracy"]["passed"] if row["accuracy"] else None
+
     return [verdict(row) for row in first["rows"]] == [verdict(row) for row in second["rows"]]
 
 
@@ -135,6 +132,12 @@ def test_a_slurm_state_that_no_client_knows_is_unknown(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no squeue, no sacct
     start = time.monotonic()
     assert cluster._slurm_state("12_3") == "UNKNOWN" and time.monotonic() - start < 5
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """test_ddp's images: 4 classes of 8 (and 3 for validation), 20 px."""
+    return write_images(tmp_path_factory.mktemp("ddp"))
 
 
 # One tiny ResNet epoch on test_ddp's images (4 classes of 8, 20 px), batches of 4 per process.

@@ -57,12 +57,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddp")
+def write_images(root: Path) -> Path:
+    """``root`` with 4 classes of 8 training and 3 validation images, 20 px (also test_cluster's images)."""
     write_synthetic(root / "train", 4, 8, size=20, seed=2)
     write_synthetic(root / "val", 4, 3, size=20, seed=3)
     return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_images(tmp_path_factory.mktemp("ddp"))
 
 
 def test_two_gloo_processes_match_one_process(data, tmp_path, monkeypatch):

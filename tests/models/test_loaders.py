@@ -1,4 +1,6 @@
-"""The three loaders (torchvision, FFCV, DALI on the CPU) on one synthetic dataset: one contract, correct labels, clear errors.
+"""The three loaders (torchvision, FFCV, DALI on the CPU) on one synthetic dataset.
+
+One contract, correct labels, clear errors.
 
 Synthetic classes have distinct colours, so a batch's labels can be checked against
 its pixels whatever the crop or flip. None of this is skipped: CI installs all three.

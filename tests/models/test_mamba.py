@@ -18,7 +18,7 @@ def test_block_with_the_kernel_matches_the_block_with_the_reference():
     grads = torch.autograd.grad(out.square().sum(), list(block.parameters()))
     expected_grads = torch.autograd.grad(expected.square().sum(), list(reference.parameters()))
     for (name, _), grad, expected_grad in zip(block.named_parameters(), grads, expected_grads):
-        torch.testing.assert_close(grad, expected_grad, atol=1e-4, rtol=1e-3, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(grad, expected_grad, atol=1e-4, rtol=1e-3, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_block_is_causal():

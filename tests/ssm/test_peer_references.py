@@ -34,7 +34,9 @@ def test_linear_scans_match_fla_hgrn_through_the_benchmark_adapter():
     tokens = torch.randn(2, 5, 50, generator=generator)
     expected = hgrn_as_linear_scan(naive.naive_recurrent_hgrn, gates, tokens)  # fla computes in float32
     for scan in (linear_scan_reference, linear_scan):
-        torch.testing.assert_close(scan(gates, tokens), expected, atol=1e-5, rtol=1e-5, msg=lambda m: f"{scan}: {m}")
+        torch.testing.assert_close(
+            scan(gates, tokens), expected, atol=1e-5, rtol=1e-5, msg=lambda m, scan=scan: f"{scan}: {m}"
+        )
 
 
 def test_ssd_scans_match_fla_simple_gla_through_the_benchmark_adapter():
@@ -50,7 +52,7 @@ def test_ssd_scans_match_fla_simple_gla_through_the_benchmark_adapter():
     expected = simple_gla_as_ssd(fla_reference, **inputs, D=D, dt_bias=dt_bias, dt_softplus=True)
     for scan in (ssd_chunked_reference, ssd_scan):
         out = scan(**inputs, chunk_size=16, D=D, dt_bias=dt_bias, dt_softplus=True)
-        torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4, msg=lambda m: f"{scan}: {m}")
+        torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4, msg=lambda m, scan=scan: f"{scan}: {m}")
 
 
 def test_ssd_chunked_reference_matches_mamba_ssm_minimal_ssd():
@@ -85,4 +87,6 @@ def test_selective_scans_match_mamba_ssm_reference():
     )
     expected = interface.selective_scan_ref(**inputs)  # float32 inside
     for scan in (selective_scan_reference, selective_scan):
-        torch.testing.assert_close(scan(**inputs), expected, atol=1e-5, rtol=1e-5, msg=lambda m: f"{scan}: {m}")
+        torch.testing.assert_close(
+            scan(**inputs), expected, atol=1e-5, rtol=1e-5, msg=lambda m, scan=scan: f"{scan}: {m}"
+        )
