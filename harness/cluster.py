@@ -23,9 +23,8 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import tomllib
-
 from menagerie.harness.results import ResultError, load_run, write_json_atomically
+from menagerie.harness.toml_reader import tomllib
 
 CLUSTER_DIR = Path("results/cluster")
 MANIFEST = "submission.json"

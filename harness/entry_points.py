@@ -24,9 +24,7 @@ def declared(group: str) -> list[EntryPoint]:
     installed = list(entry_points(group=group))
     if installed or not PYPROJECT.is_file():
         return installed
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10: only installed entry points
-        return []
+    from menagerie.harness.toml_reader import tomllib
+
     table = tomllib.loads(PYPROJECT.read_text())["project"].get("entry-points", {}).get(group, {})
     return [EntryPoint(name, value, group) for name, value in table.items()]

@@ -33,15 +33,17 @@ regressions (equivalently: the one-sided lower confidence bound at the BH-adjust
 level exceeds 1 + T). The uniform shift is one hypothesis declared in advance: it is
 tested at level ``fdr`` on its own, outside the rows' family (its q is its p).
 Improvements are the mirror image (H0: ratio >= 1 / (1 + T), their own BH) and never
-fail. ``ci`` is a descriptive two-sided 95% interval of the ratio.
+fail. ``ci`` is a descriptive two-sided 95% interval of the ratio. threshold, spread_factor and
+max_undetectable may be set per benchmark by globs on its name (``per_benchmark``, read by
+``harness/gate_config.py``); each row records the values it got, and the uniform shift uses the defaults.
 
 Power. For every decided row and the uniform shift, ``detectable`` is the smallest
 slowdown the gate would flag with probability ``POWER`` (80%) at its observation
 counts, spread and level: log(1 + detectable) = log(1 + T) + (t_{1-a} + t_{POWER}) * se,
 with t quantiles at the test's degrees of freedom and a = fdr for the uniform shift,
 fdr / m for a row (BH's level for one changed row among m). A row or shift that is not
-a regression and whose detectable slowdown exceeds ``max_undetectable`` (10%) is
-``underpowered``: the gate could not have seen a slowdown of that size there.
+a regression and whose detectable slowdown exceeds ``max_undetectable`` (10%, or the row's own,
+see Decision) is ``underpowered``: the gate could not have seen a slowdown of that size there.
 ``replicates_needed`` is then the number of processes per side that would bring it
 under the limit (None when the threshold alone exceeds it).
 
@@ -62,11 +64,13 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import optimize, special, stats
 
+from menagerie.harness.gate_config import RowSettings, Rule, resolve
 from menagerie.harness.results import FAILED_STATUSES, MEASURED_STATUSES, STATUS_RANK, row_key
 
 DEFAULT_THRESHOLD = 0.02
@@ -100,6 +104,8 @@ class RowResult:
     new_s: float | None = None  # the same for NEW
     threshold: float | None = None  # row threshold T: regression means ratio > 1 + T
     spread: float | None = None  # baseline run-to-run spread (sd of log observations)
+    spread_factor: float | None = None  # the row's own settings, as applied (per benchmark or the defaults)
+    max_undetectable: float | None = None
     n_baseline: int = 0  # observations (process-level replicates)
     n_new: int = 0
     detectable: float | None = None  # smallest slowdown flagged with 80% power (0.1: 10%)
@@ -290,8 +296,10 @@ def gate(
     allow_missing: bool = False,
     allow_mismatch: bool = False,
     max_undetectable: float = DEFAULT_MAX_UNDETECTABLE,
+    per_benchmark: Sequence[Rule] = (),
 ) -> GateResult:
-    """Compares the run records of NEW with those of BASELINE; see the module docstring."""
+    """Compares the run records of NEW with those of BASELINE; see the module docstring. threshold, spread_factor
+    and max_undetectable are the defaults; ``per_benchmark`` overrides them for the rows its globs match."""
     if not baseline or not new:
         raise ValueError("baseline and new must each hold at least one run record")
     if threshold < 0 or spread_factor < 0:
@@ -320,7 +328,9 @@ def gate(
         else:
             verdicts[key] = result(key, classified[0], detail=classified[1])
 
-    compared, uniform = _compare(baseline, new, comparable, threshold, spread_factor, fdr, max_undetectable, result)
+    defaults = RowSettings(threshold, spread_factor, max_undetectable)
+    settings = [resolve(per_benchmark, key[0], defaults) for key in comparable]
+    compared, uniform = _compare(baseline, new, comparable, settings, defaults, fdr, result)
     verdicts.update(compared)
     rows = [verdicts[key] for key in sorted(verdicts)]
     return GateResult(
@@ -355,8 +365,9 @@ def _quantiles_by_replicates(prior_df: float, level: float) -> tuple[np.ndarray,
     return n, stats.t.ppf(1 - level, df) + stats.t.ppf(POWER, df)
 
 
-def _compare(baseline, new, keys, threshold, spread_factor, fdr, max_undetectable, result):
-    """Statistical verdicts for the comparable rows, and the uniform shift (None without offsets)."""
+def _compare(baseline, new, keys, settings, defaults, fdr, result):
+    """Statistical verdicts for the comparable rows, each under its ``settings`` (a RowSettings per key), and the
+    uniform shift under ``defaults`` (None without offsets)."""
     if not keys:
         return {}, None
     old, fresh = _side_matrix(baseline, keys), _side_matrix(new, keys)
@@ -383,8 +394,10 @@ def _compare(baseline, new, keys, threshold, spread_factor, fdr, max_undetectabl
         d, n_old, n_new, spread, variance, df = (
             np.append(rows, one) for rows, one in zip((d, n_old, n_new, spread, variance, df), shift)
         )
-        keys, raw_d = keys + [UNIFORM_KEY], np.append(raw_d, shift[0])
+        keys, raw_d, settings = keys + [UNIFORM_KEY], np.append(raw_d, shift[0]), settings + [defaults]
         decidable = (n_old >= MIN_REPLICATES) & (n_new >= MIN_REPLICATES)
+    threshold = np.array([each.threshold for each in settings], float)
+    spread_factor = np.array([each.spread_factor for each in settings], float)
     row_threshold = np.maximum(threshold, spread_factor * np.nan_to_num(spread))
     limit = np.log1p(row_threshold)
     p_slower, p_faster, q_slower, q_faster, half_width, detectable = (np.ones(len(keys)) for _ in range(6))
@@ -426,7 +439,7 @@ def _compare(baseline, new, keys, threshold, spread_factor, fdr, max_undetectabl
         verdict = "regression" if q_slower[i] <= fdr else "improvement" if q_faster[i] <= fdr else "unchanged"
         p, q = (p_slower[i], q_slower[i]) if d[i] >= 0 else (p_faster[i], q_faster[i])
         ci = (float(np.exp(d[i] - half_width[i])), float(np.exp(d[i] + half_width[i])))
-        needed = None
+        needed, max_undetectable = None, settings[i].max_undetectable
         if verdict == "unchanged" and detectable[i] > max_undetectable:
             verdict = "underpowered"
             needed = _replicates_needed(limit[i], variance[i], df[i], n_old[i], n_new[i], level[i], max_undetectable)
@@ -450,6 +463,8 @@ def _compare(baseline, new, keys, threshold, spread_factor, fdr, max_undetectabl
             q_value=float(q),
             threshold=float(row_threshold[i]),
             spread=float(spread[i]),
+            spread_factor=float(settings[i].spread_factor),
+            max_undetectable=float(max_undetectable),
             detectable=float(detectable[i]),
             replicates_needed=needed,
             detail=(

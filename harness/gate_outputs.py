@@ -2,9 +2,10 @@
 GitHub Actions the job summary and error annotations.
 
 - ``markdown``: at most ``MARKDOWN_LINES`` lines: the verdict, the uniform shift, failing record findings, the
-  failing rows and the improvements as tables (the longest lists cut, saying how many more), the underpowered
-  rows with the replicates per side they would need, and a count of the rest. With ``site_url``, each
-  benchmark links to its page on the results site (``menagerie site``'s ``benchmarks/<slug>.html``).
+  failing rows and the improvements as tables with each row's own threshold (the longest lists cut, saying how
+  many more), the underpowered rows with their limit and the replicates per side they would need, and a count of
+  the rest. With ``site_url``, each benchmark links to its page on the results site (``menagerie site``'s
+  ``benchmarks/<slug>.html``).
 - ``junit``: one test case per row (and one for the uniform shift), named ``benchmark``/``impl case dtype
   mode``; a failing verdict is a failure whose message is the verdict and whose text is its reason. GitLab
   reads the same file as a ``junit`` report artifact.
@@ -35,14 +36,17 @@ def _table(title: str, rows: list, site_url: str | None) -> list[str]:
     lines = [
         f"**{title}** ({len(rows)})",
         "",
-        "| benchmark | impl | case | dtype, mode | new/base | 95% CI | verdict |",
-        "|---|---|---|---|---:|---:|---|",
+        "| benchmark | impl | case | dtype, mode | new/base | 95% CI | threshold | verdict |",
+        "|---|---|---|---|---:|---:|---:|---|",
     ]
     for row in rows[:TABLE_ROWS]:
         ci = f"{row.ci[0]:.3f}–{row.ci[1]:.3f}" if row.ci else "-"
-        lines.append(f"| {_name(row, site_url)} | {format_number(row.ratio, '.3f')} | {ci} | {row.verdict} |")
+        lines.append(
+            f"| {_name(row, site_url)} | {format_number(row.ratio, '.3f')} | {ci} | "
+            f"{format_number(row.threshold, '.1%')} | {row.verdict} |"
+        )
     if len(rows) > TABLE_ROWS:
-        lines.append(f"| … and {len(rows) - TABLE_ROWS} more | | | | | | |")
+        lines.append(f"| … and {len(rows) - TABLE_ROWS} more | | | | | | | |")
     return lines + [""]
 
 
@@ -64,18 +68,19 @@ def markdown(result, site_url: str | None = None) -> str:
     lines += _table("Failing", sorted(failing, key=lambda row: -(row.ratio or 0)), site_url)
     lines += _table("Improvements", sorted(improved, key=lambda row: row.ratio or 0), site_url)
     if underpowered:
-        lines += [
-            f"**Underpowered** ({len(underpowered)}): a slowdown of {result.max_undetectable:.0%} could go "
-            f"unseen there",
-            "",
-        ]
+        limits = {row.max_undetectable for row in underpowered}
+        limit = f"{result.max_undetectable:.0%}" if limits == {result.max_undetectable} else "each row's limit"
+        lines += [f"**Underpowered** ({len(underpowered)}): a slowdown of {limit} could go unseen there", ""]
         for row in underpowered[:TABLE_ROWS]:
             needs = (
                 f"{row.replicates_needed} replicates per side would do"
                 if row.replicates_needed
                 else "no replicate count brings it under the limit"
             )
-            lines.append(f"- {'/'.join(row.key)}: detectable {format_number(row.detectable, '.1%')}; {needs}")
+            lines.append(
+                f"- {'/'.join(row.key)}: detectable {format_number(row.detectable, '.1%')} "
+                f"(limit {row.max_undetectable:.0%}); {needs}"
+            )
         if len(underpowered) > TABLE_ROWS:
             lines.append(f"- … and {len(underpowered) - TABLE_ROWS} more")
         lines.append("")

@@ -21,6 +21,7 @@ from menagerie.harness.results import ResultError, load_runs, write_json_atomica
 
 if TYPE_CHECKING:
     from menagerie.harness.gate import GateResult
+    from menagerie.harness.gate_config import GateConfig
 
 COLOURS = {
     "regression": "red",
@@ -78,20 +79,21 @@ def add_parser(commands) -> None:
 
 
 def add_gate_options(parser) -> None:
-    from menagerie.harness.gate import DEFAULT_FDR, DEFAULT_K, DEFAULT_MAX_UNDETECTABLE, DEFAULT_THRESHOLD
+    """The gate's options. --threshold, --spread-factor and --max-undetectable default to None, so that a flag given
+    can be told from one not given (which leaves the gate config's value, else the built-in default)."""
+    from menagerie.harness.gate import DEFAULT_FDR, DEFAULT_K
 
     parser.add_argument(
         "--threshold",
         type=fraction,
-        default=DEFAULT_THRESHOLD,
         help="smallest slowdown that counts, before the row's own noise (default 0.02 = 2%%)",
     )
     parser.add_argument(
         "--spread-factor",
         type=fraction,
-        default=DEFAULT_K,
         metavar="K",
-        help="a row's threshold is max(--threshold, K x its run-to-run spread in the baseline) (default %(default)s)",
+        help="a row's threshold is max(--threshold, K x its run-to-run spread in the baseline) "
+        f"(default {DEFAULT_K:g})",
     )
     parser.add_argument(
         "--fdr",
@@ -102,10 +104,16 @@ def add_gate_options(parser) -> None:
     parser.add_argument(
         "--max-undetectable",
         type=fraction,
-        default=DEFAULT_MAX_UNDETECTABLE,
         metavar="FRACTION",
         help="a row (or the uniform shift) whose smallest slowdown caught with 80%% power exceeds "
         "this is underpowered, which fails the gate (default 0.10 = 10%%)",
+    )
+    parser.add_argument(
+        "--gate-config",
+        type=Path,
+        metavar="PATH",
+        help="the three settings above per benchmark glob, and their defaults under the flags: a pyproject.toml "
+        "with [tool.menagerie.gate], or a TOML file that is that table (default: ./pyproject.toml's, if any)",
     )
     parser.add_argument(
         "--allow-missing", action="store_true", help="pass rows missing from NEW or newly skipped there"
@@ -149,10 +157,35 @@ def _setting(record: dict) -> tuple:
     return record["provenance"]["device"], record["config"]["size"], record["config"]["timer"]
 
 
-def gate_against(baseline: list[dict], new: list[dict], args) -> GateResult:
+def load_gate_config(args) -> GateConfig:
+    """The gate config in effect: ``--gate-config``'s, else ./pyproject.toml's (empty when there is none)."""
+    from menagerie.harness import gate_config
+
+    try:
+        return gate_config.load(args.gate_config)
+    except gate_config.GateConfigError as error:
+        raise UsageError(str(error)) from None
+
+
+def gate_against(baseline: list[dict], new: list[dict], args, config: GateConfig | None = None) -> GateResult:
     """The gate of NEW against those baseline records measured as NEW was (device, size preset, timer);
-    when none were, against all of them, so that the mismatch fails the gate unless allowed."""
-    from menagerie.harness.gate import gate
+    when none were, against all of them, so that the mismatch fails the gate unless allowed. Each of threshold,
+    spread factor and max undetectable defaults to its flag when given, else the gate config's top-level value,
+    else the built-in default; the config's benchmark globs override them for their rows (``harness/gate_config.py``).
+    ``config``: as ``load_gate_config(args)`` gives it (loaded here when not given)."""
+    from menagerie.harness import gate_config
+    from menagerie.harness.gate import DEFAULT_K, DEFAULT_MAX_UNDETECTABLE, DEFAULT_THRESHOLD, gate
+
+    config = load_gate_config(args) if config is None else config
+    built_in = {
+        "threshold": DEFAULT_THRESHOLD,
+        "spread_factor": DEFAULT_K,
+        "max_undetectable": DEFAULT_MAX_UNDETECTABLE,
+    }
+    defaults = {
+        name: getattr(args, name) if getattr(args, name) is not None else config.defaults.get(name, value)
+        for name, value in built_in.items()
+    }
 
     settings = {_setting(record) for record in new}
     matching = [record for record in baseline if _setting(record) in settings]
@@ -164,18 +197,35 @@ def gate_against(baseline: list[dict], new: list[dict], args) -> GateResult:
             highlight=False,
         )
     try:
-        return gate(
+        result = gate(
             matching or baseline,
             new,
-            threshold=args.threshold,
-            spread_factor=args.spread_factor,
+            **defaults,
             fdr=args.fdr,
             allow_missing=args.allow_missing,
             allow_mismatch=args.allow_mismatch,
-            max_undetectable=args.max_undetectable,
+            per_benchmark=config.rules,
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
+    if config.defaults or config.rules:  # a config in effect: a warning per glob that matches nothing, then a note
+        unmatched = gate_config.unmatched(config.rules, {row.key[0] for row in result.rows})
+        for glob in unmatched:
+            errors.print(
+                f"warning: {config.path}: benchmark glob {glob!r} matches none of the compared benchmarks",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+        top = ", ".join(f"{name} {value:g}" for name, value in config.defaults.items())
+        errors.print(
+            f"[dim]gate config {escape(str(config.path))}: "
+            + (f"defaults {top} where no flag is given; " if top else "")
+            + f"{len(config.rules) - len(unmatched)} of {len(config.rules)} benchmark glob(s) applied",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return result
 
 
 ROW_COLUMN_WIDTH = 40  # the names of a row in the terminal view; the numbers and the verdict take the rest
@@ -196,10 +246,14 @@ def _uniform_line(uniform) -> str:
 
 def _rows_table(title: str, rows: list) -> Table:
     """One row a cell of three lines, never wrapped: the benchmark; the implementation, dtype and mode; the case
-    (cut with an ellipsis when it is longer than the column). ``ratio`` is new/base; only the verdict folds."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    (cut with an ellipsis when it is longer than the column). ``ratio`` is new/base; ``threshold`` the row's own T
+    (per benchmark when a gate config sets it); only the verdict folds."""
+    # Two spaces between columns and none at the edges: at 100 columns the verdict keeps about a dozen.
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True
+    )
     table.add_column("row", no_wrap=True, overflow="ellipsis", max_width=ROW_COLUMN_WIDTH)
-    for column in ("ratio", "95% CI", "detectable", "q"):
+    for column in ("ratio", "95% CI", "threshold", "detectable", "q"):
         table.add_column(column, no_wrap=True, justify="right")
     table.add_column("verdict", overflow="fold", ratio=1)
     for row in rows:
@@ -215,6 +269,7 @@ def _rows_table(title: str, rows: list) -> Table:
             escape(f"{benchmark}\n{impl} {dtype} {mode}\n{case}"),
             format_number(row.ratio, ".3f"),
             f"{row.ci[0]:.3f}-{row.ci[1]:.3f}" if row.ci else "-",
+            format_number(row.threshold, ".1%"),
             format_number(row.detectable, ".1%"),
             format_number(row.q_value, ".2g"),
             f"[{COLOURS[row.verdict]}]{escape(verdict)}[/]",
@@ -274,9 +329,14 @@ def print_gate(result: GateResult, show_all: bool = False, sort: str = "ratio") 
         console.print(f"    {row.verdict}: {row.detail}", markup=False, highlight=False)
 
 
+GATE_JSON_VERSION = 1  # harness/gate_schema.json
+
+
 def gate_json(result: GateResult) -> dict:
-    """The gate's verdicts as plain JSON values: the rule, the uniform shift, every row and the record findings."""
+    """The gate's verdicts as plain JSON values: the rule, the uniform shift, every row and the record findings;
+    described by ``harness/gate_schema.json``."""
     return {
+        "schema_version": GATE_JSON_VERSION,
         "passed": result.passed,
         "rule": gate_rule(result),
         "threshold": result.threshold,

@@ -30,7 +30,7 @@ from menagerie.harness.cli.common import (
     select,
     selected_rows,
 )
-from menagerie.harness.cli.compare import add_gate_options, gate_against, load_side, print_gate
+from menagerie.harness.cli.compare import add_gate_options, gate_against, load_gate_config, load_side, print_gate
 from menagerie.harness.formatting import format_number, format_seconds
 from menagerie.harness.registry import dtype_name
 from menagerie.harness.results import DEFAULT_RUNS_DIR, FAILED_STATUSES, write_run
@@ -185,6 +185,7 @@ def cmd_run(args) -> int:
         write_run(_run_once(benchmarks, config, tasks), Path(replicate_out))
         return 0
     baseline = load_side(args.baseline, "baseline") if args.baseline else None
+    gate_config = load_gate_config(args) if baseline is not None else None  # a bad one stops the run before it starts
     repeat = args.repeat or (GATING_REPEAT if baseline else 1)
     if repeat == 1:
         record = _run_once(benchmarks, config, tasks)
@@ -208,7 +209,7 @@ def cmd_run(args) -> int:
             f"[red]{len(failed)} row(s) failed: accuracy, a recheck after timing or errors (see the status column)"
         )
     if baseline is not None:
-        result = gate_against(baseline, [record], args)
+        result = gate_against(baseline, [record], args, gate_config)
         print_gate(result, args.show_all, args.sort)
         return 1 if failed or not result.passed else 0
     return 1 if failed else 0

@@ -1,6 +1,8 @@
 """The gate's outputs for CI (``harness/gate_outputs.py``): Markdown within its line budget, JUnit that parses
 with one case per row, GitHub's job summary and annotations, through `menagerie compare`."""
 
+from pathlib import Path
+
 import junitparser
 import pytest
 
@@ -71,3 +73,21 @@ def test_compare_writes_every_output_in_one_call(sides, tmp_path, capsys, monkey
     with pytest.raises(SystemExit):
         main(["compare", "--help"])
     assert "--junit PATH" in capsys.readouterr().out
+
+
+def test_the_json_validates_against_its_schema(sides):
+    import json
+
+    import jsonschema
+
+    from menagerie.harness.cli.compare import GATE_JSON_VERSION, gate_json
+
+    schema = json.loads((Path(gate_outputs.__file__).with_name("gate_schema.json")).read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    for result in (gate(*sides), gate(*sides, max_undetectable=0.5), gate(sides[0][:1], sides[1][:1])):
+        document = json.loads(json.dumps(gate_json(result)))  # as written: tuples become lists
+        jsonschema.validate(document, schema)
+        assert document["schema_version"] == GATE_JSON_VERSION == 1
+    document["rows"][0]["verdict"] = "slower"  # a verdict the schema does not know fails it
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(document, schema)
