@@ -15,7 +15,7 @@ GPU_TRITON_VENV := .venv-triton36
 TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.14.1 torchvision==0.29.1)
 ARGS ?=
 
-.PHONY: install ffcv-libs browser slurm bench site-screenshot bench-site lint test compile-check compile-record clean
+.PHONY: install ffcv-libs browser slurm bench site-screenshot bench-site lint docs test compile-check compile-record clean
 
 $(VENV)/.installed: pyproject.toml Makefile | ffcv-libs
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ slurm:
 	        slurmctld slurmd slurm-client munge; } \
 	      || { echo "could not install SLURM with apt-get"; [ -z "$$CI" ]; }; \
 	  else echo "SLURM not installed (needs root and apt-get): the cluster tests will be skipped"; fi; }
+
+# The documentation into site-docs/ (open site-docs/index.html): offline, warnings (a broken link or reference) as errors.
+docs: install
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs site-docs
 
 # ruff's lint rules and its formatter ([tool.ruff] in pyproject.toml); `ruff format .` rewrites what --check reports.
 lint: install

@@ -12,12 +12,10 @@ import pytest
 from menagerie.harness import history_store, site
 from menagerie.harness.cli import main
 from menagerie.harness.gate import gate
+from tests.browser import launched_chromium, needs_chromium, open_page
 from tests.harness.synthetic_history import ROOT, synthetic_run, write_history
 
 CPU_TINY = ROOT / "results" / "history" / "cpu-tiny"
-CHROMIUM = Path("/usr/bin/chromium")
-sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (make browser)")
 
 
 @pytest.fixture(scope="module")
@@ -29,29 +27,8 @@ def cpu_site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+    with launched_chromium() as launched:
         yield launched
-        launched.close()
-
-
-def open_page(browser, path: Path):
-    """The page at ``path`` with its console errors, uncaught exceptions and refused (non-file) requests."""
-    page = browser.new_page(viewport={"width": 1300, "height": 900})
-    problems = {"console": [], "exceptions": [], "network": []}
-    page.on("console", lambda message: problems["console"].append(message.text) if message.type == "error" else None)
-    page.on("pageerror", lambda error: problems["exceptions"].append(str(error)))
-
-    def only_files(route):
-        if route.request.url.startswith("file://"):
-            return route.continue_()
-        problems["network"].append(route.request.url)
-        return route.abort()
-
-    page.route("**/*", only_files)
-    page.goto(path.as_uri())
-    page.wait_for_load_state("load")
-    return page, problems
 
 
 def stored_rows(folder: Path) -> list[dict]:
