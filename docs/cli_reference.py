@@ -41,8 +41,7 @@ def _option(action: argparse.Action) -> str:
     default = action.default
     shown = (
         f" (default: `{default}`)"
-        if action.option_strings
-        and default not in (None, False, [], argparse.SUPPRESS)
+        if action.option_strings and default not in (None, False, [], argparse.SUPPRESS)
         else ""
     )
     return f"- {names}: {_text(action.help)}{shown}"
