@@ -37,7 +37,7 @@ ffcv-libs:
 bench: install
 	$(BIN)/menagerie run $(ARGS)
 
-# The results site: the README's screenshot of its index (from results/history/cpu-tiny), and the time of a build
+# The results site: the docs' screenshot of its index (docs/history-and-site.md) (from results/history/cpu-tiny), and the time of a build
 # over a synthetic history of 1,000 runs x 300 rows.
 site-screenshot: install browser
 	$(BIN)/python scripts/site_screenshot.py

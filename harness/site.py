@@ -47,6 +47,18 @@ from menagerie.harness.results import MEASURED_STATUSES, ResultError, load_run, 
 TEMPLATES = Path(__file__).with_name("site_templates")
 MANIFEST = ".menagerie-site.json"
 DEFAULT_RECENT = 30
+# The documentation page of each of the suite's families (docs/<page>.md, built by `make docs`), linked from its
+# benchmarks' pages when the site is given the docs' address.
+DOCS_PAGES = {"attention": "attention.html", "ssm": "ssm.html", "sae": "sae.html", "resnet": "resnet.html",
+              "loaders": "resnet.html", "elementwise": "writing-a-benchmark.html"}  # fmt: skip
+
+
+def docs_link(docs_url: str | None, benchmark: str) -> str | None:
+    """The address of ``benchmark``'s family page in the documentation, or None (no address, or not a suite family)."""
+    page = DOCS_PAGES.get(benchmark.split(".")[0])
+    return f"{docs_url.rstrip('/')}/{page}" if docs_url and page else None
+
+
 SPARK_WIDTH, SPARK_HEIGHT = 120, 24
 # Worst first: the order of verdicts on the index and of rows on a comparison page.
 VERDICT_ORDER = (
@@ -498,6 +510,7 @@ def build(
     reports: Path | None = None,
     recent: int = DEFAULT_RECENT,
     cache_dir: Path | None = None,
+    docs_url: str | None = None,
     on_progress: Callable[[str], None] = lambda message: None,
 ) -> SiteResult:
     """Writes the site for the run records in ``folders`` into ``out``; see the module docstring."""
@@ -676,7 +689,11 @@ def build(
                     }
                 )
             writer.page(
-                f"benchmarks/{slug(benchmark)}.html", "benchmark.html.j2", benchmark=benchmark, sections=sections
+                f"benchmarks/{slug(benchmark)}.html",
+                "benchmark.html.j2",
+                benchmark=benchmark,
+                sections=sections,
+                docs=docs_link(docs_url, benchmark),
             )
             result.benchmarks.append(benchmark)
 

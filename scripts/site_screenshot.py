@@ -1,5 +1,5 @@
-"""The README's picture of the results site: builds it from the committed CPU history and screenshots its index
-in headless chromium (playwright driving Debian's /usr/bin/chromium). ``make site-screenshot``.
+"""The picture of the results site in docs/history-and-site.md: builds it from the committed CPU history and
+screenshots its index in headless chromium (playwright driving Debian's /usr/bin/chromium). ``make site-screenshot``.
 
     python scripts/site_screenshot.py [--history results/history/cpu-tiny] [--out results/history/site-index.png]
 """

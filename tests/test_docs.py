@@ -77,3 +77,68 @@ def test_search_works_from_files(built, browser):
     page.wait_for_selector("#search-results li", timeout=15000)
     assert page.locator("#search-results li").count() >= 1
     assert problems["console"] == [] and problems["exceptions"] == []
+
+
+# The pages whose shell commands a user copies first; each command in their ```bash blocks is run here.
+COMMAND_PAGES = ("getting-started.md", "gating.md")
+GPU_ONLY = "# GPU only"  # a command marked so at its end is not run on the CPU
+# Added to every `menagerie run` so that it takes seconds: one small benchmark, short budgets, the tiny preset.
+QUICK_RUN = ("elementwise.bias_gelu", "--impl", "torch", "--mode", "fwd", "--budget", "0.05", "--warmup", "0.01",
+             "--seeds", "1", "--size", "tiny")  # fmt: skip
+
+
+def shell_commands(page: Path) -> list[str]:
+    """The commands of a page's ```bash blocks, comments cut, one per line."""
+    commands, inside = [], False
+    for line in page.read_text().splitlines():
+        if line.startswith("```"):
+            inside = line.strip() == "```bash"
+            continue
+        if inside and line.strip() and not line.lstrip().startswith("#"):
+            commands.append(line)
+    return commands
+
+
+def test_the_pages_show_commands():
+    for name in COMMAND_PAGES:
+        assert shell_commands(ROOT / "docs" / name), name
+
+
+def test_every_make_target_shown_exists():
+    """`make` lines are dry-run (`make -n`): their real runs are CI's own phases (lint, test, compile-check)."""
+    for name in COMMAND_PAGES:
+        for command in shell_commands(ROOT / "docs" / name):
+            if command.startswith("make "):
+                target = command.split("#")[0].split()[1]
+                done = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True)
+                assert done.returncode == 0, f"{name}: {command}\n{done.stderr}"
+
+
+def test_the_menagerie_commands_run_at_the_tiny_preset(tmp_path):
+    """The gating page's commands, in order, in a scratch folder holding a tiny baseline and history for `cpu`."""
+    import shlex
+    import shutil
+
+    menagerie = Path(sys.executable).with_name("menagerie")
+
+    def run(arguments: list[str]) -> subprocess.CompletedProcess:
+        if arguments[0] == "run":
+            arguments = arguments + list(QUICK_RUN)
+        return subprocess.run([str(menagerie), *arguments], cwd=tmp_path, capture_output=True, text=True)
+
+    baseline = tmp_path / "results" / "baselines" / "cpu.json"
+    made = run(["run", "--repeat", "2", "--out", str(baseline)])
+    assert made.returncode == 0, made.stderr
+    (tmp_path / "results" / "history" / "cpu").mkdir(parents=True)
+    shutil.copy(baseline, tmp_path / "results" / "history" / "cpu" / "base.json")
+    ran = 0
+    for name in COMMAND_PAGES:
+        for command in shell_commands(ROOT / "docs" / name):
+            if not command.startswith("menagerie ") or command.rstrip().endswith(GPU_ONLY):
+                continue
+            arguments = shlex.split(command.split("#")[0].replace("<device>", "cpu"))[1:]
+            done = run(arguments)
+            # 0 or 1: a gate on a busy CPU may fail (rows underpowered); never a usage error or a traceback
+            assert done.returncode in (0, 1) and "Traceback" not in done.stderr, f"{command}\n{done.stderr}"
+            ran += 1
+    assert ran >= 3

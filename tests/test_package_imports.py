@@ -286,7 +286,7 @@ register(Benchmark(
 
 
 def test_a_family_from_another_package_registers_by_installing(wheel_environment, tmp_path):
-    """The README's "Adding a benchmark family from your own package", worked: install, list, run."""
+    """docs/writing-a-benchmark.md's "Adding a benchmark family from your own package", worked: install, list, run."""
     package = tmp_path / "toy-family"
     package.mkdir()
     (package / "pyproject.toml").write_text(TOY_PYPROJECT)

@@ -123,7 +123,7 @@ def submit_training(args) -> int:
     if args.shards is not None:
         raise UsageError("--shards is for `submit run`; training splits its batches over processes")
     if args.executor == "local":
-        raise UsageError("submit train runs on SLURM; on this machine use torchrun (README, ResNet training)")
+        raise UsageError("submit train runs on SLURM; on this machine use torchrun (docs/resnet.md)")
     from menagerie.harness.cli import build_parser
 
     build_parser(["train"]).parse_args(

@@ -49,6 +49,11 @@ def add_parser(commands) -> None:
         "--recent", type=positive(int), default=30, help="commits in each sparkline (default: %(default)s)"
     )
     site.add_argument("--cache-dir", type=Path, help="folder for the SQLite indexes (default: inside each folder)")
+    site.add_argument(
+        "--docs-url",
+        metavar="URL",
+        help="where the documentation is published (`make docs` builds it): each benchmark page links to its family's",
+    )
     site.set_defaults(func=cmd_site)
 
 
@@ -72,6 +77,7 @@ def cmd_site(args) -> int:
                 reports=args.reports,
                 recent=args.recent,
                 cache_dir=args.cache_dir,
+                docs_url=args.docs_url,
                 on_progress=lambda message: status.update(message),
             )
         except site.SiteError as error:

@@ -90,7 +90,7 @@ def test_the_speedup_toggle_plots_reference_over_implementation(tmp_path, browse
 
 @needs_chromium
 def test_a_screenshot_of_the_index(cpu_site, browser, tmp_path):
-    # `make site-screenshot` writes the README's copy the same way.
+    # `make site-screenshot` writes the docs' copy the same way.
     out, _ = cpu_site
     page, _ = open_page(browser, out / "index.html")
     shot = page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
@@ -224,3 +224,14 @@ def test_commit_subjects_come_from_git_for_records_made_before_they_were_kept(cp
     if not known:
         pytest.skip("this checkout does not hold the history's commits (a shallow clone)")
     assert {commit["sha"]: commit["message"] for commit in table if commit["sha"] in known} == known
+
+
+def test_benchmark_pages_link_to_their_family_documentation(tmp_path):
+    assert site.docs_link("https://example.org/docs/", "attention.sliding_window") == (
+        "https://example.org/docs/attention.html"
+    )
+    assert site.docs_link(None, "attention.sliding_window") is None
+    assert site.docs_link("https://example.org/docs", "toy.scale") is None  # not one of the suite's families
+    site.build([CPU_TINY], tmp_path / "site", cache_dir=tmp_path / "index", docs_url="https://example.org/docs")
+    page = (tmp_path / "site" / "benchmarks" / "elementwise.bias-gelu.html").read_text()
+    assert 'href="https://example.org/docs/writing-a-benchmark.html"' in page
