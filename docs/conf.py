@@ -38,7 +38,10 @@ def write_cli_reference(app) -> None:
 
     generated = HERE / "_generated"
     generated.mkdir(exist_ok=True)
-    (generated / "cli_commands.md").write_text(cli_reference.reference(build_parser()))
+    # Written beside and renamed into place: two builds at once (parallel test workers) never read half a file.
+    partial = generated / f"cli_commands.md.{os.getpid()}"
+    partial.write_text(cli_reference.reference(build_parser()))
+    os.replace(partial, generated / "cli_commands.md")
 
 
 def setup(app):
