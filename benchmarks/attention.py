@@ -54,7 +54,7 @@ from menagerie.kernels.attention import (
     visible_pairs,
     window_bounds,
 )
-from menagerie.kernels.attention.sliding_window import visited_key_tiles
+from menagerie.kernels.attention.tile_ranges import visited_key_tiles
 
 BACKWARD_FLOP_FACTOR = 2.5
 # Tiling at which executed-tile FLOPs are reported (the first of the GPU configurations).

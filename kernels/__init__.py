@@ -20,5 +20,7 @@ if not torch.cuda.is_available() and "TRITON_INTERPRET" not in os.environ:
             "menagerie.kernels: triton was imported before menagerie.kernels on a machine without CUDA, so "
             "Triton's own jitted functions were built for a GPU and its interpreter cannot run them; import "
             "menagerie.kernels (or any menagerie.kernels.* module) before triton, or set TRITON_INTERPRET=1 in "
-            "the environment", name="menagerie.kernels")
+            "the environment",
+            name="menagerie.kernels",
+        )
     os.environ["TRITON_INTERPRET"] = "1"

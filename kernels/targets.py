@@ -56,4 +56,3 @@ def _device_properties(index: int | None) -> dict:
 
     active = driver.active
     return active.utils.get_device_properties(active.get_current_device() if index is None else index)
-

@@ -59,16 +59,16 @@ def visible(position, key, kv_len, left: int, right: int, sinks: int, end_sinks:
     return seen & (key <= position) if causal else seen
 
 
-def sliding_window_mask(q_len: int, kv_len: int, window, sinks: int = 0, causal: bool = True,
-                        device=None, end_sinks: int = 0) -> torch.Tensor:
+def sliding_window_mask(
+    q_len: int, kv_len: int, window, sinks: int = 0, causal: bool = True, device=None, end_sinks: int = 0
+) -> torch.Tensor:
     """Boolean ``(q_len, kv_len)`` mask, True where the query sees the key."""
     positions = torch.arange(q_len, device=device)[:, None] + (kv_len - q_len)
     keys = torch.arange(kv_len, device=device)[None, :]
     return visible(positions, keys, kv_len, *effective_window(window, causal, q_len, kv_len), sinks, end_sinks, causal)
 
 
-def sliding_window_mask_mod(q_len: int, kv_len: int, window, sinks: int = 0, causal: bool = True,
-                            end_sinks: int = 0):
+def sliding_window_mask_mod(q_len: int, kv_len: int, window, sinks: int = 0, causal: bool = True, end_sinks: int = 0):
     """The same mask as a FlexAttention ``mask_mod(batch, head, q_idx, kv_idx)``, tensor ops only."""
     offset = kv_len - q_len
     left, right = effective_window(window, causal, q_len, kv_len)
@@ -79,8 +79,14 @@ def sliding_window_mask_mod(q_len: int, kv_len: int, window, sinks: int = 0, cau
     return mask_mod
 
 
-def varlen_mask_mod(cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor, window, sinks: int = 0,
-                    causal: bool = True, end_sinks: int = 0):
+def varlen_mask_mod(
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    window,
+    sinks: int = 0,
+    causal: bool = True,
+    end_sinks: int = 0,
+):
     """The mask of packed sequences (FlexAttention's document masking), over indices into the packed
     ``(total_q, total_k)`` scores: a query sees keys of its own sequence only, under that sequence's
     mask (positions, alignment, sinks and end sinks per sequence)."""
@@ -102,8 +108,14 @@ def varlen_mask_mod(cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor, wind
     return mask_mod
 
 
-def varlen_mask(cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor, window, sinks: int = 0,
-                causal: bool = True, end_sinks: int = 0) -> torch.Tensor:
+def varlen_mask(
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    window,
+    sinks: int = 0,
+    causal: bool = True,
+    end_sinks: int = 0,
+) -> torch.Tensor:
     """Boolean ``(total_q, total_k)`` mask of packed sequences (block-diagonal), from ``varlen_mask_mod``."""
     mod = varlen_mask_mod(cu_seqlens_q, cu_seqlens_k, window, sinks, causal, end_sinks)
     q_idx = torch.arange(int(cu_seqlens_q[-1]), device=cu_seqlens_q.device)[:, None]
@@ -120,14 +132,16 @@ def visible_pairs(q_len: int, kv_len: int, window, sinks: int = 0, causal: bool 
     positions = torch.arange(q_len, dtype=torch.int64) + (kv_len - q_len)
     stop = (positions + 1).clamp(0, kv_len) if causal else torch.full_like(positions, kv_len)  # past the last key seen
     zeros = torch.zeros_like(positions)
-    intervals = [(zeros, torch.minimum(zeros + sinks, stop)),
-                 ((positions - left).clamp(0, kv_len), torch.minimum((positions + right + 1).clamp(0, kv_len), stop)),
-                 (zeros + max(kv_len - end_sinks, 0), stop)]
+    intervals = [
+        (zeros, torch.minimum(zeros + sinks, stop)),
+        ((positions - left).clamp(0, kv_len), torch.minimum((positions + right + 1).clamp(0, kv_len), stop)),
+        (zeros + max(kv_len - end_sinks, 0), stop),
+    ]
 
     def size(chosen):
         low = torch.stack([intervals[index][0] for index in chosen]).amax(0)
         high = torch.stack([intervals[index][1] for index in chosen]).amin(0)
         return (high - low).clamp(min=0)
 
-    union = (size([0]) + size([1]) + size([2]) - size([0, 1]) - size([0, 2]) - size([1, 2]) + size([0, 1, 2]))
+    union = size([0]) + size([1]) + size([2]) - size([0, 1]) - size([0, 2]) - size([1, 2]) + size([0, 1, 2])
     return int(union.sum())

@@ -23,8 +23,19 @@ import torch
 from menagerie.kernels.attention.mask import sliding_window_mask
 
 
-def sliding_window_attention_reference(q, k, v, window, sinks=0, causal=True, scale=None, return_lse=False,
-                                       query_chunk: int | None = None, softcap=0.0, end_sinks=0):
+def sliding_window_attention_reference(
+    q,
+    k,
+    v,
+    window,
+    sinks=0,
+    causal=True,
+    scale=None,
+    return_lse=False,
+    query_chunk: int | None = None,
+    softcap=0.0,
+    end_sinks=0,
+):
     compute = torch.float64 if q.dtype == torch.float64 else torch.float32
     group = q.shape[1] // k.shape[1]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
@@ -35,8 +46,8 @@ def sliding_window_attention_reference(q, k, v, window, sinks=0, causal=True, sc
     outputs, lses = [], []
     chunk = query_chunk or max(q_len, 1)
     for start in range(0, q_len, chunk):
-        hidden = ~mask[start:start + chunk]
-        scores = (q[:, :, start:start + chunk].to(compute) @ keys.transpose(-1, -2)) * scale
+        hidden = ~mask[start : start + chunk]
+        scores = (q[:, :, start : start + chunk].to(compute) @ keys.transpose(-1, -2)) * scale
         if softcap:
             scores = softcap * torch.tanh(scores / softcap)
         scores = scores.masked_fill(hidden, float("-inf"))
@@ -51,9 +62,23 @@ def sliding_window_attention_reference(q, k, v, window, sinks=0, causal=True, sc
     return out, (torch.cat(lses, dim=2) if lses else q.new_zeros(q.shape[:3], dtype=compute))
 
 
-def sliding_window_attention_varlen_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                                              window, sinks=0, causal=True, softcap=0.0, scale=None,
-                                              return_lse=False, query_chunk: int | None = None, end_sinks=0):
+def sliding_window_attention_varlen_reference(
+    q,
+    k,
+    v,
+    cu_seqlens_q,
+    cu_seqlens_k,
+    max_seqlen_q,
+    max_seqlen_k,
+    window,
+    sinks=0,
+    causal=True,
+    softcap=0.0,
+    scale=None,
+    return_lse=False,
+    query_chunk: int | None = None,
+    end_sinks=0,
+):
     """Packed q ``(total_q, H, D)``, k, v ``(total_k, Hkv, D)``: the dense reference per sequence
     ``b`` on rows ``cu_seqlens[b]:cu_seqlens[b + 1]``. Returns ``(total_q, H, D)`` and, with
     ``return_lse``, the log-sum-exp ``(H, total_q)``. The max lengths are accepted for the
@@ -63,9 +88,18 @@ def sliding_window_attention_varlen_reference(q, k, v, cu_seqlens_q, cu_seqlens_
     bounds_q, bounds_k = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
     for (q0, q1), (k0, k1) in zip(zip(bounds_q, bounds_q[1:]), zip(bounds_k, bounds_k[1:])):
         out, lse = sliding_window_attention_reference(
-            q[q0:q1].transpose(0, 1)[None], k[k0:k1].transpose(0, 1)[None], v[k0:k1].transpose(0, 1)[None],
-            window, sinks, causal, scale, return_lse=True, query_chunk=query_chunk, softcap=softcap,
-            end_sinks=end_sinks)
+            q[q0:q1].transpose(0, 1)[None],
+            k[k0:k1].transpose(0, 1)[None],
+            v[k0:k1].transpose(0, 1)[None],
+            window,
+            sinks,
+            causal,
+            scale,
+            return_lse=True,
+            query_chunk=query_chunk,
+            softcap=softcap,
+            end_sinks=end_sinks,
+        )
         outputs.append(out[0].transpose(0, 1))
         lses.append(lse[0])
     out = torch.cat(outputs) if outputs else q.new_zeros(q.shape)

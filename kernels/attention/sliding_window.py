@@ -40,34 +40,34 @@ dk/dv are summed without atomics; a dq kernel per query block iterates like the
 forward. Softmax runs in base 2 with the scale folded into the scores.
 
 The key/query tile ranges are computed by ``_key_tile_ranges``/``_query_tile_ranges``
-in the kernels and mirrored in Python by ``key_tile_ranges``/``query_tile_ranges``
-(used by the tests and the benchmark's cost model).
+in the kernels and mirrored in Python by ``tile_ranges.py`` (used by the tests and the
+benchmark's cost model); the input checks are in ``checks.py``.
+
+This file reads in one order: the tilings, the jit helpers and kernels (forward, then
+backward), their launchers, the autograd ``Function`` and the public functions.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
-import operator
 from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
-from menagerie.kernels.attention.mask import effective_window, window_bounds
-from menagerie.kernels.targets import INTERPRETING, check_kernel_device, max_shared_memory
+from menagerie.kernels.attention.checks import check_attention_inputs, check_cu_seqlens, check_settings, check_tensors
+from menagerie.kernels.attention.tile_ranges import KeyTiles, clamped_settings
+from menagerie.kernels.targets import INTERPRETING, max_shared_memory
+from menagerie.kernels.tiles import tiling
+from menagerie.kernels.validate import dot_precision
 
 LOG2E = 1.4426950408889634  # log2(e): exp(x) = exp2(x * LOG2E)
 LN2 = 0.6931471805599453
-MAX_HEAD_DIM = 256
+KEY_SEGMENTS = tl.constexpr(5)  # the key tiles a query block visits, in order (``_key_segment``); 2 is unmasked
 
 
-def _config(block_m, block_n, warps, stages):
-    return triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=warps, num_stages=stages)
-
-
-# GPU tilings (BLOCK_M, BLOCK_N, warps, stages) per (precision, head-dim bucket), chosen from
+# GPU tilings per (precision, head-dim bucket), chosen from
 # `menagerie compile`'s report: each list holds configurations that are spill-free on sm_80 and
 # sm_90 for the benchmark cases (the autotuner times them all on the GPU). The backward holds two
 # accumulators (dk and dv, or dq beside q and dO): smaller key blocks, single-stage dk/dv at D 128.
@@ -77,47 +77,143 @@ def _config(block_m, block_n, warps, stages):
 # tiling for every variant on sm_80 and sm_90 under both Triton versions.
 # In the dk/dv kernel BLOCK_M is the query tile of the inner loop and BLOCK_N the key block.
 FWD_TILES = {
-    ("half", 64): [(128, 64, 4, 3), (128, 128, 8, 2), (64, 64, 4, 3), (128, 32, 4, 3), (64, 32, 4, 2)],
-    ("half", 128): [(128, 64, 8, 2), (128, 32, 8, 2), (64, 128, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2)],
-    # (64, 32, 8, 2): the softcapped forward at D 256 spills in the others on sm_80 under Triton 3.6.
-    ("half", 256): [(64, 32, 4, 2), (64, 64, 8, 2), (128, 32, 8, 2), (64, 32, 8, 2)],
-    ("fp32", 64): [(32, 32, 8, 1), (16, 32, 4, 1), (32, 16, 8, 1), (16, 16, 4, 1)],
-    ("fp32", 128): [(32, 16, 8, 1), (16, 16, 4, 1), (16, 16, 8, 1), (16, 32, 8, 1), (16, 16, 2, 1), (16, 16, 4, 2)],
-    ("fp32", 256): [(16, 16, 4, 1), (16, 16, 8, 1)],
+    ("half", 64): [
+        tiling(BLOCK_M=128, BLOCK_N=64, warps=4, stages=3),
+        tiling(BLOCK_M=128, BLOCK_N=128, warps=8, stages=2),
+        tiling(BLOCK_M=64, BLOCK_N=64, warps=4, stages=3),
+        tiling(BLOCK_M=128, BLOCK_N=32, warps=4, stages=3),
+        tiling(BLOCK_M=64, BLOCK_N=32, warps=4, stages=2),
+    ],
+    ("half", 128): [
+        tiling(BLOCK_M=128, BLOCK_N=64, warps=8, stages=2),
+        tiling(BLOCK_M=128, BLOCK_N=32, warps=8, stages=2),
+        tiling(BLOCK_M=64, BLOCK_N=128, warps=8, stages=2),
+        tiling(BLOCK_M=64, BLOCK_N=64, warps=4, stages=2),
+        tiling(BLOCK_M=64, BLOCK_N=32, warps=4, stages=2),
+    ],
+    # The last: the softcapped forward at D 256 spills in the others on sm_80 under Triton 3.6.
+    ("half", 256): [
+        tiling(BLOCK_M=64, BLOCK_N=32, warps=4, stages=2),
+        tiling(BLOCK_M=64, BLOCK_N=64, warps=8, stages=2),
+        tiling(BLOCK_M=128, BLOCK_N=32, warps=8, stages=2),
+        tiling(BLOCK_M=64, BLOCK_N=32, warps=8, stages=2),
+    ],
+    ("fp32", 64): [
+        tiling(BLOCK_M=32, BLOCK_N=32, warps=8, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=32, warps=4, stages=1),
+        tiling(BLOCK_M=32, BLOCK_N=16, warps=8, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=4, stages=1),
+    ],
+    ("fp32", 128): [
+        tiling(BLOCK_M=32, BLOCK_N=16, warps=8, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=4, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=8, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=32, warps=8, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=2, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=4, stages=2),
+    ],
+    ("fp32", 256): [
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=4, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=8, stages=1),
+    ],
 }
 DQ_TILES = {
-    ("half", 64): [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2)],
-    ("half", 128): [(128, 64, 8, 2), (128, 32, 8, 2), (64, 64, 8, 2), (64, 32, 4, 2)],
-    ("half", 256): [(64, 32, 4, 2), (32, 32, 4, 2), (64, 32, 8, 2)],
-    ("fp32", 64): [(16, 32, 8, 1), (32, 16, 8, 1), (16, 16, 4, 1)],
-    ("fp32", 128): [(32, 16, 8, 1), (16, 16, 4, 1), (16, 16, 8, 1), (16, 32, 8, 1), (16, 16, 2, 1), (16, 16, 4, 2)],
-    ("fp32", 256): [(16, 16, 4, 1), (16, 16, 8, 1), (16, 16, 2, 1), (16, 16, 4, 2)],
+    ("half", 64): [
+        tiling(BLOCK_M=128, BLOCK_N=64, warps=8, stages=2),
+        tiling(BLOCK_M=64, BLOCK_N=64, warps=4, stages=2),
+        tiling(BLOCK_M=64, BLOCK_N=32, warps=4, stages=2),
+    ],
+    ("half", 128): [
+        tiling(BLOCK_M=128, BLOCK_N=64, warps=8, stages=2),
+        tiling(BLOCK_M=128, BLOCK_N=32, warps=8, stages=2),
+        tiling(BLOCK_M=64, BLOCK_N=64, warps=8, stages=2),
+        tiling(BLOCK_M=64, BLOCK_N=32, warps=4, stages=2),
+    ],
+    ("half", 256): [
+        tiling(BLOCK_M=64, BLOCK_N=32, warps=4, stages=2),
+        tiling(BLOCK_M=32, BLOCK_N=32, warps=4, stages=2),
+        tiling(BLOCK_M=64, BLOCK_N=32, warps=8, stages=2),
+    ],
+    ("fp32", 64): [
+        tiling(BLOCK_M=16, BLOCK_N=32, warps=8, stages=1),
+        tiling(BLOCK_M=32, BLOCK_N=16, warps=8, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=4, stages=1),
+    ],
+    ("fp32", 128): [
+        tiling(BLOCK_M=32, BLOCK_N=16, warps=8, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=4, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=8, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=32, warps=8, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=2, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=4, stages=2),
+    ],
+    ("fp32", 256): [
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=4, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=8, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=2, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=4, stages=2),
+    ],
 }
 DKDV_TILES = {
-    ("half", 64): [(32, 64, 4, 2), (32, 64, 4, 1), (16, 64, 4, 2), (32, 32, 4, 2)],
-    ("half", 128): [(32, 64, 8, 1), (32, 32, 4, 1), (16, 64, 4, 1), (16, 128, 8, 2), (16, 32, 4, 1)],
-    ("half", 256): [(16, 32, 4, 1), (32, 32, 8, 1), (16, 64, 8, 1)],
-    ("fp32", 64): [(16, 32, 8, 1), (16, 16, 8, 1)],
-    ("fp32", 128): [(16, 32, 8, 1), (16, 16, 8, 1), (16, 16, 4, 1), (16, 16, 2, 1), (32, 16, 8, 1), (16, 16, 4, 2)],
-    ("fp32", 256): [(16, 16, 8, 1), (16, 16, 4, 1), (16, 16, 2, 1)],
+    ("half", 64): [
+        tiling(BLOCK_M=32, BLOCK_N=64, warps=4, stages=2),
+        tiling(BLOCK_M=32, BLOCK_N=64, warps=4, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=64, warps=4, stages=2),
+        tiling(BLOCK_M=32, BLOCK_N=32, warps=4, stages=2),
+    ],
+    ("half", 128): [
+        tiling(BLOCK_M=32, BLOCK_N=64, warps=8, stages=1),
+        tiling(BLOCK_M=32, BLOCK_N=32, warps=4, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=64, warps=4, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=128, warps=8, stages=2),
+        tiling(BLOCK_M=16, BLOCK_N=32, warps=4, stages=1),
+    ],
+    ("half", 256): [
+        tiling(BLOCK_M=16, BLOCK_N=32, warps=4, stages=1),
+        tiling(BLOCK_M=32, BLOCK_N=32, warps=8, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=64, warps=8, stages=1),
+    ],
+    ("fp32", 64): [
+        tiling(BLOCK_M=16, BLOCK_N=32, warps=8, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=8, stages=1),
+    ],
+    ("fp32", 128): [
+        tiling(BLOCK_M=16, BLOCK_N=32, warps=8, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=8, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=4, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=2, stages=1),
+        tiling(BLOCK_M=32, BLOCK_N=16, warps=8, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=4, stages=2),
+    ],
+    ("fp32", 256): [
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=8, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=4, stages=1),
+        tiling(BLOCK_M=16, BLOCK_N=16, warps=2, stages=1),
+    ],
 }
+
+
+def _tile_key(config: triton.Config) -> tuple[int, int, int, int]:
+    return config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps, config.num_stages
 
 
 def _tuning(tiles: dict, shared_bytes) -> tuple[list, dict]:
     """Autotuner configurations and their pruning: only the tilings listed for the call's precision
     and head dim, and of those only the ones whose staged tiles fit the device's shared memory
     (``shared_bytes(block_m, block_n, stages, padded_head_dim, itemsize)``, an upper estimate)."""
-    configs = [_config(*tile) for tile in dict.fromkeys(tile for listed in tiles.values() for tile in listed)]
+    configs = list({_tile_key(tile): tile for listed in tiles.values() for tile in listed}.values())
 
     def prune(configs, named_args, **kwargs):
         # Keyed by the padded head dim's bucket (64 holds 16 and 32); tiles are staged padded too.
         head_dim, itemsize = kwargs["BLOCK_D"], named_args["q_ptr"].element_size()
-        listed = set(tiles[("fp32" if itemsize == 4 else "half", max(64, head_dim))])
-        chosen = [c for c in configs
-                  if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in listed]
+        listed = {_tile_key(tile) for tile in tiles[("fp32" if itemsize == 4 else "half", max(64, head_dim))]}
+        chosen = [c for c in configs if _tile_key(c) in listed]
         limit = max_shared_memory()
-        fitting = [c for c in chosen
-                   if shared_bytes(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_stages, head_dim, itemsize) <= limit]
+        fitting = [
+            c
+            for c in chosen
+            if shared_bytes(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_stages, head_dim, itemsize) <= limit
+        ]
         return fitting or chosen[-1:]
 
     return configs, {"early_config_prune": prune}
@@ -126,9 +222,9 @@ def _tuning(tiles: dict, shared_bytes) -> tuple[list, dict]:
 if INTERPRETING:
     # The interpreter cannot time configurations: one small tiling each, with BLOCK_M != BLOCK_N
     # so that a swapped block size cannot go unnoticed in the tests.
-    FWD_CONFIGS, FWD_PRUNE = [_config(16, 32, 4, 1)], None
-    DQ_CONFIGS, DQ_PRUNE = [_config(16, 32, 4, 1)], None
-    DKDV_CONFIGS, DKDV_PRUNE = [_config(32, 16, 4, 1)], None
+    FWD_CONFIGS, FWD_PRUNE = [tiling(BLOCK_M=16, BLOCK_N=32, warps=4, stages=1)], None
+    DQ_CONFIGS, DQ_PRUNE = [tiling(BLOCK_M=16, BLOCK_N=32, warps=4, stages=1)], None
+    DKDV_CONFIGS, DKDV_PRUNE = [tiling(BLOCK_M=32, BLOCK_N=16, warps=4, stages=1)], None
     PREPROCESS_BLOCK = 16
 else:
     # Staged tiles: k and v per stage (forward, dq) or q and dO per stage (dk/dv), plus the tiles held.
@@ -137,13 +233,24 @@ else:
     DKDV_CONFIGS, DKDV_PRUNE = _tuning(DKDV_TILES, lambda m, n, stages, d, size: (2 * stages * m + 2 * n) * d * size)
     PREPROCESS_BLOCK = 64
 # Re-tune when the shape class changes; lengths only by power-of-two bucket. Dtypes are keyed automatically.
-AUTOTUNE_KEY = ["HEAD_DIM", "CAUSAL", "SOFTCAP", "IS_VARLEN", "window_left", "window_right", "sinks", "end_sinks",
-                "group", "seq_bucket"]
+AUTOTUNE_KEY = [
+    "HEAD_DIM",
+    "CAUSAL",
+    "SOFTCAP",
+    "IS_VARLEN",
+    "window_left",
+    "window_right",
+    "sinks",
+    "end_sinks",
+    "group",
+    "seq_bucket",
+]
 
 
 # ----------------------------------------------------------------------------------------------
 # Shared pieces: sequences, visibility, softcap and tile ranges
 # ----------------------------------------------------------------------------------------------
+
 
 @triton.jit
 def _sequence(cu_seqlens_q_ptr, cu_seqlens_k_ptr, batch, q_len, kv_len, IS_VARLEN: tl.constexpr):
@@ -162,8 +269,17 @@ def _sequence(cu_seqlens_q_ptr, cu_seqlens_k_ptr, batch, q_len, kv_len, IS_VARLE
 
 
 @triton.jit
-def _visible(pos, keys, window_left, window_right, sinks, end_sinks, kv_len, CAUSAL: tl.constexpr,
-             HAS_END_SINKS: tl.constexpr):
+def _visible(
+    pos,
+    keys,
+    window_left,
+    window_right,
+    sinks,
+    end_sinks,
+    kv_len,
+    CAUSAL: tl.constexpr,
+    HAS_END_SINKS: tl.constexpr,
+):
     """Mask of the visible (position, key) pairs; ``pos`` and ``keys`` broadcast (either may be the column).
     Mirrors ``mask.visible``, the one definition of the predicate."""
     distance = pos - keys
@@ -202,14 +318,17 @@ def _query_program(heads, group, q_len, BLOCK_M: tl.constexpr):
 
 
 @triton.jit
-def _key_tile_ranges(first_pos, last_pos, window_left, window_right, sinks, end_sinks, kv_len,
-                     BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr):
+def _key_tile_ranges(
+    # Sizes
+    first_pos, last_pos, window_left, window_right, sinks, end_sinks, kv_len,
+    # Meta-parameters
+    BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr,
+):  # fmt: skip
     """Key-tile loop bounds for a block of query positions ``[first_pos, last_pos]``.
 
-    Returns ``(sink_end, band_start, inner_start, inner_end, band_end, end_start, end_stop)``:
-    the sink tiles start in ``[0, sink_end)``, the band tiles in ``[band_start, band_end)``
-    and the end-sink tiles in ``[end_start, end_stop)``; the tiles starting in
-    ``[inner_start, inner_end)`` are seen whole by every query of the block. Each segment
+    Returns a ``KeyTiles`` (``tile_ranges.py``): the sink tiles start in ``[0, sink_end)``, the
+    band tiles in ``[band_start, band_end)`` and the end-sink tiles in ``[end_start, end_stop)``;
+    the tiles starting in ``[inner_start, inner_end)`` are seen whole by every query of the block. Each segment
     starts past the tiles of the one before it (``sink_end <= band_start``, tile-aligned;
     ``end_start`` past the band's last tile; end sinks that reach back before the band
     stretch its start), so no key is visited twice. Every quantity
@@ -235,12 +354,34 @@ def _key_tile_ranges(first_pos, last_pos, window_left, window_right, sinks, end_
     end_stop = kv_len  # visited only with HAS_END_SINKS
     if CAUSAL:
         end_stop = tl.minimum(end_stop, tl.maximum(last_pos + 1, 0))  # end sinks past last_pos are unseen
-    return sink_end, band_start, inner_start, inner_end, high, end_start, end_stop
+    return KeyTiles(sink_end, band_start, inner_start, inner_end, high, end_start, end_stop)
 
 
 @triton.jit
-def _query_tile_ranges(start_n, last_key, offset, window_left, window_right, sinks, end_sinks, q_len, kv_len,
-                       BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr):
+def _key_segment(tiles, SEGMENT: tl.constexpr):
+    """First and stop tile start of key segment ``SEGMENT`` of ``KEY_SEGMENTS``: 0 the sinks before
+    the band, 1 the band's leading edge, 2 its interior (seen whole: no mask), 3 its trailing edge
+    (the diagonal when causal), 4 the end sinks after it."""
+    if SEGMENT == 0:
+        start, stop = 0, tiles.sink_end
+    elif SEGMENT == 1:
+        start, stop = tiles.band_start, tiles.inner_start
+    elif SEGMENT == 2:
+        start, stop = tiles.inner_start, tiles.inner_end
+    elif SEGMENT == 3:
+        start, stop = tiles.inner_end, tiles.band_end
+    else:
+        start, stop = tiles.end_start, tiles.end_stop
+    return start, stop
+
+
+@triton.jit
+def _query_tile_ranges(
+    # Sizes
+    start_n, last_key, offset, window_left, window_right, sinks, end_sinks, q_len, kv_len,
+    # Meta-parameters
+    BLOCK_M: tl.constexpr, CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr,
+):  # fmt: skip
     """Query-tile loop bounds for the keys ``[start_n, last_key]`` (``offset = Sk - Sq``).
 
     Returns ``(query_start, inner_start, inner_end, query_end)``: the query tiles start in
@@ -270,6 +411,19 @@ def _query_tile_ranges(start_n, last_key, offset, window_left, window_right, sin
 
 
 @triton.jit
+def _query_segment(query_start, inner_start, inner_end, query_end, SEGMENT: tl.constexpr):
+    """First and stop tile start of query segment ``SEGMENT``: 0 the leading edge, 1 the interior
+    (seeing every key of the block: no mask), 2 the trailing edge."""
+    if SEGMENT == 0:
+        start, stop = query_start, inner_start
+    elif SEGMENT == 1:
+        start, stop = inner_start, inner_end
+    else:
+        start, stop = inner_end, query_end
+    return start, stop
+
+
+@triton.jit
 def _scores(a, b, qk_scale, tanh_scale, SOFTCAP: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Base-2 logits of ``a @ b`` and, with softcap, the tanh they went through (for the backward).
 
@@ -287,11 +441,23 @@ def _scores(a, b, qk_scale, tanh_scale, SOFTCAP: tl.constexpr, DOT_PRECISION: tl
 # Forward
 # ----------------------------------------------------------------------------------------------
 
+
 @triton.jit
-def _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_left, window_right, sinks, end_sinks,
-              kv_len, qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM: tl.constexpr,
-              CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr, SOFTCAP: tl.constexpr, MASK: tl.constexpr,
-              DOT_PRECISION: tl.constexpr):
+def _fwd_tile(
+    # Sizes
+    acc, row_max, row_sum, q,
+    # Pointers
+    k_base, v_base,
+    # Sizes
+    start_n, pos, window_left, window_right, sinks, end_sinks, kv_len, qk_scale, tanh_scale,
+    # Strides
+    stride_kn, stride_vn,
+    # Sizes
+    offs_n, offs_d,
+    # Meta-parameters
+    HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr, SOFTCAP: tl.constexpr,
+    MASK: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):  # fmt: skip
     """One key tile of the online softmax. ``MASK=False`` only for tiles every query sees whole."""
     keys = start_n + offs_n
     load_mask = (keys[:, None] < kv_len) & (offs_d[None, :] < HEAD_DIM)
@@ -299,8 +465,9 @@ def _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_lef
     v = tl.load(v_base + keys[:, None] * stride_vn + offs_d[None, :], mask=load_mask, other=0.0)
     scores, _ = _scores(q, tl.trans(k), qk_scale, tanh_scale, SOFTCAP, DOT_PRECISION)
     if MASK:
-        visible = _visible(pos[:, None], keys[None, :], window_left, window_right, sinks, end_sinks, kv_len, CAUSAL,
-                           HAS_END_SINKS)
+        visible = _visible(
+            pos[:, None], keys[None, :], window_left, window_right, sinks, end_sinks, kv_len, CAUSAL, HAS_END_SINKS
+        )
         scores = tl.where(visible, scores, float("-inf"))
     new_max = tl.maximum(row_max, tl.max(scores, axis=1))
     # A row that has seen nothing yet keeps max -inf: subtract 0 instead, so exp2 gives 0, not NaN.
@@ -315,26 +482,39 @@ def _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_lef
 @triton.autotune(configs=FWD_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by=FWD_PRUNE)
 @triton.jit
 def _fwd_kernel(
+    # Sizes
+    # Pointers,
+    # Pointers
     q_ptr, k_ptr, v_ptr, out_ptr, lse2_ptr, cu_seqlens_q_ptr, cu_seqlens_k_ptr,
+    # Sizes
+    # Strides,
+    # Strides
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_ob, stride_oh, stride_om, stride_lb, stride_lh,
+    # Sizes
+    # Sizes,
     heads, group, q_len, kv_len, window_left, window_right, sinks, end_sinks, qk_scale, tanh_scale, seq_bucket,
+    # Meta-parameters,
+    # Meta-parameters
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr,
     SOFTCAP: tl.constexpr,
     IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-):
+):  # fmt: skip
     start_m, batch, head, kv_head = _query_program(heads, group, q_len, BLOCK_M)
     q_start, q_len, k_start, kv_len = _sequence(cu_seqlens_q_ptr, cu_seqlens_k_ptr, batch, q_len, kv_len, IS_VARLEN)
     if start_m >= q_len:  # past the end of a shorter packed sequence
         return
-    offs_m = start_m + tl.arange(0, BLOCK_M)
+    rows = start_m + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     offset = kv_len - q_len
-    pos = offs_m + offset
-    row_mask = (offs_m[:, None] < q_len) & (offs_d[None, :] < HEAD_DIM)
-    q = tl.load(q_ptr + batch * stride_qb + head * stride_qh + (q_start + offs_m[:, None]) * stride_qm
-                + offs_d[None, :], mask=row_mask, other=0.0)
+    pos = rows + offset
+    row_mask = (rows[:, None] < q_len) & (offs_d[None, :] < HEAD_DIM)
+    q = tl.load(
+        q_ptr + batch * stride_qb + head * stride_qh + (q_start + rows[:, None]) * stride_qm + offs_d[None, :],
+        mask=row_mask,
+        other=0.0,
+    )
     k_base = k_ptr + batch * stride_kb + kv_head * stride_kh + k_start * stride_kn
     v_base = v_ptr + batch * stride_vb + kv_head * stride_vh + k_start * stride_vn
 
@@ -343,54 +523,48 @@ def _fwd_kernel(
     row_sum = tl.zeros((BLOCK_M,), dtype=tl.float32)
     first_pos = start_m + offset
     last_pos = tl.minimum(start_m + BLOCK_M, q_len) - 1 + offset
-    sink_end, band_start, inner_start, inner_end, band_end, end_start, end_stop = _key_tile_ranges(
-        first_pos, last_pos, window_left, window_right, sinks, end_sinks, kv_len, BLOCK_N, CAUSAL, HAS_END_SINKS)
-    for start_n in range(0, sink_end, BLOCK_N):  # sinks before the band
-        acc, row_max, row_sum = _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_left,
-                                          window_right, sinks, end_sinks, kv_len, qk_scale, tanh_scale, stride_kn,
-                                          stride_vn, offs_n, offs_d, HEAD_DIM,
-                                          CAUSAL, HAS_END_SINKS, SOFTCAP, True, DOT_PRECISION)
-    for start_n in range(band_start, inner_start, BLOCK_N):  # leading edge of the band
-        acc, row_max, row_sum = _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_left,
-                                          window_right, sinks, end_sinks, kv_len, qk_scale, tanh_scale, stride_kn,
-                                          stride_vn, offs_n, offs_d, HEAD_DIM,
-                                          CAUSAL, HAS_END_SINKS, SOFTCAP, True, DOT_PRECISION)
-    for start_n in range(inner_start, inner_end, BLOCK_N):  # interior: no mask needed
-        acc, row_max, row_sum = _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_left,
-                                          window_right, sinks, end_sinks, kv_len, qk_scale, tanh_scale, stride_kn,
-                                          stride_vn, offs_n, offs_d, HEAD_DIM,
-                                          CAUSAL, HAS_END_SINKS, SOFTCAP, False, DOT_PRECISION)
-    for start_n in range(inner_end, band_end, BLOCK_N):  # trailing edge (the diagonal when causal)
-        acc, row_max, row_sum = _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_left,
-                                          window_right, sinks, end_sinks, kv_len, qk_scale, tanh_scale, stride_kn,
-                                          stride_vn, offs_n, offs_d, HEAD_DIM,
-                                          CAUSAL, HAS_END_SINKS, SOFTCAP, True, DOT_PRECISION)
-    if HAS_END_SINKS:  # end sinks after the band
-        for start_n in range(end_start, end_stop, BLOCK_N):
-            acc, row_max, row_sum = _fwd_tile(acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_left,
-                                              window_right, sinks, end_sinks, kv_len, qk_scale, tanh_scale, stride_kn,
-                                              stride_vn, offs_n, offs_d, HEAD_DIM,
-                                              CAUSAL, HAS_END_SINKS, SOFTCAP, True, DOT_PRECISION)
+    tiles = _key_tile_ranges(
+        first_pos, last_pos, window_left, window_right, sinks, end_sinks, kv_len, BLOCK_N, CAUSAL, HAS_END_SINKS
+    )
+    for segment in tl.static_range(KEY_SEGMENTS):
+        if segment < KEY_SEGMENTS - 1 or HAS_END_SINKS:
+            start, stop = _key_segment(tiles, segment)
+            for start_n in range(start, stop, BLOCK_N):
+                acc, row_max, row_sum = _fwd_tile(
+                    acc, row_max, row_sum, q, k_base, v_base, start_n, pos, window_left, window_right, sinks,
+                    end_sinks, kv_len, qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM, CAUSAL,
+                    HAS_END_SINKS, SOFTCAP, segment != 2, DOT_PRECISION,
+                )  # fmt: skip
 
     # A row saw a key iff row_sum >= 1 (its maximum contributes exp2(0)); others output 0.
     seen_any = row_sum > 0
     out = acc / tl.where(seen_any, row_sum, 1.0)[:, None]
-    tl.store(out_ptr + batch * stride_ob + head * stride_oh + (q_start + offs_m[:, None]) * stride_om
-             + offs_d[None, :], out.to(out_ptr.dtype.element_ty), mask=row_mask)
+    tl.store(
+        out_ptr + batch * stride_ob + head * stride_oh + (q_start + rows[:, None]) * stride_om + offs_d[None, :],
+        out.to(out_ptr.dtype.element_ty),
+        mask=row_mask,
+    )
     # Base-2 log-sum-exp of the scaled scores, kept for the backward; -inf for rows that saw nothing.
     lse2 = tl.where(seen_any, row_max + tl.log2(tl.where(seen_any, row_sum, 1.0)), float("-inf"))
-    tl.store(lse2_ptr + batch * stride_lb + head * stride_lh + q_start + offs_m, lse2, mask=offs_m < q_len)
+    tl.store(lse2_ptr + batch * stride_lb + head * stride_lh + q_start + rows, lse2, mask=rows < q_len)
 
 
 # ----------------------------------------------------------------------------------------------
 # Backward
 # ----------------------------------------------------------------------------------------------
 
+
 @triton.jit
-def _bwd_preprocess_kernel(out_ptr, do_ptr, grad_lse_ptr, delta_ptr, stride_ob, stride_oh, stride_om,
-                           stride_dob, stride_doh, stride_dom, stride_lb, stride_lh, heads, q_len,
-                           HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, HAS_GRAD_LSE: tl.constexpr,
-                           BLOCK_M: tl.constexpr):
+def _bwd_preprocess_kernel(
+    # Pointers
+    out_ptr, do_ptr, grad_lse_ptr, delta_ptr,
+    # Strides
+    stride_ob, stride_oh, stride_om, stride_dob, stride_doh, stride_dom, stride_lb, stride_lh,
+    # Sizes
+    heads, q_len,
+    # Meta-parameters
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, HAS_GRAD_LSE: tl.constexpr, BLOCK_M: tl.constexpr,
+):  # fmt: skip
     """delta = rowsum(dO * O) - dlse, the per-row term of dS = P * (dP - delta).
 
     A gradient g on the natural log-sum-exp adds g * P to dS, i.e. it only shifts delta.
@@ -403,10 +577,16 @@ def _bwd_preprocess_kernel(out_ptr, do_ptr, grad_lse_ptr, delta_ptr, stride_ob, 
     offs_d = tl.arange(0, BLOCK_D)
     batch, head = bh // heads, bh % heads
     row_mask = (rows[:, None] < q_len) & (offs_d[None, :] < HEAD_DIM)
-    out = tl.load(out_ptr + batch * stride_ob + head * stride_oh + rows[:, None] * stride_om + offs_d[None, :],
-                  mask=row_mask, other=0.0)
-    do = tl.load(do_ptr + batch * stride_dob + head * stride_doh + rows[:, None] * stride_dom + offs_d[None, :],
-                 mask=row_mask, other=0.0)
+    out = tl.load(
+        out_ptr + batch * stride_ob + head * stride_oh + rows[:, None] * stride_om + offs_d[None, :],
+        mask=row_mask,
+        other=0.0,
+    )
+    do = tl.load(
+        do_ptr + batch * stride_dob + head * stride_doh + rows[:, None] * stride_dom + offs_d[None, :],
+        mask=row_mask,
+        other=0.0,
+    )
     delta = tl.sum(out.to(tl.float32) * do.to(tl.float32), axis=1)
     row_offsets = batch * stride_lb + head * stride_lh + rows
     if HAS_GRAD_LSE:
@@ -415,28 +595,46 @@ def _bwd_preprocess_kernel(out_ptr, do_ptr, grad_lse_ptr, delta_ptr, stride_ob, 
 
 
 @triton.jit
-def _dkdv_tile(dk, dv, k, v, q_base, do_base, lse2_base, delta_base, start_m, keys, offset, window_left,
-               window_right, sinks, end_sinks, q_len, kv_len, qk_scale, tanh_scale, stride_qm, stride_dom, offs_m,
-               offs_d, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr,
-               SOFTCAP: tl.constexpr, MASK: tl.constexpr,
-               DOT_PRECISION: tl.constexpr):
+def _dkdv_tile(
+    # Sizes
+    dk, dv, k, v,
+    # Pointers
+    q_base, do_base, lse2_base, delta_base,
+    # Sizes
+    start_m, keys, offset, window_left, window_right, sinks, end_sinks, q_len, kv_len, qk_scale, tanh_scale,
+    # Strides
+    stride_qm, stride_dom,
+    # Sizes
+    offs_m, offs_d,
+    # Meta-parameters
+    HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr, SOFTCAP: tl.constexpr,
+    MASK: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):  # fmt: skip
     """One query tile's contribution to a key block's dk, dv, in the transposed (key-major) layout.
 
     Working with S^T = K Q^T directly keeps every product in the layout of its accumulator.
     """
     rows = start_m + offs_m
-    q_t = tl.load(q_base + offs_d[:, None] + rows[None, :] * stride_qm,
-                  mask=(rows[None, :] < q_len) & (offs_d[:, None] < HEAD_DIM), other=0.0)
-    do = tl.load(do_base + rows[:, None] * stride_dom + offs_d[None, :],
-                 mask=(rows[:, None] < q_len) & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    q_t = tl.load(
+        q_base + offs_d[:, None] + rows[None, :] * stride_qm,
+        mask=(rows[None, :] < q_len) & (offs_d[:, None] < HEAD_DIM),
+        other=0.0,
+    )
+    do = tl.load(
+        do_base + rows[:, None] * stride_dom + offs_d[None, :],
+        mask=(rows[:, None] < q_len) & (offs_d[None, :] < HEAD_DIM),
+        other=0.0,
+    )
     lse2 = tl.load(lse2_base + rows, mask=rows < q_len, other=0.0)
     delta = tl.load(delta_base + rows, mask=rows < q_len, other=0.0)
     scores_t, capped_t = _scores(k, q_t, qk_scale, tanh_scale, SOFTCAP, DOT_PRECISION)  # (BLOCK_N, BLOCK_M)
     probs_t = tl.exp2(scores_t - lse2[None, :])
     if MASK:
         # Masked after exp2: a row that sees nothing has lse2 = -inf, so exp2 is inf there; where() drops it.
-        visible = _visible(rows[None, :] + offset, keys[:, None], window_left, window_right, sinks, end_sinks, kv_len,
-                           CAUSAL, HAS_END_SINKS)
+        visible = _visible(
+            rows[None, :] + offset, keys[:, None], window_left, window_right, sinks, end_sinks, kv_len, CAUSAL,
+            HAS_END_SINKS,
+        )  # fmt: skip
         probs_t = tl.where(visible & (rows[None, :] < q_len), probs_t, 0.0)
     dv += tl.dot(probs_t.to(do.dtype), do, input_precision=DOT_PRECISION)
     dprobs_t = tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION)
@@ -450,15 +648,24 @@ def _dkdv_tile(dk, dv, k, v, q_base, do_base, lse2_base, delta_base, start_m, ke
 @triton.autotune(configs=DKDV_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by=DKDV_PRUNE)
 @triton.jit
 def _bwd_dkdv_kernel(
+    # Sizes
+    # Pointers,
+    # Pointers
     q_ptr, k_ptr, v_ptr, do_ptr, lse2_ptr, delta_ptr, dk_ptr, dv_ptr, cu_seqlens_q_ptr, cu_seqlens_k_ptr,
+    # Sizes
+    # Strides,
+    # Strides
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_dob, stride_doh, stride_dom, stride_lb, stride_lh, stride_dkb, stride_dkh, stride_dkn,
+    # Sizes
+    # Sizes,
     batch_kv_heads, heads, kv_heads, group, q_len, kv_len, window_left, window_right, sinks, end_sinks, qk_scale,
-    tanh_scale, sm_scale, seq_bucket,
+    tanh_scale, sm_scale, seq_bucket, # Meta-parameters,
+    # Meta-parameters
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr,
     SOFTCAP: tl.constexpr,
     IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-):
+):  # fmt: skip
     # The key block varies slowest, so the programs of block 0, the sink block that every query
     # sees and hence the longest, start first instead of trailing at the end of the grid.
     pid = tl.program_id(0)
@@ -472,10 +679,16 @@ def _bwd_dkdv_kernel(
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     key_mask = (keys[:, None] < kv_len) & (offs_d[None, :] < HEAD_DIM)
-    k = tl.load(k_ptr + batch * stride_kb + kv_head * stride_kh + (k_start + keys[:, None]) * stride_kn
-                + offs_d[None, :], mask=key_mask, other=0.0)
-    v = tl.load(v_ptr + batch * stride_vb + kv_head * stride_vh + (k_start + keys[:, None]) * stride_vn
-                + offs_d[None, :], mask=key_mask, other=0.0)
+    k = tl.load(
+        k_ptr + batch * stride_kb + kv_head * stride_kh + (k_start + keys[:, None]) * stride_kn + offs_d[None, :],
+        mask=key_mask,
+        other=0.0,
+    )
+    v = tl.load(
+        v_ptr + batch * stride_vb + kv_head * stride_vh + (k_start + keys[:, None]) * stride_vn + offs_d[None, :],
+        mask=key_mask,
+        other=0.0,
+    )
     dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     dv = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
 
@@ -483,42 +696,43 @@ def _bwd_dkdv_kernel(
     last_key = tl.minimum(start_n + BLOCK_N, kv_len) - 1
     query_start, inner_start, inner_end, query_end = _query_tile_ranges(
         start_n, last_key, offset, window_left, window_right, sinks, end_sinks, q_len, kv_len, BLOCK_M, CAUSAL,
-        HAS_END_SINKS)
+        HAS_END_SINKS,
+    )  # fmt: skip
     for member in range(0, group):  # the query heads sharing this key/value head: dk, dv summed in registers
         head = kv_head * group + member
         q_base = q_ptr + batch * stride_qb + head * stride_qh + q_start * stride_qm
         do_base = do_ptr + batch * stride_dob + head * stride_doh + q_start * stride_dom
         row_base = batch * stride_lb + head * stride_lh + q_start
-        for start_m in range(query_start, inner_start, BLOCK_M):
-            dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, lse2_ptr + row_base, delta_ptr + row_base, start_m,
-                                keys, offset, window_left, window_right, sinks, end_sinks, q_len, kv_len, qk_scale,
-                                tanh_scale, stride_qm, stride_dom, offs_m, offs_d, HEAD_DIM,
-                                CAUSAL, HAS_END_SINKS, SOFTCAP, True,
-                                DOT_PRECISION)
-        for start_m in range(inner_start, inner_end, BLOCK_M):
-            dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, lse2_ptr + row_base, delta_ptr + row_base, start_m,
-                                keys, offset, window_left, window_right, sinks, end_sinks, q_len, kv_len, qk_scale,
-                                tanh_scale, stride_qm, stride_dom, offs_m, offs_d, HEAD_DIM,
-                                CAUSAL, HAS_END_SINKS, SOFTCAP, False,
-                                DOT_PRECISION)
-        for start_m in range(inner_end, query_end, BLOCK_M):
-            dk, dv = _dkdv_tile(dk, dv, k, v, q_base, do_base, lse2_ptr + row_base, delta_ptr + row_base, start_m,
-                                keys, offset, window_left, window_right, sinks, end_sinks, q_len, kv_len, qk_scale,
-                                tanh_scale, stride_qm, stride_dom, offs_m, offs_d, HEAD_DIM,
-                                CAUSAL, HAS_END_SINKS, SOFTCAP, True,
-                                DOT_PRECISION)
+        for segment in tl.static_range(3):
+            start, stop = _query_segment(query_start, inner_start, inner_end, query_end, segment)
+            for start_m in range(start, stop, BLOCK_M):
+                dk, dv = _dkdv_tile(
+                    dk, dv, k, v, q_base, do_base, lse2_ptr + row_base, delta_ptr + row_base, start_m, keys, offset,
+                    window_left, window_right, sinks, end_sinks, q_len, kv_len, qk_scale, tanh_scale, stride_qm,
+                    stride_dom, offs_m, offs_d, HEAD_DIM, CAUSAL, HAS_END_SINKS, SOFTCAP, segment != 1, DOT_PRECISION,
+                )  # fmt: skip
 
-    out_offsets = (batch * stride_dkb + kv_head * stride_dkh + (k_start + keys[:, None]) * stride_dkn
-                   + offs_d[None, :])
+    out_offsets = batch * stride_dkb + kv_head * stride_dkh + (k_start + keys[:, None]) * stride_dkn + offs_d[None, :]
     tl.store(dk_ptr + out_offsets, (dk * sm_scale).to(dk_ptr.dtype.element_ty), mask=key_mask)
     tl.store(dv_ptr + out_offsets, dv.to(dv_ptr.dtype.element_ty), mask=key_mask)
 
 
 @triton.jit
-def _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, end_sinks, kv_len,
-             qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM: tl.constexpr,
-             CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr, SOFTCAP: tl.constexpr, MASK: tl.constexpr,
-             DOT_PRECISION: tl.constexpr):
+def _dq_tile(
+    # Sizes
+    dq, q, do, lse2, delta,
+    # Pointers
+    k_base, v_base,
+    # Sizes
+    start_n, pos, window_left, window_right, sinks, end_sinks, kv_len, qk_scale, tanh_scale,
+    # Strides
+    stride_kn, stride_vn,
+    # Sizes
+    offs_n, offs_d,
+    # Meta-parameters
+    HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr, SOFTCAP: tl.constexpr,
+    MASK: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):  # fmt: skip
     keys = start_n + offs_n
     load_mask = (keys[:, None] < kv_len) & (offs_d[None, :] < HEAD_DIM)
     k = tl.load(k_base + keys[:, None] * stride_kn + offs_d[None, :], mask=load_mask, other=0.0)
@@ -526,8 +740,9 @@ def _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, 
     scores, capped = _scores(q, tl.trans(k), qk_scale, tanh_scale, SOFTCAP, DOT_PRECISION)
     probs = tl.exp2(scores - lse2[:, None])
     if MASK:  # after exp2, as in _dkdv_tile
-        visible = _visible(pos[:, None], keys[None, :], window_left, window_right, sinks, end_sinks, kv_len, CAUSAL,
-                           HAS_END_SINKS)
+        visible = _visible(
+            pos[:, None], keys[None, :], window_left, window_right, sinks, end_sinks, kv_len, CAUSAL, HAS_END_SINKS
+        )
         probs = tl.where(visible, probs, 0.0)
     dprobs = tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION)
     dscores = probs * (dprobs - delta[:, None])
@@ -539,15 +754,24 @@ def _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, 
 @triton.autotune(configs=DQ_CONFIGS, key=AUTOTUNE_KEY, prune_configs_by=DQ_PRUNE)
 @triton.jit
 def _bwd_dq_kernel(
+    # Sizes
+    # Pointers,
+    # Pointers
     q_ptr, k_ptr, v_ptr, do_ptr, lse2_ptr, delta_ptr, dq_ptr, cu_seqlens_q_ptr, cu_seqlens_k_ptr,
+    # Sizes
+    # Strides,
+    # Strides
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_dob, stride_doh, stride_dom, stride_lb, stride_lh, stride_dqb, stride_dqh, stride_dqm,
+    # Sizes
+    # Sizes,
     heads, group, q_len, kv_len, window_left, window_right, sinks, end_sinks, qk_scale, tanh_scale, sm_scale,
-    seq_bucket,
+    seq_bucket, # Meta-parameters,
+    # Meta-parameters
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_END_SINKS: tl.constexpr,
     SOFTCAP: tl.constexpr,
     IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-):
+):  # fmt: skip
     start_m, batch, head, kv_head = _query_program(heads, group, q_len, BLOCK_M)
     q_start, q_len, k_start, kv_len = _sequence(cu_seqlens_q_ptr, cu_seqlens_k_ptr, batch, q_len, kv_len, IS_VARLEN)
     if start_m >= q_len:  # past the end of a shorter packed sequence
@@ -558,10 +782,16 @@ def _bwd_dq_kernel(
     offset = kv_len - q_len
     pos = rows + offset
     row_mask = (rows[:, None] < q_len) & (offs_d[None, :] < HEAD_DIM)
-    q = tl.load(q_ptr + batch * stride_qb + head * stride_qh + (q_start + rows[:, None]) * stride_qm
-                + offs_d[None, :], mask=row_mask, other=0.0)
-    do = tl.load(do_ptr + batch * stride_dob + head * stride_doh + (q_start + rows[:, None]) * stride_dom
-                 + offs_d[None, :], mask=row_mask, other=0.0)
+    q = tl.load(
+        q_ptr + batch * stride_qb + head * stride_qh + (q_start + rows[:, None]) * stride_qm + offs_d[None, :],
+        mask=row_mask,
+        other=0.0,
+    )
+    do = tl.load(
+        do_ptr + batch * stride_dob + head * stride_doh + (q_start + rows[:, None]) * stride_dom + offs_d[None, :],
+        mask=row_mask,
+        other=0.0,
+    )
     row_offsets = batch * stride_lb + head * stride_lh + q_start + rows
     lse2 = tl.load(lse2_ptr + row_offsets, mask=rows < q_len, other=0.0)
     delta = tl.load(delta_ptr + row_offsets, mask=rows < q_len, other=0.0)
@@ -571,215 +801,28 @@ def _bwd_dq_kernel(
 
     first_pos = start_m + offset
     last_pos = tl.minimum(start_m + BLOCK_M, q_len) - 1 + offset
-    sink_end, band_start, inner_start, inner_end, band_end, end_start, end_stop = _key_tile_ranges(
-        first_pos, last_pos, window_left, window_right, sinks, end_sinks, kv_len, BLOCK_N, CAUSAL, HAS_END_SINKS)
-    for start_n in range(0, sink_end, BLOCK_N):
-        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, end_sinks,
-                      kv_len, qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM,
-                      CAUSAL, HAS_END_SINKS, SOFTCAP, True, DOT_PRECISION)
-    for start_n in range(band_start, inner_start, BLOCK_N):
-        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, end_sinks,
-                      kv_len, qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM,
-                      CAUSAL, HAS_END_SINKS, SOFTCAP, True, DOT_PRECISION)
-    for start_n in range(inner_start, inner_end, BLOCK_N):
-        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, end_sinks,
-                      kv_len, qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM,
-                      CAUSAL, HAS_END_SINKS, SOFTCAP, False, DOT_PRECISION)
-    for start_n in range(inner_end, band_end, BLOCK_N):
-        dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, end_sinks,
-                      kv_len, qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM,
-                      CAUSAL, HAS_END_SINKS, SOFTCAP, True, DOT_PRECISION)
-    if HAS_END_SINKS:
-        for start_n in range(end_start, end_stop, BLOCK_N):
-            dq = _dq_tile(dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks,
-                          end_sinks, kv_len, qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM,
-                          CAUSAL, HAS_END_SINKS, SOFTCAP, True, DOT_PRECISION)
-    tl.store(dq_ptr + batch * stride_dqb + head * stride_dqh + (q_start + rows[:, None]) * stride_dqm
-             + offs_d[None, :], (dq * sm_scale).to(dq_ptr.dtype.element_ty), mask=row_mask)
+    tiles = _key_tile_ranges(
+        first_pos, last_pos, window_left, window_right, sinks, end_sinks, kv_len, BLOCK_N, CAUSAL, HAS_END_SINKS
+    )
+    for segment in tl.static_range(KEY_SEGMENTS):
+        if segment < KEY_SEGMENTS - 1 or HAS_END_SINKS:
+            start, stop = _key_segment(tiles, segment)
+            for start_n in range(start, stop, BLOCK_N):
+                dq = _dq_tile(
+                    dq, q, do, lse2, delta, k_base, v_base, start_n, pos, window_left, window_right, sinks, end_sinks,
+                    kv_len, qk_scale, tanh_scale, stride_kn, stride_vn, offs_n, offs_d, HEAD_DIM, CAUSAL,
+                    HAS_END_SINKS, SOFTCAP, segment != 2, DOT_PRECISION,
+                )  # fmt: skip
+    tl.store(
+        dq_ptr + batch * stride_dqb + head * stride_dqh + (q_start + rows[:, None]) * stride_dqm + offs_d[None, :],
+        (dq * sm_scale).to(dq_ptr.dtype.element_ty),
+        mask=row_mask,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
-# Python mirrors of the tile ranges (tests, cost model)
+# Launchers
 # ----------------------------------------------------------------------------------------------
-
-def _clamped(q_len: int, kv_len: int, window, sinks: int, causal: bool,
-             end_sinks: int = 0) -> tuple[int, int, int, int]:
-    """The launcher's ``(window_left, window_right, sinks, end_sinks)``: finite, causal right 0, sinks and
-    end sinks at most ``kv_len``; the mask is unchanged (``|pos - j| < Sq + Sk``) and the kernels' arithmetic
-    int32-safe."""
-    return (*effective_window(window, causal, q_len, kv_len), min(sinks, kv_len), min(end_sinks, kv_len))
-
-
-def key_tile_ranges(first_pos: int, last_pos: int, window_left: int, window_right: int, sinks: int, end_sinks: int,
-                    kv_len: int, block_n: int, causal: bool) -> tuple[int, int, int, int, int, int, int]:
-    """Python mirror of ``_key_tile_ranges``: ``(sink_end, band_start, inner_start, inner_end, band_end,
-    end_start, end_stop)``."""
-    low, inner_low = max(first_pos - window_left, 0), max(last_pos - window_left, 0)
-    high = last_pos + window_right + 1
-    if not causal:
-        high = max(high, sinks)
-    high = min(max(high, 0), kv_len)
-    inner_high = min(max(first_pos + window_right + 1, 0), kv_len)
-    end_low = max(kv_len - end_sinks, 0)
-    band_start = min(low, end_low) // block_n * block_n
-    inner_start = min(-(-inner_low // block_n) * block_n, high)
-    inner_end = max(inner_high // block_n * block_n, inner_start)
-    band_tiles_end = max(-(-high // block_n) * block_n, band_start)
-    end_start = max(end_low // block_n * block_n, band_tiles_end)
-    end_stop = kv_len if end_low < kv_len else 0
-    if causal:
-        end_stop = min(end_stop, max(last_pos + 1, 0))
-    return min(sinks, band_start, high), band_start, inner_start, inner_end, high, end_start, end_stop
-
-
-def query_tile_ranges(start_n: int, last_key: int, q_len: int, kv_len: int, window_left: int, window_right: int,
-                      sinks: int, end_sinks: int, block_m: int, causal: bool) -> tuple[int, int, int, int]:
-    """Python mirror of ``_query_tile_ranges``: ``(query_start, inner_start, inner_end, query_end)``."""
-    offset = kv_len - q_len
-    low, inner_low = start_n - window_right - offset, last_key - window_right - offset
-    high, inner_high = last_key + window_left + 1 - offset, start_n + window_left + 1 - offset
-    if start_n < sinks or last_key >= kv_len - end_sinks:
-        high = q_len
-        if not causal:
-            low = 0
-    low, high, inner_low, inner_high = (min(max(x, 0), q_len) for x in (low, high, inner_low, inner_high))
-    inner_start = min(-(-inner_low // block_m) * block_m, high)
-    return low // block_m * block_m, inner_start, max(inner_high // block_m * block_m, inner_start), high
-
-
-def visited_key_tiles(q_len: int, kv_len: int, window, sinks: int, causal: bool, block_m: int, block_n: int,
-                      end_sinks: int = 0) -> list[list[int]]:
-    """Start of every key tile that each query block visits, forward and dq (sink tiles, band tiles, then
-    end-sink tiles)."""
-    left, right, sinks, end_sinks = _clamped(q_len, kv_len, window, sinks, causal, end_sinks)
-    visited = []
-    for start_m in range(0, q_len, block_m):
-        first_pos = start_m + kv_len - q_len
-        last_pos = min(start_m + block_m, q_len) - 1 + kv_len - q_len
-        sink_end, band_start, _, _, band_end, end_start, end_stop = key_tile_ranges(
-            first_pos, last_pos, left, right, sinks, end_sinks, kv_len, block_n, causal)
-        visited.append(list(range(0, sink_end, block_n)) + list(range(band_start, band_end, block_n))
-                       + list(range(end_start, end_stop, block_n)))
-    return visited
-
-
-def visited_query_tiles(q_len: int, kv_len: int, window, sinks: int, causal: bool, block_m: int, block_n: int,
-                        end_sinks: int = 0) -> list[list[int]]:
-    """Start of every query tile that each key block's dk/dv visits (per query head of its group)."""
-    left, right, sinks, end_sinks = _clamped(q_len, kv_len, window, sinks, causal, end_sinks)
-    visited = []
-    for start_n in range(0, kv_len, block_n):
-        last_key = min(start_n + block_n, kv_len) - 1
-        start, _, _, end = query_tile_ranges(start_n, last_key, q_len, kv_len, left, right, sinks, end_sinks, block_m,
-                                             causal)
-        visited.append(list(range(start, end, block_m)))
-    return visited
-
-
-# ----------------------------------------------------------------------------------------------
-# Checks, launcher, autograd and the public functions
-# ----------------------------------------------------------------------------------------------
-
-def _as_index(value, name: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name}: expected an integer, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name}: expected an integer, got {value!r}") from None
-
-
-def _check_tensors(q, k, v, packed: bool) -> None:
-    dims, layout = (3, "(total, heads, head_dim)") if packed else (4, "(batch, heads, length, head_dim)")
-    for name, tensor in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(tensor).__name__}")
-        if tensor.dim() != dims:
-            raise ValueError(f"{name}: expected {dims} dimensions {layout}, got shape {tuple(tensor.shape)}")
-        if tensor.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            raise TypeError(f"{name}: expected float32, float16 or bfloat16, got {tensor.dtype}")
-    if k.dtype != q.dtype or v.dtype != q.dtype:
-        raise TypeError(f"k, v: expected dtype {q.dtype} like q, got {k.dtype} and {v.dtype}")
-    if k.device != q.device or v.device != q.device:
-        raise ValueError(f"k, v: expected device {q.device} like q, got {k.device} and {v.device}")
-    check_kernel_device("q", q)
-    if k.shape != v.shape:
-        raise ValueError(f"v: expected the shape of k {tuple(k.shape)}, got {tuple(v.shape)}")
-    if packed and k.shape[2] != q.shape[2]:
-        raise ValueError(f"k: head_dim must match q's {q.shape[2]}, got shape {tuple(k.shape)}")
-    if not packed and (k.shape[0] != q.shape[0] or k.shape[3] != q.shape[3]):
-        raise ValueError(f"k: batch and head_dim must match q's {q.shape[0]} and {q.shape[3]}, "
-                         f"got shape {tuple(k.shape)}")
-    heads, kv_heads = q.shape[-2 if packed else 1], k.shape[-2 if packed else 1]
-    if kv_heads == 0 or heads % kv_heads:
-        raise ValueError(f"q: {heads} heads is not a multiple of the {kv_heads} key/value heads of k")
-    head_dim = q.shape[-1]
-    if head_dim < 8 or head_dim > MAX_HEAD_DIM or head_dim % 8:
-        raise ValueError(f"q: head_dim must be a multiple of 8 from 8 to {MAX_HEAD_DIM}, got {head_dim}")
-
-
-def _check_settings(window, sinks, scale, softcap, end_sinks) -> tuple:
-    """``((left, right), sinks, scale, softcap, end_sinks)`` normalized; errors name the argument."""
-    window = window_bounds(window)
-    sinks, end_sinks = _as_index(sinks, "sinks"), _as_index(end_sinks, "end_sinks")
-    for name, count in (("sinks", sinks), ("end_sinks", end_sinks)):
-        if count < 0:
-            raise ValueError(f"{name}: expected an integer >= 0, got {count}")
-    if scale is not None:
-        if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
-            raise TypeError(f"scale: expected a real number, got {scale!r}")
-        if not (math.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale: expected a positive finite number, got {scale!r}")
-        scale = float(scale)
-    if isinstance(softcap, bool) or not isinstance(softcap, numbers.Real):
-        raise TypeError(f"softcap: expected a real number, got {softcap!r}")
-    if not (math.isfinite(softcap) and softcap >= 0):
-        raise ValueError(f"softcap: expected a finite number >= 0 (0: off), got {softcap!r}")
-    return window, sinks, scale, float(softcap), end_sinks
-
-
-def check_attention_inputs(q, k, v, window, sinks, scale, softcap=0.0, end_sinks=0):
-    """Validate the dense arguments (errors name the argument); return ``((left, right), sinks, scale,
-    softcap, end_sinks)`` normalized."""
-    _check_tensors(q, k, v, packed=False)
-    return _check_settings(window, sinks, scale, softcap, end_sinks)
-
-
-def _check_cu_seqlens(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k) -> tuple[int, int]:
-    """Offsets: int32, 1-D, ``batch + 1`` long each, on q's device, from 0 to the packed length, never
-    decreasing, no sequence longer than its max length. The values are read on the host (a device
-    sync), except while a CUDA graph is being captured."""
-    for name, cu, total in (("cu_seqlens_q", cu_seqlens_q, q.shape[0]), ("cu_seqlens_k", cu_seqlens_k, k.shape[0])):
-        if not isinstance(cu, torch.Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(cu).__name__}")
-        if cu.dtype != torch.int32:
-            raise TypeError(f"{name}: expected dtype torch.int32, got {cu.dtype}")
-        if cu.dim() != 1 or cu.numel() < 1:
-            raise ValueError(f"{name}: expected a 1-D tensor of batch + 1 offsets, got shape {tuple(cu.shape)}")
-        if cu.device != q.device:
-            raise ValueError(f"{name}: expected device {q.device} like q, got {cu.device}")
-    if cu_seqlens_q.numel() != cu_seqlens_k.numel():
-        raise ValueError(f"cu_seqlens_k: expected {cu_seqlens_q.numel()} offsets like cu_seqlens_q, "
-                         f"got {cu_seqlens_k.numel()}")
-    max_seqlen_q, max_seqlen_k = _as_index(max_seqlen_q, "max_seqlen_q"), _as_index(max_seqlen_k, "max_seqlen_k")
-    capturing = q.device.type == "cuda" and torch.cuda.is_current_stream_capturing()
-    for name, cu, total, longest in (("cu_seqlens_q", cu_seqlens_q, q.shape[0], max_seqlen_q),
-                                     ("cu_seqlens_k", cu_seqlens_k, k.shape[0], max_seqlen_k)):
-        max_name = name.replace("cu_seqlens", "max_seqlen")
-        if longest < 0:
-            raise ValueError(f"{max_name}: expected an integer >= 0, got {longest}")
-        if capturing:
-            continue
-        offsets = cu.tolist()
-        if offsets[0] != 0 or offsets[-1] != total:
-            raise ValueError(f"{name}: expected offsets from 0 to the packed length {total}, "
-                             f"got {offsets[0]} ... {offsets[-1]}")
-        lengths = [end - start for start, end in zip(offsets, offsets[1:])]
-        if any(length < 0 for length in lengths):
-            raise ValueError(f"{name}: offsets must not decrease, got {offsets}")
-        if lengths and max(lengths) > longest:
-            raise ValueError(f"{max_name}: {longest} is shorter than the longest sequence in {name} ({max(lengths)})")
-    return max_seqlen_q, max_seqlen_k
 
 
 def _unit_last_stride(tensor: torch.Tensor) -> torch.Tensor:
@@ -820,17 +863,109 @@ class _Problem(NamedTuple):
 def _kernel_args(q4, k4, problem: _Problem, packed: bool) -> dict:
     head_dim = q4.shape[3]
     softcap = problem.softcap
-    return dict(group=q4.shape[1] // k4.shape[1], q_len=problem.q_len, kv_len=problem.kv_len,
-                window_left=problem.window_left, window_right=problem.window_right, sinks=problem.sinks,
-                end_sinks=problem.end_sinks,
-                # Softcap folds the scale into the tanh's argument and log2(e) into its factor.
-                qk_scale=(softcap if softcap else problem.scale) * LOG2E,
-                tanh_scale=problem.scale / softcap if softcap else 1.0,
-                seq_bucket=triton.next_power_of_2(max(problem.q_len, problem.kv_len, 16)), HEAD_DIM=head_dim,
-                BLOCK_D=max(16, triton.next_power_of_2(head_dim)), CAUSAL=problem.causal, SOFTCAP=bool(softcap),
-                IS_VARLEN=packed, DOT_PRECISION="ieee" if q4.dtype == torch.float32 else "tf32",  # fp32 stays fp32
-                # Without end sinks their code is compiled out: those kernels are the ones built before end sinks.
-                HAS_END_SINKS=problem.end_sinks > 0)
+    return dict(
+        group=q4.shape[1] // k4.shape[1],
+        q_len=problem.q_len,
+        kv_len=problem.kv_len,
+        window_left=problem.window_left,
+        window_right=problem.window_right,
+        sinks=problem.sinks,
+        end_sinks=problem.end_sinks,
+        # Softcap folds the scale into the tanh's argument and log2(e) into its factor.
+        qk_scale=(softcap if softcap else problem.scale) * LOG2E,
+        tanh_scale=problem.scale / softcap if softcap else 1.0,
+        seq_bucket=triton.next_power_of_2(max(problem.q_len, problem.kv_len, 16)),
+        HEAD_DIM=head_dim,
+        BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
+        CAUSAL=problem.causal,
+        SOFTCAP=bool(softcap),
+        IS_VARLEN=packed,
+        DOT_PRECISION=dot_precision(q4.dtype),
+        # Without end sinks their code is compiled out: those kernels are the ones built before end sinks.
+        HAS_END_SINKS=problem.end_sinks > 0,
+    )
+
+
+def _attention_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, problem: _Problem):
+    """The forward kernel: the output in q's dtype and the base-2 log-sum-exp, float32."""
+    packed = cu_seqlens_q is not None
+    q4, k4, v4 = (_as_4d(t, packed) for t in (q, k, v))
+    heads = q4.shape[1]
+    out = torch.empty(q.shape, device=q.device, dtype=q.dtype)
+    lse2 = torch.empty((heads, q.shape[0]) if packed else q.shape[:3], device=q.device, dtype=torch.float32)
+    if out.numel():
+
+        def grid(meta):
+            return (triton.cdiv(problem.q_len, meta["BLOCK_M"]) * problem.batch * heads,)
+
+        _fwd_kernel[grid](
+            q4, k4, v4, out, lse2, cu_seqlens_q, cu_seqlens_k, *_strides(q4, packed), *_strides(k4, packed),
+            *_strides(v4, packed), *_strides(_as_4d(out, packed), packed), *_row_strides(lse2, packed), heads,
+            **_kernel_args(q4, k4, problem, packed),
+        )  # fmt: skip
+    return out, lse2
+
+
+def _bwd_preprocess(out4, do4, lse2, grad_lse, problem: _Problem, packed: bool, block_d: int):
+    """``delta = rowsum(dO * O) - dlse`` per query row, float32 and shaped like ``lse2``."""
+    heads, head_dim = out4.shape[1], out4.shape[3]
+    delta = torch.empty_like(lse2)
+    if out4.numel():
+        grad_lse = None if grad_lse is None else grad_lse.float().contiguous()
+        rows, batch = (out4.shape[2], 1) if packed else (problem.q_len, problem.batch)  # packed: one batch of rows
+        _bwd_preprocess_kernel[(triton.cdiv(rows, PREPROCESS_BLOCK) * batch * heads,)](
+            out4, do4, delta if grad_lse is None else grad_lse, delta, *_strides(out4, packed), *_strides(do4, packed),
+            *_row_strides(lse2, packed), heads, rows, HEAD_DIM=head_dim, BLOCK_D=block_d,
+            HAS_GRAD_LSE=grad_lse is not None, BLOCK_M=PREPROCESS_BLOCK,
+        )  # fmt: skip
+    return delta
+
+
+def _attention_bwd(grad_out, grad_lse, q, k, v, out, lse2, cu_seqlens_q, cu_seqlens_k, problem: _Problem,
+                   needs_dq: bool, needs_dkdv: bool):  # fmt: skip
+    """The backward's three kernels: delta, then dk and dv per key block, then dq per query block
+    (each only when its gradient is needed)."""
+    packed = cu_seqlens_q is not None
+    grad_out = torch.zeros_like(out) if grad_out is None else _unit_last_stride(grad_out)
+    q4, k4, v4, out4, do4 = (_as_4d(t, packed) for t in (q, k, v, out, grad_out))
+    heads, kv_heads = q4.shape[1], k4.shape[1]
+    args = _kernel_args(q4, k4, problem, packed)
+    delta = _bwd_preprocess(out4, do4, lse2, grad_lse, problem, packed, args["BLOCK_D"])
+    inputs = (q4, k4, v4, do4, lse2, delta)
+    strides = (*_strides(q4, packed), *_strides(k4, packed), *_strides(v4, packed), *_strides(do4, packed),
+               *_row_strides(lse2, packed))  # fmt: skip
+    dq = dk = dv = None
+    if needs_dkdv:
+        dk, dv = (
+            torch.empty(k.shape, device=k.device, dtype=k.dtype),
+            torch.empty(v.shape, device=v.device, dtype=v.dtype),
+        )
+        if dk.numel():
+
+            def dkdv_grid(meta):
+                return (triton.cdiv(problem.kv_len, meta["BLOCK_N"]) * problem.batch * kv_heads,)
+
+            _bwd_dkdv_kernel[dkdv_grid](
+                *inputs, dk, dv, cu_seqlens_q, cu_seqlens_k, *strides, *_strides(_as_4d(dk, packed), packed),
+                problem.batch * kv_heads, heads, kv_heads, sm_scale=problem.scale, **args,
+            )  # fmt: skip
+    if needs_dq:
+        dq = torch.empty(q.shape, device=q.device, dtype=q.dtype)
+        if dq.numel():
+
+            def dq_grid(meta):
+                return (triton.cdiv(problem.q_len, meta["BLOCK_M"]) * problem.batch * heads,)
+
+            _bwd_dq_kernel[dq_grid](
+                *inputs, dq, cu_seqlens_q, cu_seqlens_k, *strides, *_strides(_as_4d(dq, packed), packed), heads,
+                sm_scale=problem.scale, **args,
+            )  # fmt: skip
+    return dq, dk, dv
+
+
+# ----------------------------------------------------------------------------------------------
+# Autograd and the public functions
+# ----------------------------------------------------------------------------------------------
 
 
 class SlidingWindowAttentionFunction(torch.autograd.Function):
@@ -838,18 +973,8 @@ class SlidingWindowAttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, cu_seqlens_q, cu_seqlens_k, problem):
-        packed = cu_seqlens_q is not None
         q, k, v = (_unit_last_stride(t) for t in (q, k, v))
-        q4, k4, v4 = (_as_4d(t, packed) for t in (q, k, v))
-        heads = q4.shape[1]
-        out = torch.empty(q.shape, device=q.device, dtype=q.dtype)
-        lse2 = torch.empty((heads, q.shape[0]) if packed else q.shape[:3], device=q.device, dtype=torch.float32)
-        args = _kernel_args(q4, k4, problem, packed)
-        if out.numel():
-            grid = lambda meta: (triton.cdiv(problem.q_len, meta["BLOCK_M"]) * problem.batch * heads,)  # noqa: E731
-            _fwd_kernel[grid](q4, k4, v4, out, lse2, cu_seqlens_q, cu_seqlens_k, *_strides(q4, packed),
-                              *_strides(k4, packed), *_strides(v4, packed), *_strides(_as_4d(out, packed), packed),
-                              *_row_strides(lse2, packed), heads, **args)
+        out, lse2 = _attention_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, problem)
         ctx.save_for_backward(q, k, v, out, lse2, cu_seqlens_q, cu_seqlens_k)
         ctx.problem = problem
         ctx.set_materialize_grads(False)
@@ -857,47 +982,16 @@ class SlidingWindowAttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out, grad_lse):
-        q, k, v, out, lse2, cu_seqlens_q, cu_seqlens_k = ctx.saved_tensors
-        problem = ctx.problem
-        packed = cu_seqlens_q is not None
         if grad_out is None and grad_lse is None:
             return None, None, None, None, None, None
-        grad_out = torch.zeros_like(out) if grad_out is None else _unit_last_stride(grad_out)
-        q4, k4, v4, out4, do4 = (_as_4d(t, packed) for t in (q, k, v, out, grad_out))
-        heads, kv_heads, head_dim = q4.shape[1], k4.shape[1], q4.shape[3]
-        args = _kernel_args(q4, k4, problem, packed)
-        row_strides = _row_strides(lse2, packed)
-        delta = torch.empty_like(lse2)
-        if out.numel():
-            grad_lse = None if grad_lse is None else grad_lse.float().contiguous()
-            rows, batch = (q.shape[0], 1) if packed else (problem.q_len, problem.batch)  # packed: one batch of rows
-            grid = (triton.cdiv(rows, PREPROCESS_BLOCK) * batch * heads,)
-            _bwd_preprocess_kernel[grid](out4, do4, grad_lse if grad_lse is not None else delta, delta,
-                                         *_strides(out4, packed), *_strides(do4, packed), *row_strides, heads, rows,
-                                         HEAD_DIM=head_dim, BLOCK_D=args["BLOCK_D"],
-                                         HAS_GRAD_LSE=grad_lse is not None, BLOCK_M=PREPROCESS_BLOCK)
-        strides = (*_strides(q4, packed), *_strides(k4, packed), *_strides(v4, packed), *_strides(do4, packed),
-                   *row_strides)
-        dq = dk = dv = None
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            dk = torch.empty(k.shape, device=k.device, dtype=k.dtype)
-            dv = torch.empty(v.shape, device=v.device, dtype=v.dtype)
-            if dk.numel():
-                grid = lambda meta: (triton.cdiv(problem.kv_len, meta["BLOCK_N"]) * problem.batch * kv_heads,)  # noqa: E731
-                _bwd_dkdv_kernel[grid](q4, k4, v4, do4, lse2, delta, dk, dv, cu_seqlens_q, cu_seqlens_k, *strides,
-                                       *_strides(_as_4d(dk, packed), packed), problem.batch * kv_heads, heads,
-                                       kv_heads, sm_scale=problem.scale, **args)
-        if ctx.needs_input_grad[0]:
-            dq = torch.empty(q.shape, device=q.device, dtype=q.dtype)
-            if dq.numel():
-                grid = lambda meta: (triton.cdiv(problem.q_len, meta["BLOCK_M"]) * problem.batch * heads,)  # noqa: E731
-                _bwd_dq_kernel[grid](q4, k4, v4, do4, lse2, delta, dq, cu_seqlens_q, cu_seqlens_k, *strides,
-                                     *_strides(_as_4d(dq, packed), packed), heads, sm_scale=problem.scale, **args)
+        needs_dq, needs_dk, needs_dv = ctx.needs_input_grad[:3]
+        dq, dk, dv = _attention_bwd(grad_out, grad_lse, *ctx.saved_tensors, ctx.problem, needs_dq,
+                                    needs_dk or needs_dv)  # fmt: skip
         return dq, dk, dv, None, None, None
 
 
 def sliding_window_attention(q, k, v, window, sinks=0, causal=True, scale=None, return_lse=False, softcap=0.0,
-                             end_sinks=0):
+                             end_sinks=0):  # fmt: skip
     """Attention over a ``window`` band plus the first ``sinks`` and the last ``end_sinks`` keys; semantics in
     the module docstring.
 
@@ -909,16 +1003,17 @@ def sliding_window_attention(q, k, v, window, sinks=0, causal=True, scale=None, 
     float32 (-inf where a query sees no key). Both are differentiable.
     """
     window, sinks, scale, softcap, end_sinks = check_attention_inputs(q, k, v, window, sinks, scale, softcap,
-                                                                      end_sinks)
+                                                                      end_sinks)  # fmt: skip
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    problem = _Problem(q.shape[0], q.shape[2], k.shape[2],
-                       *_clamped(q.shape[2], k.shape[2], window, sinks, causal, end_sinks), bool(causal), scale, softcap)
+    q_len, kv_len = q.shape[2], k.shape[2]
+    settings = clamped_settings(q_len, kv_len, window, sinks, causal, end_sinks)
+    problem = _Problem(q.shape[0], q_len, kv_len, *settings, bool(causal), scale, softcap)
     out, lse = SlidingWindowAttentionFunction.apply(q, k, v, None, None, problem)
     return (out, lse) if return_lse else out
 
 
 def sliding_window_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, window, sinks=0,
-                                    causal=True, softcap=0.0, scale=None, return_lse=False, end_sinks=0):
+                                    causal=True, softcap=0.0, scale=None, return_lse=False, end_sinks=0):  # fmt: skip
     """``sliding_window_attention`` over packed sequences (FlashAttention's varlen layout).
 
     q ``(total_q, H, D)``, k and v ``(total_k, Hkv, D)``; sequence ``b`` holds rows
@@ -929,12 +1024,11 @@ def sliding_window_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seq
     another sequence is read. Returns ``(total_q, H, D)`` and, with ``return_lse``, the
     log-sum-exp ``(H, total_q)`` in float32. Differentiable in q, k, v (and through the lse).
     """
-    _check_tensors(q, k, v, packed=True)
-    window, sinks, scale, softcap, end_sinks = _check_settings(window, sinks, scale, softcap, end_sinks)
-    max_seqlen_q, max_seqlen_k = _check_cu_seqlens(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    check_tensors(q, k, v, packed=True)
+    window, sinks, scale, softcap, end_sinks = check_settings(window, sinks, scale, softcap, end_sinks)
+    max_seqlen_q, max_seqlen_k = check_cu_seqlens(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    problem = _Problem(cu_seqlens_q.numel() - 1, max_seqlen_q, max_seqlen_k,
-                       *_clamped(max_seqlen_q, max_seqlen_k, window, sinks, causal, end_sinks), bool(causal), scale,
-                       softcap)
+    settings = clamped_settings(max_seqlen_q, max_seqlen_k, window, sinks, causal, end_sinks)
+    problem = _Problem(cu_seqlens_q.numel() - 1, max_seqlen_q, max_seqlen_k, *settings, bool(causal), scale, softcap)
     out, lse = SlidingWindowAttentionFunction.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, problem)
     return (out, lse) if return_lse else out

@@ -15,6 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
+from menagerie.kernels.validate import check_dtype, check_tensor
+
 BLOCK_ROWS = 16
 BLOCK_COLS = 256
 WARPS = 8  # 16 elements per thread: with 32 (4 warps) the unaligned fp16 forward spills on sm_80
@@ -26,8 +28,7 @@ def _load_tile(ptr, rows, cols, columns, inside):
 
 
 @triton.jit
-def _bias_gelu_fwd_kernel(x_ptr, bias_ptr, y_ptr, n_rows, columns,
-                          BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
+def _bias_gelu_fwd_kernel(x_ptr, bias_ptr, y_ptr, n_rows, columns, BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
     cols = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
     inside = (rows[:, None] < n_rows) & (cols[None, :] < columns)
@@ -39,8 +40,14 @@ def _bias_gelu_fwd_kernel(x_ptr, bias_ptr, y_ptr, n_rows, columns,
 
 
 @triton.jit
-def _bias_gelu_bwd_kernel(x_ptr, bias_ptr, dy_ptr, dx_ptr, dbias_partial_ptr, n_rows, columns,
-                          BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr):
+def _bias_gelu_bwd_kernel(
+    # Pointers
+    x_ptr, bias_ptr, dy_ptr, dx_ptr, dbias_partial_ptr,
+    # Sizes
+    n_rows, columns,
+    # Meta-parameters
+    BLOCK_ROWS: tl.constexpr, BLOCK_COLS: tl.constexpr,
+):  # fmt: skip
     rows = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
     cols = tl.program_id(1) * BLOCK_COLS + tl.arange(0, BLOCK_COLS)
     inside = (rows[:, None] < n_rows) & (cols[None, :] < columns)
@@ -57,8 +64,8 @@ def _bias_gelu_bwd_kernel(x_ptr, bias_ptr, dy_ptr, dx_ptr, dbias_partial_ptr, n_
 
 
 def _check_inputs(x: torch.Tensor, bias: torch.Tensor) -> None:
-    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise TypeError(f"x: expected float32, float16 or bfloat16, got {x.dtype}")
+    check_dtype("x", x)
+    check_tensor("bias", bias)
     if bias.dtype != x.dtype:
         raise TypeError(f"bias: expected dtype {x.dtype} like x, got {bias.dtype}")
     if x.dim() != 2:
@@ -79,8 +86,9 @@ class BiasGeluFunction(torch.autograd.Function):
         x, bias = x.contiguous(), bias.contiguous()
         y = torch.empty_like(x)
         if x.numel():
-            _bias_gelu_fwd_kernel[_grid(x)](x, bias, y, x.shape[0], x.shape[1],
-                                            BLOCK_ROWS=BLOCK_ROWS, BLOCK_COLS=BLOCK_COLS, num_warps=WARPS)
+            _bias_gelu_fwd_kernel[_grid(x)](
+                x, bias, y, x.shape[0], x.shape[1], BLOCK_ROWS=BLOCK_ROWS, BLOCK_COLS=BLOCK_COLS, num_warps=WARPS
+            )
         ctx.save_for_backward(x, bias)
         return y
 
@@ -92,8 +100,18 @@ class BiasGeluFunction(torch.autograd.Function):
         grid = _grid(x)
         dbias_partial = torch.empty(grid[0], x.shape[1], device=x.device, dtype=torch.float32)
         if x.numel():
-            _bias_gelu_bwd_kernel[grid](x, bias, dy, dx, dbias_partial, x.shape[0], x.shape[1],
-                                        BLOCK_ROWS=BLOCK_ROWS, BLOCK_COLS=BLOCK_COLS, num_warps=WARPS)
+            _bias_gelu_bwd_kernel[grid](
+                x,
+                bias,
+                dy,
+                dx,
+                dbias_partial,
+                x.shape[0],
+                x.shape[1],
+                BLOCK_ROWS=BLOCK_ROWS,
+                BLOCK_COLS=BLOCK_COLS,
+                num_warps=WARPS,
+            )
         dbias = dbias_partial.sum(dim=0).to(bias.dtype)
         return dx, dbias
 

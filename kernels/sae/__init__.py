@@ -5,5 +5,12 @@ from menagerie.kernels.sae.decode import sparse_decode, sparse_decode_mse
 from menagerie.kernels.sae.encode import topk_encode
 from menagerie.kernels.sae.reference import decode_dense, decode_embedding_bag, topk_encode_dense, topk_encode_reference
 
-__all__ = ["decode_dense", "decode_embedding_bag", "sparse_decode", "sparse_decode_mse", "topk_encode",
-           "topk_encode_dense", "topk_encode_reference"]
+__all__ = [
+    "decode_dense",
+    "decode_embedding_bag",
+    "sparse_decode",
+    "sparse_decode_mse",
+    "topk_encode",
+    "topk_encode_dense",
+    "topk_encode_reference",
+]

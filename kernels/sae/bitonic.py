@@ -17,8 +17,14 @@ import triton.language as tl
 
 
 @triton.jit
-def _compare_swap(x, ROWS: tl.constexpr, L: tl.constexpr, BLOCK_LOG: tl.constexpr, STRIDE_LOG: tl.constexpr,
-                  DESCENDING: tl.constexpr):
+def _compare_swap(
+    x,
+    ROWS: tl.constexpr,
+    L: tl.constexpr,
+    BLOCK_LOG: tl.constexpr,
+    STRIDE_LOG: tl.constexpr,
+    DESCENDING: tl.constexpr,
+):
     """Orders each pair ``(i, i + 2**STRIDE_LOG)``; blocks of ``2**BLOCK_LOG`` alternate direction,
     and the first block goes the ``DESCENDING`` way."""
     stride: tl.constexpr = 1 << STRIDE_LOG

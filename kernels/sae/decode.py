@@ -29,10 +29,16 @@ DOTS_BLOCK_D = 64
 
 
 @triton.jit
-def _gather_rows_kernel(values_ptr, indices_ptr, table_ptr, bias_ptr, target_ptr, out_ptr, partial_ptr,
-                        rows, dim, k, stride_vn, stride_in, stride_tm, stride_td, stride_on,
-                        HAS_BIAS: tl.constexpr, HAS_TARGET: tl.constexpr,
-                        BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+def _gather_rows_kernel(
+    # Pointers
+    values_ptr, indices_ptr, table_ptr, bias_ptr, target_ptr, out_ptr, partial_ptr,
+    # Sizes
+    rows, dim, k,
+    # Strides
+    stride_vn, stride_in, stride_tm, stride_td, stride_on,
+    # Meta-parameters
+    HAS_BIAS: tl.constexpr, HAS_TARGET: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
     pid_n, pid_d = tl.program_id(0), tl.program_id(1)
     row_ids = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     ds = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -42,8 +48,9 @@ def _gather_rows_kernel(values_ptr, indices_ptr, table_ptr, bias_ptr, target_ptr
     for j in range(k):
         value = tl.load(values_ptr + row_ids.to(tl.int64) * stride_vn + j, mask=row_inside, other=0.0)
         latent = tl.load(indices_ptr + row_ids.to(tl.int64) * stride_in + j, mask=row_inside, other=0)
-        table = tl.load(table_ptr + latent[:, None].to(tl.int64) * stride_tm + ds[None, :] * stride_td,
-                        mask=inside, other=0.0)
+        table = tl.load(
+            table_ptr + latent[:, None].to(tl.int64) * stride_tm + ds[None, :] * stride_td, mask=inside, other=0.0
+        )
         acc += value.to(tl.float32)[:, None] * table.to(tl.float32)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + ds, mask=ds < dim, other=0.0).to(tl.float32)[None, :]
@@ -56,29 +63,51 @@ def _gather_rows_kernel(values_ptr, indices_ptr, table_ptr, bias_ptr, target_ptr
 
 
 @triton.jit
-def _gathered_dots_kernel(grad_ptr, indices_ptr, table_ptr, out_ptr,
-                          rows, dim, k, stride_gn, stride_in, stride_tm, stride_on,
-                          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
+def _gathered_dots_kernel(
+    # Pointers
+    grad_ptr, indices_ptr, table_ptr, out_ptr,
+    # Sizes
+    rows, dim, k,
+    # Strides
+    stride_gn, stride_in, stride_tm, stride_on,
+    # Meta-parameters
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
     row_ids = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     slots = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     pair_inside = (row_ids[:, None] < rows) & (slots[None, :] < k)
-    latents = tl.load(indices_ptr + row_ids[:, None].to(tl.int64) * stride_in + slots[None, :],
-                      mask=pair_inside, other=0)
+    latents = tl.load(
+        indices_ptr + row_ids[:, None].to(tl.int64) * stride_in + slots[None, :], mask=pair_inside, other=0
+    )
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     for d0 in range(0, dim, BLOCK_D):
         ds = d0 + tl.arange(0, BLOCK_D)
         d_inside = ds < dim
-        grad = tl.load(grad_ptr + row_ids[:, None].to(tl.int64) * stride_gn + ds[None, :],
-                       mask=(row_ids[:, None] < rows) & d_inside[None, :], other=0.0).to(tl.float32)
-        table = tl.load(table_ptr + latents[:, :, None].to(tl.int64) * stride_tm + ds[None, None, :],
-                        mask=pair_inside[:, :, None] & d_inside[None, None, :], other=0.0).to(tl.float32)
+        grad = tl.load(
+            grad_ptr + row_ids[:, None].to(tl.int64) * stride_gn + ds[None, :],
+            mask=(row_ids[:, None] < rows) & d_inside[None, :],
+            other=0.0,
+        ).to(tl.float32)
+        table = tl.load(
+            table_ptr + latents[:, :, None].to(tl.int64) * stride_tm + ds[None, None, :],
+            mask=pair_inside[:, :, None] & d_inside[None, None, :],
+            other=0.0,
+        ).to(tl.float32)
         acc += tl.sum(grad[:, None, :] * table, axis=2)
-    tl.store(out_ptr + row_ids[:, None].to(tl.int64) * stride_on + slots[None, :],
-             acc.to(out_ptr.dtype.element_ty), mask=pair_inside)
+    tl.store(
+        out_ptr + row_ids[:, None].to(tl.int64) * stride_on + slots[None, :],
+        acc.to(out_ptr.dtype.element_ty),
+        mask=pair_inside,
+    )
 
 
-def gather_rows(values: torch.Tensor, indices: torch.Tensor, table: torch.Tensor, bias: torch.Tensor | None = None,
-                target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def gather_rows(
+    values: torch.Tensor,
+    indices: torch.Tensor,
+    table: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    target: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``sum_j values[:, j] * table[indices[:, j]] (+ bias) (- target)``; with a target also the
     per-program partial sums of squares. ``table`` may have any strides."""
     rows, k = values.shape
@@ -88,10 +117,26 @@ def gather_rows(values: torch.Tensor, indices: torch.Tensor, table: torch.Tensor
     grid = (triton.cdiv(rows, BLOCK_N), triton.cdiv(dim, BLOCK_D))
     partial = torch.empty(grid, dtype=torch.float32, device=table.device) if target is not None else None
     _gather_rows_kernel[grid](
-        values, indices, table, bias if bias is not None else out, target.contiguous() if target is not None else out,
-        out, partial if partial is not None else out,
-        rows, dim, k, values.stride(0), indices.stride(0), table.stride(0), table.stride(1), out.stride(0),
-        HAS_BIAS=bias is not None, HAS_TARGET=target is not None, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D)
+        values,
+        indices,
+        table,
+        bias if bias is not None else out,
+        target.contiguous() if target is not None else out,
+        out,
+        partial if partial is not None else out,
+        rows,
+        dim,
+        k,
+        values.stride(0),
+        indices.stride(0),
+        table.stride(0),
+        table.stride(1),
+        out.stride(0),
+        HAS_BIAS=bias is not None,
+        HAS_TARGET=target is not None,
+        BLOCK_N=BLOCK_N,
+        BLOCK_D=BLOCK_D,
+    )
     return out, partial
 
 
@@ -101,9 +146,22 @@ def gathered_dots(grad: torch.Tensor, indices: torch.Tensor, table: torch.Tensor
     grad, indices, table = grad.contiguous(), indices.contiguous(), table.contiguous()
     out = torch.empty(rows, k, dtype=grad.dtype, device=grad.device)
     grid = (triton.cdiv(rows, DOTS_BLOCK_N), triton.cdiv(k, DOTS_BLOCK_K))
-    _gathered_dots_kernel[grid](grad, indices, table, out, rows, table.shape[1], k,
-                                grad.stride(0), indices.stride(0), table.stride(0), out.stride(0),
-                                BLOCK_N=DOTS_BLOCK_N, BLOCK_K=DOTS_BLOCK_K, BLOCK_D=DOTS_BLOCK_D)
+    _gathered_dots_kernel[grid](
+        grad,
+        indices,
+        table,
+        out,
+        rows,
+        table.shape[1],
+        k,
+        grad.stride(0),
+        indices.stride(0),
+        table.stride(0),
+        out.stride(0),
+        BLOCK_N=DOTS_BLOCK_N,
+        BLOCK_K=DOTS_BLOCK_K,
+        BLOCK_D=DOTS_BLOCK_D,
+    )
     return out
 
 
@@ -156,8 +214,13 @@ def _check_decode_inputs(values, indices, W_dec, b_dec, index_range: bool):
     check_indices(indices, values, W_dec.shape[0], index_range)
 
 
-def sparse_decode(values: torch.Tensor, indices: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor,
-                  check_index_range: bool = True):
+def sparse_decode(
+    values: torch.Tensor,
+    indices: torch.Tensor,
+    W_dec: torch.Tensor,
+    b_dec: torch.Tensor,
+    check_index_range: bool = True,
+):
     """``(N, d)`` reconstruction from ``k`` active latents per row; differentiable in values, W_dec, b_dec.
 
     ``check_index_range=False`` skips the range check of ``indices`` (a device sync) for indices
@@ -167,8 +230,14 @@ def sparse_decode(values: torch.Tensor, indices: torch.Tensor, W_dec: torch.Tens
     return SparseDecodeFunction.apply(values, indices, W_dec, b_dec)
 
 
-def sparse_decode_mse(values: torch.Tensor, indices: torch.Tensor, W_dec: torch.Tensor, b_dec: torch.Tensor,
-                      target: torch.Tensor, check_index_range: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def sparse_decode_mse(
+    values: torch.Tensor,
+    indices: torch.Tensor,
+    W_dec: torch.Tensor,
+    b_dec: torch.Tensor,
+    target: torch.Tensor,
+    check_index_range: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mean((recon - target)**2), recon - target)`` in one pass; the loss is differentiable.
     ``check_index_range`` as for ``sparse_decode``."""
     _check_decode_inputs(values, indices, W_dec, b_dec, check_index_range)

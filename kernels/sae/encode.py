@@ -33,8 +33,10 @@ import triton.language as tl
 from menagerie.kernels.sae.bitonic import merge_top
 from menagerie.kernels.sae.decode import gather_rows
 from menagerie.kernels.sae.latent_sums import LatentPairs, latent_weighted_sums
-from menagerie.kernels.sae.validate import check_float_tensor, check_same, dot_precision
+from menagerie.kernels.sae.validate import check_float_tensor, check_same
 from menagerie.kernels.targets import INTERPRETING, gpu_capability, multiprocessor_count, on_gpu
+from menagerie.kernels.tiles import tiling
+from menagerie.kernels.validate import dot_precision
 
 MAX_K = 1024
 INDEX_BASE = 2**31 - 1  # keys hold INDEX_BASE - index in their low 32 bits
@@ -49,20 +51,29 @@ MERGE_WITH_TL_TOPK = not INTERPRETING
 # among configurations of which `menagerie compile` finds one spill-free on sm_80 and sm_90 for
 # every dtype at k <= 64.
 if INTERPRETING:
-    ENCODE_CONFIGS = [triton.Config({}, num_warps=4, num_stages=1)]
+    ENCODE_CONFIGS = [tiling(warps=4, stages=1)]
 else:
-    ENCODE_CONFIGS = [triton.Config({}, num_warps=warps, num_stages=stages) for warps, stages in
-                      ((8, 3), (8, 1), (4, 2), (4, 1))]
+    ENCODE_CONFIGS = [
+        tiling(warps=8, stages=3),
+        tiling(warps=8, stages=1),
+        tiling(warps=4, stages=2),
+        tiling(warps=4, stages=1),
+    ]
 
 
 @triton.autotune(configs=ENCODE_CONFIGS, key=["dim", "BLOCK_N", "BLOCK_M", "HAS_ALLOWED"])
 @triton.jit
-def _topk_encode_kernel(xc_ptr, w_ptr, b_enc_ptr, allowed_ptr, keys_ptr,
-                        rows, dim, latents, latents_per_split,
-                        stride_xn, stride_xd, stride_wd, stride_wm, stride_kn, stride_ks,
-                        HAS_ALLOWED: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
-                        BLOCK_D: tl.constexpr, LOG_M: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                        INDEX_BASE: tl.constexpr, TL_TOPK: tl.constexpr):
+def _topk_encode_kernel(
+    # Pointers
+    xc_ptr, w_ptr, b_enc_ptr, allowed_ptr, keys_ptr,
+    # Sizes
+    rows, dim, latents, latents_per_split,
+    # Strides
+    stride_xn, stride_xd, stride_wd, stride_wm, stride_kn, stride_ks,
+    # Meta-parameters
+    HAS_ALLOWED: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+    LOG_M: tl.constexpr, DOT_PRECISION: tl.constexpr, INDEX_BASE: tl.constexpr, TL_TOPK: tl.constexpr,
+):  # fmt: skip
     row_ids = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     split = tl.program_id(1)
     row_inside = row_ids < rows
@@ -75,10 +86,16 @@ def _topk_encode_kernel(xc_ptr, w_ptr, b_enc_ptr, allowed_ptr, keys_ptr,
         acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
         for d0 in range(0, dim, BLOCK_D):
             ds = d0 + tl.arange(0, BLOCK_D)
-            xs = tl.load(xc_ptr + row_ids[:, None].to(tl.int64) * stride_xn + ds[None, :] * stride_xd,
-                         mask=row_inside[:, None] & (ds[None, :] < dim), other=0.0)
-            ws = tl.load(w_ptr + ds[:, None].to(tl.int64) * stride_wd + cols[None, :].to(tl.int64) * stride_wm,
-                         mask=(ds[:, None] < dim) & col_inside[None, :], other=0.0)
+            xs = tl.load(
+                xc_ptr + row_ids[:, None].to(tl.int64) * stride_xn + ds[None, :] * stride_xd,
+                mask=row_inside[:, None] & (ds[None, :] < dim),
+                other=0.0,
+            )
+            ws = tl.load(
+                w_ptr + ds[:, None].to(tl.int64) * stride_wd + cols[None, :].to(tl.int64) * stride_wm,
+                mask=(ds[:, None] < dim) & col_inside[None, :],
+                other=0.0,
+            )
             acc = tl.dot(xs, ws, acc, input_precision=DOT_PRECISION)
         acc += tl.load(b_enc_ptr + cols, mask=col_inside, other=0.0).to(tl.float32)[None, :]
         acts = tl.where(acc > 0, acc, 0.0)  # ReLU; also maps -0.0 and NaN to +0.0
@@ -95,8 +112,11 @@ def _topk_encode_kernel(xc_ptr, w_ptr, b_enc_ptr, allowed_ptr, keys_ptr,
             else:
                 best = merge_top(best, keys, BLOCK_N, BLOCK_M, LOG_M)
     out_cols = tl.arange(0, BLOCK_M)
-    tl.store(keys_ptr + row_ids[:, None].to(tl.int64) * stride_kn + split * stride_ks + out_cols[None, :], best,
-             mask=row_inside[:, None])
+    tl.store(
+        keys_ptr + row_ids[:, None].to(tl.int64) * stride_kn + split * stride_ks + out_cols[None, :],
+        best,
+        mask=row_inside[:, None],
+    )
 
 
 def merge_keys() -> int:
@@ -117,8 +137,14 @@ def _split_count(row_blocks: int, latent_tiles: int, device: torch.device) -> in
     return max(1, min(latent_tiles, triton.cdiv(programs, row_blocks)))
 
 
-def topk_keys(xc: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int,
-              allowed: torch.Tensor | None = None, splits: int | None = None) -> torch.Tensor:
+def topk_keys(
+    xc: torch.Tensor,
+    W_enc: torch.Tensor,
+    b_enc: torch.Tensor,
+    k: int,
+    allowed: torch.Tensor | None = None,
+    splits: int | None = None,
+) -> torch.Tensor:
     """The ``(N, k)`` selection keys of ``topk(relu(xc @ W_enc + b_enc), k)``, best first."""
     rows, dim = xc.shape
     latents = W_enc.shape[1]
@@ -129,11 +155,30 @@ def topk_keys(xc: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int
     splits = triton.cdiv(latents, latents_per_split)
     keys = torch.empty(rows, splits, block_m, dtype=torch.int64, device=xc.device)
     _topk_encode_kernel[(row_blocks, splits)](
-        xc, W_enc, b_enc, allowed.view(torch.uint8) if allowed is not None else b_enc, keys,
-        rows, dim, latents, latents_per_split,
-        xc.stride(0), xc.stride(1), W_enc.stride(0), W_enc.stride(1), keys.stride(0), keys.stride(1),
-        HAS_ALLOWED=allowed is not None, BLOCK_N=block_n, BLOCK_M=block_m, BLOCK_D=BLOCK_D, LOG_M=block_m.bit_length() - 1,
-        DOT_PRECISION=dot_precision(xc.dtype), INDEX_BASE=INDEX_BASE, TL_TOPK=MERGE_WITH_TL_TOPK)
+        xc,
+        W_enc,
+        b_enc,
+        allowed.view(torch.uint8) if allowed is not None else b_enc,
+        keys,
+        rows,
+        dim,
+        latents,
+        latents_per_split,
+        xc.stride(0),
+        xc.stride(1),
+        W_enc.stride(0),
+        W_enc.stride(1),
+        keys.stride(0),
+        keys.stride(1),
+        HAS_ALLOWED=allowed is not None,
+        BLOCK_N=block_n,
+        BLOCK_M=block_m,
+        BLOCK_D=BLOCK_D,
+        LOG_M=block_m.bit_length() - 1,
+        DOT_PRECISION=dot_precision(xc.dtype),
+        INDEX_BASE=INDEX_BASE,
+        TL_TOPK=MERGE_WITH_TL_TOPK,
+    )
     if splits == 1:
         return keys[:, 0, :k]
     return torch.topk(keys.view(rows, -1), k, dim=1).values
@@ -172,8 +217,14 @@ class TopKEncodeFunction(torch.autograd.Function):
         return grad_x, grad_W_enc, grad_b_enc, grad_b_dec, None, None
 
 
-def topk_encode(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, b_dec: torch.Tensor, k: int,
-                allowed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def topk_encode(
+    x: torch.Tensor,
+    W_enc: torch.Tensor,
+    b_enc: torch.Tensor,
+    b_dec: torch.Tensor,
+    k: int,
+    allowed: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(values, indices)`` of ``topk(relu((x - b_dec) @ W_enc + b_enc), k)``; differentiable in values."""
     check_float_tensor("x", x, dims=2)
     rows, dim = x.shape
@@ -185,8 +236,10 @@ def topk_encode(x: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, b_dec
         raise ValueError(f"k: expected an int in [1, min(M={latents}, {MAX_K})], got {k!r}")
     if allowed is not None:
         if allowed.dtype != torch.bool or allowed.shape != (latents,) or allowed.device != x.device:
-            raise ValueError(f"allowed: expected a bool tensor of shape ({latents},) on {x.device}, "
-                             f"got {allowed.dtype} {tuple(allowed.shape)} on {allowed.device}")
+            raise ValueError(
+                f"allowed: expected a bool tensor of shape ({latents},) on {x.device}, "
+                f"got {allowed.dtype} {tuple(allowed.shape)} on {allowed.device}"
+            )
         available = int(allowed.sum())
         if available < k:
             raise ValueError(f"allowed: only {available} latents are allowed, fewer than k={k}")

@@ -41,9 +41,16 @@ class LatentPairs(NamedTuple):
 
 
 @triton.jit
-def _latent_sums_kernel(order_ptr, offsets_ptr, weights_ptr, rows_ptr, out_ptr, weight_sums_ptr,
-                        dim, k, stride_rn, stride_om,
-                        WITH_WEIGHT_SUMS: tl.constexpr, BLOCK_PAIRS: tl.constexpr, BLOCK_D: tl.constexpr):
+def _latent_sums_kernel(
+    # Pointers
+    order_ptr, offsets_ptr, weights_ptr, rows_ptr, out_ptr, weight_sums_ptr,
+    # Sizes
+    dim, k,
+    # Strides
+    stride_rn, stride_om,
+    # Meta-parameters
+    WITH_WEIGHT_SUMS: tl.constexpr, BLOCK_PAIRS: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
     latent = tl.program_id(0)
     first = tl.load(offsets_ptr + latent)
     last = tl.load(offsets_ptr + latent + 1)
@@ -57,8 +64,11 @@ def _latent_sums_kernel(order_ptr, offsets_ptr, weights_ptr, rows_ptr, out_ptr, 
             pairs = tl.load(order_ptr + slots, mask=inside, other=0)
             weights = tl.load(weights_ptr + pairs, mask=inside, other=0.0).to(tl.float32)
             tokens = pairs // k
-            rows = tl.load(rows_ptr + tokens[:, None] * stride_rn + ds[None, :],
-                           mask=inside[:, None] & (ds[None, :] < dim), other=0.0).to(tl.float32)
+            rows = tl.load(
+                rows_ptr + tokens[:, None] * stride_rn + ds[None, :],
+                mask=inside[:, None] & (ds[None, :] < dim),
+                other=0.0,
+            ).to(tl.float32)
             acc += tl.sum(weights[:, None] * rows, axis=0)
         tl.store(out_row + ds, acc.to(out_ptr.dtype.element_ty), mask=ds < dim)
     if WITH_WEIGHT_SUMS:
@@ -70,16 +80,27 @@ def _latent_sums_kernel(order_ptr, offsets_ptr, weights_ptr, rows_ptr, out_ptr, 
         tl.store(weight_sums_ptr + latent, tl.sum(total, axis=0).to(weight_sums_ptr.dtype.element_ty))
 
 
-def latent_weighted_sums(pairs: LatentPairs, weights: torch.Tensor, rows: torch.Tensor,
-                         with_weight_sums: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def latent_weighted_sums(
+    pairs: LatentPairs, weights: torch.Tensor, rows: torch.Tensor, with_weight_sums: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(out (M, d), weight_sums (M,) or None)`` in ``rows``' dtype, accumulated in float32."""
     rows = rows.contiguous()
     weights = weights.contiguous()
     out = torch.empty(pairs.latents, rows.shape[1], dtype=rows.dtype, device=rows.device)
     weight_sums = torch.empty(pairs.latents, dtype=rows.dtype, device=rows.device) if with_weight_sums else None
     _latent_sums_kernel[(pairs.latents,)](
-        pairs.order, pairs.offsets, weights, rows, out, weight_sums if with_weight_sums else out,
-        rows.shape[1], pairs.k, rows.stride(0), out.stride(0),
-        WITH_WEIGHT_SUMS=with_weight_sums, BLOCK_PAIRS=BLOCK_PAIRS,
-        BLOCK_D=min(MAX_BLOCK_D, triton.next_power_of_2(rows.shape[1])))
+        pairs.order,
+        pairs.offsets,
+        weights,
+        rows,
+        out,
+        weight_sums if with_weight_sums else out,
+        rows.shape[1],
+        pairs.k,
+        rows.stride(0),
+        out.stride(0),
+        WITH_WEIGHT_SUMS=with_weight_sums,
+        BLOCK_PAIRS=BLOCK_PAIRS,
+        BLOCK_D=min(MAX_BLOCK_D, triton.next_power_of_2(rows.shape[1])),
+    )
     return out, weight_sums

@@ -1,15 +1,13 @@
-"""Input checks shared by the SAE launchers: a bad argument fails here, named, not inside a kernel."""
+"""The SAE launchers' shape rules, on top of ``kernels/validate.py``: a bad argument fails here,
+named, not inside a kernel."""
 
 import torch
 
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+from menagerie.kernels.validate import check_dtype
 
 
 def check_float_tensor(name: str, tensor, dims: int) -> None:
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(tensor).__name__}")
-    if tensor.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name}: expected float32, float16 or bfloat16, got {tensor.dtype}")
+    check_dtype(name, tensor)
     if tensor.dim() != dims:
         raise ValueError(f"{name}: expected {dims} dimensions, got shape {tuple(tensor.shape)}")
 
@@ -18,8 +16,10 @@ def check_same(name: str, tensor, like: torch.Tensor, shape: tuple) -> None:
     """``tensor`` has ``like``'s dtype and device and ``shape`` (``None`` matches any size)."""
     check_float_tensor(name, tensor, dims=len(shape))
     if tensor.dtype != like.dtype or tensor.device != like.device:
-        raise TypeError(f"{name}: expected {like.dtype} on {like.device} like the other inputs, "
-                        f"got {tensor.dtype} on {tensor.device}")
+        raise TypeError(
+            f"{name}: expected {like.dtype} on {like.device} like the other inputs, "
+            f"got {tensor.dtype} on {tensor.device}"
+        )
     if any(want is not None and want != got for want, got in zip(shape, tensor.shape)):
         expected = ", ".join("*" if size is None else str(size) for size in shape)
         raise ValueError(f"{name}: expected shape ({expected}), got {tuple(tensor.shape)}")
@@ -30,13 +30,11 @@ def check_indices(indices, values: torch.Tensor, latents: int, index_range: bool
     if not isinstance(indices, torch.Tensor) or indices.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"indices: expected an int64 or int32 tensor, got {getattr(indices, 'dtype', type(indices))}")
     if indices.shape != values.shape or indices.device != values.device:
-        raise ValueError(f"indices: expected shape {tuple(values.shape)} on {values.device} like values, "
-                         f"got {tuple(indices.shape)} on {indices.device}")
+        raise ValueError(
+            f"indices: expected shape {tuple(values.shape)} on {values.device} like values, "
+            f"got {tuple(indices.shape)} on {indices.device}"
+        )
     if index_range and indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= latents):
-        raise ValueError(f"indices: expected latent indices in [0, {latents}), "
-                         f"got [{int(indices.min())}, {int(indices.max())}]")
-
-
-def dot_precision(dtype: torch.dtype) -> str:
-    """float32 inputs multiply in full precision (as torch.matmul does by default), not TF32."""
-    return "ieee" if dtype == torch.float32 else "tf32"
+        raise ValueError(
+            f"indices: expected latent indices in [0, {latents}), got [{int(indices.min())}, {int(indices.max())}]"
+        )

@@ -13,11 +13,14 @@ Backward: with ``g = dL/dx``, the gradient reaching ``x_t`` is
 ``dL/db_t = h_t`` and ``dL/da_t = h_t * x_{t-1}``.
 """
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
+
+from menagerie.kernels.validate import check_dtype
 
 BLOCK_C = 4
 BLOCK_T = 128
@@ -29,8 +32,7 @@ def _compose(a_first, b_first, a_then, b_then):
 
 
 @triton.jit
-def _linear_scan_fwd_kernel(a_ptr, b_ptr, x_ptr, channels, length,
-                            BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+def _linear_scan_fwd_kernel(a_ptr, b_ptr, x_ptr, channels, length, BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
     rows = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     state = tl.zeros((BLOCK_C,), dtype=tl.float32)
     for start in range(0, length, BLOCK_T):
@@ -47,8 +49,17 @@ def _linear_scan_fwd_kernel(a_ptr, b_ptr, x_ptr, channels, length,
 
 
 @triton.jit
-def _linear_scan_bwd_kernel(a_ptr, x_ptr, g_ptr, da_ptr, db_ptr, channels, length,
-                            BLOCK_C: tl.constexpr, BLOCK_T: tl.constexpr):
+def _linear_scan_bwd_kernel(
+    a_ptr,
+    x_ptr,
+    g_ptr,
+    da_ptr,
+    db_ptr,
+    channels,
+    length,
+    BLOCK_C: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+):
     rows = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     carry = tl.zeros((BLOCK_C,), dtype=tl.float32)
     for end in range(length, 0, -BLOCK_T):
@@ -73,10 +84,7 @@ def _linear_scan_bwd_kernel(a_ptr, x_ptr, g_ptr, da_ptr, db_ptr, channels, lengt
 
 def check_scan_inputs(gates: torch.Tensor, tokens: torch.Tensor) -> None:
     for name, tensor in (("gates", gates), ("tokens", tokens)):
-        if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(tensor).__name__}")
-        if tensor.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            raise TypeError(f"{name}: expected float32, float16 or bfloat16, got {tensor.dtype}")
+        check_dtype(name, tensor)
         if tensor.dim() != 3:
             raise ValueError(f"{name}: expected shape (B, C, T), got {tuple(tensor.shape)}")
     if gates.shape != tokens.shape:
@@ -101,13 +109,15 @@ class ScanLaunchers(NamedTuple):
 
 
 def _triton_forward(gates, tokens, states, rows, length):
-    _linear_scan_fwd_kernel[(triton.cdiv(rows, BLOCK_C),)](gates, tokens, states, rows, length,
-                                                          BLOCK_C=BLOCK_C, BLOCK_T=BLOCK_T)
+    _linear_scan_fwd_kernel[(triton.cdiv(rows, BLOCK_C),)](
+        gates, tokens, states, rows, length, BLOCK_C=BLOCK_C, BLOCK_T=BLOCK_T
+    )
 
 
 def _triton_backward(gates, states, grad_states, grad_gates, grad_tokens, rows, length):
-    _linear_scan_bwd_kernel[(triton.cdiv(rows, BLOCK_C),)](gates, states, grad_states, grad_gates, grad_tokens,
-                                                          rows, length, BLOCK_C=BLOCK_C, BLOCK_T=BLOCK_T)
+    _linear_scan_bwd_kernel[(triton.cdiv(rows, BLOCK_C),)](
+        gates, states, grad_states, grad_gates, grad_tokens, rows, length, BLOCK_C=BLOCK_C, BLOCK_T=BLOCK_T
+    )
 
 
 TRITON_LAUNCHERS = ScanLaunchers(_triton_forward, _triton_backward)
@@ -131,8 +141,9 @@ class LinearScanFunction(torch.autograd.Function):
         batch, channels, length = states.shape
         grad_gates, grad_tokens = torch.empty_like(gates), torch.empty_like(states)
         if states.numel():
-            ctx.launchers.backward(gates, states, grad_states.contiguous(), grad_gates, grad_tokens,
-                                   batch * channels, length)
+            ctx.launchers.backward(
+                gates, states, grad_states.contiguous(), grad_gates, grad_tokens, batch * channels, length
+            )
         return grad_gates, grad_tokens, None
 
 

@@ -149,8 +149,13 @@ class CudaProgram(NamedTuple):
 
 
 def program(dtype: torch.dtype) -> CudaProgram:
-    return CudaProgram(f"linear_scan_cuda[{C_TYPES[dtype]}]", CUDA_SOURCE, ("--std=c++17", f"-DSCALAR={C_TYPES[dtype]}"),
-                       ("linear_scan_fwd", "linear_scan_bwd"), 32 * WARPS_PER_BLOCK)
+    return CudaProgram(
+        f"linear_scan_cuda[{C_TYPES[dtype]}]",
+        CUDA_SOURCE,
+        ("--std=c++17", f"-DSCALAR={C_TYPES[dtype]}"),
+        ("linear_scan_fwd", "linear_scan_bwd"),
+        32 * WARPS_PER_BLOCK,
+    )
 
 
 def unavailable_reason(device: torch.device) -> str | None:

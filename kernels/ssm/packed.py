@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from menagerie.kernels.validate import check_device, check_tensor
+
 
 def packed_sequence_ids(x, seq_idx=None, cu_seqlens=None):
     """The ``(batch, L)`` int32 sequence of each step from ``seq_idx`` or ``cu_seqlens`` (or None
@@ -19,22 +21,21 @@ def packed_sequence_ids(x, seq_idx=None, cu_seqlens=None):
     for name, tensor in (("seq_idx", seq_idx), ("cu_seqlens", cu_seqlens)):
         if tensor is None:
             continue
-        if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(tensor).__name__}")
+        check_tensor(name, tensor)
         if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
             raise TypeError(f"{name}: expected an integer dtype, got {tensor.dtype}")
-        if tensor.device != x.device:
-            raise ValueError(f"{name}: expected the device of x ({x.device}), got {tensor.device}")
+        check_device(name, tensor, "x", x)
         if tensor.numel() > 1 and bool((tensor.diff(dim=-1) < 0).any()):
             raise ValueError(f"{name}: expected non-decreasing values (each sequence's steps contiguous)")
     from_bounds = None
     if cu_seqlens is not None:
         if batch != 1:
             raise ValueError(f"cu_seqlens: packed sequences need x with batch 1, got batch {batch}")
-        if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2 or int(cu_seqlens[0]) != 0 \
-                or int(cu_seqlens[-1]) != length:
-            raise ValueError(f"cu_seqlens: expected [0, ..., L = {length}] (one more entry than sequences), "
-                             f"got {cu_seqlens.tolist() if cu_seqlens.numel() <= 8 else tuple(cu_seqlens.shape)}")
+        if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2 or int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != length:
+            raise ValueError(
+                f"cu_seqlens: expected [0, ..., L = {length}] (one more entry than sequences), "
+                f"got {cu_seqlens.tolist() if cu_seqlens.numel() <= 8 else tuple(cu_seqlens.shape)}"
+            )
         steps = torch.arange(length, device=x.device)
         from_bounds = torch.searchsorted(cu_seqlens[1:].long(), steps, right=True)[None]
     if seq_idx is None:

@@ -51,12 +51,15 @@ and C are summed over the program's channels in registers, then over programs wi
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
 from menagerie.kernels.targets import INTERPRETING
+from menagerie.kernels.validate import check_device, check_dtype
+
 MAX_STATE = 256
 # Elements of the (BLOCK_D, N, BLOCK_L) tile a program scans per chunk on a GPU, and warps per
 # program: untuned guesses (no GPU was at hand). The backward keeps about twice as many such
@@ -64,7 +67,6 @@ MAX_STATE = 256
 # there the tiles are small to waste little on padding.
 TILE_ELEMENTS = 4096
 FWD_WARPS, BWD_WARPS = 4, 8
-FLOATING = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @triton.jit
@@ -102,18 +104,45 @@ def _step_sizes(raw, bias, inside, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexp
 def _bc_tile(base_ptr, shared, states, state_ok, steps, step_ok, length, VARIABLE: tl.constexpr):
     """B or C for one chunk, broadcastable to (BLOCK_D, BLOCK_N, BLOCK_L)."""
     if VARIABLE:
-        tile = tl.load(base_ptr + states[:, None] * length + steps[None, :],
-                       mask=state_ok[:, None] & step_ok[None, :], other=0.0).to(tl.float32)
+        tile = tl.load(
+            base_ptr + states[:, None] * length + steps[None, :], mask=state_ok[:, None] & step_ok[None, :], other=0.0
+        ).to(tl.float32)
         tile = tile[None, :, :]
     else:
         tile = shared[:, :, None]
     return tile
 
 
+class ChannelBlock(NamedTuple):
+    """One program's block of channels of one batch element, with their per-channel constants."""
+
+    batch: tl.tensor
+    channels: tl.tensor  # (BLOCK_D,) channel indices
+    states: tl.tensor  # (BLOCK_N,) state indices
+    channel_ok: tl.tensor
+    state_ok: tl.tensor
+    cs_ok: tl.tensor  # (BLOCK_D, BLOCK_N): both in range
+    A: tl.tensor  # (BLOCK_D, BLOCK_N)
+    skip: tl.tensor  # D, or zeros
+    bias: tl.tensor  # delta_bias, or zeros
+    B_slot: tl.tensor  # offset of B's (N, L) slice for this block's group, when B varies in time
+    C_slot: tl.tensor
+    B_shared: tl.tensor  # (BLOCK_D, BLOCK_N) B when it does not vary in time (else unused)
+    C_shared: tl.tensor
+    rows: tl.tensor  # (BLOCK_D,) offsets of the channels' rows of (batch, dim, L) tensors
+    state_rows: tl.tensor  # (BLOCK_D, BLOCK_N) offsets into (batch, dim, N) tensors
+
+
 @triton.jit
-def _channel_block(A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dim, length, dstate, B_groups, B_group_size, C_groups,
-                   C_group_size, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, VARIABLE_B: tl.constexpr,
-                   VARIABLE_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+def _channel_block(
+    # Pointers
+    A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr,
+    # Sizes
+    dim, length, dstate, B_groups, B_group_size, C_groups, C_group_size,
+    # Meta-parameters
+    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, VARIABLE_B: tl.constexpr, VARIABLE_C: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
     """This program's batch, channels and per-channel constants, shared by the forward and backward.
 
     Shared (time-invariant) B and C are loaded here as (BLOCK_D, N) tiles; when they vary
@@ -142,14 +171,35 @@ def _channel_block(A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dim, length, dstate, B_
         C_shared = tl.load(C_ptr + cs_offsets, mask=cs_ok, other=0.0).to(tl.float32)
     rows = (batch * dim + channels).to(tl.int64) * length
     state_rows = ((batch * dim + channels).to(tl.int64) * dstate)[:, None] + states[None, :]
-    return (batch, channels, states, channel_ok, state_ok, cs_ok, A, skip, bias, B_slot, C_slot, B_shared, C_shared,
-            rows, state_rows)
+    return ChannelBlock(
+        batch,
+        channels,
+        states,
+        channel_ok,
+        state_ok,
+        cs_ok,
+        A,
+        skip,
+        bias,
+        B_slot,
+        C_slot,
+        B_shared,
+        C_shared,
+        rows,
+        state_rows,
+    )
 
 
 @triton.jit
-def _scan_chunk(u_ptr, delta_ptr, B_base, C_base, B_shared, C_shared, A, bias, x_before, rows, chunk, length,
-                channel_ok, states, state_ok, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                VARIABLE_B: tl.constexpr, VARIABLE_C: tl.constexpr, BLOCK_L: tl.constexpr):
+def _scan_chunk(
+    # Pointers
+    u_ptr, delta_ptr, B_base, C_base,
+    # Sizes
+    B_shared, C_shared, A, bias, x_before, rows, chunk, length, channel_ok, states, state_ok,
+    # Meta-parameters
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, VARIABLE_B: tl.constexpr, VARIABLE_C: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+):  # fmt: skip
     """Loads one chunk and scans it from the state before it: the states x (BLOCK_D, N, BLOCK_L)
     and the pieces the forward and backward both use."""
     steps = chunk * BLOCK_L + tl.arange(0, BLOCK_L)
@@ -171,23 +221,43 @@ def _scan_chunk(u_ptr, delta_ptr, B_base, C_base, B_shared, C_shared, A, bias, x
 
 @triton.jit
 def _selective_scan_fwd_kernel(
+    # Pointers
     u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, states_ptr,
+    # Sizes
     dim, length, dstate, n_chunks, B_groups, B_group_size, C_groups, C_group_size,
+    # Meta-parameters
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    VARIABLE_B: tl.constexpr, VARIABLE_C: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
-):
-    (batch, channels, states, channel_ok, state_ok, cs_ok, A, skip, bias, B_slot, C_slot, B_shared, C_shared,
-     rows, state_rows) = _channel_block(A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dim, length, dstate, B_groups,
-                                        B_group_size, C_groups, C_group_size, HAS_D, HAS_BIAS, VARIABLE_B,
-                                        VARIABLE_C, BLOCK_D, BLOCK_N)
+    VARIABLE_B: tl.constexpr, VARIABLE_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+):  # fmt: skip
+    (
+        batch,
+        channels,
+        states,
+        channel_ok,
+        state_ok,
+        cs_ok,
+        A,
+        skip,
+        bias,
+        B_slot,
+        C_slot,
+        B_shared,
+        C_shared,
+        rows,
+        state_rows,
+    ) = _channel_block(
+        A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dim, length, dstate, B_groups, B_group_size, C_groups, C_group_size,
+        HAS_D, HAS_BIAS, VARIABLE_B, VARIABLE_C, BLOCK_D, BLOCK_N,
+    )  # fmt: skip
     last_step = (tl.arange(0, BLOCK_L) == BLOCK_L - 1)[None, None, :]
 
     x_carry = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     for chunk in range(0, n_chunks):
         x, decay, inputs, u, delta, _, B, C, steps, step_ok, inside, offsets = _scan_chunk(
             u_ptr, delta_ptr, B_ptr + B_slot, C_ptr + C_slot, B_shared, C_shared, A, bias, x_carry, rows, chunk,
-            length, channel_ok, states, state_ok, HAS_BIAS, SOFTPLUS, VARIABLE_B, VARIABLE_C, BLOCK_L)
+            length, channel_ok, states, state_ok, HAS_BIAS, SOFTPLUS, VARIABLE_B, VARIABLE_C, BLOCK_L,
+        )  # fmt: skip
         out = tl.sum(x * C, axis=1)
         if HAS_D:
             out += skip[:, None] * u
@@ -202,17 +272,36 @@ def _selective_scan_fwd_kernel(
 
 @triton.jit
 def _selective_scan_bwd_kernel(
-    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr, dout_ptr,
-    du_ptr, ddelta_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+    # Pointers
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, states_ptr, dout_ptr, du_ptr, ddelta_ptr, dz_ptr,
+    dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+    # Sizes
     dim, length, dstate, n_chunks, B_groups, B_group_size, C_groups, C_group_size,
+    # Meta-parameters
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-    VARIABLE_B: tl.constexpr, VARIABLE_C: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
-):
-    (batch, channels, states, channel_ok, state_ok, cs_ok, A, skip, bias, B_slot, C_slot, B_shared, C_shared,
-     rows, state_rows) = _channel_block(A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dim, length, dstate, B_groups,
-                                        B_group_size, C_groups, C_group_size, HAS_D, HAS_BIAS, VARIABLE_B,
-                                        VARIABLE_C, BLOCK_D, BLOCK_N)
+    VARIABLE_B: tl.constexpr, VARIABLE_C: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+):  # fmt: skip
+    (
+        batch,
+        channels,
+        states,
+        channel_ok,
+        state_ok,
+        cs_ok,
+        A,
+        skip,
+        bias,
+        B_slot,
+        C_slot,
+        B_shared,
+        C_shared,
+        rows,
+        state_rows,
+    ) = _channel_block(
+        A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dim, length, dstate, B_groups, B_group_size, C_groups, C_group_size,
+        HAS_D, HAS_BIAS, VARIABLE_B, VARIABLE_C, BLOCK_D, BLOCK_N,
+    )  # fmt: skip
     first_step = (tl.arange(0, BLOCK_L) == 0)[None, None, :]
     ones = tl.full((BLOCK_D, BLOCK_N, BLOCK_L), 1.0, tl.float32)
 
@@ -228,7 +317,8 @@ def _selective_scan_bwd_kernel(
         x_start = tl.load(states_ptr + state_rows * n_chunks + chunk - 1, mask=cs_ok & after_first, other=0.0)
         x, decay, inputs, u, delta, slope, B, C, steps, step_ok, inside, offsets = _scan_chunk(
             u_ptr, delta_ptr, B_ptr + B_slot, C_ptr + C_slot, B_shared, C_shared, A, bias, x_start, rows, chunk,
-            length, channel_ok, states, state_ok, HAS_BIAS, SOFTPLUS, VARIABLE_B, VARIABLE_C, BLOCK_L)
+            length, channel_ok, states, state_ok, HAS_BIAS, SOFTPLUS, VARIABLE_B, VARIABLE_C, BLOCK_L,
+        )  # fmt: skip
         delta_u = delta * u
 
         dout = tl.load(dout_ptr + offsets, mask=inside, other=0.0).to(tl.float32)
@@ -248,8 +338,9 @@ def _selective_scan_bwd_kernel(
             dskip += tl.sum(dy * u, axis=1)
 
         # Adjoint h_t = dL/dx_t, backwards in time; outside the sequence dy = 0 and decay = 1.
-        _, decay_after, h_inside = tl.associative_scan((decay, ones, dy[:, None, :] * C), axis=2,
-                                                       combine_fn=_adjoint_compose, reverse=True)
+        _, decay_after, h_inside = tl.associative_scan(
+            (decay, ones, dy[:, None, :] * C), axis=2, combine_fn=_adjoint_compose, reverse=True
+        )
         h = h_inside + decay_after * h_carry[:, :, None]
         h_carry = tl.sum(tl.where(first_step, decay * h, 0.0), axis=2)
 
@@ -260,13 +351,19 @@ def _selective_scan_bwd_kernel(
         ddelta = u * h_B + tl.sum(h_decayed * A[:, :, None], axis=1)
         dA += tl.sum(h_decayed * delta[:, None, :], axis=2)
         if VARIABLE_B:
-            tl.atomic_add(dB_ptr + B_slot + states[:, None] * length + steps[None, :],
-                          tl.sum(h * delta_u[:, None, :], axis=0), mask=state_ok[:, None] & step_ok[None, :])
+            tl.atomic_add(
+                dB_ptr + B_slot + states[:, None] * length + steps[None, :],
+                tl.sum(h * delta_u[:, None, :], axis=0),
+                mask=state_ok[:, None] & step_ok[None, :],
+            )
         else:
             dB_shared += tl.sum(h * delta_u[:, None, :], axis=2)
         if VARIABLE_C:
-            tl.atomic_add(dC_ptr + C_slot + states[:, None] * length + steps[None, :],
-                          tl.sum(dy[:, None, :] * x, axis=0), mask=state_ok[:, None] & step_ok[None, :])
+            tl.atomic_add(
+                dC_ptr + C_slot + states[:, None] * length + steps[None, :],
+                tl.sum(dy[:, None, :] * x, axis=0),
+                mask=state_ok[:, None] & step_ok[None, :],
+            )
         else:
             dC_shared += tl.sum(dy[:, None, :] * x, axis=2)
         ddelta = tl.where(inside, ddelta * slope, 0.0)
@@ -287,22 +384,14 @@ def _selective_scan_bwd_kernel(
         tl.store(dbias_ptr + batch * dim + channels, dbias, mask=channel_ok)
 
 
-def _check_tensor(name, tensor, dtypes):
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(tensor).__name__}")
-    if tensor.dtype not in dtypes:
-        allowed = ", ".join(str(dtype).replace("torch.", "") for dtype in dtypes)
-        raise TypeError(f"{name}: expected dtype {allowed}, got {tensor.dtype}")
-
-
 def check_selective_scan_inputs(u, delta, A, B, C, D=None, z=None, delta_bias=None) -> None:
     """Raise a TypeError or ValueError naming the first argument that does not fit."""
     for name, tensor in (("u", u), ("delta", delta), ("B", B), ("C", C), ("z", z)):
         if tensor is not None or name != "z":
-            _check_tensor(name, tensor, FLOATING)
+            check_dtype(name, tensor)
     for name, tensor in (("A", A), ("D", D), ("delta_bias", delta_bias)):
         if tensor is not None or name == "A":
-            _check_tensor(name, tensor, (torch.float32,))
+            check_dtype(name, tensor, (torch.float32,))
     if u.dim() != 3:
         raise ValueError(f"u: expected shape (batch, dim, L), got {tuple(u.shape)}")
     batch, dim, length = u.shape
@@ -319,18 +408,23 @@ def check_selective_scan_inputs(u, delta, A, B, C, D=None, z=None, delta_bias=No
             groups = matrix.shape[1]
             if groups < 1 or dim % groups:
                 raise ValueError(f"{name}: dim {dim} is not divisible by its number of groups G = {groups}")
-        expected = {2: (dim, n_states), 3: (batch, n_states, length),
-                    4: (batch, matrix.shape[1] if matrix.dim() == 4 else 0, n_states, length)}.get(matrix.dim())
+        expected = {
+            2: (dim, n_states),
+            3: (batch, n_states, length),
+            4: (batch, matrix.shape[1] if matrix.dim() == 4 else 0, n_states, length),
+        }.get(matrix.dim())
         if expected is None or tuple(matrix.shape) != expected:
-            raise ValueError(f"{name}: expected (dim, N) = {(dim, n_states)}, (batch, N, L) = "
-                             f"{(batch, n_states, length)} or (batch, G, N, L), got {tuple(matrix.shape)}")
+            raise ValueError(
+                f"{name}: expected (dim, N) = {(dim, n_states)}, (batch, N, L) = "
+                f"{(batch, n_states, length)} or (batch, G, N, L), got {tuple(matrix.shape)}"
+            )
     for name, tensor in (("D", D), ("delta_bias", delta_bias)):
         if tensor is not None and tuple(tensor.shape) != (dim,):
             raise ValueError(f"{name}: expected shape ({dim},), got {tuple(tensor.shape)}")
     named = (("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z), ("delta_bias", delta_bias))
     for name, tensor in named:
-        if tensor is not None and tensor.device != u.device:
-            raise ValueError(f"{name}: expected the device of u ({u.device}), got {tensor.device}")
+        if tensor is not None:
+            check_device(name, tensor, "u", u)
 
 
 def _bc_layout(matrix: torch.Tensor, dim: int):
@@ -374,22 +468,48 @@ class SelectiveScanFunction(torch.autograd.Function):
         n_states = A.shape[1]
         B_c, variable_B, groups_B, size_B = _bc_layout(B, dim)
         C_c, variable_C, groups_C, size_C = _bc_layout(C, dim)
-        sizes = [size for variable, groups, size in ((variable_B, groups_B, size_B), (variable_C, groups_C, size_C))
-                 if variable and groups > 1]
+        sizes = [
+            size
+            for variable, groups, size in ((variable_B, groups_B, size_B), (variable_C, groups_C, size_C))
+            if variable and groups > 1
+        ]
         block_d, block_n, block_l = _tiles(dim, n_states, sizes)
         n_chunks = triton.cdiv(length, block_l)
         out = torch.empty_like(u)
         boundaries = torch.zeros(batch, dim, n_states, n_chunks, device=u.device, dtype=torch.float32)
-        meta = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-                    SOFTPLUS=bool(delta_softplus), VARIABLE_B=variable_B, VARIABLE_C=variable_C,
-                    BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_L=block_l)
+        meta = dict(
+            HAS_D=D is not None,
+            HAS_Z=z is not None,
+            HAS_BIAS=delta_bias is not None,
+            SOFTPLUS=bool(delta_softplus),
+            VARIABLE_B=variable_B,
+            VARIABLE_C=variable_C,
+            BLOCK_D=block_d,
+            BLOCK_N=block_n,
+            BLOCK_L=block_l,
+        )
         shape_args = (dim, length, n_states, n_chunks, groups_B, size_B, groups_C, size_C)
         if out.numel():
             _selective_scan_fwd_kernel[(dim // block_d, batch)](
-                u, delta, A, B_c, C_c, u if D is None else D, u if z is None else z,
-                u if delta_bias is None else delta_bias, out, boundaries, *shape_args, **meta, num_warps=FWD_WARPS)
-        last_state = (boundaries[..., -1].contiguous() if n_chunks
-                      else torch.zeros(batch, dim, n_states, device=u.device, dtype=torch.float32))
+                u,
+                delta,
+                A,
+                B_c,
+                C_c,
+                u if D is None else D,
+                u if z is None else z,
+                u if delta_bias is None else delta_bias,
+                out,
+                boundaries,
+                *shape_args,
+                **meta,
+                num_warps=FWD_WARPS,
+            )
+        last_state = (
+            boundaries[..., -1].contiguous()
+            if n_chunks
+            else torch.zeros(batch, dim, n_states, device=u.device, dtype=torch.float32)
+        )
         ctx.save_for_backward(u, delta, A, B_c, C_c, D, z, delta_bias, boundaries)
         ctx.meta, ctx.shape_args, ctx.bc_shapes = meta, shape_args, (B.shape, C.shape)
         ctx.mark_non_differentiable(last_state)
@@ -415,21 +535,47 @@ class SelectiveScanFunction(torch.autograd.Function):
         dbias = torch.zeros(batch, dim, **f32)
         if u.numel():
             _selective_scan_bwd_kernel[(dim // meta["BLOCK_D"], batch)](
-                u, delta, A, B, C, u if D is None else D, u if z is None else z,
-                u if delta_bias is None else delta_bias, boundaries, dout.contiguous(),
-                du, ddelta, u if dz is None else dz, dA, dB, dC, dD, dbias, *ctx.shape_args, **meta,
-                num_warps=BWD_WARPS)
+                u,
+                delta,
+                A,
+                B,
+                C,
+                u if D is None else D,
+                u if z is None else z,
+                u if delta_bias is None else delta_bias,
+                boundaries,
+                dout.contiguous(),
+                du,
+                ddelta,
+                u if dz is None else dz,
+                dA,
+                dB,
+                dC,
+                dD,
+                dbias,
+                *ctx.shape_args,
+                **meta,
+                num_warps=BWD_WARPS,
+            )
         if not meta["VARIABLE_B"]:
             dB = dB.sum(0)
         if not meta["VARIABLE_C"]:
             dC = dC.sum(0)
         B_shape, C_shape = ctx.bc_shapes
-        return (du, ddelta, dA.sum(0), dB.to(B.dtype).reshape(B_shape), dC.to(C.dtype).reshape(C_shape),
-                None if D is None else dD.sum(0), dz, None if delta_bias is None else dbias.sum(0), None)
+        return (
+            du,
+            ddelta,
+            dA.sum(0),
+            dB.to(B.dtype).reshape(B_shape),
+            dC.to(C.dtype).reshape(C_shape),
+            None if D is None else dD.sum(0),
+            dz,
+            None if delta_bias is None else dbias.sum(0),
+            None,
+        )
 
 
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False):
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False):
     """Mamba's selective scan (see the module docstring): ``out``, or ``(out, last_state)``."""
     check_selective_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
     out, last_state = SelectiveScanFunction.apply(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))

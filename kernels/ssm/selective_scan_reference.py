@@ -67,8 +67,9 @@ def _at(matrix: torch.Tensor, t) -> torch.Tensor:
     return matrix[..., t] if matrix.dim() == 4 else (matrix if isinstance(t, int) else matrix[..., None])
 
 
-def selective_scan_sequential(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                              return_last_state=False):
+def selective_scan_sequential(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, return_last_state=False
+):
     """The definition: a Python loop over the steps."""
     u_c, delta, A, B, C = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
     state = u_c.new_zeros(u.shape[0], u.shape[1], A.shape[1])
@@ -106,8 +107,20 @@ def _chunk_size(batch, dim, n_states, requested):
     return 8
 
 
-def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                             return_last_state=False, *, chunk_size=None):
+def selective_scan_reference(
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus=False,
+    return_last_state=False,
+    *,
+    chunk_size=None,
+):
     """Chunked and vectorized (see the module docstring); ``chunk_size`` overrides T."""
     u_c, delta, A, B, C = _prepare(u, delta, A, B, C, delta_bias, delta_softplus)
     batch, dim, length = u.shape
@@ -116,8 +129,13 @@ def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     ys = []
     for start in range(0, length, size):
         window = slice(start, start + size)
-        pieces = (u_c[..., window], delta[..., window], A, B if B.dim() == 2 else B[..., window],
-                  C if C.dim() == 2 else C[..., window])
+        pieces = (
+            u_c[..., window],
+            delta[..., window],
+            A,
+            B if B.dim() == 2 else B[..., window],
+            C if C.dim() == 2 else C[..., window],
+        )
         if torch.is_grad_enabled():
             state, y = checkpoint(_chunk, state, *pieces, use_reentrant=False)
         else:

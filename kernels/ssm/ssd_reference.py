@@ -64,8 +64,21 @@ def _state_dtype(x):
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def ssd_recurrence_reference(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_softplus=False, initial_states=None,
-                             return_final_states=False, seq_idx=None, cu_seqlens=None):
+def ssd_recurrence_reference(
+    x,
+    dt,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    dt_bias=None,
+    dt_softplus=False,
+    initial_states=None,
+    return_final_states=False,
+    seq_idx=None,
+    cu_seqlens=None,
+):
     """The definition: a Python loop over the steps, in float64."""
     seq_idx = packed_sequence_ids(x, seq_idx, cu_seqlens)
     compute = torch.float64
@@ -76,8 +89,7 @@ def ssd_recurrence_reference(x, dt, A, B, C, D=None, z=None, dt_bias=None, dt_so
     A = A.to(compute)
     B = B.to(compute).repeat_interleave(per_group, dim=2)  # (batch, L, heads, N)
     C = C.to(compute).repeat_interleave(per_group, dim=2)
-    state = (x_c.new_zeros(batch, heads, head_dim, B.shape[-1]) if initial_states is None
-             else initial_states.to(compute))
+    state = x_c.new_zeros(batch, heads, head_dim, B.shape[-1]) if initial_states is None else initial_states.to(compute)
     ys = []
     for t in range(length):
         decay = torch.exp(dt[:, t] * A)[..., None, None]
@@ -99,8 +111,22 @@ def _segment_sums(log_decay):
     return segment.cumsum(dim=-2).masked_fill(~causal, float("-inf"))
 
 
-def ssd_chunked_reference(x, dt, A, B, C, chunk_size=64, D=None, z=None, dt_bias=None, dt_softplus=False,
-                          initial_states=None, return_final_states=False, seq_idx=None, cu_seqlens=None):
+def ssd_chunked_reference(
+    x,
+    dt,
+    A,
+    B,
+    C,
+    chunk_size=64,
+    D=None,
+    z=None,
+    dt_bias=None,
+    dt_softplus=False,
+    initial_states=None,
+    return_final_states=False,
+    seq_idx=None,
+    cu_seqlens=None,
+):
     """The chunked form (see the module docstring), in float32 (float64 for float64 x)."""
     seq_idx = packed_sequence_ids(x, seq_idx, cu_seqlens)
     compute = _state_dtype(x)
@@ -142,8 +168,11 @@ def ssd_chunked_reference(x, dt, A, B, C, chunk_size=64, D=None, z=None, dt_bias
     # weights[..., T-1, s] = exp(sum_{s < r < T} dt'_r A): from step s to the chunk's end.
     chunk_states = torch.einsum("bcgrs,bcsgrp,bcsgn->bcgrpn", weights[..., -1, :], inputs, Bs)
 
-    state = (x_c.new_zeros(batch, groups, per_group, head_dim, n_state) if initial_states is None
-             else initial_states.to(compute).reshape(batch, groups, per_group, head_dim, n_state))
+    state = (
+        x_c.new_zeros(batch, groups, per_group, head_dim, n_state)
+        if initial_states is None
+        else initial_states.to(compute).reshape(batch, groups, per_group, head_dim, n_state)
+    )
     entering = []
     for chunk in range(n_chunks):
         entering.append(state)

@@ -9,7 +9,7 @@ import itertools
 import pytest
 
 from menagerie.kernels.attention import sliding_window_mask
-from menagerie.kernels.attention.sliding_window import (
+from menagerie.kernels.attention.tile_ranges import (
     key_tile_ranges,
     query_tile_ranges,
     visited_key_tiles,

@@ -158,7 +158,7 @@ def test_softplus_passes_large_steps_through():
     torch.testing.assert_close(out, out_plain)
     torch.testing.assert_close(last, last_plain)
     for name in grads:
-        torch.testing.assert_close(grads[name], grads_plain[name], msg=lambda m: f"d{name}: {m}")
+        torch.testing.assert_close(grads[name], grads_plain[name], msg=lambda m, name=name: f"d{name}: {m}")
 
 
 def test_softplus_threshold_applies_after_the_bias():
@@ -252,11 +252,11 @@ def _inputs_with(**changes):
         (dict(B=torch.randn(2, 4, 4, 9)), ValueError, "B: dim 6 is not divisible by its number of groups G = 4"),
         (dict(D=torch.randn(5)), ValueError, r"D: expected shape \(6,\)"),
         (dict(delta_bias=torch.randn(6, 1)), ValueError, r"delta_bias: expected shape \(6,\)"),
-        (dict(u=torch.randint(0, 3, (2, 6, 9))), TypeError, "u: expected dtype float32, float16, bfloat16"),
-        (dict(C=torch.randn(2, 4, 9).double()), TypeError, "C: expected dtype float32, float16, bfloat16"),
-        (dict(A=-torch.rand(6, 4).double()), TypeError, "A: expected dtype float32, got torch.float64"),
-        (dict(D=torch.randn(6).half()), TypeError, "D: expected dtype float32"),
-        (dict(delta_bias=torch.randn(6).to(torch.bfloat16)), TypeError, "delta_bias: expected dtype float32"),
+        (dict(u=torch.randint(0, 3, (2, 6, 9))), TypeError, "u: expected float32, float16 or bfloat16"),
+        (dict(C=torch.randn(2, 4, 9).double()), TypeError, "C: expected float32, float16 or bfloat16"),
+        (dict(A=-torch.rand(6, 4).double()), TypeError, "A: expected float32, got torch.float64"),
+        (dict(D=torch.randn(6).half()), TypeError, "D: expected float32"),
+        (dict(delta_bias=torch.randn(6).to(torch.bfloat16)), TypeError, "delta_bias: expected float32"),
         (dict(B=[[1.0]]), TypeError, "B: expected a torch.Tensor, got list"),
         (dict(z=torch.randn(2, 6, 9, device="meta")), ValueError, "z: expected the device of u"),
     ],
